@@ -1,0 +1,361 @@
+//! shoal-apiserver: a Kubernetes-compatible HTTP API over a shoal store.
+//!
+//! ```text
+//!  kubectl / kube-rs / shoal CLI
+//!        │ HTTP (JSON, chunked watch)
+//!  ┌─────▼──────────────────────────────────────────────────────────┐
+//!  │ router: /version /healthz /readyz /livez /metrics              │
+//!  │         /api /apis (discovery)   /openapi/v3 (schemas)         │
+//!  │         everything else ──► rest::handle (CRUD, patch, watch)  │
+//!  │ middleware: bearer token → metrics/logs                        │
+//!  └─────┬──────────────────────────────────────────────────────────┘
+//!        │ Registry (kinds)        Store (revisions, CAS, watch)
+//! ```
+//!
+//! The server is generic over a [`Registry`] of kinds: nothing in a handler names a kind.
+//! Objects travel as JSON values; the registry's schema prunes and checks them, and each
+//! kind's validator (from `shoal-core`) adds semantic rules. HTTP codes and Kubernetes
+//! `Status` reasons are decided in one place, [`error`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+use shoal_core::clock::SharedClock;
+use shoal_store::Store;
+use tokio_util::sync::CancellationToken;
+
+pub mod discovery;
+pub mod error;
+pub mod metrics;
+pub mod object;
+pub mod openapi;
+pub mod registry;
+pub mod rest;
+pub mod table;
+pub mod watch;
+
+pub use error::{ApiError, ApiResult};
+pub use registry::{Registry, ResourceDef};
+
+/// Tunables of the API server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Largest request body accepted; larger ones get 413 RequestEntityTooLarge.
+    pub max_body_bytes: usize,
+    /// When set, every request but the health checks needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// How long a watch lasts when the client sets no `timeoutSeconds`.
+    pub default_watch_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            // Kubernetes' limit for a single object is ~1.5 MiB in etcd; 3 MiB leaves room
+            // for YAML and patches while refusing accidental uploads.
+            max_body_bytes: 3 * 1024 * 1024,
+            token: None,
+            bookmark_interval: Duration::from_secs(10),
+            default_watch_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Shared state of every request.
+#[derive(Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub registry: Registry,
+    pub clock: SharedClock,
+    pub config: ServerConfig,
+    pub openapi: openapi::Documents,
+    pub telemetry: Arc<metrics::Telemetry>,
+    /// Cancelled on shutdown; open watches end.
+    pub shutdown: CancellationToken,
+}
+
+/// The API server: build it, then mount [`ApiServer::router`] on a listener.
+#[derive(Clone, Debug)]
+pub struct ApiServer {
+    state: Arc<AppState>,
+}
+
+/// Namespaces every shoal server has, as every Kubernetes cluster has `default`.
+pub const DEFAULT_NAMESPACES: &[&str] = &["default", "kube-system", "shoal-system"];
+
+impl ApiServer {
+    /// A server over `store` serving `registry`. `metrics` may already hold other
+    /// collectors (the store's); the server adds its own.
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        clock: SharedClock,
+        config: ServerConfig,
+        mut metrics: prometheus_client::registry::Registry,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let api = metrics::ApiMetrics::new(&mut metrics);
+        let openapi = openapi::Documents::build(&registry);
+        let telemetry = Arc::new(metrics::Telemetry {
+            registry: metrics,
+            api,
+        });
+        ApiServer {
+            state: Arc::new(AppState {
+                store,
+                registry,
+                clock,
+                config,
+                openapi,
+                telemetry,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Creates the default namespaces if they are missing.
+    ///
+    /// # Errors
+    /// A store error other than "already exists".
+    pub async fn ensure_default_namespaces(&self) -> ApiResult<()> {
+        let st = &self.state;
+        let def = st
+            .registry
+            .find("", "v1", "namespaces")
+            .cloned()
+            .expect("namespaces are registered");
+        let rp = rest::ResourcePath {
+            def,
+            namespace: None,
+            name: None,
+            subresource: None,
+        };
+        for ns in DEFAULT_NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match rest::create(st, &rp, obj, object::FieldValidation::Strict, false).await {
+                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The HTTP router.
+    pub fn router(&self) -> Router {
+        let st = self.state.clone();
+        Router::new()
+            .route("/version", get(version))
+            .route("/healthz", get(health))
+            .route("/livez", get(health))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(prometheus))
+            .route("/api", get(api_root))
+            .route("/apis", get(apis_root))
+            .route("/api/v1", get(core_resources))
+            .route("/apis/{group}", get(api_group))
+            .route("/apis/{group}/{version}", get(group_resources))
+            .route("/openapi/v3", get(openapi_index))
+            .route("/openapi/v3/{*path}", get(openapi_doc))
+            .route("/openapi/v2", get(openapi_v2))
+            .fallback(resources)
+            .layer(middleware::from_fn_with_state(st.clone(), authenticate))
+            .layer(middleware::from_fn_with_state(
+                st.telemetry.clone(),
+                metrics::record,
+            ))
+            .with_state(st)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then drains open
+/// requests.
+///
+/// # Errors
+/// IO errors of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+type St = State<Arc<AppState>>;
+
+async fn authenticate(State(st): St, req: Request, next: Next) -> Response {
+    let Some(token) = &st.config.token else {
+        return next.run(req).await;
+    };
+    if matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz") {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    // Compare without short-circuiting on the first differing byte.
+    let ok = presented.is_some_and(|p| {
+        p.len() == token.len()
+            && p.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+fn json_ok(v: Value) -> Response {
+    (StatusCode::OK, axum::Json(v)).into_response()
+}
+
+async fn version() -> Response {
+    json_ok(json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": concat!("v1.33.0-shoal.", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    }))
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(st): St) -> Response {
+    match st.store.current_revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("[-]store failed: {e}\nreadyz check failed"),
+        )
+            .into_response(),
+    }
+}
+
+async fn prometheus(State(st): St) -> Response {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &st.telemetry.registry) {
+        return ApiError::Internal(format!("failed to encode metrics: {e}")).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+fn aggregated(v: Value) -> Response {
+    let mut resp = json_ok(v);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    resp
+}
+
+async fn api_root(State(st): St, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(accept(&headers)) {
+        aggregated(discovery::aggregated(&st.registry, true))
+    } else {
+        json_ok(discovery::core_versions())
+    }
+}
+
+async fn apis_root(State(st): St, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(accept(&headers)) {
+        aggregated(discovery::aggregated(&st.registry, false))
+    } else {
+        json_ok(discovery::group_list(&st.registry))
+    }
+}
+
+async fn core_resources(State(st): St) -> Response {
+    discovery::resource_list(&st.registry, "", "v1")
+        .map_or_else(|| ApiError::NoRoute.into_response(), json_ok)
+}
+
+async fn api_group(State(st): St, Path(group): Path<String>) -> Response {
+    discovery::group(&st.registry, &group)
+        .map_or_else(|| ApiError::NoRoute.into_response(), json_ok)
+}
+
+async fn group_resources(
+    State(st): St,
+    Path((group, version)): Path<(String, String)>,
+) -> Response {
+    discovery::resource_list(&st.registry, &group, &version)
+        .map_or_else(|| ApiError::NoRoute.into_response(), json_ok)
+}
+
+async fn openapi_index(State(st): St) -> Response {
+    json_ok(st.openapi.index())
+}
+
+async fn openapi_doc(State(st): St, Path(path): Path<String>) -> Response {
+    match st.openapi.docs.get(path.trim_matches('/')) {
+        Some((_, doc)) => {
+            let mut resp = json_ok(doc.clone());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+        None => ApiError::NoRoute.into_response(),
+    }
+}
+
+async fn openapi_v2() -> Response {
+    // shoal publishes OpenAPI v3 only; clients that need v2 (kubectl < 1.27 validation)
+    // must run with --validate=false.
+    ApiError::NoRoute.into_response()
+}
+
+async fn resources(State(st): St, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    rest::handle(
+        st,
+        parts.method,
+        parts.uri.path(),
+        parts.uri.query(),
+        parts.headers,
+        body,
+    )
+    .await
+}

@@ -1,0 +1,996 @@
+//! Resource requests: get, list, create, update, patch, delete (watch is in [`crate::watch`]).
+//!
+//! ```text
+//! /api/v1/namespaces/{name}[/status]                         cluster-scoped core kinds
+//! /apis/{group}/{version}/{plural}[/{name}[/status]]         cluster-scoped, or all namespaces
+//! /apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}[/status]]
+//! ```
+//!
+//! Paths are parsed by hand rather than by the router, because whether
+//! `/api/v1/namespaces/x/status` is a subresource or a collection depends on the registry.
+//! Every write is a compare-and-swap on the key's `mod_revision`, so two writers never
+//! silently overwrite each other: a stale `resourceVersion` answers 409, and patches retry
+//! on races they did not ask to detect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use shoal_core::selector::{FieldSelector, LabelSelector};
+use shoal_core::{FieldError, FieldErrorKind};
+use shoal_store::{Precondition, RangeRequest};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Target};
+use crate::metrics::RequestInfo;
+use crate::object::{self, FieldValidation};
+use crate::registry::ResourceDef;
+use crate::table::{self, IncludeObject};
+
+/// A parsed resource path.
+#[derive(Clone, Debug)]
+pub struct ResourcePath {
+    pub def: Arc<ResourceDef>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+/// Query parameters, last value wins.
+pub type Params = HashMap<String, String>;
+
+pub fn parse_params(query: Option<&str>) -> ApiResult<Params> {
+    match query {
+        None => Ok(Params::new()),
+        Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+            .map(|v| v.into_iter().collect())
+            .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}"))),
+    }
+}
+
+/// Parses `/api/v1/…` and `/apis/{g}/{v}/…` into a resource path.
+pub fn parse_path(st: &AppState, path: &str) -> ApiResult<ResourcePath> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::NoRoute),
+    };
+    let find = |plural: &str| st.registry.find(group, version, plural).cloned();
+    let owned = |s: &&str| Some(s.to_string());
+    let rp =
+        |def, namespace: Option<String>, name: Option<String>, sub: Option<String>| ResourcePath {
+            def,
+            namespace,
+            name,
+            subresource: sub,
+        };
+    // Namespaced forms first: /namespaces/{ns}/{plural}[/{name}[/{sub}]].
+    if let ["namespaces", ns, plural, tail @ ..] = rest {
+        if let Some(def) = find(plural).filter(|d| d.namespaced) {
+            return match tail {
+                [] => Ok(rp(def, owned(ns), None, None)),
+                [name] => Ok(rp(def, owned(ns), owned(name), None)),
+                [name, sub] => Ok(rp(def, owned(ns), owned(name), owned(sub))),
+                _ => Err(ApiError::NoRoute),
+            };
+        }
+    }
+    match rest {
+        [plural] => find(plural).map(|d| rp(d, None, None, None)),
+        [plural, name] => find(plural)
+            .filter(|d| !d.namespaced)
+            .map(|d| rp(d, None, owned(name), None)),
+        [plural, name, sub] => find(plural)
+            .filter(|d| !d.namespaced)
+            .map(|d| rp(d, None, owned(name), owned(sub))),
+        _ => None,
+    }
+    .ok_or(ApiError::NoRoute)
+}
+
+/// The response content negotiated from `Accept`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Json,
+    Table,
+}
+
+pub fn negotiate(headers: &HeaderMap) -> ApiResult<Output> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.is_empty() {
+        return Ok(Output::Json);
+    }
+    for part in accept.split(',') {
+        let part = part.trim();
+        let mime = part.split(';').next().unwrap_or("").trim();
+        if mime == "application/json" && part.contains("as=Table") {
+            if part.contains("g=meta.k8s.io") {
+                return Ok(Output::Table);
+            }
+            continue;
+        }
+        if part.contains("as=") {
+            continue;
+        }
+        if matches!(
+            mime,
+            "application/json" | "*/*" | "application/*" | "application/yaml"
+        ) {
+            return Ok(Output::Json);
+        }
+    }
+    Err(ApiError::NotAcceptable(format!(
+        "only application/json responses (optionally as=Table) are served; Accept was {accept:?}"
+    )))
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string()
+}
+
+fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
+    let mut resp = (code, axum::Json(v)).into_response();
+    for w in warnings {
+        let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
+        if let Ok(h) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append(header::WARNING, h);
+        }
+    }
+    resp
+}
+
+/// Entry point for every resource request.
+pub async fn handle(
+    st: Arc<AppState>,
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut info = RequestInfo {
+        verb: "unknown",
+        resource: String::new(),
+    };
+    let result = handle_inner(&st, &method, path, query, &headers, body, &mut info).await;
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    resp.extensions_mut().insert(info);
+    resp
+}
+
+async fn read_body(st: &AppState, body: Body) -> ApiResult<Bytes> {
+    axum::body::to_bytes(body, st.config.max_body_bytes)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.to_string().contains("length limit"))
+                || e.to_string().contains("length limit");
+            if too_large {
+                ApiError::TooLarge(format!("limit is {} bytes", st.config.max_body_bytes))
+            } else {
+                ApiError::BadRequest(format!("failed to read the request body: {e}"))
+            }
+        })
+}
+
+async fn handle_inner(
+    st: &Arc<AppState>,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    info: &mut RequestInfo,
+) -> ApiResult<Response> {
+    let rp = parse_path(st, path)?;
+    let params = parse_params(query)?;
+    info.resource = match &rp.subresource {
+        Some(s) => format!("{}/{s}", rp.def.plural),
+        None => rp.def.plural.clone(),
+    };
+    if let Some(sub) = &rp.subresource {
+        if sub != "status" || !rp.def.has_status {
+            return Err(ApiError::NoRoute);
+        }
+    }
+    if let Some(ns) = &rp.namespace {
+        if !shoal_core::validation::dns1123_label(ns).is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "invalid namespace {ns:?} in the request path"
+            )));
+        }
+    }
+    let output = negotiate(headers)?;
+    let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    match (method, &rp.name) {
+        (&Method::GET, None) if watching => {
+            info.verb = "watch";
+            crate::watch::watch(st.clone(), rp, params, output).await
+        }
+        (&Method::GET, None) => {
+            info.verb = "list";
+            list_response(st, &rp, &params, output, headers).await
+        }
+        (&Method::GET, Some(name)) => {
+            info.verb = "get";
+            let obj = get(st, &rp, name).await?.0;
+            Ok(match output {
+                Output::Table => {
+                    let meta =
+                        json!({"resourceVersion": object::meta_str(&obj, "resourceVersion")});
+                    let t = table::table(
+                        &rp.def,
+                        &[obj],
+                        meta,
+                        st.clock.now(),
+                        IncludeObject::parse(params.get("includeObject").map(String::as_str)),
+                    );
+                    json_response(StatusCode::OK, &t, &[])
+                }
+                Output::Json => json_response(StatusCode::OK, &obj, &[]),
+            })
+        }
+        (&Method::POST, None) => {
+            info.verb = "create";
+            let body = object::decode(&content_type(headers), &read_body(st, body).await?)?;
+            let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
+            let (obj, warnings) = create(st, &rp, body, fv, dry_run(&params)?).await?;
+            Ok(json_response(StatusCode::CREATED, &obj, &warnings))
+        }
+        (&Method::PUT, Some(name)) => {
+            info.verb = "update";
+            let body = object::decode(&content_type(headers), &read_body(st, body).await?)?;
+            let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
+            let (obj, warnings) = update(st, &rp, name, body, fv, dry_run(&params)?).await?;
+            Ok(json_response(StatusCode::OK, &obj, &warnings))
+        }
+        (&Method::PATCH, Some(name)) => {
+            info.verb = "patch";
+            let raw = read_body(st, body).await?;
+            let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
+            let (obj, warnings) = patch(
+                st,
+                &rp,
+                name,
+                &content_type(headers),
+                &raw,
+                fv,
+                dry_run(&params)?,
+            )
+            .await?;
+            Ok(json_response(StatusCode::OK, &obj, &warnings))
+        }
+        (&Method::DELETE, Some(name)) if rp.subresource.is_none() => {
+            info.verb = "delete";
+            let raw = read_body(st, body).await?;
+            let opts = if raw.iter().all(u8::is_ascii_whitespace) {
+                Value::Null
+            } else {
+                object::decode(&content_type(headers), &raw)?
+            };
+            let obj = delete(st, &rp, name, &opts, dry_run(&params)?).await?;
+            Ok(json_response(StatusCode::OK, &obj, &[]))
+        }
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+fn dry_run(params: &Params) -> ApiResult<bool> {
+    match params.get("dryRun").map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "unsupported dryRun value {other:?}, only 'All' is supported"
+        ))),
+    }
+}
+
+/// Reads one object; 404 when absent.
+pub async fn get(st: &AppState, rp: &ResourcePath, name: &str) -> ApiResult<(Value, i64)> {
+    let key = rp.def.key(rp.namespace.as_deref(), name);
+    match st.store.get(&key).await? {
+        Some(kv) => Ok((object::from_kv(&kv)?, kv.mod_revision)),
+        None => Err(ApiError::NotFound(object::target(&rp.def, name))),
+    }
+}
+
+/// The label and field selectors of a list or watch.
+#[derive(Clone, Debug, Default)]
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Selectors {
+    pub fn parse(params: &Params) -> ApiResult<Self> {
+        let labels = LabelSelector::parse(params.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::BadRequest(format!("invalid labelSelector: {e}")))?;
+        let fields = FieldSelector::parse(
+            params.get("fieldSelector").map_or("", String::as_str),
+            &["metadata.name", "metadata.namespace"],
+        )
+        .map_err(|e| ApiError::BadRequest(format!("invalid fieldSelector: {e}")))?;
+        Ok(Selectors { labels, fields })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(&object::labels(obj))
+            && self.fields.matches(|f| match f {
+                "metadata.name" => object::meta_str(obj, "name"),
+                "metadata.namespace" => object::meta_str(obj, "namespace"),
+                _ => None,
+            })
+    }
+}
+
+/// Scans a collection; returns the matching objects, the list's resourceVersion and the
+/// continue token.
+pub async fn list(
+    st: &AppState,
+    rp: &ResourcePath,
+    params: &Params,
+) -> ApiResult<(Vec<Value>, i64, Option<String>)> {
+    let selectors = Selectors::parse(params)?;
+    let limit: usize = match params.get("limit").map(String::as_str) {
+        None | Some("") => 0,
+        Some(l) => l.parse().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid limit {l:?}: must be a non-negative integer"
+            ))
+        })?,
+    };
+    let prefix = rp.def.collection_prefix(rp.namespace.as_deref());
+    let (mut start_after, mut revision) = (None, None);
+    if let Some(token) = params.get("continue").filter(|t| !t.is_empty()) {
+        let (rev, key) = decode_continue(token, &prefix)?;
+        revision = Some(rev);
+        start_after = Some(key);
+    }
+    const SCAN_BATCH: usize = 512; // keys read per store range while filtering
+    let mut items = Vec::new();
+    let mut continue_key = None;
+    'scan: loop {
+        let want = if limit == 0 { 0 } else { SCAN_BATCH.max(limit) };
+        let resp = st
+            .store
+            .range(RangeRequest {
+                prefix: prefix.clone(),
+                start_after: start_after.clone(),
+                limit: want,
+            })
+            .await?;
+        revision.get_or_insert(resp.revision);
+        let n = resp.kvs.len();
+        for (i, kv) in resp.kvs.iter().enumerate() {
+            let obj = object::from_kv(kv)?;
+            if selectors.matches(&obj) {
+                items.push(obj);
+            }
+            if limit > 0 && items.len() == limit {
+                if i + 1 < n || resp.more {
+                    continue_key = Some(kv.key.clone());
+                }
+                break 'scan;
+            }
+        }
+        if !resp.more || n == 0 {
+            break;
+        }
+        start_after = resp.kvs.last().map(|kv| kv.key.clone());
+    }
+    let rev = revision.unwrap_or(0);
+    let token = continue_key.map(|k| encode_continue(rev, &k));
+    Ok((items, rev, token))
+}
+
+fn encode_continue(rev: i64, key: &str) -> String {
+    let raw = json!({"v": 1, "rv": rev, "start": key}).to_string();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(token: &str, prefix: &str) -> ApiResult<(i64, String)> {
+    let bad = || ApiError::BadRequest(format!("invalid continue token {token:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let rev = v["rv"].as_i64().ok_or_else(bad)?;
+    let key = v["start"]
+        .as_str()
+        .filter(|k| k.starts_with(prefix))
+        .ok_or_else(bad)?;
+    Ok((rev, key.to_string()))
+}
+
+async fn list_response(
+    st: &AppState,
+    rp: &ResourcePath,
+    params: &Params,
+    output: Output,
+    _headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let (items, rev, token) = list(st, rp, params).await?;
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(t) = token {
+        meta["continue"] = json!(t);
+    }
+    let v = match output {
+        Output::Table => table::table(
+            &rp.def,
+            &items,
+            meta,
+            st.clock.now(),
+            IncludeObject::parse(params.get("includeObject").map(String::as_str)),
+        ),
+        Output::Json => {
+            json!({"kind": rp.def.list_kind, "apiVersion": rp.def.api_version(), "metadata": meta, "items": items})
+        }
+    };
+    Ok(json_response(StatusCode::OK, &v, &[]))
+}
+
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let id = uuid::Uuid::new_v4();
+    id.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+async fn check_namespace(st: &AppState, ns: &str) -> ApiResult<()> {
+    let def = st
+        .registry
+        .find("", "v1", "namespaces")
+        .expect("namespaces are registered");
+    match st.store.get(&def.key(None, ns)).await? {
+        None => Err(ApiError::NotFound(object::target(def, ns))),
+        Some(kv) => {
+            let obj = object::from_kv(&kv)?;
+            if object::meta(&obj).contains_key("deletionTimestamp") {
+                return Err(ApiError::Conflict {
+                    target: object::target(def, ns),
+                    message: "namespace is being terminated; no new objects may be created in it"
+                        .into(),
+                });
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Creates an object.
+pub async fn create(
+    st: &AppState,
+    rp: &ResourcePath,
+    mut obj: Value,
+    fv: FieldValidation,
+    dry_run: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    let def = &rp.def;
+    object::check_type_meta(def, &mut obj)?;
+    let meta = object::meta_mut(&mut obj);
+    if meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
+            let name = format!("{prefix}{}", random_suffix());
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    if def.namespaced {
+        let ns = rp.namespace.clone().ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{} is namespaced: create it under /namespaces/{{namespace}}/",
+                def.kind
+            ))
+        })?;
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(n) if !n.is_empty() && n != ns => {
+                return Err(ApiError::BadRequest(format!(
+                    "the namespace of the provided object ({n}) does not match the namespace sent on the request ({ns})"
+                )));
+            }
+            _ => {
+                meta.insert("namespace".into(), json!(ns));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    let now = object::rfc3339(st.clock.now());
+    for server_owned in [
+        "uid",
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        meta.remove(server_owned);
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now));
+    meta.insert("generation".into(), json!(1));
+    if def.has_status {
+        obj.as_object_mut().expect("object").remove("status");
+    }
+    if def.kind == "Namespace" {
+        obj["status"] = json!({"phase": "Active"});
+    }
+    let warnings = object::admit(def, &mut obj, fv)?;
+    let name = object::name(&obj).to_string();
+    if let Some(ns) = &rp.namespace {
+        check_namespace(st, ns).await?;
+    }
+    let key = def.key(rp.namespace.as_deref(), &name);
+    if dry_run {
+        if st.store.get(&key).await?.is_some() {
+            return Err(ApiError::AlreadyExists(object::target(def, &name)));
+        }
+        return Ok((obj, warnings));
+    }
+    match st
+        .store
+        .put(&key, object::to_bytes(&obj), Precondition::Absent, None)
+        .await
+    {
+        Ok(resp) => {
+            object::set_resource_version(&mut obj, resp.kv.mod_revision);
+            Ok((obj, warnings))
+        }
+        Err(shoal_store::Error::PreconditionFailed { .. }) => {
+            Err(ApiError::AlreadyExists(object::target(def, &name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn conflict(def: &ResourceDef, name: &str) -> ApiError {
+    ApiError::Conflict {
+        target: object::target(def, name),
+        message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+    }
+}
+
+/// Builds the object to store from the current one and the requested one: server-owned
+/// metadata is kept, status or spec is taken from the right endpoint, generation moves
+/// when the spec changes.
+fn merge_for_update(
+    def: &ResourceDef,
+    cur: &Value,
+    mut new: Value,
+    status_sub: bool,
+) -> ApiResult<Value> {
+    let name = object::name(cur).to_string();
+    if status_sub {
+        let mut out = cur.clone();
+        match new.as_object_mut().and_then(|m| m.remove("status")) {
+            Some(s) => out["status"] = s,
+            None => {
+                out.as_object_mut().expect("object").remove("status");
+            }
+        }
+        return Ok(out);
+    }
+    let new_name = object::meta_str(&new, "name").unwrap_or("");
+    if !new_name.is_empty() && new_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({new_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    if def.has_status {
+        let obj = new.as_object_mut().expect("object");
+        match cur.get("status") {
+            Some(s) => obj.insert("status".into(), s.clone()),
+            None => obj.remove("status"),
+        };
+    }
+    let cur_meta = object::meta(cur).clone();
+    let new_ns = object::meta_str(&new, "namespace").map(String::from);
+    if let (Some(n), Some(c)) = (
+        new_ns.filter(|n| !n.is_empty()),
+        cur_meta.get("namespace").and_then(Value::as_str),
+    ) {
+        if n != c {
+            return Err(ApiError::BadRequest(format!(
+                "the namespace of the object ({n}) does not match the namespace on the URL ({c})"
+            )));
+        }
+    }
+    let cur_finalizers = object::finalizers(cur);
+    let meta = object::meta_mut(&mut new);
+    for owned in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match cur_meta.get(owned) {
+            Some(v) => meta.insert(owned.into(), v.clone()),
+            None => meta.remove(owned),
+        };
+    }
+    new["apiVersion"] = json!(def.api_version());
+    new["kind"] = json!(def.kind);
+    if cur_meta.contains_key("deletionTimestamp") {
+        let added: Vec<String> = object::finalizers(&new)
+            .into_iter()
+            .filter(|f| !cur_finalizers.contains(f))
+            .collect();
+        if !added.is_empty() {
+            return Err(ApiError::Invalid {
+                target: object::target(def, &name),
+                causes: vec![FieldError::new(
+                    "metadata.finalizers",
+                    FieldErrorKind::Forbidden,
+                    format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                )],
+            });
+        }
+    }
+    if object::spec_part(&new) != object::spec_part(cur) {
+        let g = cur_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        object::meta_mut(&mut new).insert("generation".into(), json!(g + 1));
+    }
+    Ok(new)
+}
+
+fn without_rv(v: &Value) -> Value {
+    let mut v = v.clone();
+    object::meta_mut(&mut v).remove("resourceVersion");
+    v
+}
+
+/// Writes `new` over `cur` (at `cur_rev`), or deletes it when its last finalizer is gone.
+/// A no-op update writes nothing.
+async fn commit_update(
+    st: &AppState,
+    rp: &ResourcePath,
+    cur: &Value,
+    cur_rev: i64,
+    mut new: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    let name = object::name(cur).to_string();
+    let key = rp.def.key(rp.namespace.as_deref(), &name);
+    if without_rv(&new) == without_rv(cur) {
+        return Ok(cur.clone());
+    }
+    if dry_run {
+        object::set_resource_version(&mut new, cur_rev);
+        return Ok(new);
+    }
+    let deleting =
+        object::meta(&new).contains_key("deletionTimestamp") && object::finalizers(&new).is_empty();
+    let result = if deleting {
+        st.store
+            .delete(&key, Precondition::ModRevision(cur_rev))
+            .await
+            .map(|r| r.revision)
+    } else {
+        st.store
+            .put(
+                &key,
+                object::to_bytes(&new),
+                Precondition::ModRevision(cur_rev),
+                None,
+            )
+            .await
+            .map(|r| r.kv.mod_revision)
+    };
+    match result {
+        Ok(rev) => {
+            object::set_resource_version(&mut new, rev);
+            Ok(new)
+        }
+        Err(shoal_store::Error::PreconditionFailed { current: None, .. }) => {
+            Err(ApiError::NotFound(object::target(&rp.def, &name)))
+        }
+        Err(shoal_store::Error::PreconditionFailed { .. }) => Err(conflict(&rp.def, &name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Replaces an object (PUT).
+pub async fn update(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    mut body: Value,
+    fv: FieldValidation,
+    dry_run: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    object::check_type_meta(&rp.def, &mut body)?;
+    let (cur, cur_rev) = get(st, rp, name).await?;
+    if let Some(rv) = object::meta_str(&body, "resourceVersion").filter(|r| !r.is_empty()) {
+        let rv: i64 = rv
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?;
+        if rv != cur_rev {
+            return Err(conflict(&rp.def, name));
+        }
+    }
+    let status_sub = rp.subresource.is_some();
+    let mut new = merge_for_update(&rp.def, &cur, body, status_sub)?;
+    let warnings = object::admit(&rp.def, &mut new, fv)?;
+    Ok((
+        commit_update(st, rp, &cur, cur_rev, new, dry_run).await?,
+        warnings,
+    ))
+}
+
+/// Removes strategic-merge-patch directives (`$patch`, `$setElementOrder/…`,
+/// `$retainKeys`, `$deleteFromPrimitiveList/…`) so the rest applies as a merge patch.
+fn strip_directives(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.starts_with('$'));
+            m.values_mut().for_each(strip_directives);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_directives),
+        _ => {}
+    }
+}
+
+fn apply_patch(def: &ResourceDef, ctype: &str, doc: &mut Value, raw: &Bytes) -> ApiResult<()> {
+    let mime = ctype.split(';').next().unwrap_or("").trim();
+    let parse = || -> ApiResult<Value> {
+        serde_json::from_slice(raw)
+            .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))
+    };
+    match mime {
+        "application/merge-patch+json" => {
+            let p = parse()?;
+            if !p.is_object() {
+                return Err(ApiError::BadRequest(
+                    "a merge patch must be a JSON object".into(),
+                ));
+            }
+            json_patch::merge(doc, &p);
+        }
+        "application/strategic-merge-patch+json" if def.strategic_merge => {
+            let mut p = parse()?;
+            if !p.is_object() {
+                return Err(ApiError::BadRequest(
+                    "a strategic merge patch must be a JSON object".into(),
+                ));
+            }
+            strip_directives(&mut p);
+            json_patch::merge(doc, &p);
+        }
+        "application/json-patch+json" => {
+            let p: json_patch::Patch = serde_json::from_value(parse()?)
+                .map_err(|e| ApiError::BadRequest(format!("the JSON patch is malformed: {e}")))?;
+            json_patch::patch(doc, &p).map_err(|e| {
+                ApiError::BadRequest(format!("the JSON patch could not be applied: {e}"))
+            })?;
+        }
+        "application/apply-patch+yaml" => {
+            return Err(ApiError::UnsupportedMediaType(
+                "server-side apply (application/apply-patch+yaml) is not supported by shoal; use client-side `kubectl apply` (the default)".into(),
+            ));
+        }
+        other => {
+            let mut accepted = vec![
+                "application/json-patch+json",
+                "application/merge-patch+json",
+            ];
+            if def.strategic_merge {
+                accepted.push("application/strategic-merge-patch+json");
+            }
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: {}",
+                accepted.join(", ")
+            )));
+        }
+    }
+    if !doc.is_object() {
+        return Err(ApiError::BadRequest(
+            "the patched object is not a JSON object".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Patches an object; retries on write races unless the patch itself pinned a
+/// resourceVersion.
+pub async fn patch(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    ctype: &str,
+    raw: &Bytes,
+    fv: FieldValidation,
+    dry_run: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    const MAX_ATTEMPTS: usize = 8; // concurrent patches of one object retry this often
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (cur, cur_rev) = get(st, rp, name).await?;
+        let mut doc = cur.clone();
+        apply_patch(&rp.def, ctype, &mut doc, raw)?;
+        let pinned = object::meta_str(&doc, "resourceVersion").map(String::from);
+        if let Some(rv) = &pinned {
+            if *rv != cur_rev.to_string() {
+                return Err(conflict(&rp.def, name));
+            }
+        }
+        let pinned = pinned.is_some_and(|_| {
+            serde_json::from_slice::<Value>(raw)
+                .ok()
+                .is_some_and(|p| p.pointer("/metadata/resourceVersion").is_some())
+        });
+        let mut new = merge_for_update(&rp.def, &cur, doc, rp.subresource.is_some())?;
+        let warnings = object::admit(&rp.def, &mut new, fv)?;
+        match commit_update(st, rp, &cur, cur_rev, new, dry_run).await {
+            Err(ApiError::Conflict { .. }) if !pinned && attempt < MAX_ATTEMPTS => continue,
+            other => return other.map(|o| (o, warnings)),
+        }
+    }
+}
+
+/// Deletes an object, or marks it deleted while finalizers remain.
+pub async fn delete(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    opts: &Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    let (cur, cur_rev) = get(st, rp, name).await?;
+    if let Some(p) = opts.get("preconditions") {
+        if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str) {
+            if rv != cur_rev.to_string() {
+                return Err(conflict(&rp.def, name));
+            }
+        }
+        if let Some(uid) = p.get("uid").and_then(Value::as_str) {
+            if Some(uid) != object::meta_str(&cur, "uid") {
+                return Err(ApiError::Conflict {
+                    target: object::target(&rp.def, name),
+                    message: format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::meta_str(&cur, "uid").unwrap_or("")
+                    ),
+                });
+            }
+        }
+    }
+    if dry_run {
+        return Ok(cur);
+    }
+    if rp.def.kind == "Namespace" && rp.def.group.is_empty() {
+        delete_namespace_contents(st, name).await?;
+    }
+    if !object::finalizers(&cur).is_empty() {
+        if object::meta(&cur).contains_key("deletionTimestamp") {
+            return Ok(cur);
+        }
+        let mut new = cur.clone();
+        let meta = object::meta_mut(&mut new);
+        meta.insert(
+            "deletionTimestamp".into(),
+            json!(object::rfc3339(st.clock.now())),
+        );
+        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        return commit_update(st, rp, &cur, cur_rev, new, false).await;
+    }
+    let key = rp.def.key(rp.namespace.as_deref(), name);
+    match st
+        .store
+        .delete(&key, Precondition::ModRevision(cur_rev))
+        .await
+    {
+        Ok(r) => {
+            let mut gone = cur;
+            object::set_resource_version(&mut gone, r.revision);
+            Ok(gone)
+        }
+        Err(shoal_store::Error::PreconditionFailed { current: None, .. }) => {
+            Err(ApiError::NotFound(object::target(&rp.def, name)))
+        }
+        Err(shoal_store::Error::PreconditionFailed { .. }) => Err(conflict(&rp.def, name)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes every namespaced object in namespace `ns` (the namespace controller's job in
+/// Kubernetes, done synchronously here).
+async fn delete_namespace_contents(st: &AppState, ns: &str) -> ApiResult<()> {
+    for def in st.registry.all().iter().filter(|d| d.namespaced) {
+        let prefix = def.collection_prefix(Some(ns));
+        loop {
+            let resp = st
+                .store
+                .range(RangeRequest {
+                    prefix: prefix.clone(),
+                    start_after: None,
+                    limit: 256,
+                })
+                .await?;
+            for kv in &resp.kvs {
+                match st.store.delete(&kv.key, Precondition::Present).await {
+                    Ok(_) | Err(shoal_store::Error::PreconditionFailed { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if !resp.more {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The target of an error about a request without a parsed path.
+pub fn no_target() -> Target {
+    Target::default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_foreign_prefixes() {
+        let t = encode_continue(42, "/registry/shoal.io/clusters/c-9");
+        assert_eq!(
+            decode_continue(&t, "/registry/shoal.io/clusters/").unwrap(),
+            (42, "/registry/shoal.io/clusters/c-9".to_string())
+        );
+        assert!(decode_continue(&t, "/registry/core/namespaces/").is_err());
+        assert!(decode_continue("%%%", "/").is_err());
+    }
+
+    #[test]
+    fn strategic_merge_directives_are_stripped() {
+        let mut p = json!({"metadata": {"$setElementOrder/finalizers": [], "labels": {"a": "b"}}, "$patch": "merge"});
+        strip_directives(&mut p);
+        assert_eq!(p, json!({"metadata": {"labels": {"a": "b"}}}));
+    }
+
+    #[test]
+    fn table_is_negotiated_only_for_meta_k8s_io() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert_eq!(negotiate(&h).unwrap(), Output::Table);
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert_eq!(negotiate(&h).unwrap(), Output::Json);
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
+        );
+        assert!(negotiate(&h).is_err());
+    }
+}

@@ -1,0 +1,42 @@
+//! shoal's resource kinds (group `shoal.io`, version `v1alpha1`).
+//!
+//! Each kind is a Rust type with `#[derive(CustomResource)]`: the derive produces the
+//! object type (`Cluster` from `ClusterSpec`), its OpenAPI v3 schema and its printer
+//! columns, which the API server publishes and checks objects against. Semantic rules the
+//! schema cannot express live in [`Validate`] implementations.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+use crate::validation::FieldError;
+
+mod cluster;
+
+pub use cluster::{
+    ATTRIBUTE_LABELS, Cluster, ClusterGroup, ClusterGroupSpec, ClusterGroupStatus, ClusterSpec,
+    ClusterStatus, CredentialsRef, Endpoint,
+};
+
+/// The API group of every shoal kind.
+pub const GROUP: &str = "shoal.io";
+/// The version of every shoal kind today.
+pub const VERSION: &str = "v1alpha1";
+
+/// Semantic validation beyond what the schema can say.
+pub trait Validate {
+    /// Every problem found, each naming its field; empty when valid.
+    fn validate(&self) -> Vec<FieldError>;
+}
+
+/// The definitions of every shoal kind, as Kubernetes CRDs (schema, names, columns).
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![Cluster::crd(), ClusterGroup::crd()]
+}
+
+/// A schema for free-form JSON objects (`x-kubernetes-preserve-unknown-fields`).
+pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}

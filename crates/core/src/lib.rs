@@ -1,0 +1,21 @@
+//! shoal-core: the API kinds and the pure logic every other layer builds on.
+//!
+//! Nothing in this crate does IO: no HTTP, no database, no async runtime. It holds
+//!
+//! - [`kinds`]: every shoal resource kind as a Rust type (`#[derive(CustomResource)]`
+//!   gives the object shape, the OpenAPI schema and the printer columns);
+//! - [`validation`]: Kubernetes' rules for names and labels, and [`FieldError`], the
+//!   field-level error every validator reports;
+//! - [`schema`]: checking a JSON object against a structural OpenAPI schema (types,
+//!   required fields, enums, unknown fields) the way the Kubernetes API server does for
+//!   custom resources;
+//! - [`selector`]: label and field selectors, parsed and matched;
+//! - [`clock`]: the one clock abstraction, so nothing reads the system time directly.
+
+pub mod clock;
+pub mod kinds;
+pub mod schema;
+pub mod selector;
+pub mod validation;
+
+pub use validation::{FieldError, FieldErrorKind};

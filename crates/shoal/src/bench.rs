@@ -1,0 +1,330 @@
+//! `shoal bench …`: benchmarks that print figures (never timed tests).
+//!
+//! `shoal bench api` measures, in one run and one process:
+//! 1. acknowledged creates/s and latency through HTTP with N concurrent clients;
+//! 2. the same workload straight on a fresh store of the same kind (the baseline);
+//! 3. their ratio;
+//! 4. watch delivery latency with many watchers, and whether any event was lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use shoal_apiserver::{ApiServer, Registry, ServerConfig};
+use shoal_core::clock::SystemClock;
+use shoal_store::{Precondition, Store, StoreMetrics};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// API write throughput vs the raw store, and watch latency.
+    Api(ApiBench),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ApiBench {
+    /// Concurrent writing clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Total creates per phase.
+    #[arg(long, default_value_t = 40_000)]
+    pub writes: usize,
+    /// Concurrent watchers in the watch phase.
+    #[arg(long, default_value_t = 1_000)]
+    pub watchers: usize,
+    /// Writes observed by every watcher.
+    #[arg(long, default_value_t = 200)]
+    pub watch_events: usize,
+    /// Store backend: sqlite or memory.
+    #[arg(long, default_value = "sqlite")]
+    pub store: String,
+}
+
+pub async fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Api(a) => api(a).await,
+    }
+}
+
+fn cluster(name: &str, seq: usize) -> Value {
+    json!({
+        "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+        "metadata": {"name": name, "labels": {"env": "bench", "region": "r1", "tier": "2"},
+                     "annotations": {"bench.shoal.io/seq": seq.to_string()}},
+        "spec": {"endpoint": {"server": format!("https://10.0.{}.{}:6443", seq / 250 % 250, seq % 250)}}
+    })
+}
+
+/// Latency percentiles of a sample, in milliseconds.
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1e3
+}
+
+struct Phase {
+    rate: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// Runs `total` operations split across `clients` tasks; `op(i)` does the i-th.
+async fn drive<F, Fut>(clients: usize, total: usize, op: F) -> Result<Phase>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (op, next) = (op.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    Ok(Phase {
+        rate: total as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    })
+}
+
+async fn api(a: ApiBench) -> Result<()> {
+    if a.clients == 0 || a.writes == 0 {
+        bail!("--clients and --writes must be positive");
+    }
+    let dir = tempfile::tempdir()?;
+    let metrics = StoreMetrics::new();
+    let store = crate::serve::open_store(&a.store, &dir.path().join("api"), &metrics)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig {
+        bookmark_interval: Duration::from_secs(5),
+        ..ServerConfig::default()
+    };
+    let server = ApiServer::new(
+        store,
+        Registry::shoal(),
+        Arc::new(SystemClock),
+        config,
+        registry,
+        shutdown.clone(),
+    );
+    server.ensure_default_namespaces().await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let router = server.router();
+    let serving = tokio::spawn(shoal_apiserver::serve(listener, router, shutdown.clone()));
+
+    println!(
+        "shoal bench api: store={} clients={} writes={} watchers={}",
+        a.store, a.clients, a.writes, a.watchers
+    );
+
+    // 1. Through HTTP.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.clients.max(a.watchers) + 8)
+        .build()?;
+    let url = format!("{base}/apis/shoal.io/v1alpha1/clusters");
+    let h = {
+        let (http, url) = (http.clone(), url.clone());
+        drive(a.clients, a.writes, move |i| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let resp = http
+                    .post(&url)
+                    .json(&cluster(&format!("c-{i:07}"), i))
+                    .send()
+                    .await?;
+                if resp.status() != reqwest::StatusCode::CREATED {
+                    bail!(
+                        "create answered {}: {}",
+                        resp.status(),
+                        resp.text().await.unwrap_or_default()
+                    );
+                }
+                Ok(())
+            }
+        })
+        .await?
+    };
+
+    // 2. The same creates straight on a fresh store of the same kind.
+    let raw_metrics = StoreMetrics::new();
+    let raw_store: Store =
+        crate::serve::open_store(&a.store, &dir.path().join("raw"), &raw_metrics)?;
+    let r = {
+        let raw_store = raw_store.clone();
+        drive(a.clients, a.writes, move |i| {
+            let s = raw_store.clone();
+            async move {
+                let v = cluster(&format!("c-{i:07}"), i);
+                let bytes = bytes::Bytes::from(serde_json::to_vec(&v)?);
+                s.put(
+                    &format!("/registry/shoal.io/clusters/c-{i:07}"),
+                    bytes,
+                    Precondition::Absent,
+                    None,
+                )
+                .await?;
+                Ok(())
+            }
+        })
+        .await?
+    };
+    drop(raw_store);
+
+    println!(
+        "  HTTP creates     {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        h.rate, h.p50, h.p99
+    );
+    println!(
+        "  raw store puts   {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        r.rate, r.p50, r.p99
+    );
+    println!("  ratio HTTP/raw   {:>9.2}", h.rate / r.rate);
+
+    // 4. Watch latency: watchers subscribe, then writes are paced and timed.
+    let sent: Arc<Vec<AtomicU64>> =
+        Arc::new((0..a.watch_events).map(|_| AtomicU64::new(0)).collect());
+    let epoch = Instant::now();
+    let rv = http
+        .get(format!("{url}?limit=1"))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_string();
+    let watch_url = format!(
+        "{url}?watch=true&resourceVersion={rv}&labelSelector=env%3Dwatch&timeoutSeconds=300"
+    );
+    let mut watchers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(a.watchers.max(1));
+    for _ in 0..a.watchers {
+        let (http, watch_url, sent, ready_tx) = (
+            http.clone(),
+            watch_url.clone(),
+            sent.clone(),
+            ready_tx.clone(),
+        );
+        let expected = a.watch_events;
+        watchers.push(tokio::spawn(async move {
+            let resp = http.get(&watch_url).send().await?;
+            ready_tx.send(()).await.ok();
+            let mut stream = resp.bytes_stream();
+            let mut buf = Vec::new();
+            let mut lat = Vec::with_capacity(expected);
+            let mut seen = 0usize;
+            while seen < expected {
+                let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                    .await
+                    .ok()
+                    .flatten()
+                else {
+                    break;
+                };
+                buf.extend_from_slice(&chunk?);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let now = epoch.elapsed();
+                    let ev: Value = serde_json::from_slice(&line)?;
+                    if ev["type"] != "ADDED" {
+                        continue;
+                    }
+                    let seq: usize = ev["object"]["metadata"]["annotations"]["bench.shoal.io/seq"]
+                        .as_str()
+                        .unwrap_or("0")
+                        .parse()?;
+                    let at = Duration::from_nanos(sent[seq].load(Ordering::Acquire));
+                    lat.push(now.saturating_sub(at));
+                    seen += 1;
+                }
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..a.watchers {
+        ready_rx.recv().await.context("a watcher failed to start")?;
+    }
+    for i in 0..a.watch_events {
+        let mut obj = cluster(&format!("w-{i:05}"), i);
+        obj["metadata"]["labels"]["env"] = json!("watch");
+        sent[i].store(epoch.elapsed().as_nanos() as u64, Ordering::Release);
+        let resp = http.post(&url).json(&obj).send().await?;
+        if resp.status() != reqwest::StatusCode::CREATED {
+            bail!("watch-phase create answered {}", resp.status());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut lat = Vec::new();
+    for w in watchers {
+        lat.extend(w.await??);
+    }
+    lat.sort();
+    let expected = a.watchers * a.watch_events;
+    println!(
+        "  watch delivery   {} watchers × {} events: received {}/{} (lost {})   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        a.watchers,
+        a.watch_events,
+        lat.len(),
+        expected,
+        expected - lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99)
+    );
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &server.state().telemetry.registry)?;
+    if let Some((count, sum)) = histogram_totals(&text, "group_commit_batch") {
+        println!(
+            "  group commit     mean batch {:.1} writes over {count:.0} commits",
+            sum / count.max(1.0)
+        );
+    }
+    shutdown.cancel();
+    let _ = serving.await;
+    Ok(())
+}
+
+/// (count, sum) of the first histogram whose name contains `needle`.
+fn histogram_totals(text: &str, needle: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        text.lines()
+            .find(|l| {
+                !l.starts_with('#')
+                    && l.contains(needle)
+                    && l.split_whitespace()
+                        .next()
+                        .is_some_and(|n| n.ends_with(suffix) || n.contains(&format!("{suffix}{{")))
+            })
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((value("_count")?, value("_sum")?))
+}

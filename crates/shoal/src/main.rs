@@ -1,0 +1,88 @@
+//! `shoal`: the control plane binary.
+//!
+//! The binary is thin: `serve` wires a store, the API server and a listener together;
+//! the kubectl-like verbs are a small client over kube-rs; `bench` measures. Everything
+//! with logic lives in the library crates.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod cli;
+mod serve;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A control plane for fleets of Kubernetes clusters"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the API server (embedded SQLite by default).
+    Serve(serve::ServeArgs),
+    /// Write a kubeconfig that points kubectl at a shoal server.
+    Kubeconfig {
+        /// The server URL.
+        #[arg(long, default_value = "http://127.0.0.1:7420")]
+        server: String,
+        /// A file holding the bearer token, if the server requires one.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Where to write it ("-" for stdout).
+        #[arg(short, long, default_value = "-")]
+        output: String,
+    },
+    /// List objects, or show one (`shoal get clusters`, `shoal get cl c-1 -o yaml`).
+    Get(cli::GetArgs),
+    /// Show one object in a readable form.
+    Describe(cli::DescribeArgs),
+    /// Create or update the objects in a YAML/JSON file.
+    Apply(cli::ApplyArgs),
+    /// Delete objects by kind and name, or those in a file.
+    Delete(cli::DeleteArgs),
+    /// Benchmarks (`shoal bench api`).
+    Bench {
+        #[command(subcommand)]
+        what: bench::BenchCommand,
+    },
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match args.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Kubeconfig {
+                server,
+                token_file,
+                output,
+            } => {
+                let token = token_file.map(|f| serve::read_token(&f)).transpose()?;
+                let text = serve::kubeconfig(&server, token.as_deref());
+                if output == "-" {
+                    print!("{text}");
+                } else {
+                    std::fs::write(&output, text)?;
+                    eprintln!("wrote {output}");
+                }
+                Ok(())
+            }
+            Command::Get(a) => cli::get(a).await,
+            Command::Describe(a) => cli::describe(a).await,
+            Command::Apply(a) => cli::apply(a).await,
+            Command::Delete(a) => cli::delete(a).await,
+            Command::Bench { what } => bench::run(what).await,
+        }
+    })
+}

@@ -1,0 +1,157 @@
+//! `shoal serve`: a store, the API server and a listener, with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use shoal_apiserver::{ApiServer, Registry, ServerConfig};
+use shoal_core::clock::SystemClock;
+use shoal_store::{Store, StoreMetrics};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Where the embedded store keeps its data.
+    #[arg(long, default_value = "./shoal-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7420")]
+    pub listen: SocketAddr,
+    /// Store backend: `sqlite` (durable, in --data-dir) or `memory` (lost on exit).
+    #[arg(long, default_value = "sqlite")]
+    pub store: String,
+    /// Require `Authorization: Bearer <token>` with the token in this file.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Log format: `text` or `json`.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+    /// Seconds between BOOKMARK events on idle watches.
+    #[arg(long, default_value_t = 10)]
+    pub bookmark_interval_seconds: u64,
+}
+
+pub fn read_token(path: &Path) -> Result<String> {
+    let t = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read token file {}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        bail!("token file {} is empty", path.display());
+    }
+    Ok(t)
+}
+
+/// A kubeconfig for `server`, with a bearer token if given.
+pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("\n    token: {t}"),
+        None => " {}".to_string(),
+    };
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: shoal\n  context:\n    cluster: shoal\n    user: shoal\n\
+         current-context: shoal\nusers:\n- name: shoal\n  user:{user}\n"
+    )
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Opens the store named by `kind` in `data_dir`, metered into `metrics`.
+pub fn open_store(kind: &str, data_dir: &Path, metrics: &StoreMetrics) -> Result<Store> {
+    match kind {
+        "sqlite" => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+            let path = data_dir.join("shoal.db");
+            Store::sqlite_with_metrics(&path, metrics)
+                .with_context(|| format!("failed to open the store at {}", path.display()))
+        }
+        "memory" => Ok(Store::memory().metered(metrics.clone())),
+        other => bail!("unknown --store {other:?}: expected sqlite or memory"),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    init_logs(&args.log_format);
+    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    let store_metrics = StoreMetrics::new();
+    let store = open_store(&args.store, &args.data_dir, &store_metrics)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    store_metrics.register(&mut registry);
+    let shutdown = CancellationToken::new();
+    let config = ServerConfig {
+        token: token.clone(),
+        bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval_seconds.max(1)),
+        ..ServerConfig::default()
+    };
+    let server = ApiServer::new(
+        store,
+        Registry::shoal(),
+        Arc::new(SystemClock),
+        config,
+        registry,
+        shutdown.clone(),
+    );
+    server
+        .ensure_default_namespaces()
+        .await
+        .context("failed to create the default namespaces")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    std::fs::create_dir_all(&args.data_dir)?;
+    let kubeconfig_path = args.data_dir.join("kubeconfig");
+    std::fs::write(&kubeconfig_path, kubeconfig(&url, token.as_deref()))?;
+    let kubeconfig_path = std::fs::canonicalize(&kubeconfig_path).unwrap_or(kubeconfig_path);
+    println!("shoal is serving at {url}");
+    println!("kubeconfig: {}", kubeconfig_path.display());
+    println!(
+        "try: kubectl --kubeconfig {} get clusters",
+        kubeconfig_path.display()
+    );
+    tracing::info!(%url, store = %args.store, data_dir = %args.data_dir.display(), "serving");
+
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        #[cfg(unix)]
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        stop.cancel();
+    });
+    shoal_apiserver::serve(listener, server.router(), shutdown).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubeconfig_without_token_has_an_empty_user() {
+        let k = kubeconfig("http://127.0.0.1:1", None);
+        assert!(k.contains("server: http://127.0.0.1:1"));
+        assert!(k.contains("user: {}"), "{k}");
+        let k = kubeconfig("http://x", Some("s3cret"));
+        assert!(k.contains("token: s3cret"), "{k}");
+    }
+}

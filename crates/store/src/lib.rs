@@ -1,0 +1,262 @@
+//! shoal's storage layer: etcd's data model behind one seam.
+//!
+//! ```text
+//!            Store (cheap clone: Arc<dyn Backend>)
+//!              │  get / range / put / delete / watch / compact / leases
+//!     ┌────────┼───────────────┬──────────────────┐
+//!  Metered   memory          sqlite            (etcd: later)
+//!  (wraps)   BTreeMap +      one writer thread,
+//!            history         group commit, WAL
+//! ```
+//!
+//! The model is etcd's: every successful write gets the next value of a single global
+//! *revision*. A key remembers the revision that created it (`create_revision`), the
+//! revision of its last change (`mod_revision`) and how many times it changed since
+//! creation (`version`). Writes can be made conditional on the key's `mod_revision`
+//! (compare-and-swap), which is how the API server implements `resourceVersion`
+//! conflicts. A watch replays history from a revision and then follows live writes;
+//! history older than the compaction point is gone and a watch asking for it gets
+//! [`Error::Compacted`]. Leases carry a TTL; keys attached to a lease are deleted when it
+//! expires or is revoked.
+//!
+//! The key design decision: the store is the only place revisions are assigned, and a
+//! write is acknowledged only once it is durable (for SQLite: its transaction committed
+//! with `synchronous=FULL`). Concurrent SQLite writers are *group committed*: one
+//! transaction and one fsync for all writes waiting at that moment, each write still
+//! getting its own revision.
+//!
+//! Every backend passes the same conformance suite ([`conformance`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub mod conformance;
+mod history;
+pub mod memory;
+pub mod metered;
+pub mod sqlite;
+
+pub use metered::StoreMetrics;
+
+/// A revision of the whole store; 0 means "nothing written yet".
+pub type Revision = i64;
+
+/// A lease identifier (never 0).
+pub type LeaseId = i64;
+
+/// One key and its value at some revision.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Bytes,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    /// Number of changes since creation: 1 after create.
+    pub version: i64,
+    /// The lease the key is attached to, if any.
+    pub lease: Option<LeaseId>,
+}
+
+impl fmt::Debug for KeyValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyValue")
+            .field("key", &self.key)
+            .field("value_len", &self.value.len())
+            .field("create_revision", &self.create_revision)
+            .field("mod_revision", &self.mod_revision)
+            .field("version", &self.version)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// A change seen by a watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The key was created or updated; `prev` is the value before, if it existed.
+    Put { kv: KeyValue, prev: Option<KeyValue> },
+    /// The key was deleted at `revision`; `prev` is the last value it had.
+    Delete { prev: KeyValue, revision: Revision },
+}
+
+impl Event {
+    /// The revision at which this change happened.
+    pub fn revision(&self) -> Revision {
+        match self {
+            Event::Put { kv, .. } => kv.mod_revision,
+            Event::Delete { revision, .. } => *revision,
+        }
+    }
+
+    /// The key this change is about.
+    pub fn key(&self) -> &str {
+        match self {
+            Event::Put { kv, .. } => &kv.key,
+            Event::Delete { prev, .. } => &prev.key,
+        }
+    }
+}
+
+/// What a conditional write requires of the key's current state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write unconditionally.
+    None,
+    /// The key must not exist (create).
+    Absent,
+    /// The key must exist with exactly this `mod_revision` (compare-and-swap).
+    ModRevision(Revision),
+    /// The key must exist, whatever its revision.
+    Present,
+}
+
+/// A range read: keys starting with `prefix`, in key order, strictly after `start_after`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeRequest {
+    pub prefix: String,
+    /// Continue after this key (exclusive); `None` starts at the prefix.
+    pub start_after: Option<String>,
+    /// At most this many keys; 0 means no limit.
+    pub limit: usize,
+}
+
+/// The answer to a [`RangeRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeResponse {
+    pub kvs: Vec<KeyValue>,
+    /// More keys match after the last one returned.
+    pub more: bool,
+    /// The store's revision when the range was read.
+    pub revision: Revision,
+}
+
+/// The outcome of a successful put.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutResponse {
+    pub kv: KeyValue,
+    pub prev: Option<KeyValue>,
+}
+
+/// The outcome of a successful delete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeleteResponse {
+    pub prev: KeyValue,
+    pub revision: Revision,
+}
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The write's [`Precondition`] did not hold; `current` is the key as it is now.
+    #[error("precondition failed on key {key:?}")]
+    PreconditionFailed { key: String, current: Option<Box<KeyValue>> },
+    /// The requested revision is older than the compaction point.
+    #[error("revision {requested} has been compacted (compacted up to {compacted})")]
+    Compacted { requested: Revision, compacted: Revision },
+    /// The requested revision is newer than the store's current revision.
+    #[error("revision {requested} is in the future (current {current})")]
+    FutureRevision { requested: Revision, current: Revision },
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The store was shut down.
+    #[error("store is closed")]
+    Closed,
+    #[error("sqlite backend failed")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("store io failed")]
+    Io(#[from] std::io::Error),
+    #[error("store backend failed: {0}")]
+    Backend(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A stream of watch events, in revision order. Ends with `Err(Error::Compacted)` if the
+/// watcher fell so far behind that history it still needed was compacted away.
+pub type WatchStream = BoxStream<'static, Result<Event>>;
+
+/// The storage seam. Backends implement it; everything else uses [`Store`].
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Reads one key at the current revision.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Reads a range of keys at the current revision.
+    async fn range(&self, req: RangeRequest) -> Result<RangeResponse>;
+
+    /// Writes `value` at `key` if `cond` holds; the write is durable when this returns.
+    /// `lease` attaches the key to a lease (which must exist).
+    async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        cond: Precondition,
+        lease: Option<LeaseId>,
+    ) -> Result<PutResponse>;
+
+    /// Deletes `key` if `cond` holds (`Precondition::Absent` is invalid here). Deleting a
+    /// missing key fails with `PreconditionFailed { current: None }`.
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse>;
+
+    /// Events for keys under `prefix` with revision strictly greater than `after`.
+    /// Fails with [`Error::Compacted`] if `after` is older than the compaction point
+    /// (`after + 1 <= compacted`), and [`Error::FutureRevision`] if it is ahead.
+    async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
+
+    /// The store's current revision.
+    async fn current_revision(&self) -> Result<Revision>;
+
+    /// The revision up to which history was compacted (0 if never).
+    async fn compacted_revision(&self) -> Result<Revision>;
+
+    /// Forgets history at and below `revision`: watches may no longer start there.
+    async fn compact(&self, revision: Revision) -> Result<()>;
+
+    /// Grants a lease that expires `ttl` after its last keep-alive.
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId>;
+
+    /// Extends a lease by its TTL; fails with [`Error::LeaseNotFound`] once it expired.
+    async fn lease_keep_alive(&self, id: LeaseId) -> Result<()>;
+
+    /// Revokes a lease now, deleting every key attached to it.
+    async fn lease_revoke(&self, id: LeaseId) -> Result<()>;
+}
+
+/// A cheap-to-clone handle on a store backend.
+#[derive(Clone, Debug)]
+pub struct Store(Arc<dyn Backend>);
+
+impl Store {
+    pub fn new(backend: impl Backend) -> Self {
+        Store(Arc::new(backend))
+    }
+
+    /// An in-memory store (tests, the simulator).
+    pub fn memory() -> Self {
+        Store::new(memory::MemoryBackend::new())
+    }
+
+    /// Wraps this store so every operation is timed into `metrics`.
+    pub fn metered(self, metrics: StoreMetrics) -> Self {
+        Store::new(metered::Metered::new(self, metrics))
+    }
+
+    /// The backend behind this handle.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
