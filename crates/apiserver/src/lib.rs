@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use shoal_core::clock::SharedClock;
 use shoal_store::Store;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub mod discovery;
 pub mod error;
@@ -55,6 +56,10 @@ pub struct ServerConfig {
     pub bookmark_interval: Duration,
     /// How long a watch lasts when the client sets no `timeoutSeconds`.
     pub default_watch_timeout: Duration,
+    /// How often store history is compacted. Each tick compacts up to the revision seen
+    /// at the previous tick, so at least one interval of history stays watchable (the
+    /// scheme Kubernetes uses). `None` keeps all history.
+    pub compaction_interval: Option<Duration>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +71,7 @@ impl Default for ServerConfig {
             token: None,
             bookmark_interval: Duration::from_secs(10),
             default_watch_timeout: Duration::from_secs(30 * 60),
+            compaction_interval: Some(Duration::from_secs(5 * 60)),
         }
     }
 }
@@ -151,6 +157,33 @@ impl ApiServer {
             }
         }
         Ok(())
+    }
+
+    /// Starts the background compactor (if configured); it stops on shutdown.
+    pub fn spawn_compactor(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let every = self.state.config.compaction_interval?;
+        let st = self.state.clone();
+        let span = tracing::info_span!("compactor", every_ms = every.as_millis() as u64);
+        Some(tokio::spawn(
+            async move {
+                let mut previous = None;
+                let mut ticker = tokio::time::interval(every);
+                loop {
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = st.shutdown.cancelled() => return,
+                    }
+                    if let Some(rev) = previous.filter(|r| *r > 0) {
+                        match st.store.compact(rev).await {
+                            Ok(()) => tracing::debug!(revision = rev, "compacted"),
+                            Err(e) => tracing::warn!(error = %e, "compaction failed"),
+                        }
+                    }
+                    previous = st.store.current_revision().await.ok();
+                }
+            }
+            .instrument(span),
+        ))
     }
 
     /// The HTTP router.

@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Seconds between BOOKMARK events on idle watches.
     #[arg(long, default_value_t = 10)]
     pub bookmark_interval_seconds: u64,
+    /// Seconds between history compactions (0 keeps all history). Watches can resume
+    /// from any revision newer than one interval ago.
+    #[arg(long, default_value_t = 300)]
+    pub compaction_interval_seconds: u64,
 }
 
 pub fn read_token(path: &Path) -> Result<String> {
@@ -94,6 +98,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let config = ServerConfig {
         token: token.clone(),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval_seconds.max(1)),
+        compaction_interval: (args.compaction_interval_seconds > 0)
+            .then(|| std::time::Duration::from_secs(args.compaction_interval_seconds)),
         ..ServerConfig::default()
     };
     let server = ApiServer::new(
