@@ -448,4 +448,46 @@ mod tests {
             Err(ApiError::BadRequest(_))
         ));
     }
+
+    fn arb_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            "[a-zA-Z0-9_./:-]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![Just("metadata".to_string()), Just("spec".to_string()), Just("name".to_string()),
+                                Just("labels".to_string()), Just("endpoint".to_string()), Just("server".to_string()),
+                                Just("selector".to_string()), Just("finalizers".to_string()), "[a-z]{1,6}"],
+                    inner,
+                    0..5,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), yaml in proptest::prelude::any::<bool>()) {
+            let ctype = if yaml { "application/yaml" } else { "application/json" };
+            let _ = decode(ctype, &Bytes::from(body));
+        }
+
+        #[test]
+        fn admitting_arbitrary_objects_never_panics_and_only_fails_with_4xx(v in arb_json()) {
+            let mut v = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Cluster", "metadata": v.clone(), "spec": v});
+            for def in Registry::shoal().all() {
+                if let Err(e) = admit(def, &mut v.clone(), FieldValidation::Strict) {
+                    proptest::prop_assert!(e.code_reason().0.is_client_error(), "{e}");
+                }
+            }
+            let _ = check_type_meta(&def(), &mut v);
+        }
+    }
 }
