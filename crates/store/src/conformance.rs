@@ -1,1 +1,987 @@
-//! conformance
+//! The conformance suite every backend must pass: written once, run against each.
+//!
+//! ```text
+//!  memory.rs tests ─┐
+//!  sqlite.rs tests ─┼─▶ test_suite(make)    scenario tests, one fresh store each
+//!  metered.rs tests ┘   model_check(make)   proptest: random put/delete/CAS sequences
+//!  (etcd: later)                             against a BTreeMap + revision counter model
+//! ```
+//!
+//! `make` returns a fresh, empty store on every call; each scenario gets its own, so
+//! scenarios never see each other's writes. Scenarios carry timeouts that say what hung,
+//! and lease scenarios use TTLs of about a second, so the suite takes a few seconds per
+//! backend.
+//!
+//! The model check is the suite's oracle for the data model: a backend must give the same
+//! answer as a few dozen lines of obviously-correct code, for the same revisions, and its
+//! watches (one started before the writes, one replaying after) must yield exactly the
+//! model's event log.
+//!
+//! Behaviour pinned here that a reader of [`crate::Backend`] might wonder about:
+//! - `Compacted { requested }` and `FutureRevision { requested }` of a watch carry the
+//!   `after` revision the caller passed.
+//! - Compacting at or below the compaction point is a no-op; above the current revision
+//!   it fails with `FutureRevision`.
+//! - A put without a lease detaches the key from the lease it had.
+//! - Lease ids are never 0 and never reused by one store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use crate::{
+    DeleteResponse, Error, Event, KeyValue, Precondition, PutResponse, RangeRequest, Result,
+    Revision, Store, WatchStream,
+};
+
+/// Runs every scenario, each against a fresh store from `make`.
+///
+/// # Panics
+///
+/// On the first scenario that fails, naming it.
+pub async fn test_suite(make: impl Fn() -> Store) {
+    macro_rules! scenarios {
+        ($($scenario:ident),* $(,)?) => {$(
+            eprintln!("conformance: {}", stringify!($scenario));
+            $scenario(make()).await;
+        )*};
+    }
+    scenarios!(
+        revisions_start_at_zero_and_count_successful_writes,
+        failed_preconditions_do_not_bump_the_revision,
+        versions_and_revisions_track_a_key_through_its_life,
+        compare_and_swap_honours_every_precondition,
+        delete_requires_the_key_and_returns_its_last_value,
+        concurrent_creates_of_one_key_let_exactly_one_win,
+        range_by_prefix_paginates_in_key_order,
+        watch_from_zero_replays_everything_with_prev_values,
+        watch_from_a_middle_revision_sees_only_later_events,
+        watch_sees_only_keys_under_its_prefix,
+        watch_follows_live_writes_after_its_replay,
+        watch_below_the_compaction_point_fails,
+        watch_from_a_future_revision_fails,
+        stalled_watcher_blocks_neither_writes_nor_other_watchers,
+        lagging_watcher_whose_history_was_compacted_gets_compacted_error,
+        put_with_an_unknown_lease_fails,
+        revoking_a_lease_deletes_its_keys_one_revision_each,
+        put_without_lease_detaches_the_key_from_its_lease,
+        lease_expiry_deletes_its_keys,
+        keep_alive_prevents_expiry,
+    );
+}
+
+/// How long a scenario step may take before the suite calls it hung. Generous: the
+/// machine may be busy with other builds.
+const STEP: Duration = Duration::from_secs(10);
+
+async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP, fut)
+        .await
+        .unwrap_or_else(|_| panic!("hung: {what}"))
+}
+
+fn val(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+async fn put(store: &Store, key: &str, value: &str) -> PutResponse {
+    store
+        .put(key, val(value), Precondition::None, None)
+        .await
+        .unwrap_or_else(|err| panic!("put {key}: {err}"))
+}
+
+/// The next `n` events of `watch`, which must all be `Ok`.
+async fn next_events(watch: &mut WatchStream, n: usize, what: &str) -> Vec<Event> {
+    within(what, async {
+        let mut events = Vec::with_capacity(n);
+        while events.len() < n {
+            match watch.next().await {
+                Some(Ok(event)) => events.push(event),
+                Some(Err(err)) => panic!("{what}: watch failed: {err}"),
+                None => panic!("{what}: watch ended after {} events", events.len()),
+            }
+        }
+        events
+    })
+    .await
+}
+
+/// Asserts nothing more arrives on `watch` for a short while.
+async fn assert_quiet(watch: &mut WatchStream, what: &str) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(50), watch.next()).await {
+        panic!("{what}: unexpected {item:?}");
+    }
+}
+
+fn failed_with_current(result: Result<impl std::fmt::Debug>) -> Option<KeyValue> {
+    match result {
+        Err(Error::PreconditionFailed { current, .. }) => current.map(|kv| *kv),
+        other => panic!("expected PreconditionFailed, got {other:?}"),
+    }
+}
+
+async fn revisions_start_at_zero_and_count_successful_writes(store: Store) {
+    assert_eq!(store.current_revision().await.unwrap(), 0);
+    assert_eq!(store.compacted_revision().await.unwrap(), 0);
+    assert_eq!(store.get("k").await.unwrap(), None);
+    for expected in 1..=5 {
+        let resp = put(&store, "k", "v").await;
+        assert_eq!(resp.kv.mod_revision, expected);
+        assert_eq!(store.current_revision().await.unwrap(), expected);
+    }
+    let deleted = store.delete("k", Precondition::None).await.unwrap();
+    assert_eq!(deleted.revision, 6);
+    assert_eq!(store.current_revision().await.unwrap(), 6);
+    let range = store.range(RangeRequest::default()).await.unwrap();
+    assert_eq!(range.revision, 6);
+}
+
+async fn failed_preconditions_do_not_bump_the_revision(store: Store) {
+    put(&store, "k", "v").await;
+    let _ = store.put("k", val("x"), Precondition::Absent, None).await;
+    let _ = store
+        .put("k", val("x"), Precondition::ModRevision(7), None)
+        .await;
+    let _ = store.put("j", val("x"), Precondition::Present, None).await;
+    let _ = store.delete("missing", Precondition::None).await;
+    let _ = store.delete("k", Precondition::ModRevision(9)).await;
+    let _ = store.delete("k", Precondition::Absent).await;
+    assert_eq!(store.current_revision().await.unwrap(), 1);
+    assert_eq!(put(&store, "k", "v2").await.kv.mod_revision, 2);
+}
+
+async fn versions_and_revisions_track_a_key_through_its_life(store: Store) {
+    put(&store, "other", "x").await; // revision 1
+    let created = put(&store, "k", "1").await; // 2
+    assert_eq!(created.prev, None);
+    assert_eq!(
+        created.kv,
+        KeyValue {
+            key: "k".into(),
+            value: val("1"),
+            create_revision: 2,
+            mod_revision: 2,
+            version: 1,
+            lease: None,
+        }
+    );
+    let updated = put(&store, "k", "2").await; // 3
+    assert_eq!(updated.prev.as_ref(), Some(&created.kv));
+    assert_eq!(
+        (
+            updated.kv.create_revision,
+            updated.kv.mod_revision,
+            updated.kv.version
+        ),
+        (2, 3, 2)
+    );
+    assert_eq!(store.get("k").await.unwrap(), Some(updated.kv.clone()));
+    let deleted = store.delete("k", Precondition::None).await.unwrap(); // 4
+    assert_eq!(deleted.prev, updated.kv);
+    assert_eq!(deleted.revision, 4);
+    let recreated = put(&store, "k", "3").await; // 5
+    assert_eq!(recreated.prev, None);
+    assert_eq!(
+        (
+            recreated.kv.create_revision,
+            recreated.kv.mod_revision,
+            recreated.kv.version
+        ),
+        (5, 5, 1),
+        "a recreated key starts over"
+    );
+}
+
+async fn compare_and_swap_honours_every_precondition(store: Store) {
+    // Absent: creates, then refuses with the current value.
+    let created = store
+        .put("k", val("1"), Precondition::Absent, None)
+        .await
+        .unwrap();
+    let current = failed_with_current(store.put("k", val("x"), Precondition::Absent, None).await);
+    assert_eq!(current.as_ref(), Some(&created.kv));
+
+    // ModRevision: succeeds only at the exact revision.
+    let swapped = store
+        .put(
+            "k",
+            val("2"),
+            Precondition::ModRevision(created.kv.mod_revision),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(swapped.prev.as_ref(), Some(&created.kv));
+    let current = failed_with_current(
+        store
+            .put(
+                "k",
+                val("x"),
+                Precondition::ModRevision(created.kv.mod_revision),
+                None,
+            )
+            .await,
+    );
+    assert_eq!(current.as_ref(), Some(&swapped.kv));
+    let current = failed_with_current(
+        store
+            .put("missing", val("x"), Precondition::ModRevision(1), None)
+            .await,
+    );
+    assert_eq!(current, None);
+
+    // Present: requires the key, whatever its revision.
+    let present = store
+        .put("k", val("3"), Precondition::Present, None)
+        .await
+        .unwrap();
+    assert_eq!(present.kv.version, 3);
+    let current = failed_with_current(
+        store
+            .put("missing", val("x"), Precondition::Present, None)
+            .await,
+    );
+    assert_eq!(current, None);
+
+    // None: always.
+    let overwritten = store
+        .put("k", val("4"), Precondition::None, None)
+        .await
+        .unwrap();
+    assert_eq!(overwritten.kv.version, 4);
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, val("4"));
+    assert_eq!(store.get("missing").await.unwrap(), None);
+    assert_eq!(store.current_revision().await.unwrap(), 4);
+}
+
+async fn delete_requires_the_key_and_returns_its_last_value(store: Store) {
+    assert_eq!(
+        failed_with_current(store.delete("k", Precondition::None).await),
+        None
+    );
+    assert_eq!(
+        failed_with_current(store.delete("k", Precondition::Present).await),
+        None
+    );
+    let kv = put(&store, "k", "1").await.kv;
+    assert!(matches!(
+        store.delete("k", Precondition::Absent).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    let current = failed_with_current(store.delete("k", Precondition::ModRevision(99)).await);
+    assert_eq!(current.as_ref(), Some(&kv));
+    let deleted = store
+        .delete("k", Precondition::ModRevision(kv.mod_revision))
+        .await
+        .unwrap();
+    assert_eq!(
+        deleted,
+        DeleteResponse {
+            prev: kv,
+            revision: 2
+        }
+    );
+    assert_eq!(store.get("k").await.unwrap(), None);
+    assert!(
+        store
+            .range(RangeRequest::default())
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+}
+
+async fn concurrent_creates_of_one_key_let_exactly_one_win(store: Store) {
+    let attempts = (0..50).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .put("k", val(&i.to_string()), Precondition::Absent, None)
+                .await
+        }
+    });
+    let results = within("50 concurrent creates", futures::future::join_all(attempts)).await;
+    let winners: Vec<&PutResponse> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let winner = &winners[0].kv;
+    for result in &results {
+        if let Err(Error::PreconditionFailed { current, .. }) = result {
+            assert_eq!(current.as_deref(), Some(winner));
+        } else {
+            assert!(result.is_ok(), "{result:?}");
+        }
+    }
+    assert_eq!(store.current_revision().await.unwrap(), 1);
+}
+
+async fn range_by_prefix_paginates_in_key_order(store: Store) {
+    for key in ["a/3", "b/1", "a0", "a/1", "a/5", "a", "a/2", "a/4"] {
+        put(&store, key, key).await;
+    }
+    let keys = |kvs: &[KeyValue]| kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
+    let page = |prefix: &str, start_after: Option<&str>, limit: usize| RangeRequest {
+        prefix: prefix.into(),
+        start_after: start_after.map(Into::into),
+        limit,
+    };
+
+    let all = store.range(page("", None, 0)).await.unwrap();
+    assert_eq!(
+        keys(&all.kvs),
+        ["a", "a/1", "a/2", "a/3", "a/4", "a/5", "a0", "b/1"]
+    );
+    assert!(!all.more);
+    assert_eq!(all.revision, 8);
+    assert_eq!(all.kvs[0].value, val("a"));
+
+    let dir = store.range(page("a/", None, 0)).await.unwrap();
+    assert_eq!(keys(&dir.kvs), ["a/1", "a/2", "a/3", "a/4", "a/5"]);
+    assert!(!dir.more, "\"a/\" must not match \"a0\"");
+
+    let first = store.range(page("a/", None, 2)).await.unwrap();
+    assert_eq!(
+        (keys(&first.kvs), first.more),
+        (vec!["a/1".into(), "a/2".into()], true)
+    );
+    let second = store.range(page("a/", Some("a/2"), 2)).await.unwrap();
+    assert_eq!(
+        (keys(&second.kvs), second.more),
+        (vec!["a/3".into(), "a/4".into()], true)
+    );
+    let last = store.range(page("a/", Some("a/4"), 2)).await.unwrap();
+    assert_eq!((keys(&last.kvs), last.more), (vec!["a/5".into()], false));
+    let exact = store.range(page("a/", None, 5)).await.unwrap();
+    assert_eq!(
+        (exact.kvs.len(), exact.more),
+        (5, false),
+        "a full last page has no more"
+    );
+    let past = store.range(page("a/", Some("a/5"), 2)).await.unwrap();
+    assert_eq!((past.kvs.len(), past.more), (0, false));
+    let before = store.range(page("a/", Some("0"), 1)).await.unwrap();
+    assert_eq!(
+        keys(&before.kvs),
+        ["a/1"],
+        "start_after before the prefix starts at the prefix"
+    );
+    let between = store.range(page("a/", Some("a/2x"), 0)).await.unwrap();
+    assert_eq!(keys(&between.kvs), ["a/3", "a/4", "a/5"]);
+    let none = store.range(page("c", None, 0)).await.unwrap();
+    assert_eq!((none.kvs.len(), none.more, none.revision), (0, false, 8));
+}
+
+/// Writes revisions 1..=4: put a=1, put a=2, delete a, put b=1.
+async fn mk_history(store: &Store) -> Vec<Event> {
+    let a1 = put(store, "a", "1").await;
+    let a2 = put(store, "a", "2").await;
+    let deleted = store.delete("a", Precondition::None).await.unwrap();
+    let b1 = put(store, "b", "1").await;
+    vec![
+        Event::Put {
+            kv: a1.kv,
+            prev: None,
+        },
+        Event::Put {
+            kv: a2.kv,
+            prev: a2.prev,
+        },
+        Event::Delete {
+            prev: deleted.prev,
+            revision: deleted.revision,
+        },
+        Event::Put {
+            kv: b1.kv,
+            prev: None,
+        },
+    ]
+}
+
+async fn watch_from_zero_replays_everything_with_prev_values(store: Store) {
+    let expected = mk_history(&store).await;
+    assert!(matches!(&expected[1], Event::Put { prev: Some(prev), .. } if prev.value == val("1")));
+    let mut watch = store.watch("", 0).await.unwrap();
+    let events = next_events(&mut watch, 4, "replay from revision 0").await;
+    assert_eq!(events, expected);
+    assert_quiet(&mut watch, "replay from revision 0").await;
+}
+
+async fn watch_from_a_middle_revision_sees_only_later_events(store: Store) {
+    let expected = mk_history(&store).await;
+    let mut watch = store.watch("", 2).await.unwrap();
+    let events = next_events(&mut watch, 2, "replay from revision 2").await;
+    assert_eq!(events, expected[2..]);
+    assert_quiet(&mut watch, "replay from revision 2").await;
+    let mut at_head = store.watch("", 4).await.unwrap();
+    assert_quiet(&mut at_head, "watch from the current revision").await;
+}
+
+async fn watch_sees_only_keys_under_its_prefix(store: Store) {
+    let mut live = store.watch("a/", 0).await.unwrap();
+    for key in ["a/1", "a0", "b/1", "a", "a/2"] {
+        put(&store, key, "v").await;
+    }
+    let mut replay = store.watch("a/", 0).await.unwrap();
+    for watch in [&mut live, &mut replay] {
+        let events = next_events(watch, 2, "prefix watch").await;
+        let seen: Vec<(&str, Revision)> = events.iter().map(|e| (e.key(), e.revision())).collect();
+        assert_eq!(seen, [("a/1", 1), ("a/2", 5)]);
+        assert_quiet(watch, "prefix watch").await;
+    }
+}
+
+async fn watch_follows_live_writes_after_its_replay(store: Store) {
+    put(&store, "k", "1").await;
+    put(&store, "k", "2").await;
+    let mut watch = store.watch("", 1).await.unwrap();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 3..=20 {
+                put(&store, "k", &i.to_string()).await;
+            }
+        })
+    };
+    let events = next_events(&mut watch, 19, "replay then live writes").await;
+    let revisions: Vec<Revision> = events.iter().map(Event::revision).collect();
+    assert_eq!(revisions, (2..=20).collect::<Vec<_>>());
+    within("the writer task", writer).await.unwrap();
+    assert_quiet(&mut watch, "replay then live writes").await;
+}
+
+async fn watch_below_the_compaction_point_fails(store: Store) {
+    mk_history(&store).await;
+    store.compact(2).await.unwrap();
+    assert_eq!(store.compacted_revision().await.unwrap(), 2);
+    for after in [0, 1] {
+        match store.watch("", after).await {
+            Err(Error::Compacted {
+                requested,
+                compacted: 2,
+            }) => assert_eq!(requested, after),
+            Err(err) => panic!("watch after {after}: unexpected error {err}"),
+            Ok(_) => panic!("watch after {after}: expected Compacted"),
+        }
+    }
+    let mut watch = store.watch("", 2).await.unwrap();
+    let events = next_events(&mut watch, 2, "watch from the compaction point").await;
+    assert_eq!(
+        events.iter().map(Event::revision).collect::<Vec<_>>(),
+        [3, 4]
+    );
+
+    // Compaction forgets history, not current state.
+    assert_eq!(store.get("b").await.unwrap().unwrap().value, val("1"));
+    store.compact(1).await.unwrap();
+    assert_eq!(
+        store.compacted_revision().await.unwrap(),
+        2,
+        "compacting below the point is a no-op"
+    );
+    assert!(matches!(
+        store.compact(5).await,
+        Err(Error::FutureRevision {
+            requested: 5,
+            current: 4
+        })
+    ));
+    store.compact(4).await.unwrap();
+    assert_eq!(store.compacted_revision().await.unwrap(), 4);
+    assert!(store.watch("", 3).await.is_err());
+    let mut head = store.watch("", 4).await.unwrap();
+    put(&store, "c", "1").await;
+    let events = next_events(&mut head, 1, "watch from a fully compacted head").await;
+    assert_eq!(events[0].revision(), 5);
+}
+
+async fn watch_from_a_future_revision_fails(store: Store) {
+    put(&store, "k", "v").await;
+    match store.watch("", 2).await {
+        Err(Error::FutureRevision {
+            requested: 2,
+            current: 1,
+        }) => {}
+        Err(err) => panic!("unexpected error {err}"),
+        Ok(_) => panic!("expected FutureRevision"),
+    }
+}
+
+async fn stalled_watcher_blocks_neither_writes_nor_other_watchers(store: Store) {
+    const WRITES: usize = 10_000;
+    // Subscribed, never polled until the end.
+    let mut stalled = store.watch("", 0).await.unwrap();
+    let mut active = store.watch("", 0).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut next = 1;
+        while next <= WRITES as Revision {
+            match active.next().await {
+                Some(Ok(event)) => {
+                    assert_eq!(event.revision(), next, "active watcher skipped or repeated");
+                    next += 1;
+                }
+                other => panic!("active watcher: {other:?}"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        futures::stream::iter(0..WRITES)
+            .map(|i| {
+                let store = store.clone();
+                async move {
+                    store
+                        .put(&format!("k/{i}"), val("v"), Precondition::None, None)
+                        .await
+                }
+            })
+            .buffer_unordered(64)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .unwrap();
+    })
+    .await
+    .expect("hung: 10_000 writes behind a watcher that never reads");
+    tokio::time::timeout(Duration::from_secs(30), reader)
+        .await
+        .expect("hung: the active watcher behind a watcher that never reads")
+        .unwrap();
+
+    // The stalled watcher missed the live batches; it catches up from history.
+    let events = tokio::time::timeout(Duration::from_secs(30), async {
+        (&mut stalled)
+            .take(WRITES)
+            .map(|event| event.unwrap().revision())
+            .collect::<Vec<_>>()
+            .await
+    })
+    .await
+    .expect("hung: the stalled watcher catching up from history");
+    assert_eq!(events, (1..=WRITES as Revision).collect::<Vec<_>>());
+}
+
+async fn lagging_watcher_whose_history_was_compacted_gets_compacted_error(store: Store) {
+    // More single-write batches than the watch ring holds, so the watcher lags for sure.
+    let writes = crate::history::WATCH_RING_CAPACITY as Revision + 44;
+    let mut watch = store.watch("", 0).await.unwrap();
+    put(&store, "k", "0").await;
+    let first = next_events(&mut watch, 1, "the first event").await;
+    assert_eq!(first[0].revision(), 1);
+    within("sequential writes", async {
+        for i in 1..=writes {
+            put(&store, "k", &i.to_string()).await;
+        }
+    })
+    .await;
+    let head = store.current_revision().await.unwrap();
+    store.compact(head).await.unwrap();
+
+    let rest: Vec<Result<Event>> = within("the lagging watcher to end", watch.collect()).await;
+    let (last, delivered) = rest.split_last().expect("the watch must end with an error");
+    assert!(
+        matches!(last, Err(Error::Compacted { compacted, .. }) if *compacted == head),
+        "{last:?}"
+    );
+    // Whatever came before the error was in order and complete from revision 2.
+    for (i, event) in delivered.iter().enumerate() {
+        let revision = event
+            .as_ref()
+            .expect("only the last item is an error")
+            .revision();
+        assert_eq!(revision, i as Revision + 2);
+    }
+}
+
+async fn put_with_an_unknown_lease_fails(store: Store) {
+    assert!(matches!(
+        store
+            .put("k", val("v"), Precondition::None, Some(4242))
+            .await,
+        Err(Error::LeaseNotFound(4242))
+    ));
+    assert!(matches!(
+        store.lease_keep_alive(4242).await,
+        Err(Error::LeaseNotFound(4242))
+    ));
+    assert!(matches!(
+        store.lease_revoke(4242).await,
+        Err(Error::LeaseNotFound(4242))
+    ));
+    assert_eq!(store.current_revision().await.unwrap(), 0);
+    assert_eq!(store.get("k").await.unwrap(), None);
+}
+
+async fn revoking_a_lease_deletes_its_keys_one_revision_each(store: Store) {
+    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    let other = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    assert_ne!(lease, 0);
+    assert_ne!(lease, other);
+    for key in ["l/1", "l/2", "l/3"] {
+        let kv = store
+            .put(key, val("v"), Precondition::None, Some(lease))
+            .await
+            .unwrap()
+            .kv;
+        assert_eq!(kv.lease, Some(lease));
+    }
+    store
+        .put("o/1", val("v"), Precondition::None, Some(other))
+        .await
+        .unwrap();
+    put(&store, "plain", "v").await;
+    let mut watch = store.watch("", 5).await.unwrap();
+
+    store.lease_revoke(lease).await.unwrap();
+    let events = next_events(&mut watch, 3, "deletions of the revoked lease's keys").await;
+    let mut deleted: Vec<(String, Revision)> = events
+        .iter()
+        .map(|event| match event {
+            Event::Delete { prev, revision } => {
+                assert_eq!(prev.lease, Some(lease));
+                (prev.key.clone(), *revision)
+            }
+            other => panic!("expected a delete, got {other:?}"),
+        })
+        .collect();
+    deleted.sort();
+    let revisions: std::collections::BTreeSet<Revision> = deleted.iter().map(|(_, r)| *r).collect();
+    assert_eq!(revisions, [6, 7, 8].into(), "one revision per deleted key");
+    assert_eq!(
+        deleted.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["l/1", "l/2", "l/3"]
+    );
+    assert_eq!(store.current_revision().await.unwrap(), 8);
+    assert!(store.get("o/1").await.unwrap().is_some());
+    assert!(store.get("plain").await.unwrap().is_some());
+    assert!(matches!(
+        store.lease_keep_alive(lease).await,
+        Err(Error::LeaseNotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .put("l/4", val("v"), Precondition::None, Some(lease))
+            .await,
+        Err(Error::LeaseNotFound(_))
+    ));
+    let third = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    assert!(third != lease && third != other, "lease ids are not reused");
+}
+
+async fn put_without_lease_detaches_the_key_from_its_lease(store: Store) {
+    let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
+    store
+        .put("k", val("1"), Precondition::None, Some(lease))
+        .await
+        .unwrap();
+    let detached = put(&store, "k", "2").await;
+    assert_eq!(detached.kv.lease, None);
+    assert_eq!(detached.prev.unwrap().lease, Some(lease));
+    store.lease_revoke(lease).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap().unwrap().value, val("2"));
+    assert_eq!(store.current_revision().await.unwrap(), 2);
+}
+
+/// Polls until `key` is gone; returns how long that took.
+async fn wait_until_deleted(store: &Store, key: &str, what: &str) -> Duration {
+    let start = tokio::time::Instant::now();
+    within(what, async {
+        while store.get(key).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    start.elapsed()
+}
+
+async fn lease_expiry_deletes_its_keys(store: Store) {
+    let lease = store.lease_grant(Duration::from_secs(1)).await.unwrap();
+    store
+        .put("short", val("v"), Precondition::None, Some(lease))
+        .await
+        .unwrap();
+    put(&store, "plain", "v").await;
+    let mut watch = store.watch("", 2).await.unwrap();
+    wait_until_deleted(&store, "short", "expiry of a 1s lease").await;
+    let events = next_events(&mut watch, 1, "the expiry's delete event").await;
+    assert!(
+        matches!(&events[0], Event::Delete { prev, revision: 3 } if prev.key == "short"),
+        "{events:?}"
+    );
+    assert!(store.get("plain").await.unwrap().is_some());
+    assert!(matches!(
+        store.lease_keep_alive(lease).await,
+        Err(Error::LeaseNotFound(_))
+    ));
+}
+
+async fn keep_alive_prevents_expiry(store: Store) {
+    let ttl = Duration::from_secs(1);
+    let kept = store.lease_grant(ttl).await.unwrap();
+    let dropped = store.lease_grant(ttl).await.unwrap();
+    store
+        .put("kept", val("v"), Precondition::None, Some(kept))
+        .await
+        .unwrap();
+    store
+        .put("dropped", val("v"), Precondition::None, Some(dropped))
+        .await
+        .unwrap();
+    // Two and a half TTLs, renewing every fifth of one: a renewal may come 800ms late
+    // on a busy machine and still be in time.
+    for _ in 0..12 {
+        tokio::time::sleep(ttl / 5).await;
+        store.lease_keep_alive(kept).await.unwrap();
+    }
+    assert!(
+        store.get("kept").await.unwrap().is_some(),
+        "kept alive, still expired"
+    );
+    assert_eq!(store.get("dropped").await.unwrap(), None);
+    wait_until_deleted(&store, "kept", "expiry once keep-alives stop").await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The model check.
+
+/// Keys of the model check: few, so operations collide; `a0` sorts right after `a/`.
+const MODEL_KEYS: [&str; 4] = ["a/x", "a/y", "a0", "b/x"];
+
+#[derive(Clone, Copy, Debug)]
+enum ModelCond {
+    None,
+    Absent,
+    Present,
+    /// The key's current `mod_revision` in the model (0 when absent): a CAS that wins.
+    Current,
+    /// A fixed revision: a CAS that mostly loses.
+    Revision(Revision),
+}
+
+#[derive(Clone, Debug)]
+enum ModelOp {
+    Put {
+        key: usize,
+        value: u8,
+        cond: ModelCond,
+    },
+    Delete {
+        key: usize,
+        cond: ModelCond,
+    },
+}
+
+fn model_cond() -> impl Strategy<Value = ModelCond> {
+    prop_oneof![
+        Just(ModelCond::None),
+        Just(ModelCond::Absent),
+        Just(ModelCond::Present),
+        Just(ModelCond::Current),
+        (0..12i64).prop_map(ModelCond::Revision),
+    ]
+}
+
+fn model_op() -> impl Strategy<Value = ModelOp> {
+    let key = 0..MODEL_KEYS.len();
+    prop_oneof![
+        3 => (key.clone(), any::<u8>(), model_cond())
+            .prop_map(|(key, value, cond)| ModelOp::Put { key, value, cond }),
+        1 => (key, model_cond()).prop_map(|(key, cond)| ModelOp::Delete { key, cond }),
+    ]
+}
+
+/// What an operation did, comparably.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Put(PutResponse),
+    Delete(DeleteResponse),
+    Failed(Option<KeyValue>),
+    Invalid,
+}
+
+impl<T: Into<Outcome>> From<Result<T>> for Outcome {
+    fn from(result: Result<T>) -> Self {
+        match result {
+            Ok(resp) => resp.into(),
+            Err(Error::PreconditionFailed { current, .. }) => {
+                Outcome::Failed(current.map(|kv| *kv))
+            }
+            Err(Error::InvalidArgument(_)) => Outcome::Invalid,
+            Err(err) => panic!("unexpected error: {err}"),
+        }
+    }
+}
+
+impl From<PutResponse> for Outcome {
+    fn from(resp: PutResponse) -> Self {
+        Outcome::Put(resp)
+    }
+}
+
+impl From<DeleteResponse> for Outcome {
+    fn from(resp: DeleteResponse) -> Self {
+        Outcome::Delete(resp)
+    }
+}
+
+/// The data model, as plainly as it can be written.
+#[derive(Debug, Default)]
+struct Model {
+    revision: Revision,
+    kvs: BTreeMap<String, KeyValue>,
+    log: Vec<Event>,
+}
+
+impl Model {
+    fn precondition(&self, key: &str, cond: ModelCond) -> Precondition {
+        match cond {
+            ModelCond::None => Precondition::None,
+            ModelCond::Absent => Precondition::Absent,
+            ModelCond::Present => Precondition::Present,
+            ModelCond::Current => {
+                Precondition::ModRevision(self.kvs.get(key).map_or(0, |kv| kv.mod_revision))
+            }
+            ModelCond::Revision(rev) => Precondition::ModRevision(rev),
+        }
+    }
+
+    fn holds(&self, key: &str, cond: Precondition) -> bool {
+        let current = self.kvs.get(key);
+        match cond {
+            Precondition::None => true,
+            Precondition::Absent => current.is_none(),
+            Precondition::Present => current.is_some(),
+            Precondition::ModRevision(rev) => current.is_some_and(|kv| kv.mod_revision == rev),
+        }
+    }
+
+    fn put(&mut self, key: &str, value: Bytes, cond: Precondition) -> Outcome {
+        if !self.holds(key, cond) {
+            return Outcome::Failed(self.kvs.get(key).cloned());
+        }
+        self.revision += 1;
+        let prev = self.kvs.get(key).cloned();
+        let kv = KeyValue {
+            key: key.into(),
+            value,
+            create_revision: prev.as_ref().map_or(self.revision, |p| p.create_revision),
+            mod_revision: self.revision,
+            version: prev.as_ref().map_or(0, |p| p.version) + 1,
+            lease: None,
+        };
+        self.kvs.insert(key.into(), kv.clone());
+        self.log.push(Event::Put {
+            kv: kv.clone(),
+            prev: prev.clone(),
+        });
+        Outcome::Put(PutResponse { kv, prev })
+    }
+
+    fn delete(&mut self, key: &str, cond: Precondition) -> Outcome {
+        if cond == Precondition::Absent {
+            return Outcome::Invalid;
+        }
+        if !self.kvs.contains_key(key) || !self.holds(key, cond) {
+            return Outcome::Failed(self.kvs.get(key).cloned());
+        }
+        self.revision += 1;
+        let prev = self.kvs.remove(key).expect("checked above");
+        self.log.push(Event::Delete {
+            prev: prev.clone(),
+            revision: self.revision,
+        });
+        Outcome::Delete(DeleteResponse {
+            prev,
+            revision: self.revision,
+        })
+    }
+}
+
+/// Applies one random operation sequence to a fresh store and to the model.
+async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
+    let mut live = store.watch("", 0).await.unwrap();
+    let mut model = Model::default();
+    for op in &ops {
+        let (ours, theirs) = match *op {
+            ModelOp::Put { key, value, cond } => {
+                let key = MODEL_KEYS[key];
+                let cond = model.precondition(key, cond);
+                let value = Bytes::from(vec![value]);
+                let theirs: Outcome = store.put(key, value.clone(), cond, None).await.into();
+                (model.put(key, value, cond), theirs)
+            }
+            ModelOp::Delete { key, cond } => {
+                let key = MODEL_KEYS[key];
+                let cond = model.precondition(key, cond);
+                let theirs: Outcome = store.delete(key, cond).await.into();
+                (model.delete(key, cond), theirs)
+            }
+        };
+        prop_assert_eq!(&theirs, &ours, "after {:?}", op);
+        prop_assert_eq!(store.current_revision().await.unwrap(), model.revision);
+    }
+
+    for prefix in ["", "a/"] {
+        let range = store
+            .range(RangeRequest {
+                prefix: prefix.into(),
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap();
+        let expected: Vec<KeyValue> = model
+            .kvs
+            .values()
+            .filter(|kv| kv.key.starts_with(prefix))
+            .cloned()
+            .collect();
+        prop_assert_eq!(range.kvs, expected, "range {:?}", prefix);
+        prop_assert_eq!(range.revision, model.revision);
+    }
+
+    let mut replay = store.watch("", 0).await.unwrap();
+    let sentinel = store
+        .put("zz", Bytes::new(), Precondition::None, None)
+        .await
+        .unwrap();
+    for (name, watch) in [("live", &mut live), ("replay", &mut replay)] {
+        let events = next_events(watch, model.log.len() + 1, name).await;
+        prop_assert_eq!(&events[..model.log.len()], &model.log[..], "{} watch", name);
+        prop_assert_eq!(
+            events[model.log.len()].revision(),
+            sentinel.kv.mod_revision,
+            "{} watch: nothing between the log and the next write",
+            name
+        );
+    }
+    Ok(())
+}
+
+/// Property test: random sequences of puts, deletes and compare-and-swaps on a few keys,
+/// applied to a fresh store from `make` and to a model, agree on every result, every
+/// revision, the final range, and (from revision 0) every watch event. Runs `cases`
+/// sequences on its own runtime, so call it from a plain `#[test]`.
+///
+/// # Panics
+///
+/// With the shrunk failing sequence, when the backend and the model disagree.
+pub fn model_check(make: impl Fn() -> Store, cases: u32) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a runtime for the model check");
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&proptest::collection::vec(model_op(), 0..40), |ops| {
+        runtime.block_on(check_against_model(make(), ops))
+    });
+    if let Err(failure) = result {
+        panic!("backend disagrees with the model: {failure}");
+    }
+}

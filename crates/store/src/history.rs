@@ -1,1 +1,284 @@
-//! history
+//! Watch fan-out shared by the in-process backends (memory and SQLite).
+//!
+//! ```text
+//!  writer ──commit──▶ WatchHub::publish(batch) ──broadcast ring (WATCH_RING_CAPACITY)──┐
+//!                                                                                       │
+//!  watcher:  CatchingUp ──(history caught up with current)──▶ Following ◀───────────────┘
+//!               ▲   │ pages of HISTORY_PAGE_REVISIONS                  │
+//!               │   ▼ from HistorySource (the backend's event log)     │ ring overran us
+//!               └──────────────────────────────────────────────────────┘ (Lagged)
+//! ```
+//!
+//! A backend publishes every committed batch of events, in revision order, to its
+//! [`WatchHub`]. A watcher subscribes to the hub *before* it looks at history, then reads
+//! the backend's history from its start revision up to the revision current at that read,
+//! then follows the hub, skipping what history already gave it. Because the subscription
+//! came first, every event committed after the history read reaches it through the hub:
+//! no gap; because it remembers the last revision it processed (`seen`), nothing is
+//! delivered twice.
+//!
+//! The key design decision: **a slow watcher is never waited for.** The hub is a
+//! `tokio::sync::broadcast` ring of `Arc<[Event]>` batches; publishing never blocks, and a
+//! watcher that falls more than [`WATCH_RING_CAPACITY`] batches behind is told so
+//! (`Lagged`) and goes back to reading the gap from the backend's history, page by page.
+//! If that history was compacted in the meantime, the stream yields
+//! [`Error::Compacted`] and ends. Every revision of the store is exactly one event, so
+//! history is addressable by revision.
+//!
+//! A watch stream holds only a `Weak` reference to its backend: dropping the store ends
+//! every watch with [`Error::Closed`], and dropping a stream frees its ring position.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::{Arc, Weak};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::broadcast::{self, error::RecvError};
+
+use crate::{Error, Event, Result, Revision, WatchStream};
+
+/// Capacity of the broadcast ring, in committed batches (one memory write, or one SQLite
+/// group commit of up to `sqlite::WRITE_BATCH_MAX` writes). The ring is what a stalled
+/// watcher can pin in memory, so it is kept small; a watcher that falls further behind
+/// re-reads the gap from history, which every backend keeps anyway. 256 batches absorbs
+/// ordinary scheduling jitter of a busy watcher without sending it back to history.
+pub(crate) const WATCH_RING_CAPACITY: usize = 256;
+
+/// How many revisions a catching-up watcher reads from history in one step: bounds the
+/// memory a replay holds at once and how long it holds a backend lock or read connection.
+pub(crate) const HISTORY_PAGE_REVISIONS: i64 = 1024;
+
+/// One committed batch of events, shared by every watcher that receives it.
+type Batch = Arc<[Event]>;
+
+/// A page of history, as a backend's event log serves it to a catching-up watcher.
+#[derive(Debug)]
+pub(crate) struct HistoryPage {
+    /// Events under the prefix with revision in `(after, through]`, in revision order.
+    pub events: Vec<Event>,
+    /// The page covers every revision up to here.
+    pub through: Revision,
+    /// The store's revision when the page was read (`through <= current`).
+    pub current: Revision,
+}
+
+/// A backend's event log, as watchers read it.
+#[async_trait]
+pub(crate) trait HistorySource: Send + Sync + 'static {
+    /// Events under `prefix` with revision in `(after, after + max_revisions]`, clamped to
+    /// the current revision.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Compacted`] if `after` is below the compaction point; backend errors.
+    async fn history(
+        self: Arc<Self>,
+        prefix: String,
+        after: Revision,
+        max_revisions: i64,
+    ) -> Result<HistoryPage>;
+}
+
+/// Where a backend publishes committed events for its watchers.
+pub(crate) struct WatchHub {
+    tx: broadcast::Sender<Batch>,
+}
+
+impl fmt::Debug for WatchHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WatchHub")
+            .field("watchers", &self.tx.receiver_count())
+            .finish()
+    }
+}
+
+impl WatchHub {
+    pub fn new() -> Self {
+        let (tx, _) = broadcast::channel(WATCH_RING_CAPACITY);
+        WatchHub { tx }
+    }
+
+    /// Hands a committed batch to every watcher. Never blocks. Callers publish batches
+    /// in revision order (each backend has a single place that commits).
+    pub fn publish(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        // No receiver is not an error: nobody is watching.
+        let _ = self.tx.send(events.into());
+    }
+
+    /// How many watch streams are subscribed.
+    #[cfg(test)]
+    pub fn watchers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Starts a watch: subscribes now, so call it *before* reading the revision bounds
+    /// that [`check_start`] validates.
+    pub fn watch(
+        &self,
+        source: Weak<dyn HistorySource>,
+        prefix: &str,
+        after: Revision,
+    ) -> WatchStream {
+        let watcher = Watcher {
+            source,
+            rx: self.tx.subscribe(),
+            prefix: prefix.to_owned(),
+            seen: after,
+            ready: VecDeque::new(),
+            phase: Phase::CatchingUp,
+        };
+        futures::stream::unfold(watcher, |mut watcher| async move {
+            let item = watcher.next().await?;
+            Some((item, watcher))
+        })
+        .boxed()
+    }
+}
+
+/// Validates a watch's start revision against the store's bounds.
+///
+/// # Errors
+///
+/// [`Error::Compacted`] if events after `after` were compacted (`after < compacted`);
+/// [`Error::FutureRevision`] if `after > current`.
+pub(crate) fn check_start(after: Revision, current: Revision, compacted: Revision) -> Result<()> {
+    if after < compacted {
+        return Err(Error::Compacted {
+            requested: after,
+            compacted,
+        });
+    }
+    if after > current {
+        return Err(Error::FutureRevision {
+            requested: after,
+            current,
+        });
+    }
+    Ok(())
+}
+
+/// Where a watcher gets its next events from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading history pages after `seen`. The initial phase, and where a watcher goes
+    /// back to when the ring overran it. Becomes `Following` once a page reaches the
+    /// revision that was current when it was read; a failed read yields the error and
+    /// becomes `Finished`.
+    CatchingUp,
+    /// Taking batches from the ring, skipping events at or below `seen` (history
+    /// delivered them). `Lagged` → `CatchingUp`; the hub gone → `Finished`.
+    Following,
+    /// The final error was yielded; the stream ends.
+    Finished,
+}
+
+/// The state of one watch stream.
+struct Watcher {
+    source: Weak<dyn HistorySource>,
+    rx: broadcast::Receiver<Batch>,
+    prefix: String,
+    /// Every event with a revision at or below this was delivered or filtered out.
+    seen: Revision,
+    /// Events read but not yet yielded.
+    ready: VecDeque<Event>,
+    phase: Phase,
+}
+
+impl Watcher {
+    /// The next item of the stream; `None` once finished.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: events are moved into `ready` before anything else is awaited, and a
+    /// history read that is dropped midway is simply repeated.
+    async fn next(&mut self) -> Option<Result<Event>> {
+        loop {
+            if let Some(event) = self.ready.pop_front() {
+                return Some(Ok(event));
+            }
+            match self.phase {
+                Phase::Finished => return None,
+                Phase::CatchingUp => {
+                    let Some(source) = self.source.upgrade() else {
+                        return self.finish(Error::Closed);
+                    };
+                    let page = source
+                        .history(self.prefix.clone(), self.seen, HISTORY_PAGE_REVISIONS)
+                        .await;
+                    match page {
+                        Ok(page) => {
+                            self.ready.extend(page.events);
+                            self.seen = self.seen.max(page.through);
+                            if self.seen >= page.current {
+                                self.phase = Phase::Following;
+                            }
+                        }
+                        Err(err) => return self.finish(err),
+                    }
+                }
+                Phase::Following => match self.rx.recv().await {
+                    Ok(batch) => {
+                        for event in batch.iter() {
+                            let revision = event.revision();
+                            if revision <= self.seen {
+                                continue;
+                            }
+                            self.seen = revision;
+                            if event.key().starts_with(&self.prefix) {
+                                self.ready.push_back(event.clone());
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(
+                            prefix = %self.prefix,
+                            seen = self.seen,
+                            missed,
+                            "watcher fell behind the ring, replaying from history"
+                        );
+                        self.phase = Phase::CatchingUp;
+                    }
+                    Err(RecvError::Closed) => return self.finish(Error::Closed),
+                },
+            }
+        }
+    }
+
+    fn finish(&mut self, err: Error) -> Option<Result<Event>> {
+        self.phase = Phase::Finished;
+        Some(Err(err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_below_the_compaction_point_is_refused() {
+        assert!(matches!(
+            check_start(4, 10, 5),
+            Err(Error::Compacted {
+                requested: 4,
+                compacted: 5
+            })
+        ));
+        assert!(check_start(5, 10, 5).is_ok());
+    }
+
+    #[test]
+    fn watch_ahead_of_the_current_revision_is_refused() {
+        assert!(matches!(
+            check_start(11, 10, 0),
+            Err(Error::FutureRevision {
+                requested: 11,
+                current: 10
+            })
+        ));
+        assert!(check_start(10, 10, 0).is_ok());
+    }
+}

@@ -25,9 +25,33 @@
 //! transaction and one fsync for all writes waiting at that moment, each write still
 //! getting its own revision.
 //!
-//! Every backend passes the same conformance suite ([`conformance`]).
+//! Every backend passes the same conformance suite (`conformance`, compiled for this
+//! crate's tests and, for other crates, behind the `conformance` feature).
+//!
+//! # Choosing a backend
+//!
+//! ```no_run
+//! # fn main() -> shoal_store::Result<()> {
+//! use shoal_store::{Store, StoreMetrics};
+//!
+//! // Tests and the simulator: everything in memory, nothing survives the process.
+//! let store = Store::memory();
+//!
+//! // A durable single-node store, every operation timed, and the SQLite writer's
+//! // group-commit batch sizes recorded into the same metrics.
+//! let metrics = StoreMetrics::new();
+//! let store = Store::sqlite_with_metrics("/var/lib/shoal/store.db", &metrics)?;
+//! let mut registry = prometheus_client::registry::Registry::default();
+//! metrics.register(&mut registry);
+//! # Ok(()) }
+//! ```
+//!
+//! [`Store::sqlite`] opens without metrics; [`sqlite::SqliteBackend::open_with`] takes a
+//! [`sqlite::SqliteOptions`] whose `batch_observer` hook receives each batch size, and
+//! [`StoreMetrics::batch_observer`] makes such a hook.
 
 use std::fmt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +59,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod history;
 pub mod memory;
@@ -79,7 +104,10 @@ impl fmt::Debug for KeyValue {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// The key was created or updated; `prev` is the value before, if it existed.
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// The key was deleted at `revision`; `prev` is the last value it had.
     Delete { prev: KeyValue, revision: Revision },
 }
@@ -113,6 +141,52 @@ pub enum Precondition {
     ModRevision(Revision),
     /// The key must exist, whatever its revision.
     Present,
+}
+
+impl Precondition {
+    /// Whether a write under this precondition may go ahead, given the key's current
+    /// state (`None`: the key does not exist).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] carrying `current` when the precondition does not hold.
+    pub fn check(self, key: &str, current: Option<&KeyValue>) -> Result<()> {
+        let holds = match self {
+            Precondition::None => true,
+            Precondition::Absent => current.is_none(),
+            Precondition::Present => current.is_some(),
+            Precondition::ModRevision(rev) => current.is_some_and(|kv| kv.mod_revision == rev),
+        };
+        if holds {
+            Ok(())
+        } else {
+            Err(Error::PreconditionFailed {
+                key: key.to_owned(),
+                current: current.cloned().map(Box::new),
+            })
+        }
+    }
+}
+
+impl KeyValue {
+    /// The state of `key` after a put at `revision`, given its state before (`prev`):
+    /// a (re)created key starts at version 1 with `create_revision = revision`.
+    pub(crate) fn after_put(
+        key: &str,
+        value: Bytes,
+        prev: Option<&KeyValue>,
+        revision: Revision,
+        lease: Option<LeaseId>,
+    ) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value,
+            create_revision: prev.map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: prev.map_or(1, |p| p.version + 1),
+            lease,
+        }
+    }
 }
 
 /// A range read: keys starting with `prefix`, in key order, strictly after `start_after`.
@@ -154,13 +228,22 @@ pub struct DeleteResponse {
 pub enum Error {
     /// The write's [`Precondition`] did not hold; `current` is the key as it is now.
     #[error("precondition failed on key {key:?}")]
-    PreconditionFailed { key: String, current: Option<Box<KeyValue>> },
+    PreconditionFailed {
+        key: String,
+        current: Option<Box<KeyValue>>,
+    },
     /// The requested revision is older than the compaction point.
     #[error("revision {requested} has been compacted (compacted up to {compacted})")]
-    Compacted { requested: Revision, compacted: Revision },
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
     /// The requested revision is newer than the store's current revision.
     #[error("revision {requested} is in the future (current {current})")]
-    FutureRevision { requested: Revision, current: Revision },
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("lease {0} not found")]
     LeaseNotFound(LeaseId),
     #[error("invalid argument: {0}")]
@@ -207,7 +290,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Events for keys under `prefix` with revision strictly greater than `after`.
     /// Fails with [`Error::Compacted`] if `after` is older than the compaction point
-    /// (`after + 1 <= compacted`), and [`Error::FutureRevision`] if it is ahead.
+    /// (`after + 1 <= compacted`), and [`Error::FutureRevision`] if it is ahead; in both,
+    /// `requested` is `after`. A stream that falls behind history compacted meanwhile
+    /// yields `Compacted` (with `requested` = the last revision it had seen) and ends.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
 
     /// The store's current revision.
@@ -241,6 +326,30 @@ impl Store {
     /// An in-memory store (tests, the simulator).
     pub fn memory() -> Self {
         Store::new(memory::MemoryBackend::new())
+    }
+
+    /// A durable store in the SQLite file at `path` (created if missing). Blocks briefly
+    /// while it opens the file and starts the writer thread: call it before serving.
+    ///
+    /// # Errors
+    ///
+    /// See [`sqlite::SqliteBackend::open`].
+    pub fn sqlite(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Store::new(sqlite::SqliteBackend::open(path)?))
+    }
+
+    /// [`Store::sqlite`], metered: every operation is timed into `metrics` and the
+    /// writer's group-commit batch sizes land in the same metrics' batch-size histogram.
+    ///
+    /// # Errors
+    ///
+    /// See [`sqlite::SqliteBackend::open`].
+    pub fn sqlite_with_metrics(path: impl AsRef<Path>, metrics: &StoreMetrics) -> Result<Self> {
+        let options = sqlite::SqliteOptions {
+            batch_observer: Some(metrics.batch_observer()),
+        };
+        let backend = sqlite::SqliteBackend::open_with(path, options)?;
+        Ok(Store::new(backend).metered(metrics.clone()))
     }
 
     /// Wraps this store so every operation is timed into `metrics`.
