@@ -122,12 +122,17 @@ pub fn set_resource_version(v: &mut Value, rev: i64) {
 }
 
 /// Serializes an object for storage (without resourceVersion).
-pub fn to_bytes(v: &Value) -> Bytes {
-    let mut v = v.clone();
-    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
+pub fn to_bytes(v: &mut Value) -> Bytes {
+    // Take resourceVersion out while serializing rather than cloning the whole tree.
+    let rv = v
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .and_then(|m| m.remove("resourceVersion"));
+    let bytes = Bytes::from(serde_json::to_vec(&*v).expect("a JSON value serializes"));
+    if let (Some(rv), Some(meta)) = (rv, v.get_mut("metadata").and_then(Value::as_object_mut)) {
+        meta.insert("resourceVersion".into(), rv);
     }
-    Bytes::from(serde_json::to_vec(&v).expect("a JSON value serializes"))
+    bytes
 }
 
 pub fn meta(v: &Value) -> &Map<String, Value> {
@@ -320,10 +325,10 @@ pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult
             list.join(", ")
         )));
     }
-    if causes.is_empty() {
-        if let Some(validator) = &def.validator {
-            causes.extend(validator(v));
-        }
+    if causes.is_empty()
+        && let Some(validator) = &def.validator
+    {
+        causes.extend(validator(v));
     }
     if !causes.is_empty() {
         return Err(ApiError::Invalid {
@@ -461,9 +466,17 @@ mod tests {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
                 proptest::collection::btree_map(
-                    prop_oneof![Just("metadata".to_string()), Just("spec".to_string()), Just("name".to_string()),
-                                Just("labels".to_string()), Just("endpoint".to_string()), Just("server".to_string()),
-                                Just("selector".to_string()), Just("finalizers".to_string()), "[a-z]{1,6}"],
+                    prop_oneof![
+                        Just("metadata".to_string()),
+                        Just("spec".to_string()),
+                        Just("name".to_string()),
+                        Just("labels".to_string()),
+                        Just("endpoint".to_string()),
+                        Just("server".to_string()),
+                        Just("selector".to_string()),
+                        Just("finalizers".to_string()),
+                        "[a-z]{1,6}"
+                    ],
                     inner,
                     0..5,
                 )

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, JSONSchemaProps,
 };
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use shoal_core::FieldError;
 use shoal_core::kinds::Validate;
@@ -114,7 +113,7 @@ impl ResourceDef {
     /// so this is a programming error.
     pub fn from_crd<K>(crd: CustomResourceDefinition) -> Self
     where
-        K: DeserializeOwned + Validate + 'static,
+        K: for<'de> serde::Deserialize<'de> + Validate + 'static,
     {
         let v = crd
             .spec

@@ -71,15 +71,15 @@ pub fn parse_path(st: &AppState, path: &str) -> ApiResult<ResourcePath> {
             subresource: sub,
         };
     // Namespaced forms first: /namespaces/{ns}/{plural}[/{name}[/{sub}]].
-    if let ["namespaces", ns, plural, tail @ ..] = rest {
-        if let Some(def) = find(plural).filter(|d| d.namespaced) {
-            return match tail {
-                [] => Ok(rp(def, owned(ns), None, None)),
-                [name] => Ok(rp(def, owned(ns), owned(name), None)),
-                [name, sub] => Ok(rp(def, owned(ns), owned(name), owned(sub))),
-                _ => Err(ApiError::NoRoute),
-            };
-        }
+    if let ["namespaces", ns, plural, tail @ ..] = rest
+        && let Some(def) = find(plural).filter(|d| d.namespaced)
+    {
+        return match tail {
+            [] => Ok(rp(def, owned(ns), None, None)),
+            [name] => Ok(rp(def, owned(ns), owned(name), None)),
+            [name, sub] => Ok(rp(def, owned(ns), owned(name), owned(sub))),
+            _ => Err(ApiError::NoRoute),
+        };
     }
     match rest {
         [plural] => find(plural).map(|d| rp(d, None, None, None)),
@@ -201,17 +201,17 @@ async fn handle_inner(
         Some(s) => format!("{}/{s}", rp.def.plural),
         None => rp.def.plural.clone(),
     };
-    if let Some(sub) = &rp.subresource {
-        if sub != "status" || !rp.def.has_status {
-            return Err(ApiError::NoRoute);
-        }
+    if let Some(sub) = &rp.subresource
+        && (sub != "status" || !rp.def.has_status)
+    {
+        return Err(ApiError::NoRoute);
     }
-    if let Some(ns) = &rp.namespace {
-        if !shoal_core::validation::dns1123_label(ns).is_empty() {
-            return Err(ApiError::BadRequest(format!(
-                "invalid namespace {ns:?} in the request path"
-            )));
-        }
+    if let Some(ns) = &rp.namespace
+        && !shoal_core::validation::dns1123_label(ns).is_empty()
+    {
+        return Err(ApiError::BadRequest(format!(
+            "invalid namespace {ns:?} in the request path"
+        )));
     }
     let output = negotiate(headers)?;
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
@@ -491,15 +491,13 @@ pub async fn create(
         .get("name")
         .and_then(Value::as_str)
         .is_none_or(str::is_empty)
-    {
-        if let Some(prefix) = meta
+        && let Some(prefix) = meta
             .get("generateName")
             .and_then(Value::as_str)
             .filter(|p| !p.is_empty())
-        {
-            let name = format!("{prefix}{}", random_suffix());
-            meta.insert("name".into(), json!(name));
-        }
+    {
+        let name = format!("{prefix}{}", random_suffix());
+        meta.insert("name".into(), json!(name));
     }
     if def.namespaced {
         let ns = rp.namespace.clone().ok_or_else(|| {
@@ -553,7 +551,7 @@ pub async fn create(
     }
     match st
         .store
-        .put(&key, object::to_bytes(&obj), Precondition::Absent, None)
+        .put(&key, object::to_bytes(&mut obj), Precondition::Absent, None)
         .await
     {
         Ok(resp) => {
@@ -612,12 +610,11 @@ fn merge_for_update(
     if let (Some(n), Some(c)) = (
         new_ns.filter(|n| !n.is_empty()),
         cur_meta.get("namespace").and_then(Value::as_str),
-    ) {
-        if n != c {
-            return Err(ApiError::BadRequest(format!(
-                "the namespace of the object ({n}) does not match the namespace on the URL ({c})"
-            )));
-        }
+    ) && n != c
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the namespace of the object ({n}) does not match the namespace on the URL ({c})"
+        )));
     }
     let cur_finalizers = object::finalizers(cur);
     let meta = object::meta_mut(&mut new);
@@ -701,7 +698,7 @@ async fn commit_update(
         st.store
             .put(
                 &key,
-                object::to_bytes(&new),
+                object::to_bytes(&mut new),
                 Precondition::ModRevision(cur_rev),
                 None,
             )
@@ -841,10 +838,10 @@ pub async fn patch(
         let mut doc = cur.clone();
         apply_patch(&rp.def, ctype, &mut doc, raw)?;
         let pinned = object::meta_str(&doc, "resourceVersion").map(String::from);
-        if let Some(rv) = &pinned {
-            if *rv != cur_rev.to_string() {
-                return Err(conflict(&rp.def, name));
-            }
+        if let Some(rv) = &pinned
+            && *rv != cur_rev.to_string()
+        {
+            return Err(conflict(&rp.def, name));
         }
         let pinned = pinned.is_some_and(|_| {
             serde_json::from_slice::<Value>(raw)
@@ -870,21 +867,21 @@ pub async fn delete(
 ) -> ApiResult<Value> {
     let (cur, cur_rev) = get(st, rp, name).await?;
     if let Some(p) = opts.get("preconditions") {
-        if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str) {
-            if rv != cur_rev.to_string() {
-                return Err(conflict(&rp.def, name));
-            }
+        if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str)
+            && rv != cur_rev.to_string()
+        {
+            return Err(conflict(&rp.def, name));
         }
-        if let Some(uid) = p.get("uid").and_then(Value::as_str) {
-            if Some(uid) != object::meta_str(&cur, "uid") {
-                return Err(ApiError::Conflict {
-                    target: object::target(&rp.def, name),
-                    message: format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        object::meta_str(&cur, "uid").unwrap_or("")
-                    ),
-                });
-            }
+        if let Some(uid) = p.get("uid").and_then(Value::as_str)
+            && Some(uid) != object::meta_str(&cur, "uid")
+        {
+            return Err(ApiError::Conflict {
+                target: object::target(&rp.def, name),
+                message: format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object::meta_str(&cur, "uid").unwrap_or("")
+                ),
+            });
         }
     }
     if dry_run {

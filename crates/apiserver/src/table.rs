@@ -209,7 +209,7 @@ fn step_bracket<'a>(inner: &str, current: Vec<&'a Value>) -> Option<Vec<&'a Valu
             .flatten()
             .filter(|item| match item.get(field) {
                 Some(Value::String(s)) => s == want,
-                Some(other) => other.to_string() == want,
+                Some(other) => *other == want,
                 None => false,
             })
             .collect(),

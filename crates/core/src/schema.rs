@@ -97,19 +97,19 @@ fn walk(value: &mut Value, schema: &JSONSchemaProps, path: &str, root: bool, out
         }
     }
 
-    if let Some(allowed) = &schema.enum_ {
-        if !allowed.iter().any(|a| a.0 == *value) {
-            let list: Vec<String> = allowed.iter().map(|a| a.0.to_string()).collect();
-            out.errors.push(FieldError::new(
-                field,
-                FieldErrorKind::NotSupported,
-                format!(
-                    "Unsupported value: {}: supported values: {}",
-                    short(value),
-                    list.join(", ")
-                ),
-            ));
-        }
+    if let Some(allowed) = &schema.enum_
+        && !allowed.iter().any(|a| a.0 == *value)
+    {
+        let list: Vec<String> = allowed.iter().map(|a| a.0.to_string()).collect();
+        out.errors.push(FieldError::new(
+            field,
+            FieldErrorKind::NotSupported,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                short(value),
+                list.join(", ")
+            ),
+        ));
     }
 
     match value {

@@ -145,32 +145,25 @@ async fn api(a: ApiBench) -> Result<()> {
         a.store, a.clients, a.writes, a.watchers
     );
 
-    // 1. Through HTTP.
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.clients.max(a.watchers) + 8)
-        .build()?;
+    // Request bodies are built before the clock starts, for both phases alike, so the
+    // figures compare the server with the store rather than the bench's JSON encoding.
+    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+        (0..a.writes)
+            .map(|i| {
+                bytes::Bytes::from(
+                    serde_json::to_vec(&cluster(&format!("c-{i:07}"), i)).expect("serializes"),
+                )
+            })
+            .collect(),
+    );
+
+    // 1. Through HTTP/1.1, one keep-alive connection per client (as kubectl and
+    // controllers hold one each), with a lean client so the figure is the server's.
     let url = format!("{base}/apis/shoal.io/v1alpha1/clusters");
+    let addr = base.trim_start_matches("http://").to_string();
     let h = {
-        let (http, url) = (http.clone(), url.clone());
-        drive(a.clients, a.writes, move |i| {
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let resp = http
-                    .post(&url)
-                    .json(&cluster(&format!("c-{i:07}"), i))
-                    .send()
-                    .await?;
-                if resp.status() != reqwest::StatusCode::CREATED {
-                    bail!(
-                        "create answered {}: {}",
-                        resp.status(),
-                        resp.text().await.unwrap_or_default()
-                    );
-                }
-                Ok(())
-            }
-        })
-        .await?
+        let (addr, bodies) = (addr.clone(), bodies.clone());
+        drive_connections(a.clients, a.writes, addr, move |i| bodies[i].clone()).await?
     };
 
     // 2. The same creates straight on a fresh store of the same kind.
@@ -178,15 +171,13 @@ async fn api(a: ApiBench) -> Result<()> {
     let raw_store: Store =
         crate::serve::open_store(&a.store, &dir.path().join("raw"), &raw_metrics)?;
     let r = {
-        let raw_store = raw_store.clone();
+        let (raw_store, bodies) = (raw_store.clone(), bodies.clone());
         drive(a.clients, a.writes, move |i| {
-            let s = raw_store.clone();
+            let (s, bodies) = (raw_store.clone(), bodies.clone());
             async move {
-                let v = cluster(&format!("c-{i:07}"), i);
-                let bytes = bytes::Bytes::from(serde_json::to_vec(&v)?);
                 s.put(
                     &format!("/registry/shoal.io/clusters/c-{i:07}"),
-                    bytes,
+                    bodies[i].clone(),
                     Precondition::Absent,
                     None,
                 )
@@ -212,6 +203,9 @@ async fn api(a: ApiBench) -> Result<()> {
     let sent: Arc<Vec<AtomicU64>> =
         Arc::new((0..a.watch_events).map(|_| AtomicU64::new(0)).collect());
     let epoch = Instant::now();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.watchers + 8)
+        .build()?;
     let rv = http
         .get(format!("{url}?limit=1"))
         .send()
@@ -310,6 +304,66 @@ async fn api(a: ApiBench) -> Result<()> {
     shutdown.cancel();
     let _ = serving.await;
     Ok(())
+}
+
+/// Runs `total` creates over `clients` keep-alive HTTP/1.1 connections to `addr`;
+/// `body(i)` is the i-th request body.
+async fn drive_connections(
+    clients: usize,
+    total: usize,
+    addr: String,
+    body: impl Fn(usize) -> bytes::Bytes + Send + Sync + 'static,
+) -> Result<Phase> {
+    use http_body_util::{BodyExt, Full};
+    let body = Arc::new(body);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (body, next, addr) = (body.clone(), next.clone(), addr.clone());
+        tasks.push(tokio::spawn(async move {
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            tcp.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+            tokio::spawn(conn);
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total {
+                    break;
+                }
+                let t = Instant::now();
+                sender.ready().await?;
+                let req = http::Request::post("/apis/shoal.io/v1alpha1/clusters")
+                    .header(http::header::HOST, &addr)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(body(i)))?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await?.to_bytes();
+                if status != http::StatusCode::CREATED {
+                    bail!(
+                        "create answered {status}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    );
+                }
+                lat.push(t.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(total);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = start.elapsed();
+    all.sort();
+    Ok(Phase {
+        rate: total as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+    })
 }
 
 /// (count, sum) of the first histogram whose name contains `needle`.

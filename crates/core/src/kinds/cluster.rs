@@ -164,10 +164,10 @@ impl Validate for ClusterGroup {
         if let Err(e) = selector::LabelSelector::from_k8s(&self.spec.selector) {
             errs.push(FieldError::invalid("spec.selector", e.0));
         }
-        if let Some(v) = &self.spec.values {
-            if !v.is_object() {
-                errs.push(FieldError::invalid("spec.values", "must be an object"));
-            }
+        if let Some(v) = &self.spec.values
+            && !v.is_object()
+        {
+            errs.push(FieldError::invalid("spec.values", "must be an object"));
         }
         errs
     }
