@@ -48,6 +48,8 @@ pub enum ApiError {
         target: Target,
         causes: Vec<FieldError>,
     },
+    #[error("{} {:?} is forbidden: {}", .target.qualified(), .target.name, .message)]
+    Forbidden { target: Target, message: String },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -118,6 +120,7 @@ impl ApiError {
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
+            ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
@@ -145,7 +148,9 @@ impl ApiError {
         });
         let target = match self {
             ApiError::NotFound(t) | ApiError::AlreadyExists(t) => Some(t),
-            ApiError::Conflict { target, .. } | ApiError::Invalid { target, .. } => Some(target),
+            ApiError::Conflict { target, .. }
+            | ApiError::Invalid { target, .. }
+            | ApiError::Forbidden { target, .. } => Some(target),
             _ => None,
         };
         if let Some(t) = target {

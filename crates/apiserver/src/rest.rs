@@ -368,14 +368,25 @@ pub async fn list(
     let mut continue_key = None;
     'scan: loop {
         let want = if limit == 0 { 0 } else { SCAN_BATCH.max(limit) };
-        let resp = st
-            .store
-            .range(RangeRequest {
-                prefix: prefix.clone(),
-                start_after: start_after.clone(),
-                limit: want,
-            })
-            .await?;
+        let req = RangeRequest {
+            prefix: prefix.clone(),
+            start_after: start_after.clone(),
+            limit: want,
+        };
+        // The first read fixes the list's revision; every later read (the rest of this
+        // scan, and pages fetched with the continue token) is a snapshot at it, so the
+        // pages together are one consistent list, as in Kubernetes.
+        let resp = match revision {
+            None => st.store.range(req).await?,
+            Some(rev) => st.store.range_at(req, rev).await.map_err(|e| match e {
+                shoal_store::Error::Compacted { .. } => ApiError::Gone(
+                    "The provided continue parameter is too old to display a consistent list \
+                     result. You can start a new list without the continue parameter."
+                        .into(),
+                ),
+                other => other.into(),
+            })?,
+        };
         revision.get_or_insert(resp.revision);
         let n = resp.kvs.len();
         for (i, kv) in resp.kvs.iter().enumerate() {
@@ -830,10 +841,12 @@ pub async fn patch(
     fv: FieldValidation,
     dry_run: bool,
 ) -> ApiResult<(Value, Vec<String>)> {
-    const MAX_ATTEMPTS: usize = 8; // concurrent patches of one object retry this often
-    let mut attempt = 0;
+    // A patch that did not pin a resourceVersion is retried on write races until it
+    // wins, as Kubernetes' GuaranteedUpdate does: each round one contender commits, so
+    // progress is certain. The deadline only bounds pathological contention.
+    const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + RETRY_FOR;
     loop {
-        attempt += 1;
         let (cur, cur_rev) = get(st, rp, name).await?;
         let mut doc = cur.clone();
         apply_patch(&rp.def, ctype, &mut doc, raw)?;
@@ -851,7 +864,10 @@ pub async fn patch(
         let mut new = merge_for_update(&rp.def, &cur, doc, rp.subresource.is_some())?;
         let warnings = object::admit(&rp.def, &mut new, fv)?;
         match commit_update(st, rp, &cur, cur_rev, new, dry_run).await {
-            Err(ApiError::Conflict { .. }) if !pinned && attempt < MAX_ATTEMPTS => continue,
+            Err(ApiError::Conflict { .. }) if !pinned && std::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+                continue;
+            }
             other => return other.map(|o| (o, warnings)),
         }
     }
@@ -888,6 +904,12 @@ pub async fn delete(
         return Ok(cur);
     }
     if rp.def.kind == "Namespace" && rp.def.group.is_empty() {
+        if crate::DEFAULT_NAMESPACES.contains(&name) {
+            return Err(ApiError::Forbidden {
+                target: object::target(&rp.def, name),
+                message: "this namespace may not be deleted".into(),
+            });
+        }
         delete_namespace_contents(st, name).await?;
     }
     if !object::finalizers(&cur).is_empty() {

@@ -114,6 +114,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .ensure_default_namespaces()
         .await
         .context("failed to create the default namespaces")?;
+    server.spawn_compactor();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;

@@ -34,8 +34,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::{
-    DeleteResponse, Error, Event, KeyValue, Precondition, PutResponse, RangeRequest, Result,
-    Revision, Store, WatchStream,
+    DeleteResponse, Error, Event, KeyValue, Precondition, PutResponse, RangeRequest, RangeResponse,
+    Result, Revision, Store, WatchStream,
 };
 
 /// Runs every scenario, each against a fresh store from `make`.
@@ -58,6 +58,7 @@ pub async fn test_suite(make: impl Fn() -> Store) {
         delete_requires_the_key_and_returns_its_last_value,
         concurrent_creates_of_one_key_let_exactly_one_win,
         range_by_prefix_paginates_in_key_order,
+        range_at_a_past_revision_reads_the_snapshot,
         watch_from_zero_replays_everything_with_prev_values,
         watch_from_a_middle_revision_sees_only_later_events,
         watch_sees_only_keys_under_its_prefix,
@@ -374,6 +375,66 @@ async fn range_by_prefix_paginates_in_key_order(store: Store) {
     assert_eq!(keys(&between.kvs), ["a/3", "a/4", "a/5"]);
     let none = store.range(page("c", None, 0)).await.unwrap();
     assert_eq!((none.kvs.len(), none.more, none.revision), (0, false, 8));
+}
+
+async fn range_at_a_past_revision_reads_the_snapshot(store: Store) {
+    put(&store, "k/a", "a1").await; // 1
+    put(&store, "k/b", "b1").await; // 2
+    put(&store, "k/c", "c1").await; // 3
+    let at = store.current_revision().await.unwrap();
+    put(&store, "k/a", "a2").await; // 4: changed
+    store.delete("k/b", Precondition::None).await.unwrap(); // 5: deleted
+    put(&store, "k/d", "d1").await; // 6: created after
+    put(&store, "other", "x").await; // 7: outside the prefix
+    let req = |start_after: Option<&str>, limit| RangeRequest {
+        prefix: "k/".into(),
+        start_after: start_after.map(Into::into),
+        limit,
+    };
+    let values = |r: &RangeResponse| {
+        r.kvs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    let snap = store.range_at(req(None, 0), at).await.unwrap();
+    assert_eq!(snap.revision, at);
+    assert_eq!(
+        values(&snap),
+        [
+            ("k/a".into(), val("a1")),
+            ("k/b".into(), val("b1")),
+            ("k/c".into(), val("c1"))
+        ]
+    );
+    assert_eq!(
+        snap.kvs[0].mod_revision, 1,
+        "the key as it was, with its old revision"
+    );
+    let first = store.range_at(req(None, 2), at).await.unwrap();
+    assert_eq!((first.kvs.len(), first.more), (2, true));
+    let second = store.range_at(req(Some("k/b"), 2), at).await.unwrap();
+    assert_eq!(
+        (values(&second), second.more),
+        (vec![("k/c".into(), val("c1"))], false)
+    );
+    let now = store.current_revision().await.unwrap();
+    let current = store.range_at(req(None, 0), now).await.unwrap();
+    assert_eq!(current.kvs, store.range(req(None, 0)).await.unwrap().kvs);
+    assert!(matches!(
+        store.range_at(req(None, 0), now + 5).await,
+        Err(Error::FutureRevision { .. })
+    ));
+    store.compact(5).await.unwrap();
+    assert!(matches!(
+        store.range_at(req(None, 0), at).await,
+        Err(Error::Compacted { .. })
+    ));
+    assert_eq!(
+        store.range_at(req(None, 0), 5).await.unwrap().kvs.len(),
+        2,
+        "k/a and k/c at 5"
+    );
 }
 
 /// Writes revisions 1..=4: put a=1, put a=2, delete a, put b=1.
@@ -903,6 +964,7 @@ impl Model {
 async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
     let mut live = store.watch("", 0).await.unwrap();
     let mut model = Model::default();
+    let mut snapshots = vec![(0, model.kvs.clone())];
     for op in &ops {
         let (ours, theirs) = match *op {
             ModelOp::Put { key, value, cond } => {
@@ -921,6 +983,33 @@ async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), Test
         };
         prop_assert_eq!(&theirs, &ours, "after {:?}", op);
         prop_assert_eq!(store.current_revision().await.unwrap(), model.revision);
+        snapshots.push((model.revision, model.kvs.clone()));
+    }
+
+    for (revision, kvs) in &snapshots {
+        let expected: Vec<KeyValue> = kvs.values().cloned().collect();
+        let snap = store
+            .range_at(RangeRequest::default(), *revision)
+            .await
+            .unwrap();
+        prop_assert_eq!(&snap.kvs, &expected, "range_at {}", revision);
+        let paged = store
+            .range_at(
+                RangeRequest {
+                    limit: 2,
+                    ..RangeRequest::default()
+                },
+                *revision,
+            )
+            .await
+            .unwrap();
+        prop_assert_eq!(
+            &paged.kvs[..],
+            &expected[..expected.len().min(2)],
+            "paged range_at {}",
+            revision
+        );
+        prop_assert_eq!(paged.more, expected.len() > 2);
     }
 
     for prefix in ["", "a/"] {

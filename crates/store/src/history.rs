@@ -36,7 +36,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::{Error, Event, Result, Revision, WatchStream};
+use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchStream};
 
 /// Capacity of the broadcast ring, in committed batches (one memory write, or one SQLite
 /// group commit of up to `sqlite::WRITE_BATCH_MAX` writes). The ring is what a stalled
@@ -78,6 +78,82 @@ pub(crate) trait HistorySource: Send + Sync + 'static {
         after: Revision,
         max_revisions: i64,
     ) -> Result<HistoryPage>;
+}
+
+/// A range as it was at revision `at`, from the current state `current` (an unlimited
+/// range of the same prefix from the same `start_after`) and the history after `at`.
+///
+/// Each key changed after `at` takes the state its first later change replaced (none, if
+/// that change created it); every other key is as it is now.
+pub(crate) async fn range_at<S: HistorySource>(
+    source: Arc<S>,
+    req: &RangeRequest,
+    current: RangeResponse,
+    at: Revision,
+) -> Result<RangeResponse> {
+    use std::collections::BTreeMap;
+    if at > current.revision {
+        return Err(Error::FutureRevision {
+            requested: at,
+            current: current.revision,
+        });
+    }
+    let mut state: BTreeMap<String, KeyValue> = current
+        .kvs
+        .into_iter()
+        .map(|kv| (kv.key.clone(), kv))
+        .collect();
+    let mut undone = std::collections::HashSet::new();
+    let mut after = at;
+    while after < current.revision {
+        let page = source
+            .clone()
+            .history(
+                req.prefix.clone(),
+                after,
+                (current.revision - after).min(HISTORY_PAGE_REVISIONS),
+            )
+            .await?;
+        for event in page
+            .events
+            .into_iter()
+            .filter(|e| e.revision() <= current.revision)
+        {
+            let key = event.key().to_string();
+            if !undone.insert(key.clone()) {
+                continue;
+            }
+            let before = match event {
+                Event::Put { prev, .. } => prev,
+                Event::Delete { prev, .. } => Some(prev),
+            };
+            match before {
+                Some(kv) => state.insert(key, kv),
+                None => state.remove(&key),
+            };
+        }
+        if page.through <= after {
+            break;
+        }
+        after = page.through;
+    }
+    let mut kvs = Vec::new();
+    let mut more = false;
+    for (key, kv) in state {
+        if req.start_after.as_ref().is_some_and(|s| key <= *s) {
+            continue;
+        }
+        if req.limit != 0 && kvs.len() == req.limit {
+            more = true;
+            break;
+        }
+        kvs.push(kv);
+    }
+    Ok(RangeResponse {
+        kvs,
+        more,
+        revision: at,
+    })
 }
 
 /// Where a backend publishes committed events for its watchers.

@@ -274,6 +274,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Reads a range of keys at the current revision.
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse>;
 
+    /// Reads a range of keys as they were at `revision` (a snapshot read, for paginated
+    /// lists): the current state with every later change undone from history. The
+    /// response's `revision` is `revision`.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] when history after `revision` is gone,
+    /// [`Error::FutureRevision`] when `revision` is ahead of the store.
+    async fn range_at(&self, req: RangeRequest, revision: Revision) -> Result<RangeResponse>;
+
     /// Writes `value` at `key` if `cond` holds; the write is durable when this returns.
     /// `lease` attaches the key to a lease (which must exist).
     async fn put(

@@ -296,6 +296,16 @@ impl Backend for MemoryBackend {
         Ok(self.inner.lock().kvs.get(key).cloned())
     }
 
+    async fn range_at(&self, req: RangeRequest, revision: Revision) -> Result<RangeResponse> {
+        let current = self
+            .range(RangeRequest {
+                limit: 0,
+                ..req.clone()
+            })
+            .await?;
+        history::range_at(self.inner.clone(), &req, current, revision).await
+    }
+
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
         let state = self.inner.lock();
         let lower = match &req.start_after {

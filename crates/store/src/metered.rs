@@ -123,6 +123,11 @@ impl Backend for Metered {
         self.timed("range", self.inner.range(req)).await
     }
 
+    async fn range_at(&self, req: RangeRequest, revision: Revision) -> Result<RangeResponse> {
+        self.timed("range_at", self.inner.range_at(req, revision))
+            .await
+    }
+
     async fn put(
         &self,
         key: &str,
