@@ -73,19 +73,30 @@ struct Phase {
     p99: f64,
 }
 
-/// Runs `total` operations split across `clients` tasks; `op(i)` does the i-th.
-async fn drive<F, Fut>(clients: usize, total: usize, op: F) -> Result<Phase>
+/// Runs `total` operations over `clients` concurrent clients, timing each: `connect()`
+/// makes a client (a connection, a store handle) once, `op(client, i)` does the i-th
+/// operation and hands the client back.
+async fn drive<C, Conn, Op, ConnFut, OpFut>(
+    clients: usize,
+    total: usize,
+    connect: Conn,
+    op: Op,
+) -> Result<Phase>
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<()>> + Send,
+    C: Send + 'static,
+    Conn: Fn() -> ConnFut + Send + Sync + 'static,
+    ConnFut: std::future::Future<Output = Result<C>> + Send,
+    Op: Fn(C, usize) -> OpFut + Send + Sync + 'static,
+    OpFut: std::future::Future<Output = Result<C>> + Send,
 {
-    let op = Arc::new(op);
+    let (connect, op) = (Arc::new(connect), Arc::new(op));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..clients {
-        let (op, next) = (op.clone(), next.clone());
+        let (connect, op, next) = (connect.clone(), op.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
+            let mut client = connect().await?;
             let mut lat = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed) as usize;
@@ -93,7 +104,7 @@ where
                     break;
                 }
                 let t = Instant::now();
-                op(i).await?;
+                client = op(client, i).await?;
                 lat.push(t.elapsed());
             }
             anyhow::Ok(lat)
@@ -163,7 +174,33 @@ async fn api(a: ApiBench) -> Result<()> {
     let addr = base.trim_start_matches("http://").to_string();
     let h = {
         let (addr, bodies) = (addr.clone(), bodies.clone());
-        drive_connections(a.clients, a.writes, addr, move |i| bodies[i].clone()).await?
+        drive(
+            a.clients,
+            a.writes,
+            move || connect_http1(addr.clone()),
+            move |(mut sender, addr), i| {
+                let body = bodies[i].clone();
+                async move {
+                    use http_body_util::BodyExt;
+                    sender.ready().await?;
+                    let req = http::Request::post("/apis/shoal.io/v1alpha1/clusters")
+                        .header(http::header::HOST, &addr)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(http_body_util::Full::new(body))?;
+                    let resp = sender.send_request(req).await?;
+                    let status = resp.status();
+                    let bytes = resp.into_body().collect().await?.to_bytes();
+                    if status != http::StatusCode::CREATED {
+                        bail!(
+                            "create answered {status}: {}",
+                            String::from_utf8_lossy(&bytes)
+                        );
+                    }
+                    Ok((sender, addr))
+                }
+            },
+        )
+        .await?
     };
 
     // 2. The same creates straight on a fresh store of the same kind.
@@ -172,19 +209,27 @@ async fn api(a: ApiBench) -> Result<()> {
         crate::serve::open_store(&a.store, &dir.path().join("raw"), &raw_metrics)?;
     let r = {
         let (raw_store, bodies) = (raw_store.clone(), bodies.clone());
-        drive(a.clients, a.writes, move |i| {
-            let (s, bodies) = (raw_store.clone(), bodies.clone());
-            async move {
-                s.put(
-                    &format!("/registry/shoal.io/clusters/c-{i:07}"),
-                    bodies[i].clone(),
-                    Precondition::Absent,
-                    None,
-                )
-                .await?;
-                Ok(())
-            }
-        })
+        drive(
+            a.clients,
+            a.writes,
+            move || {
+                let s = raw_store.clone();
+                async move { Ok(s) }
+            },
+            move |s, i| {
+                let body = bodies[i].clone();
+                async move {
+                    s.put(
+                        &format!("/registry/shoal.io/clusters/c-{i:07}"),
+                        body,
+                        Precondition::Absent,
+                        None,
+                    )
+                    .await?;
+                    Ok(s)
+                }
+            },
+        )
         .await?
     };
     drop(raw_store);
@@ -306,64 +351,19 @@ async fn api(a: ApiBench) -> Result<()> {
     Ok(())
 }
 
-/// Runs `total` creates over `clients` keep-alive HTTP/1.1 connections to `addr`;
-/// `body(i)` is the i-th request body.
-async fn drive_connections(
-    clients: usize,
-    total: usize,
+/// A keep-alive HTTP/1.1 connection to `addr`.
+async fn connect_http1(
     addr: String,
-    body: impl Fn(usize) -> bytes::Bytes + Send + Sync + 'static,
-) -> Result<Phase> {
-    use http_body_util::{BodyExt, Full};
-    let body = Arc::new(body);
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..clients {
-        let (body, next, addr) = (body.clone(), next.clone(), addr.clone());
-        tasks.push(tokio::spawn(async move {
-            let tcp = tokio::net::TcpStream::connect(&addr).await?;
-            tcp.set_nodelay(true)?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
-            tokio::spawn(conn);
-            let mut lat = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= total {
-                    break;
-                }
-                let t = Instant::now();
-                sender.ready().await?;
-                let req = http::Request::post("/apis/shoal.io/v1alpha1/clusters")
-                    .header(http::header::HOST, &addr)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Full::new(body(i)))?;
-                let resp = sender.send_request(req).await?;
-                let status = resp.status();
-                let bytes = resp.into_body().collect().await?.to_bytes();
-                if status != http::StatusCode::CREATED {
-                    bail!(
-                        "create answered {status}: {}",
-                        String::from_utf8_lossy(&bytes)
-                    );
-                }
-                lat.push(t.elapsed());
-            }
-            anyhow::Ok(lat)
-        }));
-    }
-    let mut all = Vec::with_capacity(total);
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let elapsed = start.elapsed();
-    all.sort();
-    Ok(Phase {
-        rate: total as f64 / elapsed.as_secs_f64(),
-        p50: percentile(&all, 0.5),
-        p99: percentile(&all, 0.99),
-    })
+) -> Result<(
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    String,
+)> {
+    let tcp = tokio::net::TcpStream::connect(&addr).await?;
+    tcp.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+    tokio::spawn(conn);
+    Ok((sender, addr))
 }
 
 /// (count, sum) of the first histogram whose name contains `needle`.
