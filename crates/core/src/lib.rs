@@ -10,12 +10,14 @@
 //!   required fields, enums, unknown fields) the way the Kubernetes API server does for
 //!   custom resources;
 //! - [`selector`]: label and field selectors, parsed and matched;
+//! - [`taskflow`]: the task/pipeline engine's kinds, admission rules and scheduler;
 //! - [`clock`]: the one clock abstraction, so nothing reads the system time directly.
 
 pub mod clock;
 pub mod kinds;
 pub mod schema;
 pub mod selector;
+pub mod taskflow;
 pub mod validation;
 
 pub use validation::{FieldError, FieldErrorKind};

@@ -12,6 +12,7 @@ use crate::validation::FieldError;
 
 mod cluster;
 
+pub use crate::taskflow::{Pipeline, PipelineRun, Task, TaskRun};
 pub use cluster::{
     ATTRIBUTE_LABELS, Cluster, ClusterGroup, ClusterGroupSpec, ClusterGroupStatus, ClusterSpec,
     ClusterStatus, CredentialsRef, Endpoint,
@@ -30,7 +31,14 @@ pub trait Validate {
 
 /// The definitions of every shoal kind, as Kubernetes CRDs (schema, names, columns).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![Cluster::crd(), ClusterGroup::crd()]
+    vec![
+        Cluster::crd(),
+        ClusterGroup::crd(),
+        Task::crd(),
+        Pipeline::crd(),
+        PipelineRun::crd(),
+        TaskRun::crd(),
+    ]
 }
 
 /// A schema for free-form JSON objects (`x-kubernetes-preserve-unknown-fields`).
