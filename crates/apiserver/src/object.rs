@@ -368,11 +368,11 @@ mod tests {
         v
     }
 
+    /// Built once: generating the kinds' schemas dominates these tests otherwise.
+    static REGISTRY: std::sync::LazyLock<Registry> = std::sync::LazyLock::new(Registry::shoal);
+
     fn def() -> ResourceDef {
-        (**Registry::shoal()
-            .find("shoal.io", "v1alpha1", "clusters")
-            .unwrap())
-        .clone()
+        (**REGISTRY.find("shoal.io", "v1alpha1", "clusters").unwrap()).clone()
     }
 
     #[test]
@@ -495,7 +495,7 @@ mod tests {
         #[test]
         fn admitting_arbitrary_objects_never_panics_and_only_fails_with_4xx(v in arb_json()) {
             let mut v = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Cluster", "metadata": v.clone(), "spec": v});
-            for def in Registry::shoal().all() {
+            for def in REGISTRY.all() {
                 if let Err(e) = admit(def, &mut v.clone(), FieldValidation::Strict) {
                     proptest::prop_assert!(e.code_reason().0.is_client_error(), "{e}");
                 }

@@ -233,11 +233,15 @@ impl Registry {
     /// The registry of everything shoal serves today: Namespace and shoal's kinds.
     pub fn shoal() -> Self {
         use kube::CustomResourceExt;
-        use shoal_core::kinds::{Cluster, ClusterGroup};
+        use shoal_core::kinds::{Cluster, ClusterGroup, Pipeline, PipelineRun, Task, TaskRun};
         let mut r = Registry::default();
         r.add(ResourceDef::namespace());
         r.add(ResourceDef::from_crd::<Cluster>(Cluster::crd()));
         r.add(ResourceDef::from_crd::<ClusterGroup>(ClusterGroup::crd()));
+        r.add(ResourceDef::from_crd::<Task>(Task::crd()));
+        r.add(ResourceDef::from_crd::<Pipeline>(Pipeline::crd()));
+        r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
+        r.add(ResourceDef::from_crd::<TaskRun>(TaskRun::crd()));
         r
     }
 
@@ -281,6 +285,21 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shoal_registry_serves_the_taskflow_kinds_namespaced() {
+        let r = Registry::shoal();
+        for plural in ["tasks", "pipelines", "pipelineruns", "taskruns"] {
+            let d = r.find("shoal.io", "v1alpha1", plural).unwrap();
+            assert!(d.namespaced, "{plural}");
+        }
+        let pr = r.find("shoal.io", "v1alpha1", "pipelineruns").unwrap();
+        assert!(pr.has_status);
+        assert_eq!(
+            pr.key(Some("ops"), "r1"),
+            "/registry/shoal.io/pipelineruns/ops/r1"
+        );
+    }
 
     #[test]
     fn shoal_registry_serves_namespaces_and_clusters() {

@@ -621,3 +621,45 @@ async fn the_default_namespace_cannot_be_deleted() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_pipeline_with_a_cycle_or_an_unknown_task_is_refused_naming_the_fields() {
+    within(TEST_DEADLINE, "kubectl apply of taskflow kinds", async {
+        let s = ShoalServer::start(&[]).await;
+        let good = s.write_file(
+            "expand.yaml",
+            "apiVersion: shoal.io/v1alpha1\nkind: Task\nmetadata: {name: step}\nspec: {executor: noop}\n\
+             ---\napiVersion: shoal.io/v1alpha1\nkind: Pipeline\nmetadata: {name: expand}\nspec:\n  tasks:\n\
+             \x20 - {name: expand, taskRef: {name: step}}\n\
+             \x20 - {name: initialize, taskRef: {name: step}, runAfter: [expand]}\n\
+             ---\napiVersion: shoal.io/v1alpha1\nkind: PipelineRun\nmetadata: {name: expand-1}\n\
+             spec: {pipelineRef: {name: expand}}\n",
+        );
+        let mut args = vec!["apply", "-f", good.to_str().expect("utf-8 temp path")];
+        args.extend_from_slice(apply_flags());
+        let out = s.kubectl_ok(&args).await;
+        assert!(out.contains("pipelinerun.shoal.io/expand-1 created"), "{out}");
+        let runs = s.kubectl_ok(&["get", "pipelineruns", "-n", "default"]).await;
+        assert_eq!(
+            common::table_header(&runs),
+            ["NAME", "SUCCEEDED", "REASON", "PROGRESS", "STARTTIME", "COMPLETIONTIME", "AGE"],
+            "{runs}"
+        );
+
+        let cyclic = s.write_file(
+            "cyc.yaml",
+            "apiVersion: shoal.io/v1alpha1\nkind: Pipeline\nmetadata: {name: cyc}\nspec:\n  tasks:\n\
+             \x20 - {name: a, taskRef: {name: step}, runAfter: [c]}\n\
+             \x20 - {name: b, taskRef: {name: step}, runAfter: [a]}\n\
+             \x20 - {name: c, taskRef: {name: step}, runAfter: [b, nope]}\n",
+        );
+        let mut args = vec!["apply", "-f", cyclic.to_str().expect("utf-8 temp path")];
+        args.extend_from_slice(apply_flags());
+        let err = s.kubectl_fails(&args).await;
+        assert!(err.contains("spec.tasks[2].runAfter[1]"), "{err}");
+        assert!(err.contains("dependency cycle a -> c -> b -> a"), "{err}");
+        let gone = s.kubectl_fails(&["get", "pipeline", "cyc"]).await;
+        assert!(gone.contains("NotFound"), "nothing was created: {gone}");
+    })
+    .await
+}
