@@ -4,13 +4,21 @@
 //!  memory.rs tests ─┐
 //!  sqlite.rs tests ─┼─▶ test_suite(make)    scenario tests, one fresh store each
 //!  metered.rs tests ┘   model_check(make)   proptest: random put/delete/CAS sequences
-//!  (etcd: later)                             against a BTreeMap + revision counter model
+//!  (etcd: next)                              against a BTreeMap + revision counter model
 //! ```
 //!
 //! `make` returns a fresh, empty store on every call; each scenario gets its own, so
-//! scenarios never see each other's writes. Scenarios carry timeouts that say what hung,
+//! scenarios never see each other's keys. Scenarios carry timeouts that say what hung,
 //! and lease scenarios use TTLs of about a second, so the suite takes a few seconds per
 //! backend.
+//!
+//! **Revisions are counted from where the store starts.** A fresh in-process store is at
+//! revision 0, but an etcd namespace is part of a cluster whose revision is its own (1
+//! when the cluster is new, anything after). So every scenario reads the store's
+//! revision first (`base`) and asserts `base + n`: the contract is that each successful
+//! write advances the revision by exactly one and nothing else does, not where counting
+//! starts. This needs the store to have no other writer while a scenario runs, which
+//! `make` guarantees (a test's etcd serves only that test).
 //!
 //! The model check is the suite's oracle for the data model: a backend must give the same
 //! answer as a few dozen lines of obviously-correct code, for the same revisions, and its
@@ -24,6 +32,11 @@
 //!   it fails with `FutureRevision`.
 //! - A put without a lease detaches the key from the lease it had.
 //! - Lease ids are never 0 and never reused by one store.
+//! - Revoking a lease deletes its keys at one revision each (memory, SQLite) or all at
+//!   one revision (etcd deletes them in one transaction); either way at revisions after
+//!   the revoke began, each key exactly once.
+//! - A watcher that does not read holds a bounded buffer; past it, it replays from
+//!   history, so if that history was compacted meanwhile it ends with `Compacted`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,7 +51,8 @@ use crate::{
     Result, Revision, Store, WatchStream,
 };
 
-/// Runs every scenario, each against a fresh store from `make`.
+/// Runs every scenario, each against a fresh store from `make`: empty under the keys the
+/// scenarios use, with no other writer, at any starting revision.
 ///
 /// # Panics
 ///
@@ -51,7 +65,7 @@ pub async fn test_suite(make: impl Fn() -> Store) {
         )*};
     }
     scenarios!(
-        revisions_start_at_zero_and_count_successful_writes,
+        revisions_count_successful_writes_from_the_starting_revision,
         failed_preconditions_do_not_bump_the_revision,
         versions_and_revisions_track_a_key_through_its_life,
         compare_and_swap_honours_every_precondition,
@@ -59,7 +73,7 @@ pub async fn test_suite(make: impl Fn() -> Store) {
         concurrent_creates_of_one_key_let_exactly_one_win,
         range_by_prefix_paginates_in_key_order,
         range_at_a_past_revision_reads_the_snapshot,
-        watch_from_zero_replays_everything_with_prev_values,
+        watch_from_the_start_replays_everything_with_prev_values,
         watch_from_a_middle_revision_sees_only_later_events,
         watch_sees_only_keys_under_its_prefix,
         watch_follows_live_writes_after_its_replay,
@@ -68,7 +82,7 @@ pub async fn test_suite(make: impl Fn() -> Store) {
         stalled_watcher_blocks_neither_writes_nor_other_watchers,
         lagging_watcher_whose_history_was_compacted_gets_compacted_error,
         put_with_an_unknown_lease_fails,
-        revoking_a_lease_deletes_its_keys_one_revision_each,
+        revoking_a_lease_deletes_exactly_its_keys,
         put_without_lease_detaches_the_key_from_its_lease,
         lease_expiry_deletes_its_keys,
         keep_alive_prevents_expiry,
@@ -126,52 +140,73 @@ fn failed_with_current(result: Result<impl std::fmt::Debug>) -> Option<KeyValue>
     }
 }
 
-async fn revisions_start_at_zero_and_count_successful_writes(store: Store) {
-    assert_eq!(store.current_revision().await.unwrap(), 0);
-    assert_eq!(store.compacted_revision().await.unwrap(), 0);
+/// The store's revision before a scenario writes anything: what its revisions count from.
+async fn starting_revision(store: &Store) -> Revision {
+    let base = store.current_revision().await.unwrap();
+    assert!(base >= 0, "negative starting revision {base}");
+    base
+}
+
+async fn revisions_count_successful_writes_from_the_starting_revision(store: Store) {
+    let base = starting_revision(&store).await;
+    let compacted = store.compacted_revision().await.unwrap();
+    assert!(
+        (0..=base).contains(&compacted),
+        "compacted {compacted} beyond the head {base}"
+    );
     assert_eq!(store.get("k").await.unwrap(), None);
-    for expected in 1..=5 {
+    assert!(
+        store
+            .range(RangeRequest::default())
+            .await
+            .unwrap()
+            .kvs
+            .is_empty()
+    );
+    for n in 1..=5 {
         let resp = put(&store, "k", "v").await;
-        assert_eq!(resp.kv.mod_revision, expected);
-        assert_eq!(store.current_revision().await.unwrap(), expected);
+        assert_eq!(resp.kv.mod_revision, base + n);
+        assert_eq!(store.current_revision().await.unwrap(), base + n);
     }
     let deleted = store.delete("k", Precondition::None).await.unwrap();
-    assert_eq!(deleted.revision, 6);
-    assert_eq!(store.current_revision().await.unwrap(), 6);
+    assert_eq!(deleted.revision, base + 6);
+    assert_eq!(store.current_revision().await.unwrap(), base + 6);
     let range = store.range(RangeRequest::default()).await.unwrap();
-    assert_eq!(range.revision, 6);
+    assert_eq!(range.revision, base + 6);
 }
 
 async fn failed_preconditions_do_not_bump_the_revision(store: Store) {
+    let base = starting_revision(&store).await;
     put(&store, "k", "v").await;
     let _ = store.put("k", val("x"), Precondition::Absent, None).await;
     let _ = store
-        .put("k", val("x"), Precondition::ModRevision(7), None)
+        .put("k", val("x"), Precondition::ModRevision(base + 7), None)
         .await;
     let _ = store.put("j", val("x"), Precondition::Present, None).await;
     let _ = store.delete("missing", Precondition::None).await;
-    let _ = store.delete("k", Precondition::ModRevision(9)).await;
+    let _ = store.delete("k", Precondition::ModRevision(base + 9)).await;
     let _ = store.delete("k", Precondition::Absent).await;
-    assert_eq!(store.current_revision().await.unwrap(), 1);
-    assert_eq!(put(&store, "k", "v2").await.kv.mod_revision, 2);
+    assert_eq!(store.current_revision().await.unwrap(), base + 1);
+    assert_eq!(put(&store, "k", "v2").await.kv.mod_revision, base + 2);
 }
 
 async fn versions_and_revisions_track_a_key_through_its_life(store: Store) {
-    put(&store, "other", "x").await; // revision 1
-    let created = put(&store, "k", "1").await; // 2
+    let base = starting_revision(&store).await;
+    put(&store, "other", "x").await; // base + 1
+    let created = put(&store, "k", "1").await; // base + 2
     assert_eq!(created.prev, None);
     assert_eq!(
         created.kv,
         KeyValue {
             key: "k".into(),
             value: val("1"),
-            create_revision: 2,
-            mod_revision: 2,
+            create_revision: base + 2,
+            mod_revision: base + 2,
             version: 1,
             lease: None,
         }
     );
-    let updated = put(&store, "k", "2").await; // 3
+    let updated = put(&store, "k", "2").await; // base + 3
     assert_eq!(updated.prev.as_ref(), Some(&created.kv));
     assert_eq!(
         (
@@ -179,13 +214,13 @@ async fn versions_and_revisions_track_a_key_through_its_life(store: Store) {
             updated.kv.mod_revision,
             updated.kv.version
         ),
-        (2, 3, 2)
+        (base + 2, base + 3, 2)
     );
     assert_eq!(store.get("k").await.unwrap(), Some(updated.kv.clone()));
-    let deleted = store.delete("k", Precondition::None).await.unwrap(); // 4
+    let deleted = store.delete("k", Precondition::None).await.unwrap(); // base + 4
     assert_eq!(deleted.prev, updated.kv);
-    assert_eq!(deleted.revision, 4);
-    let recreated = put(&store, "k", "3").await; // 5
+    assert_eq!(deleted.revision, base + 4);
+    let recreated = put(&store, "k", "3").await; // base + 5
     assert_eq!(recreated.prev, None);
     assert_eq!(
         (
@@ -193,12 +228,13 @@ async fn versions_and_revisions_track_a_key_through_its_life(store: Store) {
             recreated.kv.mod_revision,
             recreated.kv.version
         ),
-        (5, 5, 1),
+        (base + 5, base + 5, 1),
         "a recreated key starts over"
     );
 }
 
 async fn compare_and_swap_honours_every_precondition(store: Store) {
+    let base = starting_revision(&store).await;
     // Absent: creates, then refuses with the current value.
     let created = store
         .put("k", val("1"), Precondition::Absent, None)
@@ -231,7 +267,12 @@ async fn compare_and_swap_honours_every_precondition(store: Store) {
     assert_eq!(current.as_ref(), Some(&swapped.kv));
     let current = failed_with_current(
         store
-            .put("missing", val("x"), Precondition::ModRevision(1), None)
+            .put(
+                "missing",
+                val("x"),
+                Precondition::ModRevision(base + 1),
+                None,
+            )
             .await,
     );
     assert_eq!(current, None);
@@ -257,10 +298,11 @@ async fn compare_and_swap_honours_every_precondition(store: Store) {
     assert_eq!(overwritten.kv.version, 4);
     assert_eq!(store.get("k").await.unwrap().unwrap().value, val("4"));
     assert_eq!(store.get("missing").await.unwrap(), None);
-    assert_eq!(store.current_revision().await.unwrap(), 4);
+    assert_eq!(store.current_revision().await.unwrap(), base + 4);
 }
 
 async fn delete_requires_the_key_and_returns_its_last_value(store: Store) {
+    let base = starting_revision(&store).await;
     assert_eq!(
         failed_with_current(store.delete("k", Precondition::None).await),
         None
@@ -274,7 +316,8 @@ async fn delete_requires_the_key_and_returns_its_last_value(store: Store) {
         store.delete("k", Precondition::Absent).await,
         Err(Error::InvalidArgument(_))
     ));
-    let current = failed_with_current(store.delete("k", Precondition::ModRevision(99)).await);
+    let stale = Precondition::ModRevision(kv.mod_revision + 99);
+    let current = failed_with_current(store.delete("k", stale).await);
     assert_eq!(current.as_ref(), Some(&kv));
     let deleted = store
         .delete("k", Precondition::ModRevision(kv.mod_revision))
@@ -284,7 +327,7 @@ async fn delete_requires_the_key_and_returns_its_last_value(store: Store) {
         deleted,
         DeleteResponse {
             prev: kv,
-            revision: 2
+            revision: base + 2
         }
     );
     assert_eq!(store.get("k").await.unwrap(), None);
@@ -299,6 +342,7 @@ async fn delete_requires_the_key_and_returns_its_last_value(store: Store) {
 }
 
 async fn concurrent_creates_of_one_key_let_exactly_one_win(store: Store) {
+    let base = starting_revision(&store).await;
     let attempts = (0..50).map(|i| {
         let store = store.clone();
         async move {
@@ -318,10 +362,11 @@ async fn concurrent_creates_of_one_key_let_exactly_one_win(store: Store) {
             assert!(result.is_ok(), "{result:?}");
         }
     }
-    assert_eq!(store.current_revision().await.unwrap(), 1);
+    assert_eq!(store.current_revision().await.unwrap(), base + 1);
 }
 
 async fn range_by_prefix_paginates_in_key_order(store: Store) {
+    let base = starting_revision(&store).await;
     for key in ["a/3", "b/1", "a0", "a/1", "a/5", "a", "a/2", "a/4"] {
         put(&store, key, key).await;
     }
@@ -338,7 +383,7 @@ async fn range_by_prefix_paginates_in_key_order(store: Store) {
         ["a", "a/1", "a/2", "a/3", "a/4", "a/5", "a0", "b/1"]
     );
     assert!(!all.more);
-    assert_eq!(all.revision, 8);
+    assert_eq!(all.revision, base + 8);
     assert_eq!(all.kvs[0].value, val("a"));
 
     let dir = store.range(page("a/", None, 0)).await.unwrap();
@@ -374,14 +419,19 @@ async fn range_by_prefix_paginates_in_key_order(store: Store) {
     let between = store.range(page("a/", Some("a/2x"), 0)).await.unwrap();
     assert_eq!(keys(&between.kvs), ["a/3", "a/4", "a/5"]);
     let none = store.range(page("c", None, 0)).await.unwrap();
-    assert_eq!((none.kvs.len(), none.more, none.revision), (0, false, 8));
+    assert_eq!(
+        (none.kvs.len(), none.more, none.revision),
+        (0, false, base + 8)
+    );
 }
 
 async fn range_at_a_past_revision_reads_the_snapshot(store: Store) {
-    put(&store, "k/a", "a1").await; // 1
+    let base = starting_revision(&store).await;
+    put(&store, "k/a", "a1").await; // base + 1
     put(&store, "k/b", "b1").await; // 2
     put(&store, "k/c", "c1").await; // 3
     let at = store.current_revision().await.unwrap();
+    assert_eq!(at, base + 3);
     put(&store, "k/a", "a2").await; // 4: changed
     store.delete("k/b", Precondition::None).await.unwrap(); // 5: deleted
     put(&store, "k/d", "d1").await; // 6: created after
@@ -408,7 +458,8 @@ async fn range_at_a_past_revision_reads_the_snapshot(store: Store) {
         ]
     );
     assert_eq!(
-        snap.kvs[0].mod_revision, 1,
+        snap.kvs[0].mod_revision,
+        base + 1,
         "the key as it was, with its old revision"
     );
     let first = store.range_at(req(None, 2), at).await.unwrap();
@@ -425,19 +476,24 @@ async fn range_at_a_past_revision_reads_the_snapshot(store: Store) {
         store.range_at(req(None, 0), now + 5).await,
         Err(Error::FutureRevision { .. })
     ));
-    store.compact(5).await.unwrap();
+    store.compact(base + 5).await.unwrap();
     assert!(matches!(
         store.range_at(req(None, 0), at).await,
         Err(Error::Compacted { .. })
     ));
     assert_eq!(
-        store.range_at(req(None, 0), 5).await.unwrap().kvs.len(),
+        store
+            .range_at(req(None, 0), base + 5)
+            .await
+            .unwrap()
+            .kvs
+            .len(),
         2,
-        "k/a and k/c at 5"
+        "k/a and k/c at base + 5"
     );
 }
 
-/// Writes revisions 1..=4: put a=1, put a=2, delete a, put b=1.
+/// Writes revisions `base + 1..=base + 4`: put a=1, put a=2, delete a, put b=1.
 async fn mk_history(store: &Store) -> Vec<Event> {
     let a1 = put(store, "a", "1").await;
     let a2 = put(store, "a", "2").await;
@@ -463,43 +519,47 @@ async fn mk_history(store: &Store) -> Vec<Event> {
     ]
 }
 
-async fn watch_from_zero_replays_everything_with_prev_values(store: Store) {
+async fn watch_from_the_start_replays_everything_with_prev_values(store: Store) {
+    let base = starting_revision(&store).await;
     let expected = mk_history(&store).await;
     assert!(matches!(&expected[1], Event::Put { prev: Some(prev), .. } if prev.value == val("1")));
-    let mut watch = store.watch("", 0).await.unwrap();
-    let events = next_events(&mut watch, 4, "replay from revision 0").await;
+    let mut watch = store.watch("", base).await.unwrap();
+    let events = next_events(&mut watch, 4, "replay from the starting revision").await;
     assert_eq!(events, expected);
-    assert_quiet(&mut watch, "replay from revision 0").await;
+    assert_quiet(&mut watch, "replay from the starting revision").await;
 }
 
 async fn watch_from_a_middle_revision_sees_only_later_events(store: Store) {
+    let base = starting_revision(&store).await;
     let expected = mk_history(&store).await;
-    let mut watch = store.watch("", 2).await.unwrap();
-    let events = next_events(&mut watch, 2, "replay from revision 2").await;
+    let mut watch = store.watch("", base + 2).await.unwrap();
+    let events = next_events(&mut watch, 2, "replay from base + 2").await;
     assert_eq!(events, expected[2..]);
-    assert_quiet(&mut watch, "replay from revision 2").await;
-    let mut at_head = store.watch("", 4).await.unwrap();
+    assert_quiet(&mut watch, "replay from base + 2").await;
+    let mut at_head = store.watch("", base + 4).await.unwrap();
     assert_quiet(&mut at_head, "watch from the current revision").await;
 }
 
 async fn watch_sees_only_keys_under_its_prefix(store: Store) {
-    let mut live = store.watch("a/", 0).await.unwrap();
+    let base = starting_revision(&store).await;
+    let mut live = store.watch("a/", base).await.unwrap();
     for key in ["a/1", "a0", "b/1", "a", "a/2"] {
         put(&store, key, "v").await;
     }
-    let mut replay = store.watch("a/", 0).await.unwrap();
+    let mut replay = store.watch("a/", base).await.unwrap();
     for watch in [&mut live, &mut replay] {
         let events = next_events(watch, 2, "prefix watch").await;
         let seen: Vec<(&str, Revision)> = events.iter().map(|e| (e.key(), e.revision())).collect();
-        assert_eq!(seen, [("a/1", 1), ("a/2", 5)]);
+        assert_eq!(seen, [("a/1", base + 1), ("a/2", base + 5)]);
         assert_quiet(watch, "prefix watch").await;
     }
 }
 
 async fn watch_follows_live_writes_after_its_replay(store: Store) {
+    let base = starting_revision(&store).await;
     put(&store, "k", "1").await;
     put(&store, "k", "2").await;
-    let mut watch = store.watch("", 1).await.unwrap();
+    let mut watch = store.watch("", base + 1).await.unwrap();
     let writer = {
         let store = store.clone();
         tokio::spawn(async move {
@@ -510,63 +570,63 @@ async fn watch_follows_live_writes_after_its_replay(store: Store) {
     };
     let events = next_events(&mut watch, 19, "replay then live writes").await;
     let revisions: Vec<Revision> = events.iter().map(Event::revision).collect();
-    assert_eq!(revisions, (2..=20).collect::<Vec<_>>());
+    assert_eq!(revisions, (base + 2..=base + 20).collect::<Vec<_>>());
     within("the writer task", writer).await.unwrap();
     assert_quiet(&mut watch, "replay then live writes").await;
 }
 
 async fn watch_below_the_compaction_point_fails(store: Store) {
+    let base = starting_revision(&store).await;
     mk_history(&store).await;
-    store.compact(2).await.unwrap();
-    assert_eq!(store.compacted_revision().await.unwrap(), 2);
-    for after in [0, 1] {
+    store.compact(base + 2).await.unwrap();
+    assert_eq!(store.compacted_revision().await.unwrap(), base + 2);
+    for after in [base, base + 1] {
         match store.watch("", after).await {
             Err(Error::Compacted {
                 requested,
-                compacted: 2,
-            }) => assert_eq!(requested, after),
+                compacted,
+            }) => assert_eq!((requested, compacted), (after, base + 2)),
             Err(err) => panic!("watch after {after}: unexpected error {err}"),
             Ok(_) => panic!("watch after {after}: expected Compacted"),
         }
     }
-    let mut watch = store.watch("", 2).await.unwrap();
+    let mut watch = store.watch("", base + 2).await.unwrap();
     let events = next_events(&mut watch, 2, "watch from the compaction point").await;
     assert_eq!(
         events.iter().map(Event::revision).collect::<Vec<_>>(),
-        [3, 4]
+        [base + 3, base + 4]
     );
 
     // Compaction forgets history, not current state.
     assert_eq!(store.get("b").await.unwrap().unwrap().value, val("1"));
-    store.compact(1).await.unwrap();
+    store.compact(base + 1).await.unwrap();
     assert_eq!(
         store.compacted_revision().await.unwrap(),
-        2,
+        base + 2,
         "compacting below the point is a no-op"
     );
-    assert!(matches!(
-        store.compact(5).await,
-        Err(Error::FutureRevision {
-            requested: 5,
-            current: 4
-        })
-    ));
-    store.compact(4).await.unwrap();
-    assert_eq!(store.compacted_revision().await.unwrap(), 4);
-    assert!(store.watch("", 3).await.is_err());
-    let mut head = store.watch("", 4).await.unwrap();
+    match store.compact(base + 5).await {
+        Err(Error::FutureRevision { requested, current }) => {
+            assert_eq!((requested, current), (base + 5, base + 4));
+        }
+        other => panic!("compacting ahead of the head: {other:?}"),
+    }
+    store.compact(base + 4).await.unwrap();
+    assert_eq!(store.compacted_revision().await.unwrap(), base + 4);
+    assert!(store.watch("", base + 3).await.is_err());
+    let mut head = store.watch("", base + 4).await.unwrap();
     put(&store, "c", "1").await;
     let events = next_events(&mut head, 1, "watch from a fully compacted head").await;
-    assert_eq!(events[0].revision(), 5);
+    assert_eq!(events[0].revision(), base + 5);
 }
 
 async fn watch_from_a_future_revision_fails(store: Store) {
+    let base = starting_revision(&store).await;
     put(&store, "k", "v").await;
-    match store.watch("", 2).await {
-        Err(Error::FutureRevision {
-            requested: 2,
-            current: 1,
-        }) => {}
+    match store.watch("", base + 2).await {
+        Err(Error::FutureRevision { requested, current }) => {
+            assert_eq!((requested, current), (base + 2, base + 1));
+        }
         Err(err) => panic!("unexpected error {err}"),
         Ok(_) => panic!("expected FutureRevision"),
     }
@@ -574,12 +634,13 @@ async fn watch_from_a_future_revision_fails(store: Store) {
 
 async fn stalled_watcher_blocks_neither_writes_nor_other_watchers(store: Store) {
     const WRITES: usize = 10_000;
+    let base = starting_revision(&store).await;
     // Subscribed, never polled until the end.
-    let mut stalled = store.watch("", 0).await.unwrap();
-    let mut active = store.watch("", 0).await.unwrap();
+    let mut stalled = store.watch("", base).await.unwrap();
+    let mut active = store.watch("", base).await.unwrap();
     let reader = tokio::spawn(async move {
-        let mut next = 1;
-        while next <= WRITES as Revision {
+        let mut next = base + 1;
+        while next <= base + WRITES as Revision {
             match active.next().await {
                 Some(Ok(event)) => {
                     assert_eq!(event.revision(), next, "active watcher skipped or repeated");
@@ -621,18 +682,26 @@ async fn stalled_watcher_blocks_neither_writes_nor_other_watchers(store: Store) 
     })
     .await
     .expect("hung: the stalled watcher catching up from history");
-    assert_eq!(events, (1..=WRITES as Revision).collect::<Vec<_>>());
+    assert_eq!(
+        events,
+        (base + 1..=base + WRITES as Revision).collect::<Vec<_>>()
+    );
 }
 
+/// Writes that a watcher which does not read must fall behind by: more than any backend
+/// buffers for it (the in-process ring holds 256 batches, here of one write each), so
+/// that it has to go back to history.
+const LAGGING_WRITES: Revision = 300;
+const _: () = assert!(LAGGING_WRITES as usize > crate::history::WATCH_RING_CAPACITY);
+
 async fn lagging_watcher_whose_history_was_compacted_gets_compacted_error(store: Store) {
-    // More single-write batches than the watch ring holds, so the watcher lags for sure.
-    let writes = crate::history::WATCH_RING_CAPACITY as Revision + 44;
-    let mut watch = store.watch("", 0).await.unwrap();
+    let base = starting_revision(&store).await;
+    let mut watch = store.watch("", base).await.unwrap();
     put(&store, "k", "0").await;
     let first = next_events(&mut watch, 1, "the first event").await;
-    assert_eq!(first[0].revision(), 1);
+    assert_eq!(first[0].revision(), base + 1);
     within("sequential writes", async {
-        for i in 1..=writes {
+        for i in 1..=LAGGING_WRITES {
             put(&store, "k", &i.to_string()).await;
         }
     })
@@ -646,17 +715,18 @@ async fn lagging_watcher_whose_history_was_compacted_gets_compacted_error(store:
         matches!(last, Err(Error::Compacted { compacted, .. }) if *compacted == head),
         "{last:?}"
     );
-    // Whatever came before the error was in order and complete from revision 2.
+    // Whatever came before the error was in order and complete from base + 2.
     for (i, event) in delivered.iter().enumerate() {
         let revision = event
             .as_ref()
             .expect("only the last item is an error")
             .revision();
-        assert_eq!(revision, i as Revision + 2);
+        assert_eq!(revision, base + i as Revision + 2);
     }
 }
 
 async fn put_with_an_unknown_lease_fails(store: Store) {
+    let base = starting_revision(&store).await;
     assert!(matches!(
         store
             .put("k", val("v"), Precondition::None, Some(4242))
@@ -671,11 +741,12 @@ async fn put_with_an_unknown_lease_fails(store: Store) {
         store.lease_revoke(4242).await,
         Err(Error::LeaseNotFound(4242))
     ));
-    assert_eq!(store.current_revision().await.unwrap(), 0);
+    assert_eq!(store.current_revision().await.unwrap(), base);
     assert_eq!(store.get("k").await.unwrap(), None);
 }
 
-async fn revoking_a_lease_deletes_its_keys_one_revision_each(store: Store) {
+async fn revoking_a_lease_deletes_exactly_its_keys(store: Store) {
+    let base = starting_revision(&store).await;
     let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
     let other = store.lease_grant(Duration::from_secs(60)).await.unwrap();
     assert_ne!(lease, 0);
@@ -693,7 +764,7 @@ async fn revoking_a_lease_deletes_its_keys_one_revision_each(store: Store) {
         .await
         .unwrap();
     put(&store, "plain", "v").await;
-    let mut watch = store.watch("", 5).await.unwrap();
+    let mut watch = store.watch("", base + 5).await.unwrap();
 
     store.lease_revoke(lease).await.unwrap();
     let events = next_events(&mut watch, 3, "deletions of the revoked lease's keys").await;
@@ -707,14 +778,27 @@ async fn revoking_a_lease_deletes_its_keys_one_revision_each(store: Store) {
             other => panic!("expected a delete, got {other:?}"),
         })
         .collect();
-    deleted.sort();
+    assert!(
+        deleted.windows(2).all(|w| w[0].1 <= w[1].1),
+        "events out of revision order: {deleted:?}"
+    );
+    // One revision per key (memory, SQLite) or one for all (etcd), right after the
+    // writes before the revoke; none skipped.
     let revisions: std::collections::BTreeSet<Revision> = deleted.iter().map(|(_, r)| *r).collect();
-    assert_eq!(revisions, [6, 7, 8].into(), "one revision per deleted key");
+    let last = *revisions.last().expect("three deletions");
+    assert_eq!(revisions.first(), Some(&(base + 6)), "{deleted:?}");
+    assert_eq!(
+        revisions.len() as Revision,
+        last - base - 5,
+        "a revision without a deletion: {deleted:?}"
+    );
+    assert!(revisions.len() == 1 || revisions.len() == 3, "{deleted:?}");
+    deleted.sort();
     assert_eq!(
         deleted.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
         ["l/1", "l/2", "l/3"]
     );
-    assert_eq!(store.current_revision().await.unwrap(), 8);
+    assert_eq!(store.current_revision().await.unwrap(), last);
     assert!(store.get("o/1").await.unwrap().is_some());
     assert!(store.get("plain").await.unwrap().is_some());
     assert!(matches!(
@@ -729,9 +813,16 @@ async fn revoking_a_lease_deletes_its_keys_one_revision_each(store: Store) {
     ));
     let third = store.lease_grant(Duration::from_secs(60)).await.unwrap();
     assert!(third != lease && third != other, "lease ids are not reused");
+    // Leave nothing to expire later: on a store shared by the scenarios one after the
+    // other (etcd's namespaces), a late expiry would write in another scenario's
+    // revisions.
+    for id in [other, third] {
+        store.lease_revoke(id).await.unwrap();
+    }
 }
 
 async fn put_without_lease_detaches_the_key_from_its_lease(store: Store) {
+    let base = starting_revision(&store).await;
     let lease = store.lease_grant(Duration::from_secs(60)).await.unwrap();
     store
         .put("k", val("1"), Precondition::None, Some(lease))
@@ -742,7 +833,7 @@ async fn put_without_lease_detaches_the_key_from_its_lease(store: Store) {
     assert_eq!(detached.prev.unwrap().lease, Some(lease));
     store.lease_revoke(lease).await.unwrap();
     assert_eq!(store.get("k").await.unwrap().unwrap().value, val("2"));
-    assert_eq!(store.current_revision().await.unwrap(), 2);
+    assert_eq!(store.current_revision().await.unwrap(), base + 2);
 }
 
 /// Polls until `key` is gone; returns how long that took.
@@ -758,17 +849,18 @@ async fn wait_until_deleted(store: &Store, key: &str, what: &str) -> Duration {
 }
 
 async fn lease_expiry_deletes_its_keys(store: Store) {
+    let base = starting_revision(&store).await;
     let lease = store.lease_grant(Duration::from_secs(1)).await.unwrap();
     store
         .put("short", val("v"), Precondition::None, Some(lease))
         .await
         .unwrap();
     put(&store, "plain", "v").await;
-    let mut watch = store.watch("", 2).await.unwrap();
+    let mut watch = store.watch("", base + 2).await.unwrap();
     wait_until_deleted(&store, "short", "expiry of a 1s lease").await;
     let events = next_events(&mut watch, 1, "the expiry's delete event").await;
     assert!(
-        matches!(&events[0], Event::Delete { prev, revision: 3 } if prev.key == "short"),
+        matches!(&events[0], Event::Delete { prev, revision } if prev.key == "short" && *revision == base + 3),
         "{events:?}"
     );
     assert!(store.get("plain").await.unwrap().is_some());
@@ -817,7 +909,7 @@ enum ModelCond {
     Present,
     /// The key's current `mod_revision` in the model (0 when absent): a CAS that wins.
     Current,
-    /// A fixed revision: a CAS that mostly loses.
+    /// A fixed revision after the store's starting one: a CAS that mostly loses.
     Revision(Revision),
 }
 
@@ -890,12 +982,23 @@ impl From<DeleteResponse> for Outcome {
 /// The data model, as plainly as it can be written.
 #[derive(Debug, Default)]
 struct Model {
+    /// The revision the store started at (revisions count from here).
+    base: Revision,
     revision: Revision,
     kvs: BTreeMap<String, KeyValue>,
     log: Vec<Event>,
 }
 
 impl Model {
+    /// An empty store at revision `base`.
+    fn starting_at(base: Revision) -> Self {
+        Model {
+            revision: base,
+            base,
+            ..Model::default()
+        }
+    }
+
     fn precondition(&self, key: &str, cond: ModelCond) -> Precondition {
         match cond {
             ModelCond::None => Precondition::None,
@@ -904,7 +1007,7 @@ impl Model {
             ModelCond::Current => {
                 Precondition::ModRevision(self.kvs.get(key).map_or(0, |kv| kv.mod_revision))
             }
-            ModelCond::Revision(rev) => Precondition::ModRevision(rev),
+            ModelCond::Revision(rev) => Precondition::ModRevision(self.base + rev),
         }
     }
 
@@ -962,9 +1065,10 @@ impl Model {
 
 /// Applies one random operation sequence to a fresh store and to the model.
 async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), TestCaseError> {
-    let mut live = store.watch("", 0).await.unwrap();
-    let mut model = Model::default();
-    let mut snapshots = vec![(0, model.kvs.clone())];
+    let base = store.current_revision().await.unwrap();
+    let mut live = store.watch("", base).await.unwrap();
+    let mut model = Model::starting_at(base);
+    let mut snapshots = vec![(base, model.kvs.clone())];
     for op in &ops {
         let (ours, theirs) = match *op {
             ModelOp::Put { key, value, cond } => {
@@ -1030,7 +1134,7 @@ async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), Test
         prop_assert_eq!(range.revision, model.revision);
     }
 
-    let mut replay = store.watch("", 0).await.unwrap();
+    let mut replay = store.watch("", base).await.unwrap();
     let sentinel = store
         .put("zz", Bytes::new(), Precondition::None, None)
         .await
@@ -1050,7 +1154,7 @@ async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), Test
 
 /// Property test: random sequences of puts, deletes and compare-and-swaps on a few keys,
 /// applied to a fresh store from `make` and to a model, agree on every result, every
-/// revision, the final range, and (from revision 0) every watch event. Runs `cases`
+/// revision, the final range, and (from the starting revision) every watch event. Runs `cases`
 /// sequences on its own runtime, so call it from a plain `#[test]`.
 ///
 /// # Panics
