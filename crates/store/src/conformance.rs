@@ -3,8 +3,8 @@
 //! ```text
 //!  memory.rs tests ─┐
 //!  sqlite.rs tests ─┼─▶ test_suite(make)    scenario tests, one fresh store each
-//!  metered.rs tests ┘   model_check(make)   proptest: random put/delete/CAS sequences
-//!  (etcd: next)                              against a BTreeMap + revision counter model
+//!  metered.rs tests ┤   model_check(make)   proptest: random put/delete/CAS sequences
+//!  etcd.rs tests ───┘                        against a BTreeMap + revision counter model
 //! ```
 //!
 //! `make` returns a fresh, empty store on every call; each scenario gets its own, so
@@ -689,10 +689,12 @@ async fn stalled_watcher_blocks_neither_writes_nor_other_watchers(store: Store) 
 }
 
 /// Writes that a watcher which does not read must fall behind by: more than any backend
-/// buffers for it (the in-process ring holds 256 batches, here of one write each), so
-/// that it has to go back to history.
+/// buffers for it (the in-process ring holds 256 batches, here of one write each; an etcd
+/// watch stream buffers 256 events), so that it has to go back to history.
 const LAGGING_WRITES: Revision = 300;
 const _: () = assert!(LAGGING_WRITES as usize > crate::history::WATCH_RING_CAPACITY);
+#[cfg(feature = "etcd")]
+const _: () = assert!(LAGGING_WRITES as usize > crate::etcd::WATCH_BUFFER_EVENTS);
 
 async fn lagging_watcher_whose_history_was_compacted_gets_compacted_error(store: Store) {
     let base = starting_revision(&store).await;

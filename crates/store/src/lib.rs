@@ -3,10 +3,10 @@
 //! ```text
 //!            Store (cheap clone: Arc<dyn Backend>)
 //!              │  get / range / put / delete / watch / compact / leases
-//!     ┌────────┼───────────────┬──────────────────┐
-//!  Metered   memory          sqlite            (etcd: later)
-//!  (wraps)   BTreeMap +      one writer thread,
-//!            history         group commit, WAL
+//!     ┌────────┼───────────────┬──────────────────┬──────────────────────┐
+//!  Metered   memory          sqlite             etcd (feature `etcd`)
+//!  (wraps)   BTreeMap +      one writer thread, etcd's revisions, Txn CAS,
+//!            history         group commit, WAL  watches, leases; for HA
 //! ```
 //!
 //! The model is etcd's: every successful write gets the next value of a single global
@@ -61,6 +61,8 @@ use futures::stream::BoxStream;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 mod history;
 pub mod memory;
 pub mod metered;
@@ -319,7 +321,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Extends a lease by its TTL; fails with [`Error::LeaseNotFound`] once it expired.
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<()>;
 
-    /// Revokes a lease now, deleting every key attached to it.
+    /// Revokes a lease now, deleting every key attached to it (memory and SQLite give
+    /// each deletion its own revision; etcd deletes them all at one revision, as it does
+    /// when a lease expires).
     async fn lease_revoke(&self, id: LeaseId) -> Result<()>;
 }
 
@@ -359,6 +363,17 @@ impl Store {
         };
         let backend = sqlite::SqliteBackend::open_with(path, options)?;
         Ok(Store::new(backend).metered(metrics.clone()))
+    }
+
+    /// A store on an etcd cluster (HA: several shoal replicas share it). Connects and
+    /// checks that etcd answers before returning.
+    ///
+    /// # Errors
+    ///
+    /// See [`etcd::EtcdBackend::connect`].
+    #[cfg(feature = "etcd")]
+    pub async fn etcd(options: etcd::EtcdOptions) -> Result<Self> {
+        Ok(Store::new(etcd::EtcdBackend::connect(options).await?))
     }
 
     /// Wraps this store so every operation is timed into `metrics`.
