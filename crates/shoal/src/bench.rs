@@ -129,7 +129,9 @@ async fn api(a: ApiBench) -> Result<()> {
     }
     let dir = tempfile::tempdir()?;
     let metrics = StoreMetrics::new();
-    let store = crate::serve::open_store(&a.store, &dir.path().join("api"), &metrics)?;
+    let no_etcd = crate::serve::EtcdArgs::default();
+    let store =
+        crate::serve::open_store(&a.store, &dir.path().join("api"), &no_etcd, &metrics).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
@@ -206,7 +208,7 @@ async fn api(a: ApiBench) -> Result<()> {
     // 2. The same creates straight on a fresh store of the same kind.
     let raw_metrics = StoreMetrics::new();
     let raw_store: Store =
-        crate::serve::open_store(&a.store, &dir.path().join("raw"), &raw_metrics)?;
+        crate::serve::open_store(&a.store, &dir.path().join("raw"), &no_etcd, &raw_metrics).await?;
     let r = {
         let (raw_store, bodies) = (raw_store.clone(), bodies.clone());
         drive(

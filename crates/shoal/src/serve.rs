@@ -18,9 +18,13 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
-    /// Store backend: `sqlite` (durable, in --data-dir) or `memory` (lost on exit).
+    /// Store backend: `sqlite` (durable, in --data-dir), `memory` (lost on exit), or
+    /// `etcd://HOST:PORT[,HOST:PORT…][/NAMESPACE]` (several replicas share one etcd;
+    /// needs a build with the `etcd` feature).
     #[arg(long, default_value = "sqlite")]
     pub store: String,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
     /// Require `Authorization: Bearer <token>` with the token in this file.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
@@ -34,6 +38,33 @@ pub struct ServeArgs {
     /// from any revision newer than one interval ago.
     #[arg(long, default_value_t = 300)]
     pub compaction_interval_seconds: u64,
+}
+
+/// TLS and authentication towards etcd, for `--store etcd://…`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EtcdArgs {
+    /// etcd: CA certificate (PEM) that signed the etcd servers' certificates; turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// etcd: client certificate (PEM) for etcd's --client-cert-auth; needs --etcd-key.
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// etcd: the client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd: user for etcd's authentication; the password is read from
+    /// --etcd-password-file.
+    #[arg(long, requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// etcd: file holding the --etcd-user's password (a flag would show it in `ps`).
+    #[arg(long, value_name = "FILE", requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
+}
+
+impl EtcdArgs {
+    fn any(&self) -> bool {
+        self.etcd_cacert.is_some() || self.etcd_cert.is_some() || self.etcd_user.is_some()
+    }
 }
 
 pub fn read_token(path: &Path) -> Result<String> {
@@ -72,8 +103,17 @@ fn init_logs(format: &str) {
     }
 }
 
-/// Opens the store named by `kind` in `data_dir`, metered into `metrics`.
-pub fn open_store(kind: &str, data_dir: &Path, metrics: &StoreMetrics) -> Result<Store> {
+/// Opens the store named by `kind` (in `data_dir` for SQLite; with `etcd`'s TLS and
+/// credentials for `etcd://…`), metered into `metrics`.
+pub async fn open_store(
+    kind: &str,
+    data_dir: &Path,
+    etcd: &EtcdArgs,
+    metrics: &StoreMetrics,
+) -> Result<Store> {
+    if etcd.any() && !kind.starts_with("etcd://") {
+        bail!("--etcd-* flags are for --store etcd://…, not --store {kind}");
+    }
     match kind {
         "sqlite" => {
             std::fs::create_dir_all(data_dir)
@@ -83,15 +123,59 @@ pub fn open_store(kind: &str, data_dir: &Path, metrics: &StoreMetrics) -> Result
                 .with_context(|| format!("failed to open the store at {}", path.display()))
         }
         "memory" => Ok(Store::memory().metered(metrics.clone())),
-        other => bail!("unknown --store {other:?}: expected sqlite or memory"),
+        url if url.starts_with("etcd://") => open_etcd(url, etcd, metrics).await,
+        other => bail!("unknown --store {other:?}: expected sqlite, memory or etcd://HOST:PORT"),
     }
+}
+
+#[cfg(feature = "etcd")]
+async fn open_etcd(url: &str, args: &EtcdArgs, metrics: &StoreMetrics) -> Result<Store> {
+    use shoal_store::etcd::{EtcdAuth, EtcdOptions, EtcdTls};
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))
+    };
+    let mut options = EtcdOptions::from_url(url)?;
+    options.tls = match (&args.etcd_cacert, &args.etcd_cert, &args.etcd_key) {
+        (None, None, _) => None,
+        (None, Some(_), _) => bail!("--etcd-cert needs --etcd-cacert (TLS verifies etcd too)"),
+        (Some(ca), cert, key) => Some(EtcdTls {
+            ca_pem: read(ca)?,
+            identity: match (cert, key) {
+                (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                _ => None,
+            },
+        }),
+    };
+    options.auth = match (&args.etcd_user, &args.etcd_password_file) {
+        (Some(user), Some(file)) => Some(EtcdAuth {
+            user: user.clone(),
+            password: String::from_utf8(read(file)?)
+                .with_context(|| format!("{} is not UTF-8", file.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        }),
+        _ => None,
+    };
+    let store = Store::etcd(options)
+        .await
+        .with_context(|| format!("failed to open the etcd store at {url}"))?;
+    Ok(store.metered(metrics.clone()))
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn open_etcd(url: &str, _args: &EtcdArgs, _metrics: &StoreMetrics) -> Result<Store> {
+    bail!(
+        "--store {url}: this shoal was built without etcd support; rebuild it with \
+         `cargo build --release -p shoal --features etcd` (which needs protoc: Debian's \
+         protobuf-compiler)"
+    )
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     init_logs(&args.log_format);
     let token = args.token_file.as_deref().map(read_token).transpose()?;
     let store_metrics = StoreMetrics::new();
-    let store = open_store(&args.store, &args.data_dir, &store_metrics)?;
+    let store = open_store(&args.store, &args.data_dir, &args.etcd, &store_metrics).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     store_metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
