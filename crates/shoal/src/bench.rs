@@ -130,8 +130,13 @@ async fn api(a: ApiBench) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let metrics = StoreMetrics::new();
     let no_etcd = crate::serve::EtcdArgs::default();
-    let store =
-        crate::serve::open_store(&a.store, &dir.path().join("api"), &no_etcd, &metrics).await?;
+    let store = crate::serve::open_store(
+        &phase_store(&a.store, "api"),
+        &dir.path().join("api"),
+        &no_etcd,
+        &metrics,
+    )
+    .await?;
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
@@ -207,8 +212,13 @@ async fn api(a: ApiBench) -> Result<()> {
 
     // 2. The same creates straight on a fresh store of the same kind.
     let raw_metrics = StoreMetrics::new();
-    let raw_store: Store =
-        crate::serve::open_store(&a.store, &dir.path().join("raw"), &no_etcd, &raw_metrics).await?;
+    let raw_store: Store = crate::serve::open_store(
+        &phase_store(&a.store, "raw"),
+        &dir.path().join("raw"),
+        &no_etcd,
+        &raw_metrics,
+    )
+    .await?;
     let r = {
         let (raw_store, bodies) = (raw_store.clone(), bodies.clone());
         drive(
@@ -342,7 +352,9 @@ async fn api(a: ApiBench) -> Result<()> {
     );
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &server.state().telemetry.registry)?;
-    if let Some((count, sum)) = histogram_totals(&text, "group_commit_batch") {
+    if let Some((count, sum)) =
+        histogram_totals(&text, "group_commit_batch").filter(|(count, _)| *count > 0.0)
+    {
         println!(
             "  group commit     mean batch {:.1} writes over {count:.0} commits",
             sum / count.max(1.0)
@@ -366,6 +378,36 @@ async fn connect_http1(
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
     tokio::spawn(conn);
     Ok((sender, addr))
+}
+
+/// The store each phase writes to. SQLite and memory phases get their own fresh store
+/// (a directory each); an etcd cluster is shared, so each phase of each run writes under
+/// its own key namespace and neither sees the other's keys.
+fn phase_store(store: &str, phase: &str) -> String {
+    if !store.starts_with("etcd://") {
+        return store.to_string();
+    }
+    let run = std::process::id();
+    format!("{}/shoal-bench-{run}-{phase}", store.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_phases_write_under_their_own_namespaces() {
+        let run = std::process::id();
+        assert_eq!(phase_store("sqlite", "raw"), "sqlite");
+        assert_eq!(
+            phase_store("etcd://127.0.0.1:2379", "api"),
+            format!("etcd://127.0.0.1:2379/shoal-bench-{run}-api")
+        );
+        assert_eq!(
+            phase_store("etcd://a:1,b:2/prod/", "raw"),
+            format!("etcd://a:1,b:2/prod/shoal-bench-{run}-raw")
+        );
+    }
 }
 
 /// (count, sum) of the first histogram whose name contains `needle`.
