@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, Status};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
 use serde_json::{Map, Value, json};
 
 use crate::registry::{Registry, ResourceDef};
@@ -77,24 +77,20 @@ pub fn schema_name(d: &ResourceDef, kind: &str) -> String {
     format!("{}.{}.{kind}", reversed.join("."), d.version)
 }
 
-fn meta_schemas() -> (Map<String, Value>, String, String, String) {
+/// The schemas of ObjectMeta and ListMeta (and what they reference), with the
+/// references to both.
+fn meta_schemas() -> (Map<String, Value>, String, String) {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let object_meta = generator.subschema_for::<ObjectMeta>();
     let list_meta = generator.subschema_for::<ListMeta>();
-    let status = generator.subschema_for::<Status>();
     let refname = |s: &schemars::Schema| {
         s.get("$ref")
             .and_then(Value::as_str)
-            .unwrap_or("#/components/schemas/ObjectMeta")
+            .unwrap_or_default()
             .to_string()
     };
-    let defs = generator.take_definitions(true);
-    (
-        defs,
-        refname(&object_meta),
-        refname(&list_meta),
-        refname(&status),
-    )
+    let (object_meta, list_meta) = (refname(&object_meta), refname(&list_meta));
+    (generator.take_definitions(true), object_meta, list_meta)
 }
 
 fn gvk(d: &ResourceDef, kind: &str) -> Value {
@@ -263,7 +259,7 @@ fn resource_paths(d: &ResourceDef, paths: &mut Map<String, Value>) {
 }
 
 fn group_version_doc(reg: &Registry, group: &str, version: &str) -> Value {
-    let (mut schemas, object_meta_ref, list_meta_ref, status_ref) = meta_schemas();
+    let (mut schemas, object_meta_ref, list_meta_ref) = meta_schemas();
     let mut paths = Map::new();
     for d in reg.group_version(group, version) {
         let mut schema = serde_json::to_value(&d.schema).expect("schema serializes");
@@ -291,7 +287,6 @@ fn group_version_doc(reg: &Registry, group: &str, version: &str) -> Value {
         }));
         resource_paths(d, &mut paths);
     }
-    let _ = status_ref;
     json!({
         "openapi": "3.0.0",
         "info": {"title": "shoal", "version": env!("CARGO_PKG_VERSION")},

@@ -26,7 +26,7 @@ use shoal_core::{FieldError, FieldErrorKind};
 use shoal_store::{Precondition, RangeRequest};
 
 use crate::AppState;
-use crate::error::{ApiError, ApiResult, Target};
+use crate::error::{ApiError, ApiResult};
 use crate::metrics::RequestInfo;
 use crate::object::{self, FieldValidation};
 use crate::registry::ResourceDef;
@@ -222,7 +222,7 @@ async fn handle_inner(
         }
         (&Method::GET, None) => {
             info.verb = "list";
-            list_response(st, &rp, &params, output, headers).await
+            list_response(st, &rp, &params, output).await
         }
         (&Method::GET, Some(name)) => {
             info.verb = "get";
@@ -435,7 +435,6 @@ async fn list_response(
     rp: &ResourcePath,
     params: &Params,
     output: Output,
-    _headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let (items, rev, token) = list(st, rp, params).await?;
     let mut meta = json!({"resourceVersion": rev.to_string()});
@@ -970,11 +969,6 @@ async fn delete_namespace_contents(st: &AppState, ns: &str) -> ApiResult<()> {
         }
     }
     Ok(())
-}
-
-/// The target of an error about a request without a parsed path.
-pub fn no_target() -> Target {
-    Target::default()
 }
 
 #[cfg(test)]
