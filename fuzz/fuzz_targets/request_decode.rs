@@ -1,5 +1,5 @@
 //! Fuzzes what the API server does with an untrusted request body before it reaches the
-//! store: content-type dispatch, JSON/YAML decoding, apiVersion/kind checks, metadata and
+//! store: content-type dispatch, JSON/YAML/protobuf decoding, apiVersion/kind checks, metadata and
 //! schema admission for every registered kind, and selector parsing. None of it may
 //! panic; every failure must be an `ApiError` (a 4xx `Status` at the edge).
 #![no_main]
@@ -26,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = object::admit(def, &mut value.clone(), FieldValidation::Warn);
         }
+    }
+    for def in registry.all() {
+        let _ = shoal_apiserver::protobuf::decode(def, &body);
     }
     if let Ok(text) = std::str::from_utf8(&body) {
         let _ = shoal_core::selector::LabelSelector::parse(text);

@@ -37,6 +37,7 @@ pub mod error;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod table;

@@ -245,14 +245,14 @@ async fn handle_inner(
         }
         (&Method::POST, None) => {
             info.verb = "create";
-            let body = object::decode(&content_type(headers), &read_body(st, body).await?)?;
+            let body = decode_body(&rp.def, &content_type(headers), &read_body(st, body).await?)?;
             let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
             let (obj, warnings) = create(st, &rp, body, fv, dry_run(&params)?).await?;
             Ok(json_response(StatusCode::CREATED, &obj, &warnings))
         }
         (&Method::PUT, Some(name)) => {
             info.verb = "update";
-            let body = object::decode(&content_type(headers), &read_body(st, body).await?)?;
+            let body = decode_body(&rp.def, &content_type(headers), &read_body(st, body).await?)?;
             let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
             let (obj, warnings) = update(st, &rp, name, body, fv, dry_run(&params)?).await?;
             Ok(json_response(StatusCode::OK, &obj, &warnings))
@@ -286,6 +286,15 @@ async fn handle_inner(
         }
         _ => Err(ApiError::MethodNotAllowed),
     }
+}
+
+/// Decodes a create/update body: JSON or YAML for every kind, protobuf for the built-in
+/// kinds kubectl sends it for.
+fn decode_body(def: &ResourceDef, ctype: &str, body: &Bytes) -> ApiResult<Value> {
+    if ctype.split(';').next().unwrap_or("").trim() == crate::protobuf::MEDIA_TYPE {
+        return crate::protobuf::decode(def, body);
+    }
+    object::decode(ctype, body)
 }
 
 fn dry_run(params: &Params) -> ApiResult<bool> {

@@ -597,7 +597,6 @@ async fn namespaces_can_be_created_from_a_file_listed_and_deleted() {
 }
 
 #[tokio::test]
-#[ignore = "known gap: `kubectl create namespace NAME` sends a protobuf body (application/vnd.kubernetes.protobuf); shoal decodes JSON and YAML only and answers 415"]
 async fn kubectl_create_namespace_works() {
     within(TEST_DEADLINE, "kubectl create namespace", async {
         let s = ShoalServer::start(&[]).await;
