@@ -233,7 +233,9 @@ impl Registry {
     /// The registry of everything shoal serves today: Namespace and shoal's kinds.
     pub fn shoal() -> Self {
         use kube::CustomResourceExt;
-        use shoal_core::kinds::{Cluster, ClusterGroup, Pipeline, PipelineRun, Task, TaskRun};
+        use shoal_core::kinds::{
+            Approval, Cluster, ClusterGroup, Pipeline, PipelineRun, Task, TaskRun,
+        };
         let mut r = Registry::default();
         r.add(ResourceDef::namespace());
         r.add(ResourceDef::from_crd::<Cluster>(Cluster::crd()));
@@ -242,6 +244,7 @@ impl Registry {
         r.add(ResourceDef::from_crd::<Pipeline>(Pipeline::crd()));
         r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
         r.add(ResourceDef::from_crd::<TaskRun>(TaskRun::crd()));
+        r.add(ResourceDef::from_crd::<Approval>(Approval::crd()));
         r
     }
 
@@ -289,7 +292,13 @@ mod tests {
     #[test]
     fn shoal_registry_serves_the_taskflow_kinds_namespaced() {
         let r = Registry::shoal();
-        for plural in ["tasks", "pipelines", "pipelineruns", "taskruns"] {
+        for plural in [
+            "tasks",
+            "pipelines",
+            "pipelineruns",
+            "taskruns",
+            "approvals",
+        ] {
             let d = r.find("shoal.io", "v1alpha1", plural).unwrap();
             assert!(d.namespaced, "{plural}");
         }

@@ -12,7 +12,7 @@ use crate::validation::FieldError;
 
 mod cluster;
 
-pub use crate::taskflow::{Pipeline, PipelineRun, Task, TaskRun};
+pub use crate::taskflow::{Approval, Pipeline, PipelineRun, Task, TaskRun};
 pub use cluster::{
     ATTRIBUTE_LABELS, Cluster, ClusterGroup, ClusterGroupSpec, ClusterGroupStatus, ClusterSpec,
     ClusterStatus, CredentialsRef, Endpoint,
@@ -38,6 +38,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Pipeline::crd(),
         PipelineRun::crd(),
         TaskRun::crd(),
+        Approval::crd(),
     ]
 }
 

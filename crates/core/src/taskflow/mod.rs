@@ -67,6 +67,7 @@
 //! thing. An attempt that was started but never recorded as finished is the one
 //! ambiguity, and [`scheduler::recover`] settles it by the Task's `idempotent` flag.
 
+pub mod approval;
 pub mod dag;
 pub mod duration;
 pub mod params;
@@ -81,6 +82,7 @@ mod fixtures;
 #[cfg(test)]
 mod properties;
 
+pub use approval::{Approval, ApprovalDecision, ApprovalSpec};
 pub use params::{Param, ParamSpec, ParamType, ParamValue};
 pub use pipeline::{
     Matrix, Pipeline, PipelineResult, PipelineSpec, PipelineTask, TaskRef, WhenExpression,
@@ -121,7 +123,7 @@ mod tests {
             .into_iter()
             .map(|c| c.spec.names.kind)
             .collect();
-        for k in ["Task", "Pipeline", "PipelineRun", "TaskRun"] {
+        for k in ["Task", "Pipeline", "PipelineRun", "TaskRun", "Approval"] {
             assert!(kinds.iter().any(|n| n == k), "{k} missing from crds()");
         }
     }
