@@ -38,7 +38,13 @@ pub struct ServeArgs {
     /// from any revision newer than one interval ago.
     #[arg(long, default_value_t = 300)]
     pub compaction_interval_seconds: u64,
+    /// Run no controllers (the taskflow engine among them): serve the API only.
+    #[arg(long)]
+    pub no_controllers: bool,
 }
+
+/// How long shutdown waits for the controllers to finish their in-flight reconciles.
+const CONTROLLERS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// TLS and authentication towards etcd, for `--store etcd://…`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -229,8 +235,36 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         stop.cancel();
     });
+    let controllers = (!args.no_controllers)
+        .then(|| spawn_controllers(&url, token.as_deref(), shutdown.child_token()))
+        .transpose()?;
     shoal_apiserver::serve(listener, server.router(), shutdown).await?;
+    if let Some(c) = controllers
+        && tokio::time::timeout(CONTROLLERS_DRAIN, c).await.is_err()
+    {
+        tracing::warn!("controllers did not stop within {CONTROLLERS_DRAIN:?}");
+    }
     Ok(())
+}
+
+/// Starts the in-process controllers against the server's own URL, as any client would
+/// reach it (DESIGN.md: controllers talk to shoal's API through kube-rs).
+fn spawn_controllers(
+    url: &str,
+    token: Option<&str>,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    use tracing::Instrument;
+    let mut config = kube::Config::new(url.parse().context("the server URL is not a URI")?);
+    config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
+    let client =
+        kube::Client::try_from(config).context("failed to build the controllers' client")?;
+    let clock = shoal_controllers::Clock::new(Arc::new(SystemClock));
+    let executors = shoal_controllers::Registry::builtin();
+    Ok(tokio::spawn(
+        shoal_controllers::taskflow::run(client, clock, executors, stop)
+            .instrument(tracing::info_span!("controller", name = "taskflow")),
+    ))
 }
 
 #[cfg(test)]

@@ -1,0 +1,214 @@
+//! Executors: what a task actually does. A [`Task`](shoal_core::taskflow::Task) names
+//! one by `spec.executor`; the taskflow controller looks it up in a [`Registry`] and runs
+//! it as a tokio task for each attempt.
+//!
+//! ```text
+//!  Start (from the scheduler) ──► ExecContext { run, task, attempt, params, clock, client, cancel }
+//!                                   └─► Executor::run ──► Ok(Outcome { results, message })
+//!                                                     └─► Err(ExecError) ──► the attempt fails
+//! ```
+//!
+//! Adding an executor is implementing [`Executor`] and registering it
+//! ([`Registry::register`]). An executor declares whether it is idempotent: after a
+//! restart, an attempt that was started and not recorded as finished is re-run only if
+//! it is (or if its Task says `idempotent: true`); otherwise the run waits for a human.
+//!
+//! Executors do not need to watch for cancellation themselves: the controller drops the
+//! future when the attempt is cancelled or times out. [`ExecContext::cancel`] is there
+//! for executors that hand work to something that outlives the future.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use shoal_core::taskflow::{InstanceId, Param, ParamValue, RunResult};
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+
+mod approval;
+mod basic;
+mod webhook;
+
+pub use approval::Approval;
+pub use basic::{Fail, Noop, Wait};
+pub use webhook::Webhook;
+
+/// Everything one attempt of one task gets.
+#[derive(Clone)]
+pub struct ExecContext {
+    pub namespace: String,
+    /// The PipelineRun's name.
+    pub run: String,
+    pub instance: InstanceId,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// Fully resolved parameters (defaults filled in).
+    pub params: Vec<Param>,
+    /// When this attempt started, as recorded in the run's status: an executor re-run
+    /// after a restart (`wait`) continues from here rather than starting over.
+    pub started_at: Timestamp,
+    pub clock: Clock,
+    /// A client of shoal's own API.
+    pub client: kube::Client,
+    pub cancel: CancellationToken,
+}
+
+impl fmt::Debug for ExecContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExecContext")
+            .field("namespace", &self.namespace)
+            .field("run", &self.run)
+            .field("instance", &self.instance)
+            .field("attempt", &self.attempt)
+            .field("params", &self.params)
+            .field("started_at", &self.started_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExecContext {
+    /// The parameter `name`, if given.
+    pub fn param(&self, name: &str) -> Option<&ParamValue> {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.value)
+    }
+
+    /// The string parameter `name`.
+    ///
+    /// # Errors
+    /// [`ExecError::Param`] when it is missing or not a string.
+    pub fn string_param(&self, name: &str) -> Result<&str, ExecError> {
+        match self.param(name) {
+            Some(v) => v.as_str().ok_or_else(|| ExecError::Param {
+                name: name.into(),
+                problem: format!("must be a string, got {:?}", v.type_()),
+            }),
+            None => Err(ExecError::Param {
+                name: name.into(),
+                problem: "is required".into(),
+            }),
+        }
+    }
+
+    /// The string parameter `name`, or `None` when absent or empty.
+    pub fn optional_param(&self, name: &str) -> Option<&str> {
+        self.param(name)
+            .and_then(ParamValue::as_str)
+            .filter(|s| !s.is_empty())
+    }
+}
+
+/// A successful attempt: its results and a message for the status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub results: Vec<RunResult>,
+    pub message: Option<String>,
+}
+
+/// Why an attempt failed. The message lands in the task's status.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("parameter {name:?} {problem}")]
+    Param { name: String, problem: String },
+    #[error("{0}")]
+    Failed(String),
+    #[error("failed to call {url}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("failed to read from the API")]
+    Kube(#[source] kube::Error),
+    #[error("no executor named {0:?} is registered")]
+    Unknown(String),
+}
+
+impl ExecError {
+    /// The message recorded in the task's status: the error and its causes.
+    pub fn report(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cause = c.source();
+        }
+        out
+    }
+}
+
+/// Something a task can do.
+#[async_trait::async_trait]
+pub trait Executor: Send + Sync + fmt::Debug {
+    /// The name a Task's `spec.executor` uses.
+    fn name(&self) -> &str;
+
+    /// Whether running an attempt again after a restart is harmless.
+    fn idempotent(&self) -> bool;
+
+    /// Runs one attempt.
+    ///
+    /// # Errors
+    /// [`ExecError`] when the attempt failed; its message is recorded.
+    ///
+    /// # Cancel safety
+    /// The controller drops this future when the attempt is cancelled or times out, so
+    /// an implementation must leave nothing half-done that a drop would not undo.
+    async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError>;
+}
+
+/// The executors a controller knows, by name. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Registry(Arc<BTreeMap<String, Arc<dyn Executor>>>);
+
+impl Registry {
+    /// Every built-in executor: `noop`, `fail`, `wait`, `webhook`, `approval`.
+    pub fn builtin() -> Self {
+        let mut r = Registry::default();
+        r.register(Noop);
+        r.register(Fail);
+        r.register(Wait);
+        r.register(Webhook::new());
+        r.register(Approval);
+        r
+    }
+
+    /// Adds (or replaces) an executor.
+    pub fn register(&mut self, e: impl Executor + 'static) {
+        Arc::make_mut(&mut self.0).insert(e.name().to_string(), Arc::new(e));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Executor>> {
+        self.0.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A context for executor unit tests: no API server behind the client.
+    pub fn mk_ctx(params: &[(&str, &str)]) -> ExecContext {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().unwrap());
+        ExecContext {
+            namespace: "default".into(),
+            run: "r1".into(),
+            instance: InstanceId::new("t", None),
+            attempt: 1,
+            params: params.iter().map(|(k, v)| Param::new(*k, *v)).collect(),
+            started_at: Timestamp::now(),
+            clock: Clock::system(),
+            client: kube::Client::try_from(config).unwrap(),
+            cancel: CancellationToken::new(),
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! shoal's controllers: level-triggered reconcilers on kube-runtime that talk to shoal's
+//! own API through kube-rs, exactly as an out-of-process controller would.
+//!
+//! ```text
+//!  shoal serve ──► API server ◄──HTTP (kube::Client)── controllers
+//!                     │                                  └─ taskflow: PipelineRun reconciler
+//!                   store                                       └─ executors (tokio tasks)
+//! ```
+//!
+//! The key decision: controllers never reach into the store or the API server's
+//! internals. Everything they decide is derived from the objects they read, so a
+//! restart, a second replica or an external controller sees and decides the same.
+
+pub mod clock;
+pub mod executor;
+pub mod taskflow;
+
+pub use clock::Clock;
+pub use executor::{ExecContext, ExecError, Executor, Outcome, Registry};
