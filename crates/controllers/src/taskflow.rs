@@ -46,8 +46,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use shoal_core::taskflow::{
     Finish, Input, InstanceId, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, Start, Task,
-    TaskCatalog, TaskRun, TaskRunStatus, TaskState, record_finish, recover, retry_task,
-    run::set_succeeded, schedule, skip_task,
+    TaskCatalog, TaskReason, TaskRun, TaskRunStatus, TaskState, record_finish, recover, retry_task,
+    run::set_succeeded, run::task_run_name, schedule, skip_task,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -362,7 +362,7 @@ pub async fn reconcile(obj: Arc<PipelineRun>, ctx: Arc<Ctx>) -> Result<Action> {
         clear_operations(&runs, &name).await?;
     }
     for f in &finished {
-        record_task_run(&ctx, &ns, &status, f).await;
+        record_task_run(&ctx, &ns, &name, f).await;
     }
 
     // 6. Act: stop what no longer runs, start what now does.
@@ -478,20 +478,10 @@ async fn clear_operations(runs: &Api<PipelineRun>, name: &str) -> Result<()> {
 
 /// Mirrors a recorded outcome into the attempt's TaskRun. Best effort: the run's status
 /// is the record the scheduler reads; the TaskRun is for people and tools.
-async fn record_task_run(ctx: &Ctx, ns: &str, status: &PipelineRunStatus, f: &Finished) {
-    let Some(e) = status
-        .tasks
-        .iter()
-        .find(|e| e.name == f.instance.task && e.matrix_index == f.instance.matrix_index)
-    else {
-        return;
-    };
-    let Some(name) = e.task_run.clone() else {
-        return;
-    };
-    if e.attempts != f.attempt {
-        return;
-    }
+async fn record_task_run(ctx: &Ctx, ns: &str, run: &str, f: &Finished) {
+    // By name, not from the status: the same step may already have started the next
+    // attempt of this instance.
+    let name = task_run_name(run, &f.instance.task, f.instance.matrix_index, f.attempt);
     let (state, reason, cond, results, message) = match &f.finish {
         Finish::Succeeded { results } => (
             TaskState::Succeeded,
@@ -502,7 +492,7 @@ async fn record_task_run(ctx: &Ctx, ns: &str, status: &PipelineRunStatus, f: &Fi
         ),
         Finish::Failed { message } => (
             TaskState::Failed,
-            e.reason,
+            Some(TaskReason::Failed),
             ("False", "Failed"),
             vec![],
             Some(message.clone()),
@@ -511,7 +501,6 @@ async fn record_task_run(ctx: &Ctx, ns: &str, status: &PipelineRunStatus, f: &Fi
     let mut tr = TaskRunStatus {
         state: Some(state),
         reason,
-        start_time: e.start_time.clone(),
         completion_time: Some(Time(f.at)),
         results,
         message: message.clone(),

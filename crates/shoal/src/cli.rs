@@ -500,6 +500,24 @@ pub async fn describe(a: DescribeArgs) -> Result<()> {
     let obj = c
         .request(http::Request::get(r.path(Some(&a.namespace), Some(&a.name))).body(Vec::new())?)
         .await?;
+    if r.group == "shoal.io" && r.kind == "PipelineRun" {
+        let run: shoal_core::taskflow::PipelineRun =
+            serde_json::from_value(obj).context("the server sent a malformed PipelineRun")?;
+        println!(
+            "Name:         {}",
+            run.metadata.name.as_deref().unwrap_or("")
+        );
+        println!(
+            "Namespace:    {}",
+            run.metadata.namespace.as_deref().unwrap_or("")
+        );
+        println!("Pipeline:     {}", run.spec.pipeline_ref.name);
+        if run.spec.paused {
+            println!("Paused:       true");
+        }
+        print!("{}", crate::pipelinerun::render_dag(&run)?);
+        return Ok(());
+    }
     print!("{}", render_describe(&obj));
     Ok(())
 }

@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod pipelinerun;
 mod serve;
 
 #[derive(Parser, Debug)]
@@ -53,6 +54,9 @@ enum Command {
     Apply(cli::ApplyArgs),
     /// Delete objects by kind and name, or those in a file.
     Delete(cli::DeleteArgs),
+    /// Operate a pipeline run: pause, resume, cancel, retry or skip a task.
+    #[command(alias = "pr")]
+    Pipelinerun(pipelinerun::PipelineRunArgs),
     /// Benchmarks (`shoal bench api`).
     Bench {
         #[command(subcommand)]
@@ -87,6 +91,7 @@ fn main() -> Result<()> {
             Command::Describe(a) => cli::describe(a).await,
             Command::Apply(a) => cli::apply(a).await,
             Command::Delete(a) => cli::delete(a).await,
+            Command::Pipelinerun(a) => pipelinerun::run(a).await,
             Command::Bench { what } => bench::run(what).await,
         }
     })
