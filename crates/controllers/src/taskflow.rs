@@ -32,10 +32,11 @@
 //! to a task name; the controller applies them to the status and then removes them.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -597,7 +598,14 @@ async fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp)
                 }
                 r = async {
                     match &executor {
-                        Some(e) => e.run(exec_ctx).await,
+                        // A panicking executor fails its attempt instead of leaving it
+                        // running forever.
+                        Some(e) => AssertUnwindSafe(e.run(exec_ctx))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(ExecError::Failed(format!("executor {} panicked", e.name())))
+                            }),
                         None => Err(ExecError::Unknown(start.executor.clone())),
                     }
                 } => r,
