@@ -391,6 +391,23 @@ fn phase_store(store: &str, phase: &str) -> String {
     format!("{}/shoal-bench-{run}-{phase}", store.trim_end_matches('/'))
 }
 
+/// (count, sum) of the first histogram whose name contains `needle`.
+fn histogram_totals(text: &str, needle: &str) -> Option<(f64, f64)> {
+    let value = |suffix: &str| {
+        text.lines()
+            .find(|l| {
+                !l.starts_with('#')
+                    && l.contains(needle)
+                    && l.split_whitespace()
+                        .next()
+                        .is_some_and(|n| n.ends_with(suffix) || n.contains(&format!("{suffix}{{")))
+            })
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((value("_count")?, value("_sum")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -408,21 +425,4 @@ mod tests {
             format!("etcd://a:1,b:2/prod/shoal-bench-{run}-raw")
         );
     }
-}
-
-/// (count, sum) of the first histogram whose name contains `needle`.
-fn histogram_totals(text: &str, needle: &str) -> Option<(f64, f64)> {
-    let value = |suffix: &str| {
-        text.lines()
-            .find(|l| {
-                !l.starts_with('#')
-                    && l.contains(needle)
-                    && l.split_whitespace()
-                        .next()
-                        .is_some_and(|n| n.ends_with(suffix) || n.contains(&format!("{suffix}{{")))
-            })
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    Some((value("_count")?, value("_sum")?))
 }
