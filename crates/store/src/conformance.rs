@@ -47,8 +47,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use crate::{
-    DeleteResponse, Error, Event, KeyValue, Precondition, PutResponse, RangeRequest, RangeResponse,
-    Result, Revision, Store, WatchStream,
+    DeleteResponse, Error, Event, Guard, KeyValue, Precondition, PutResponse, RangeRequest,
+    RangeResponse, Result, Revision, Store, WatchStream,
 };
 
 /// Runs every scenario, each against a fresh store from `make`: empty under the keys the
@@ -86,6 +86,10 @@ pub async fn test_suite(make: impl Fn() -> Store) {
         put_without_lease_detaches_the_key_from_its_lease,
         lease_expiry_deletes_its_keys,
         keep_alive_prevents_expiry,
+        create_revision_precondition_holds_across_updates_but_not_recreation,
+        guarded_writes_happen_only_while_every_guard_holds,
+        a_failed_guard_is_named_with_its_current_state,
+        a_fence_on_a_leased_key_stops_writes_once_the_lease_is_revoked,
     );
 }
 
@@ -913,6 +917,10 @@ enum ModelCond {
     Current,
     /// A fixed revision after the store's starting one: a CAS that mostly loses.
     Revision(Revision),
+    /// The key's current `create_revision` in the model (0 when absent): its incarnation.
+    Incarnation,
+    /// A fixed `create_revision` after the store's starting one: mostly a stale fence.
+    CreatedAt(Revision),
 }
 
 #[derive(Clone, Debug)]
@@ -921,10 +929,13 @@ enum ModelOp {
         key: usize,
         value: u8,
         cond: ModelCond,
+        /// A guard on another (or the same) key: a fenced write.
+        guard: Option<(usize, ModelCond)>,
     },
     Delete {
         key: usize,
         cond: ModelCond,
+        guard: Option<(usize, ModelCond)>,
     },
 }
 
@@ -935,15 +946,22 @@ fn model_cond() -> impl Strategy<Value = ModelCond> {
         Just(ModelCond::Present),
         Just(ModelCond::Current),
         (0..12i64).prop_map(ModelCond::Revision),
+        Just(ModelCond::Incarnation),
+        (0..12i64).prop_map(ModelCond::CreatedAt),
     ]
+}
+
+fn model_guard() -> impl Strategy<Value = Option<(usize, ModelCond)>> {
+    proptest::option::weighted(0.3, (0..MODEL_KEYS.len(), model_cond()))
 }
 
 fn model_op() -> impl Strategy<Value = ModelOp> {
     let key = 0..MODEL_KEYS.len();
     prop_oneof![
-        3 => (key.clone(), any::<u8>(), model_cond())
-            .prop_map(|(key, value, cond)| ModelOp::Put { key, value, cond }),
-        1 => (key, model_cond()).prop_map(|(key, cond)| ModelOp::Delete { key, cond }),
+        3 => (key.clone(), any::<u8>(), model_cond(), model_guard())
+            .prop_map(|(key, value, cond, guard)| ModelOp::Put { key, value, cond, guard }),
+        1 => (key, model_cond(), model_guard())
+            .prop_map(|(key, cond, guard)| ModelOp::Delete { key, cond, guard }),
     ]
 }
 
@@ -952,7 +970,8 @@ fn model_op() -> impl Strategy<Value = ModelOp> {
 enum Outcome {
     Put(PutResponse),
     Delete(DeleteResponse),
-    Failed(Option<KeyValue>),
+    /// A precondition or guard failed: the key named, as it is.
+    Failed(String, Option<KeyValue>),
     Invalid,
 }
 
@@ -960,8 +979,8 @@ impl<T: Into<Outcome>> From<Result<T>> for Outcome {
     fn from(result: Result<T>) -> Self {
         match result {
             Ok(resp) => resp.into(),
-            Err(Error::PreconditionFailed { current, .. }) => {
-                Outcome::Failed(current.map(|kv| *kv))
+            Err(Error::PreconditionFailed { key, current }) => {
+                Outcome::Failed(key, current.map(|kv| *kv))
             }
             Err(Error::InvalidArgument(_)) => Outcome::Invalid,
             Err(err) => panic!("unexpected error: {err}"),
@@ -1010,7 +1029,29 @@ impl Model {
                 Precondition::ModRevision(self.kvs.get(key).map_or(0, |kv| kv.mod_revision))
             }
             ModelCond::Revision(rev) => Precondition::ModRevision(self.base + rev),
+            ModelCond::Incarnation => {
+                Precondition::CreateRevision(self.kvs.get(key).map_or(0, |kv| kv.create_revision))
+            }
+            ModelCond::CreatedAt(rev) => Precondition::CreateRevision(self.base + rev),
         }
+    }
+
+    fn guards(&self, guard: Option<(usize, ModelCond)>) -> Vec<Guard> {
+        guard
+            .map(|(key, cond)| {
+                let key = MODEL_KEYS[key];
+                Guard::new(key, self.precondition(key, cond))
+            })
+            .into_iter()
+            .collect()
+    }
+
+    /// The failure of the first guard that does not hold, if any.
+    fn guard_fails(&self, guards: &[Guard]) -> Option<Outcome> {
+        guards
+            .iter()
+            .find(|guard| !self.holds(&guard.key, guard.cond))
+            .map(|guard| Outcome::Failed(guard.key.clone(), self.kvs.get(&guard.key).cloned()))
     }
 
     fn holds(&self, key: &str, cond: Precondition) -> bool {
@@ -1020,12 +1061,18 @@ impl Model {
             Precondition::Absent => current.is_none(),
             Precondition::Present => current.is_some(),
             Precondition::ModRevision(rev) => current.is_some_and(|kv| kv.mod_revision == rev),
+            Precondition::CreateRevision(rev) => {
+                current.is_some_and(|kv| kv.create_revision == rev)
+            }
         }
     }
 
-    fn put(&mut self, key: &str, value: Bytes, cond: Precondition) -> Outcome {
+    fn put(&mut self, guards: &[Guard], key: &str, value: Bytes, cond: Precondition) -> Outcome {
+        if let Some(failed) = self.guard_fails(guards) {
+            return failed;
+        }
         if !self.holds(key, cond) {
-            return Outcome::Failed(self.kvs.get(key).cloned());
+            return Outcome::Failed(key.into(), self.kvs.get(key).cloned());
         }
         self.revision += 1;
         let prev = self.kvs.get(key).cloned();
@@ -1045,12 +1092,15 @@ impl Model {
         Outcome::Put(PutResponse { kv, prev })
     }
 
-    fn delete(&mut self, key: &str, cond: Precondition) -> Outcome {
+    fn delete(&mut self, guards: &[Guard], key: &str, cond: Precondition) -> Outcome {
         if cond == Precondition::Absent {
             return Outcome::Invalid;
         }
+        if let Some(failed) = self.guard_fails(guards) {
+            return failed;
+        }
         if !self.kvs.contains_key(key) || !self.holds(key, cond) {
-            return Outcome::Failed(self.kvs.get(key).cloned());
+            return Outcome::Failed(key.into(), self.kvs.get(key).cloned());
         }
         self.revision += 1;
         let prev = self.kvs.remove(key).expect("checked above");
@@ -1073,18 +1123,34 @@ async fn check_against_model(store: Store, ops: Vec<ModelOp>) -> Result<(), Test
     let mut snapshots = vec![(base, model.kvs.clone())];
     for op in &ops {
         let (ours, theirs) = match *op {
-            ModelOp::Put { key, value, cond } => {
+            ModelOp::Put {
+                key,
+                value,
+                cond,
+                guard,
+            } => {
+                let guards = model.guards(guard);
                 let key = MODEL_KEYS[key];
                 let cond = model.precondition(key, cond);
                 let value = Bytes::from(vec![value]);
-                let theirs: Outcome = store.put(key, value.clone(), cond, None).await.into();
-                (model.put(key, value, cond), theirs)
+                let theirs: Outcome = if guards.is_empty() {
+                    store.put(key, value.clone(), cond, None).await.into()
+                } else {
+                    let put = store.put_guarded(&guards, key, value.clone(), cond, None);
+                    put.await.into()
+                };
+                (model.put(&guards, key, value, cond), theirs)
             }
-            ModelOp::Delete { key, cond } => {
+            ModelOp::Delete { key, cond, guard } => {
+                let guards = model.guards(guard);
                 let key = MODEL_KEYS[key];
                 let cond = model.precondition(key, cond);
-                let theirs: Outcome = store.delete(key, cond).await.into();
-                (model.delete(key, cond), theirs)
+                let theirs: Outcome = if guards.is_empty() {
+                    store.delete(key, cond).await.into()
+                } else {
+                    store.delete_guarded(&guards, key, cond).await.into()
+                };
+                (model.delete(&guards, key, cond), theirs)
             }
         };
         prop_assert_eq!(&theirs, &ours, "after {:?}", op);
@@ -1179,4 +1245,173 @@ pub fn model_check(make: impl Fn() -> Store, cases: u32) {
     if let Err(failure) = result {
         panic!("backend disagrees with the model: {failure}");
     }
+}
+
+async fn create_revision_precondition_holds_across_updates_but_not_recreation(store: Store) {
+    let created = put(&store, "k", "1").await;
+    let incarnation = Precondition::CreateRevision(created.kv.create_revision);
+    let updated = within("update under CreateRevision", async {
+        store.put("k", val("2"), incarnation, None).await
+    })
+    .await
+    .expect("the key is the incarnation it names");
+    assert_eq!(updated.kv.create_revision, created.kv.create_revision);
+    assert_eq!(updated.kv.version, 2);
+
+    store.delete("k", Precondition::None).await.unwrap();
+    let missing = store.put("k", val("3"), incarnation, None).await;
+    assert_eq!(failed_with_current(missing), None, "a missing key fails");
+    let recreated = put(&store, "k", "4").await;
+    let stale = store.put("k", val("5"), incarnation, None).await;
+    assert_eq!(failed_with_current(stale), Some(recreated.kv.clone()));
+    let stale = store.delete("k", incarnation).await;
+    assert_eq!(failed_with_current(stale), Some(recreated.kv));
+    assert_eq!(
+        failed_with_current(
+            store
+                .put("absent", val("x"), Precondition::CreateRevision(0), None)
+                .await
+        ),
+        None,
+        "CreateRevision(0) never matches a missing key"
+    );
+}
+
+async fn guarded_writes_happen_only_while_every_guard_holds(store: Store) {
+    let fence = put(&store, "election/leader", "a").await;
+    let base = store.current_revision().await.unwrap();
+    let guards = [
+        Guard::new(
+            "election/leader",
+            Precondition::CreateRevision(fence.kv.create_revision),
+        ),
+        Guard::new("election/other", Precondition::Absent),
+    ];
+    let written = within("guarded put", async {
+        store
+            .put_guarded(&guards, "data/x", val("1"), Precondition::Absent, None)
+            .await
+    })
+    .await
+    .expect("every guard holds");
+    assert_eq!(written.kv.mod_revision, base + 1);
+    assert_eq!(written.prev, None);
+    let updated = store
+        .put_guarded(
+            &guards,
+            "data/x",
+            val("2"),
+            Precondition::ModRevision(written.kv.mod_revision),
+            None,
+        )
+        .await
+        .expect("every guard and the key's own precondition hold");
+    assert_eq!(updated.prev, Some(written.kv));
+    let deleted = store
+        .delete_guarded(&guards, "data/x", Precondition::None)
+        .await
+        .expect("guarded delete");
+    assert_eq!(deleted.prev, updated.kv);
+    assert_eq!(deleted.revision, base + 3);
+
+    // The guards hold, the key's own precondition does not: the key is named.
+    let failed = store
+        .put_guarded(&guards, "data/y", val("1"), Precondition::Present, None)
+        .await;
+    assert!(
+        matches!(&failed, Err(Error::PreconditionFailed { key, current: None }) if key == "data/y"),
+        "{failed:?}"
+    );
+    // A guard's key that changed incarnation stops every guarded write.
+    store
+        .delete("election/leader", Precondition::None)
+        .await
+        .unwrap();
+    put(&store, "election/leader", "b").await;
+    let after = store.current_revision().await.unwrap();
+    let refused = store
+        .put_guarded(&guards, "data/x", val("3"), Precondition::None, None)
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::PreconditionFailed { key, .. }) if key == "election/leader"),
+        "{refused:?}"
+    );
+    let refused = store
+        .delete_guarded(&guards, "data/x", Precondition::None)
+        .await;
+    assert!(
+        matches!(&refused, Err(Error::PreconditionFailed { key, .. }) if key == "election/leader"),
+        "{refused:?}"
+    );
+    assert_eq!(store.get("data/x").await.unwrap(), None);
+    assert_eq!(
+        store.current_revision().await.unwrap(),
+        after,
+        "a refused guarded write does not bump the revision"
+    );
+    // No guards: a plain write.
+    store
+        .put_guarded(&[], "data/z", val("1"), Precondition::None, None)
+        .await
+        .expect("no guards");
+}
+
+async fn a_failed_guard_is_named_with_its_current_state(store: Store) {
+    let first = put(&store, "g/1", "1").await;
+    let second = put(&store, "g/2", "2").await;
+    // The first guard holds, the second does not: it is the one reported, as it is now.
+    let guards = [
+        Guard::new("g/1", Precondition::ModRevision(first.kv.mod_revision)),
+        Guard::new("g/2", Precondition::Absent),
+        Guard::new("g/3", Precondition::Present),
+    ];
+    let failed = store
+        .put_guarded(&guards, "k", val("v"), Precondition::None, None)
+        .await;
+    match failed {
+        Err(Error::PreconditionFailed { key, current }) => {
+            assert_eq!(key, "g/2");
+            assert_eq!(current.map(|kv| *kv), Some(second.kv));
+        }
+        other => panic!("expected g/2 to fail, got {other:?}"),
+    }
+    // Guards are checked in order: with two failing, the first is named.
+    let guards = [
+        Guard::new("g/3", Precondition::Present),
+        Guard::new("g/2", Precondition::Absent),
+    ];
+    let failed = store
+        .delete_guarded(&guards, "g/1", Precondition::None)
+        .await;
+    assert!(
+        matches!(&failed, Err(Error::PreconditionFailed { key, current: None }) if key == "g/3"),
+        "{failed:?}"
+    );
+    assert_eq!(store.get("g/1").await.unwrap(), Some(first.kv));
+}
+
+async fn a_fence_on_a_leased_key_stops_writes_once_the_lease_is_revoked(store: Store) {
+    let lease = store.lease_grant(Duration::from_secs(30)).await.unwrap();
+    let held = store
+        .put("lock", val("a"), Precondition::Absent, Some(lease))
+        .await
+        .unwrap();
+    let fence = [Guard::new(
+        "lock",
+        Precondition::CreateRevision(held.kv.create_revision),
+    )];
+    store
+        .put_guarded(&fence, "work", val("by a"), Precondition::None, None)
+        .await
+        .expect("the holder writes under its fence");
+    within("revoke", store.lease_revoke(lease)).await.unwrap();
+    let next = store
+        .put("lock", val("b"), Precondition::Absent, None)
+        .await
+        .expect("the lock is free once its lease is revoked");
+    let late = store
+        .put_guarded(&fence, "work", val("late by a"), Precondition::None, None)
+        .await;
+    assert_eq!(failed_with_current(late), Some(next.kv));
+    assert_eq!(store.get("work").await.unwrap().unwrap().value, val("by a"));
 }

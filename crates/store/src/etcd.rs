@@ -54,12 +54,12 @@
 //! requiring a leader, so a member cut off from its cluster answers "no leader" rather
 //! than stale data.
 //!
-//! Fencing, for the leader-election work that builds on this: leases are etcd's leases
-//! (an expired holder's keys vanish at one revision, server-side, whatever the holder
-//! believes), and every write is already a transaction built from a list of compares
-//! (`compares`). Guarding a leader's write with "the election key still has the
-//! `mod_revision` I created it at" is one more compare in the same transaction; what is
-//! missing is a way to ask for it through [`Backend`].
+//! Fencing (see `election`): leases are etcd's leases (an expired holder's keys vanish at
+//! one revision, server-side, whatever the holder believes), and every conditional write
+//! is one transaction built from a list of compares (`compares`). A guarded write
+//! ([`Backend::put_guarded`]) puts its guards' compares first in the same transaction, and
+//! its else-branch reads every guard's key and the written key, so a failure names the
+//! guard that failed with that key's state at the transaction's revision.
 //!
 //! [`ThrowawayEtcd`] starts a single-node etcd on loopback for tests and benchmarks.
 
@@ -83,7 +83,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::{
-    Backend, DeleteResponse, Error, Event, KeyValue, LeaseId, Precondition, PutResponse,
+    Backend, DeleteResponse, Error, Event, Guard, KeyValue, LeaseId, Precondition, PutResponse,
     RangeRequest, RangeResponse, Result, Revision, WatchStream,
 };
 
@@ -430,6 +430,11 @@ fn compares(key: &[u8], cond: Precondition) -> Vec<Compare> {
             Compare::mod_revision(key, CompareOp::Equal, revision),
             Compare::version(key, CompareOp::Greater, 0),
         ],
+        // Likewise: a missing key compares as create_revision 0.
+        Precondition::CreateRevision(revision) => vec![
+            Compare::create_revision(key, CompareOp::Equal, revision),
+            Compare::version(key, CompareOp::Greater, 0),
+        ],
     }
 }
 
@@ -612,16 +617,30 @@ impl Inner {
         })
     }
 
-    /// Runs `txn` (whose else-branch is a get of `key`): the revision and the
-    /// then-branch's response when it succeeded, else `PreconditionFailed` with the key
-    /// as it is.
+    /// Runs a transaction: `If(guards' compares, then `compares`) Then(then) Else(get of
+    /// every guard's key, then of `key`)`. Answers the revision and the then-branch's
+    /// response when it succeeded, else `PreconditionFailed` naming the first guard that
+    /// failed (judged on the else-branch's reads, which are of the same revision as the
+    /// compares), or `key`, with that key as it is.
     async fn conditional(
         &self,
         op: &str,
+        guards: &[Guard],
         key: &str,
-        txn: Txn,
+        compares: Vec<Compare>,
+        then: TxnOp,
         lease: Option<LeaseId>,
     ) -> Result<(Revision, TxnOpResponse)> {
+        let mut when = Vec::with_capacity(compares.len() + 2 * guards.len());
+        let mut otherwise = Vec::with_capacity(guards.len() + 1);
+        for guard in guards {
+            let full = self.key(&guard.key);
+            when.extend(self::compares(&full, guard.cond));
+            otherwise.push(TxnOp::get(full, None));
+        }
+        when.extend(compares);
+        otherwise.push(TxnOp::get(self.key(key), None));
+        let txn = Txn::new().when(when).and_then([then]).or_else(otherwise);
         let resp = match request(op, self.kv.clone().txn(txn)).await {
             Ok(resp) => resp,
             Err(Failure::LeaseNotFound) => {
@@ -630,25 +649,44 @@ impl Inner {
             Err(other) => return Err(other.into_error(op)),
         };
         let revision = revision_of(resp.header())?;
-        let answer = resp.op_responses().pop();
-        match (resp.succeeded(), answer) {
-            (true, Some(answer)) => Ok((revision, answer)),
-            (false, Some(TxnOpResponse::Get(mut get))) => {
-                let current = get
-                    .take_kvs()
+        let mut answers = resp.op_responses();
+        if resp.succeeded() {
+            return match answers.pop() {
+                Some(answer) if answers.is_empty() => Ok((revision, answer)),
+                answer => Err(Error::Backend(format!(
+                    "etcd answered a {op} transaction with {answer:?}"
+                ))),
+            };
+        }
+        let mut current = Vec::with_capacity(answers.len());
+        for answer in answers {
+            let TxnOpResponse::Get(mut get) = answer else {
+                return Err(Error::Backend(format!(
+                    "etcd answered a failed {op} transaction with {answer:?}"
+                )));
+            };
+            current.push(
+                get.take_kvs()
                     .into_iter()
                     .next()
                     .map(|kv| self.owned_kv(kv))
-                    .transpose()?;
-                Err(Error::PreconditionFailed {
-                    key: key.to_owned(),
-                    current: current.map(Box::new),
-                })
-            }
-            (_, answer) => Err(Error::Backend(format!(
-                "etcd answered a {op} transaction with {answer:?}"
-            ))),
+                    .transpose()?,
+            );
         }
+        if current.len() != guards.len() + 1 {
+            return Err(Error::Backend(format!(
+                "etcd answered a failed {op} transaction with {} reads, not {}",
+                current.len(),
+                guards.len() + 1
+            )));
+        }
+        for (guard, current) in guards.iter().zip(&current) {
+            guard.cond.check(&guard.key, current.as_ref())?;
+        }
+        Err(Error::PreconditionFailed {
+            key: key.to_owned(),
+            current: current.pop().flatten().map(Box::new),
+        })
     }
 
     /// Opens an etcd watch of `[key, end)` from `start` (inclusive) and waits for etcd to
@@ -744,13 +782,28 @@ impl Backend for EtcdBackend {
         cond: Precondition,
         lease: Option<LeaseId>,
     ) -> Result<PutResponse> {
+        self.put_guarded(&[], key, value, cond, lease).await
+    }
+
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+        self.delete_guarded(&[], key, cond).await
+    }
+
+    async fn put_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        value: Bytes,
+        cond: Precondition,
+        lease: Option<LeaseId>,
+    ) -> Result<PutResponse> {
         let inner = &self.inner;
         let full = inner.key(key);
         let mut options = PutOptions::new().with_prev_key();
         if let Some(id) = lease {
             options = options.with_lease(id);
         }
-        let (revision, prev) = if cond == Precondition::None {
+        let (revision, prev) = if cond == Precondition::None && guards.is_empty() {
             // Unconditional: a plain put, one message smaller than a transaction.
             let mut kv = inner.kv.clone();
             let put = kv.put(full, value.to_vec(), Some(options));
@@ -763,11 +816,12 @@ impl Backend for EtcdBackend {
             };
             (revision_of(resp.header())?, resp.take_prev_key())
         } else {
-            let txn = Txn::new()
-                .when(compares(&full, cond))
-                .and_then([TxnOp::put(full.clone(), value.to_vec(), Some(options))])
-                .or_else([TxnOp::get(full, None)]);
-            match inner.conditional("put", key, txn, lease).await? {
+            let compares = compares(&full, cond);
+            let put = TxnOp::put(full, value.to_vec(), Some(options));
+            match inner
+                .conditional("put", guards, key, compares, put, lease)
+                .await?
+            {
                 (revision, TxnOpResponse::Put(mut put)) => (revision, put.take_prev_key()),
                 (_, other) => {
                     return Err(Error::Backend(format!(
@@ -781,7 +835,12 @@ impl Backend for EtcdBackend {
         Ok(PutResponse { kv, prev })
     }
 
-    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+    async fn delete_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        cond: Precondition,
+    ) -> Result<DeleteResponse> {
         let inner = &self.inner;
         let full = inner.key(key);
         let compares = match cond {
@@ -794,14 +853,11 @@ impl Backend for EtcdBackend {
             Precondition::None => compares(&full, Precondition::Present),
             other => compares(&full, other),
         };
-        let txn = Txn::new()
-            .when(compares)
-            .and_then([TxnOp::delete(
-                full.clone(),
-                Some(DeleteOptions::new().with_prev_key()),
-            )])
-            .or_else([TxnOp::get(full, None)]);
-        match inner.conditional("delete", key, txn, None).await? {
+        let delete = TxnOp::delete(full, Some(DeleteOptions::new().with_prev_key()));
+        match inner
+            .conditional("delete", guards, key, compares, delete, None)
+            .await?
+        {
             (revision, TxnOpResponse::Delete(mut deleted)) => {
                 let prev = deleted.take_prev_kvs().into_iter().next().ok_or_else(|| {
                     Error::Backend("etcd deleted a key without returning it".into())

@@ -61,6 +61,7 @@ use futures::stream::BoxStream;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 mod history;
@@ -143,6 +144,10 @@ pub enum Precondition {
     ModRevision(Revision),
     /// The key must exist, whatever its revision.
     Present,
+    /// The key must exist with exactly this `create_revision`: the same incarnation of
+    /// the key, however often it was updated since (a deleted and re-created key has a
+    /// new `create_revision`). Leader election fences on this.
+    CreateRevision(Revision),
 }
 
 impl Precondition {
@@ -158,6 +163,9 @@ impl Precondition {
             Precondition::Absent => current.is_none(),
             Precondition::Present => current.is_some(),
             Precondition::ModRevision(rev) => current.is_some_and(|kv| kv.mod_revision == rev),
+            Precondition::CreateRevision(rev) => {
+                current.is_some_and(|kv| kv.create_revision == rev)
+            }
         };
         if holds {
             Ok(())
@@ -168,6 +176,56 @@ impl Precondition {
             })
         }
     }
+}
+
+/// A condition on *another* key that a guarded write requires, checked atomically with
+/// the write (see [`Backend::put_guarded`]): the write happens only if every guard holds
+/// at the write's revision.
+///
+/// Leader election uses one guard, the leader's [`election::Fence`]: "the election key is
+/// still the incarnation I created", so a deposed leader's writes fail instead of landing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    pub key: String,
+    pub cond: Precondition,
+}
+
+impl Guard {
+    pub fn new(key: impl Into<String>, cond: Precondition) -> Self {
+        Guard {
+            key: key.into(),
+            cond,
+        }
+    }
+
+    /// Checks every guard in order against `current` (the state of a guard's key):
+    /// the first that fails is reported as [`Error::PreconditionFailed`] naming its key.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] for the first guard that does not hold.
+    pub(crate) fn check_all<'a>(
+        guards: &[Guard],
+        mut current: impl FnMut(&str) -> Option<&'a KeyValue>,
+    ) -> Result<()> {
+        guards
+            .iter()
+            .try_for_each(|guard| guard.cond.check(&guard.key, current(&guard.key)))
+    }
+}
+
+/// Refuses `Precondition::Absent` on a delete, before anything else is checked.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for `Precondition::Absent`.
+pub(crate) fn deletable(cond: Precondition) -> Result<()> {
+    if cond == Precondition::Absent {
+        return Err(Error::InvalidArgument(
+            "a delete cannot require the key to be absent".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl KeyValue {
@@ -298,6 +356,35 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Deletes `key` if `cond` holds (`Precondition::Absent` is invalid here). Deleting a
     /// missing key fails with `PreconditionFailed { current: None }`.
     async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse>;
+
+    /// [`Backend::put`], made conditional also on `guards` (conditions on other keys),
+    /// all checked atomically with the write: the guards in order, then `cond`. With no
+    /// guards this is `put`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::PreconditionFailed`] naming the first guard's key that failed (with that
+    /// key's current state), or `key` itself when only `cond` failed; otherwise as `put`.
+    async fn put_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        value: Bytes,
+        cond: Precondition,
+        lease: Option<LeaseId>,
+    ) -> Result<PutResponse>;
+
+    /// [`Backend::delete`], made conditional also on `guards`, as [`Backend::put_guarded`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Backend::put_guarded`] and [`Backend::delete`].
+    async fn delete_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        cond: Precondition,
+    ) -> Result<DeleteResponse>;
 
     /// Events for keys under `prefix` with revision strictly greater than `after`.
     /// Fails with [`Error::Compacted`] if `after` is older than the compaction point

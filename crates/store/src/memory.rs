@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::history::{self, HistoryPage, HistorySource, WatchHub};
 use crate::{
-    Backend, DeleteResponse, Error, Event, KeyValue, LeaseId, Precondition, PutResponse,
+    Backend, DeleteResponse, Error, Event, Guard, KeyValue, LeaseId, Precondition, PutResponse,
     RangeRequest, RangeResponse, Result, Revision, WatchStream,
 };
 
@@ -173,6 +173,11 @@ impl State {
             Some(lease) if lease.deadline > now => Ok(lease),
             _ => Err(Error::LeaseNotFound(id)),
         }
+    }
+
+    /// Checks `guards` against the current state, in order.
+    fn check_guards(&self, guards: &[Guard]) -> Result<()> {
+        Guard::check_all(guards, |key| self.kvs.get(key))
     }
 
     fn put(
@@ -340,14 +345,37 @@ impl Backend for MemoryBackend {
         cond: Precondition,
         lease: Option<LeaseId>,
     ) -> Result<PutResponse> {
+        self.put_guarded(&[], key, value, cond, lease).await
+    }
+
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+        self.delete_guarded(&[], key, cond).await
+    }
+
+    async fn put_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        value: Bytes,
+        cond: Precondition,
+        lease: Option<LeaseId>,
+    ) -> Result<PutResponse> {
         let mut state = self.inner.lock();
+        state.check_guards(guards)?;
         let (resp, event) = state.put(key, value, cond, lease, Instant::now())?;
         self.inner.hub.publish(vec![event]);
         Ok(resp)
     }
 
-    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+    async fn delete_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        cond: Precondition,
+    ) -> Result<DeleteResponse> {
+        crate::deletable(cond)?;
         let mut state = self.inner.lock();
+        state.check_guards(guards)?;
         let (resp, event) = state.delete(key, cond)?;
         self.inner.hub.publish(vec![event]);
         Ok(resp)

@@ -24,7 +24,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::sqlite::BatchObserver;
 use crate::{
-    Backend, DeleteResponse, KeyValue, LeaseId, Precondition, PutResponse, RangeRequest,
+    Backend, DeleteResponse, Guard, KeyValue, LeaseId, Precondition, PutResponse, RangeRequest,
     RangeResponse, Result, Revision, Store, WatchStream,
 };
 
@@ -141,6 +141,28 @@ impl Backend for Metered {
 
     async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
         self.timed("delete", self.inner.delete(key, cond)).await
+    }
+
+    async fn put_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        value: Bytes,
+        cond: Precondition,
+        lease: Option<LeaseId>,
+    ) -> Result<PutResponse> {
+        let put = self.inner.put_guarded(guards, key, value, cond, lease);
+        self.timed("put_guarded", put).await
+    }
+
+    async fn delete_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        cond: Precondition,
+    ) -> Result<DeleteResponse> {
+        let delete = self.inner.delete_guarded(guards, key, cond);
+        self.timed("delete_guarded", delete).await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {

@@ -65,7 +65,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::history::{self, HistoryPage, HistorySource, WatchHub};
 use crate::{
-    Backend, DeleteResponse, Error, Event, KeyValue, LeaseId, Precondition, PutResponse,
+    Backend, DeleteResponse, Error, Event, Guard, KeyValue, LeaseId, Precondition, PutResponse,
     RangeRequest, RangeResponse, Result, Revision, WatchStream,
 };
 
@@ -612,6 +612,7 @@ struct Queued {
 /// A write, with where to send its answer.
 enum Command {
     Put {
+        guards: Vec<Guard>,
         key: String,
         value: Bytes,
         cond: Precondition,
@@ -619,6 +620,7 @@ enum Command {
         reply: oneshot::Sender<Result<PutResponse>>,
     },
     Delete {
+        guards: Vec<Guard>,
         key: String,
         cond: Precondition,
         reply: oneshot::Sender<Result<DeleteResponse>>,
@@ -902,14 +904,30 @@ fn apply(
     }
     match command {
         Command::Put {
+            guards,
             key,
             value,
             cond,
             lease,
             reply,
-        } => settle(reply, put(tx, state, &key, value, cond, lease, now, events)),
-        Command::Delete { key, cond, reply } => {
-            settle(reply, delete(tx, state, &key, cond, events))
+        } => {
+            let applied = check_guards(tx, &guards).and_then(|checked| match checked {
+                Ok(()) => put(tx, state, &key, value, cond, lease, now, events),
+                Err(err) => Ok(Err(err)),
+            });
+            settle(reply, applied)
+        }
+        Command::Delete {
+            guards,
+            key,
+            cond,
+            reply,
+        } => {
+            let applied = check_guards(tx, &guards).and_then(|checked| match checked {
+                Ok(()) => delete(tx, state, &key, cond, events),
+                Err(err) => Ok(Err(err)),
+            });
+            settle(reply, applied)
         }
         Command::Compact { revision, reply } => settle(reply, compact(tx, state, revision)),
         Command::LeaseGrant { ttl, reply } => settle(reply, lease_grant(tx, state, ttl, now)),
@@ -925,6 +943,18 @@ fn apply(
             settle(reply, applied)
         }
     }
+}
+
+/// Checks a guarded write's guards, in order, against the batch's view of the store (the
+/// writes before it in the batch included).
+fn check_guards(tx: &Transaction<'_>, guards: &[Guard]) -> Applied<()> {
+    for guard in guards {
+        let current = read_kv(tx, &guard.key)?;
+        if let Err(err) = guard.cond.check(&guard.key, current.as_ref()) {
+            return Ok(Err(err));
+        }
+    }
+    Ok(Ok(()))
 }
 
 #[allow(clippy::too_many_arguments)] // one per part of a put, plus the batch context
@@ -1156,8 +1186,25 @@ impl Backend for SqliteBackend {
         cond: Precondition,
         lease: Option<LeaseId>,
     ) -> Result<PutResponse> {
+        self.put_guarded(&[], key, value, cond, lease).await
+    }
+
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+        self.delete_guarded(&[], key, cond).await
+    }
+
+    async fn put_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        value: Bytes,
+        cond: Precondition,
+        lease: Option<LeaseId>,
+    ) -> Result<PutResponse> {
         let key = key.to_owned();
+        let guards = guards.to_vec();
         self.request(|reply| Command::Put {
+            guards,
             key,
             value,
             cond,
@@ -1167,10 +1214,22 @@ impl Backend for SqliteBackend {
         .await
     }
 
-    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+    async fn delete_guarded(
+        &self,
+        guards: &[Guard],
+        key: &str,
+        cond: Precondition,
+    ) -> Result<DeleteResponse> {
+        crate::deletable(cond)?;
         let key = key.to_owned();
-        self.request(|reply| Command::Delete { key, cond, reply })
-            .await
+        let guards = guards.to_vec();
+        self.request(|reply| Command::Delete {
+            guards,
+            key,
+            cond,
+            reply,
+        })
+        .await
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
