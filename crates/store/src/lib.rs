@@ -25,6 +25,10 @@
 //! transaction and one fsync for all writes waiting at that moment, each write still
 //! getting its own revision.
 //!
+//! Writes can also be *guarded* by other keys' state ([`Guard`],
+//! [`Backend::put_guarded`]), atomically: that is how [`election`] fences a leader's
+//! writes with its term, so a deposed leader's writes fail in the store itself.
+//!
 //! Every backend passes the same conformance suite (`conformance`, compiled for this
 //! crate's tests and, for other crates, behind the `conformance` feature).
 //!
