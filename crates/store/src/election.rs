@@ -744,8 +744,10 @@ mod tests {
             unreachable!()
         };
         let takeover = frozen_at.elapsed();
+        eprintln!("takeover after a freeze: {takeover:?} (ttl {ttl:?})");
+        // The ttl, plus the store noticing the expiry (etcd checks every 0.5 s).
         assert!(
-            takeover <= ttl + ttl / 2 + Duration::from_millis(500),
+            takeover <= ttl + ttl / 2 + Duration::from_secs(1),
             "takeover took {takeover:?} with a ttl of {ttl:?}"
         );
         assert!(new_fence.create_revision > old_fence.create_revision);
@@ -844,6 +846,7 @@ mod tests {
         assert_eq!(*old.borrow_and_update(), Leadership::Stopped);
         wait_for(&mut rx, "the other to take over", is_leader).await;
         let handover = started.elapsed();
+        eprintln!("handover after resigning: {handover:?} (ttl {ttl:?})");
         assert!(
             handover < ttl / 2,
             "handover took {handover:?}: resigning must not wait for the ttl ({ttl:?})"
@@ -856,8 +859,10 @@ mod tests {
         two_electors_elect_exactly_one_leader(a, b, ttl).await;
         let (a, b) = make();
         a_frozen_leader_is_replaced_and_its_fenced_writes_fail(a, b, ttl).await;
+        // A longer ttl here costs nothing (the handover does not wait for it) and
+        // leaves a loaded machine room under the `ttl / 2` bound.
         let (a, b) = make();
-        resigning_hands_over_immediately(a, b, ttl).await;
+        resigning_hands_over_immediately(a, b, ttl * 2).await;
     }
 
     // -- memory, on paused time --
