@@ -349,17 +349,23 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Writes `value` at `key` if `cond` holds; the write is durable when this returns.
     /// `lease` attaches the key to a lease (which must exist).
+    /// A backend implements `put_guarded`; this is that with no guards.
     async fn put(
         &self,
         key: &str,
         value: Bytes,
         cond: Precondition,
         lease: Option<LeaseId>,
-    ) -> Result<PutResponse>;
+    ) -> Result<PutResponse> {
+        self.put_guarded(&[], key, value, cond, lease).await
+    }
 
     /// Deletes `key` if `cond` holds (`Precondition::Absent` is invalid here). Deleting a
-    /// missing key fails with `PreconditionFailed { current: None }`.
-    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse>;
+    /// missing key fails with `PreconditionFailed { current: None }`. A backend implements
+    /// `delete_guarded`; this is that with no guards.
+    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
+        self.delete_guarded(&[], key, cond).await
+    }
 
     /// [`Backend::put`], made conditional also on `guards` (conditions on other keys),
     /// all checked atomically with the write: the guards in order, then `cond`. With no

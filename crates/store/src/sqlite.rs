@@ -1179,20 +1179,6 @@ impl Backend for SqliteBackend {
         history::range_at(self.shared.clone(), &req, current, revision).await
     }
 
-    async fn put(
-        &self,
-        key: &str,
-        value: Bytes,
-        cond: Precondition,
-        lease: Option<LeaseId>,
-    ) -> Result<PutResponse> {
-        self.put_guarded(&[], key, value, cond, lease).await
-    }
-
-    async fn delete(&self, key: &str, cond: Precondition) -> Result<DeleteResponse> {
-        self.delete_guarded(&[], key, cond).await
-    }
-
     async fn put_guarded(
         &self,
         guards: &[Guard],
