@@ -83,6 +83,17 @@ pub fn read_token(path: &Path) -> Result<String> {
     Ok(t)
 }
 
+/// The address a client on this machine uses for a listener bound to `addr`: the
+/// loopback address of the same family when bound to "any" (`0.0.0.0`, `[::]`).
+fn client_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, addr.port()).into(),
+        _ => addr,
+    }
+}
+
 /// A kubeconfig for `server`, with a bearer token if given.
 pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
     let user = match token {
@@ -208,7 +219,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let addr = client_address(listener.local_addr()?);
     let url = format!("http://{addr}");
     std::fs::create_dir_all(&args.data_dir)?;
     let kubeconfig_path = args.data_dir.join("kubeconfig");
@@ -270,6 +281,16 @@ fn spawn_controllers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_reach_a_wildcard_listener_on_loopback() {
+        let any: std::net::SocketAddr = "0.0.0.0:7420".parse().unwrap();
+        assert_eq!(client_address(any).to_string(), "127.0.0.1:7420");
+        let any6: std::net::SocketAddr = "[::]:7420".parse().unwrap();
+        assert_eq!(client_address(any6).to_string(), "[::1]:7420");
+        let one: std::net::SocketAddr = "10.1.2.3:7420".parse().unwrap();
+        assert_eq!(client_address(one), one);
+    }
 
     #[test]
     fn kubeconfig_without_token_has_an_empty_user() {
