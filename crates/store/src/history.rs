@@ -1,4 +1,5 @@
-//! Watch fan-out shared by the in-process backends (memory and SQLite).
+//! Watch fan-out shared by the in-process backends (memory, SQLite, and the simulator's
+//! compact per-cluster stores, which is why it is public).
 //!
 //! ```text
 //!  writer ──commit──▶ WatchHub::publish(batch) ──broadcast ring (WATCH_RING_CAPACITY)──┐
@@ -43,18 +44,18 @@ use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revisio
 /// watcher can pin in memory, so it is kept small; a watcher that falls further behind
 /// re-reads the gap from history, which every backend keeps anyway. 256 batches absorbs
 /// ordinary scheduling jitter of a busy watcher without sending it back to history.
-pub(crate) const WATCH_RING_CAPACITY: usize = 256;
+pub const WATCH_RING_CAPACITY: usize = 256;
 
 /// How many revisions a catching-up watcher reads from history in one step: bounds the
 /// memory a replay holds at once and how long it holds a backend lock or read connection.
-pub(crate) const HISTORY_PAGE_REVISIONS: i64 = 1024;
+pub const HISTORY_PAGE_REVISIONS: i64 = 1024;
 
 /// One committed batch of events, shared by every watcher that receives it.
 type Batch = Arc<[Event]>;
 
 /// A page of history, as a backend's event log serves it to a catching-up watcher.
 #[derive(Debug)]
-pub(crate) struct HistoryPage {
+pub struct HistoryPage {
     /// Events under the prefix with revision in `(after, through]`, in revision order.
     pub events: Vec<Event>,
     /// The page covers every revision up to here.
@@ -65,7 +66,7 @@ pub(crate) struct HistoryPage {
 
 /// A backend's event log, as watchers read it.
 #[async_trait]
-pub(crate) trait HistorySource: Send + Sync + 'static {
+pub trait HistorySource: Send + Sync + 'static {
     /// Events under `prefix` with revision in `(after, after + max_revisions]`, clamped to
     /// the current revision.
     ///
@@ -85,7 +86,7 @@ pub(crate) trait HistorySource: Send + Sync + 'static {
 ///
 /// Each key changed after `at` takes the state its first later change replaced (none, if
 /// that change created it); every other key is as it is now.
-pub(crate) async fn range_at<S: HistorySource>(
+pub async fn range_at<S: HistorySource>(
     source: Arc<S>,
     req: &RangeRequest,
     current: RangeResponse,
@@ -157,7 +158,7 @@ pub(crate) async fn range_at<S: HistorySource>(
 }
 
 /// Where a backend publishes committed events for its watchers.
-pub(crate) struct WatchHub {
+pub struct WatchHub {
     tx: broadcast::Sender<Batch>,
 }
 
@@ -166,6 +167,12 @@ impl fmt::Debug for WatchHub {
         f.debug_struct("WatchHub")
             .field("watchers", &self.tx.receiver_count())
             .finish()
+    }
+}
+
+impl Default for WatchHub {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -185,8 +192,8 @@ impl WatchHub {
         let _ = self.tx.send(events.into());
     }
 
-    /// How many watch streams are subscribed.
-    #[cfg(test)]
+    /// How many watch streams are subscribed. A backend whose events are costly to build
+    /// (the simulator renders objects) may skip building them when nobody listens.
     pub fn watchers(&self) -> usize {
         self.tx.receiver_count()
     }
@@ -221,7 +228,7 @@ impl WatchHub {
 ///
 /// [`Error::Compacted`] if events after `after` were compacted (`after < compacted`);
 /// [`Error::FutureRevision`] if `after > current`.
-pub(crate) fn check_start(after: Revision, current: Revision, compacted: Revision) -> Result<()> {
+pub fn check_start(after: Revision, current: Revision, compacted: Revision) -> Result<()> {
     if after < compacted {
         return Err(Error::Compacted {
             requested: after,

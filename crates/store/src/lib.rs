@@ -68,7 +68,7 @@ pub mod conformance;
 pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
-mod history;
+pub mod history;
 pub mod memory;
 pub mod metered;
 pub mod sqlite;

@@ -1,0 +1,710 @@
+//! One simulated cluster's objects: etcd's data model with compact values.
+//!
+//! ```text
+//!  ClusterState
+//!  ├─ objects:  BTreeMap<key, Entry>     current state, key order (ranges are BTreeMap ranges)
+//!  │             Entry = Value + create/mod revision + version
+//!  │             Value = Raw(JSON bytes)          what clients wrote (Deployments, ConfigMaps…)
+//!  │                   | Node(Arc<NodeRecord>)    a simulated node: ~100 bytes, rendered on read
+//!  │                   | Pod(Arc<PodRecord>)      a controller-made pod: ~100 bytes, rendered on read
+//!  ├─ history:  VecDeque<Change>         the last `history_limit` revisions, for watches
+//!  └─ revision, compacted
+//! ```
+//!
+//! The key design decision: **what the simulator makes is kept compact and rendered on
+//! read.** A pod of a DaemonSet is its template (shared by every pod of that revision) plus
+//! a handful of fields (uid, node, lifecycle); a node is its profile (shared by every node of
+//! that shape) plus its name and condition. The Kubernetes object is built when someone
+//! reads or watches it, so 100,000 nodes and pods cost megabytes, not gigabytes, and a
+//! cluster nobody watches never renders anything. What clients write through the API is
+//! kept as they wrote it (`Raw`): a client can overwrite a simulated object (label a node),
+//! after which it is raw JSON like any other, and the simulator edits it as JSON.
+//!
+//! History is bounded per cluster (as kube-apiserver's watch cache is): a watcher that falls
+//! further behind than `history_limit` revisions gets "compacted" (410) and relists, which
+//! every Kubernetes client does.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde_json::{Value as Json, json};
+use shoal_store::{Error, Event, Guard, KeyValue, Precondition, Result, Revision};
+
+/// How many revisions of history a cluster keeps for watchers by default. A DaemonSet
+/// rollout over 100 nodes makes about 500 changes (create, schedule, start, ready, delete
+/// per pod), so a watcher may fall a whole rollout behind before it must relist.
+pub const DEFAULT_HISTORY_LIMIT: usize = 1024;
+
+/// How a stored object is kept.
+#[derive(Clone, Debug)]
+pub enum Value {
+    /// JSON as written through the API (without `resourceVersion`).
+    Raw(Bytes),
+    /// A node the simulator made.
+    Node(Arc<NodeRecord>),
+    /// A pod a simulated controller made.
+    Pod(Arc<PodRecord>),
+}
+
+/// One key's current state.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub value: Value,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    pub version: i64,
+}
+
+/// One revision's change: `next` is `None` for a delete.
+#[derive(Clone, Debug)]
+struct Change {
+    revision: Revision,
+    key: Arc<str>,
+    prev: Option<Entry>,
+    next: Option<Entry>,
+}
+
+/// What rendering needs besides the record: the cluster's `now` (node heartbeats).
+#[derive(Clone, Copy, Debug)]
+pub struct RenderContext {
+    pub now: Timestamp,
+}
+
+/// The objects of one simulated cluster.
+#[derive(Debug)]
+pub struct ClusterState {
+    objects: BTreeMap<Arc<str>, Entry>,
+    revision: Revision,
+    compacted: Revision,
+    history: VecDeque<Change>,
+    history_limit: usize,
+}
+
+impl Default for ClusterState {
+    fn default() -> Self {
+        Self::new(DEFAULT_HISTORY_LIMIT)
+    }
+}
+
+impl ClusterState {
+    /// An empty cluster at revision 0 keeping `history_limit` revisions for watchers.
+    pub fn new(history_limit: usize) -> Self {
+        ClusterState {
+            objects: BTreeMap::new(),
+            revision: 0,
+            compacted: 0,
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn compacted(&self) -> Revision {
+        self.compacted
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Entry> {
+        self.objects.get(key)
+    }
+
+    /// The entries under `prefix` after `start_after`, in key order.
+    pub fn range<'a>(
+        &'a self,
+        prefix: &'a str,
+        start_after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Entry)> + 'a {
+        let lower = match start_after {
+            Some(after) if after >= prefix => Bound::Excluded(after),
+            _ => Bound::Included(prefix),
+        };
+        self.objects
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    /// The key's state as the store reports it, for precondition checks (no rendering).
+    fn meta(&self, key: &str) -> Option<KeyValue> {
+        self.objects.get(key).map(|e| KeyValue {
+            key: key.to_owned(),
+            value: Bytes::new(),
+            create_revision: e.create_revision,
+            mod_revision: e.mod_revision,
+            version: e.version,
+            lease: None,
+        })
+    }
+
+    /// Fills a failed precondition's `current` with the key's rendered value, as a client
+    /// reading the key would see it.
+    pub fn explain(&self, err: Error, ctx: RenderContext) -> Error {
+        match err {
+            Error::PreconditionFailed {
+                key,
+                current: Some(_),
+            } => {
+                let current = self
+                    .objects
+                    .get(key.as_str())
+                    .map(|e| Box::new(render(&key, e, ctx)));
+                Error::PreconditionFailed { key, current }
+            }
+            other => other,
+        }
+    }
+
+    /// Checks `guards` and the key's own precondition without writing.
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] naming the key whose condition does not hold.
+    pub fn check(&self, guards: &[Guard], key: &str, cond: Precondition) -> Result<()> {
+        for guard in guards {
+            guard
+                .cond
+                .check(&guard.key, self.meta(&guard.key).as_ref())?;
+        }
+        cond.check(key, self.meta(key).as_ref())
+    }
+
+    /// Writes `value` at `key` at the next revision; returns the new and the previous entry.
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] when `cond` does not hold.
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: Value,
+        cond: Precondition,
+    ) -> Result<(Entry, Option<Entry>)> {
+        cond.check(key, self.meta(key).as_ref())?;
+        let revision = self.revision + 1;
+        let (key, prev) = match self.objects.get_key_value(key) {
+            Some((k, e)) => (k.clone(), Some(e.clone())),
+            None => (Arc::<str>::from(key), None),
+        };
+        let entry = Entry {
+            value,
+            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+        };
+        self.objects.insert(key.clone(), entry.clone());
+        self.record(Change {
+            revision,
+            key,
+            prev: prev.clone(),
+            next: Some(entry.clone()),
+        });
+        Ok((entry, prev))
+    }
+
+    /// Deletes `key` at the next revision; returns the entry it had and the revision.
+    ///
+    /// # Errors
+    /// [`Error::PreconditionFailed`] when the key is missing or `cond` does not hold;
+    /// [`Error::InvalidArgument`] for `Precondition::Absent`.
+    pub fn delete(&mut self, key: &str, cond: Precondition) -> Result<(Entry, Revision)> {
+        if cond == Precondition::Absent {
+            return Err(Error::InvalidArgument(
+                "a delete cannot require the key to be absent".into(),
+            ));
+        }
+        let meta = self.meta(key);
+        Precondition::Present.check(key, meta.as_ref())?;
+        cond.check(key, meta.as_ref())?;
+        let (key, prev) = self
+            .objects
+            .remove_entry(key)
+            .expect("checked present above");
+        let revision = self.revision + 1;
+        self.record(Change {
+            revision,
+            key,
+            prev: Some(prev.clone()),
+            next: None,
+        });
+        Ok((prev, revision))
+    }
+
+    fn record(&mut self, change: Change) {
+        self.revision = change.revision;
+        self.history.push_back(change);
+        while self.history.len() > self.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.compacted = old.revision;
+            }
+        }
+    }
+
+    /// Forgets history up to `revision`.
+    ///
+    /// # Errors
+    /// [`Error::FutureRevision`] beyond the current revision.
+    pub fn compact(&mut self, revision: Revision) -> Result<()> {
+        if revision > self.revision {
+            return Err(Error::FutureRevision {
+                requested: revision,
+                current: self.revision,
+            });
+        }
+        while self.history.front().is_some_and(|c| c.revision <= revision) {
+            self.history.pop_front();
+        }
+        self.compacted = self.compacted.max(revision);
+        Ok(())
+    }
+
+    /// The events under `prefix` with revision in `(after, through]`, rendered.
+    ///
+    /// # Errors
+    /// [`Error::Compacted`] when `after` is below the retained history.
+    pub fn events(
+        &self,
+        prefix: &str,
+        after: Revision,
+        through: Revision,
+        ctx: RenderContext,
+    ) -> Result<Vec<Event>> {
+        if after < self.compacted {
+            return Err(Error::Compacted {
+                requested: after,
+                compacted: self.compacted,
+            });
+        }
+        // history[i] holds revision compacted + 1 + i.
+        let start = usize::try_from(after - self.compacted).unwrap_or(0);
+        let end = usize::try_from(through - self.compacted)
+            .unwrap_or(0)
+            .min(self.history.len());
+        Ok(self
+            .history
+            .range(start.min(end)..end)
+            .filter(|c| c.key.starts_with(prefix))
+            .map(|c| change_event(c, ctx))
+            .collect())
+    }
+}
+
+fn change_event(c: &Change, ctx: RenderContext) -> Event {
+    let prev = c.prev.as_ref().map(|e| render(&c.key, e, ctx));
+    match &c.next {
+        Some(e) => Event::Put {
+            kv: render(&c.key, e, ctx),
+            prev,
+        },
+        None => Event::Delete {
+            prev: prev.expect("a delete has a previous value"),
+            revision: c.revision,
+        },
+    }
+}
+
+/// The stored form of `entry` at `key`: the bytes a client reads (without resourceVersion).
+pub fn render(key: &str, entry: &Entry, ctx: RenderContext) -> KeyValue {
+    let value = match &entry.value {
+        Value::Raw(b) => b.clone(),
+        Value::Node(n) => Bytes::from(serde_json::to_vec(&n.to_json(key, ctx)).unwrap_or_default()),
+        Value::Pod(p) => Bytes::from(serde_json::to_vec(&p.to_json(key)).unwrap_or_default()),
+    };
+    KeyValue {
+        key: key.to_owned(),
+        value,
+        create_revision: entry.create_revision,
+        mod_revision: entry.mod_revision,
+        version: entry.version,
+        lease: None,
+    }
+}
+
+/// The last path segment of a key: the object's name.
+fn name_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// The namespace segment of a namespaced key (`…/{namespace}/{name}`).
+fn namespace_of(key: &str) -> &str {
+    let mut it = key.rsplit('/');
+    it.next();
+    it.next().unwrap_or("default")
+}
+
+fn time(t: Timestamp) -> Json {
+    // Kubernetes' metav1.Time has second precision.
+    Json::String(t.round(jiff::Unit::Second).unwrap_or(t).to_string())
+}
+
+/// What nodes of one shape share: everything of the Node object but its identity and
+/// condition (labels, nodeInfo, capacity), pre-built once.
+#[derive(Debug)]
+pub struct NodeProfile {
+    /// A Node object without `metadata.name/uid/creationTimestamp` and without
+    /// `status.conditions`.
+    pub base: Json,
+}
+
+/// A simulated node.
+#[derive(Clone, Debug)]
+pub struct NodeRecord {
+    pub profile: Arc<NodeProfile>,
+    pub uid: uuid::Uuid,
+    pub created: Timestamp,
+    /// The Ready condition and when it last changed.
+    pub ready: bool,
+    pub ready_since: Timestamp,
+    /// The reason of a NotReady condition (a fault's name).
+    pub not_ready_reason: Option<Arc<str>>,
+    pub unschedulable: bool,
+}
+
+/// How often a node's heartbeat shows as renewed (the kubelet's status report period).
+const HEARTBEAT_SECONDS: i64 = 40;
+
+impl NodeRecord {
+    /// The Node object.
+    pub fn to_json(&self, key: &str, ctx: RenderContext) -> Json {
+        let name = name_of(key);
+        let mut v = self.profile.base.clone();
+        let meta = ensure_object(&mut v, "metadata");
+        meta.insert("name".into(), json!(name));
+        meta.insert("uid".into(), json!(self.uid.to_string()));
+        meta.insert("creationTimestamp".into(), time(self.created));
+        ensure_object_in(meta, "labels").insert("kubernetes.io/hostname".into(), json!(name));
+        if self.unschedulable {
+            ensure_object(&mut v, "spec").insert("unschedulable".into(), json!(true));
+        }
+        // A ready node heartbeats: the last report is the latest period boundary.
+        let heartbeat = if self.ready {
+            let secs = ctx.now.as_second();
+            let beat = secs - secs.rem_euclid(HEARTBEAT_SECONDS);
+            Timestamp::from_second(beat)
+                .unwrap_or(ctx.now)
+                .max(self.ready_since)
+        } else {
+            self.ready_since
+        };
+        let (status, reason, message) = if self.ready {
+            (
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status".to_string(),
+            )
+        } else {
+            let why = self
+                .not_ready_reason
+                .as_deref()
+                .unwrap_or("NodeStatusUnknown");
+            (
+                "Unknown",
+                "NodeStatusUnknown",
+                format!("Kubelet stopped posting node status ({why})."),
+            )
+        };
+        let pressure = |t: &str, reason: &str| {
+            json!({"type": t, "status": "False", "reason": reason,
+                   "lastHeartbeatTime": time(heartbeat), "lastTransitionTime": time(self.created)})
+        };
+        let status_obj = ensure_object(&mut v, "status");
+        status_obj.insert(
+            "conditions".into(),
+            json!([
+                pressure("MemoryPressure", "KubeletHasSufficientMemory"),
+                pressure("DiskPressure", "KubeletHasNoDiskPressure"),
+                pressure("PIDPressure", "KubeletHasSufficientPID"),
+                {"type": "Ready", "status": status, "reason": reason, "message": message,
+                 "lastHeartbeatTime": time(heartbeat), "lastTransitionTime": time(self.ready_since)}
+            ]),
+        );
+        let ip = ip_of(self.uid);
+        status_obj.insert(
+            "addresses".into(),
+            json!([{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]),
+        );
+        v
+    }
+}
+
+/// A stable private address for an object, from its uid.
+pub fn ip_of(uid: uuid::Uuid) -> String {
+    let b = uid.as_bytes();
+    format!("10.{}.{}.{}", b[0], b[1], b[2].max(1))
+}
+
+fn ensure_object<'a>(v: &'a mut Json, field: &str) -> &'a mut serde_json::Map<String, Json> {
+    if !v.is_object() {
+        *v = json!({});
+    }
+    let map = v.as_object_mut().expect("made an object above");
+    ensure_object_in(map, field)
+}
+
+fn ensure_object_in<'a>(
+    map: &'a mut serde_json::Map<String, Json>,
+    field: &str,
+) -> &'a mut serde_json::Map<String, Json> {
+    let slot = map.entry(field.to_string()).or_insert_with(|| json!({}));
+    if !slot.is_object() {
+        *slot = json!({});
+    }
+    slot.as_object_mut().expect("made an object above")
+}
+
+/// What pods of one revision of one workload share: the template as the pod's metadata and
+/// spec, with the owner reference and revision labels already in place.
+#[derive(Debug)]
+pub struct PodTemplate {
+    /// `{"metadata": {labels, annotations, ownerReferences, generateName}, "spec": {...}}`.
+    pub base: Json,
+    /// The containers' names and images, in order (for container statuses).
+    pub containers: Vec<(String, String)>,
+}
+
+/// Where a simulated pod is in its life, as the kubelet reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PodPhase {
+    /// Not bound to a node yet.
+    Unscheduled,
+    /// Bound; the kubelet is pulling images and starting containers.
+    ContainerCreating,
+    /// Containers run; `ready` says whether readiness passed.
+    Running { ready: bool },
+    /// The container keeps exiting; the kubelet waits before restarting it.
+    CrashLoopBackOff,
+    /// Finished successfully (job pods).
+    Succeeded,
+    /// Finished with an error (job pods).
+    Failed,
+}
+
+/// A pod a simulated controller made.
+#[derive(Clone, Debug)]
+pub struct PodRecord {
+    pub template: Arc<PodTemplate>,
+    pub uid: uuid::Uuid,
+    pub created: Timestamp,
+    pub node: Option<Arc<str>>,
+    pub phase: PodPhase,
+    pub restarts: u32,
+    /// When the containers (last) started.
+    pub started: Option<Timestamp>,
+    /// When the pod last changed phase or readiness.
+    pub transition: Timestamp,
+}
+
+impl PodRecord {
+    /// The Pod object.
+    pub fn to_json(&self, key: &str) -> Json {
+        let mut v = self.template.base.clone();
+        let meta = ensure_object(&mut v, "metadata");
+        meta.insert("name".into(), json!(name_of(key)));
+        meta.insert("namespace".into(), json!(namespace_of(key)));
+        meta.insert("uid".into(), json!(self.uid.to_string()));
+        meta.insert("creationTimestamp".into(), time(self.created));
+        if let Some(node) = &self.node {
+            ensure_object(&mut v, "spec").insert("nodeName".into(), json!(node.as_ref()));
+        }
+        let (phase, ready) = match self.phase {
+            PodPhase::Unscheduled | PodPhase::ContainerCreating => ("Pending", false),
+            PodPhase::Running { ready } => ("Running", ready),
+            PodPhase::CrashLoopBackOff => ("Running", false),
+            PodPhase::Succeeded => ("Succeeded", false),
+            PodPhase::Failed => ("Failed", false),
+        };
+        let t = time(self.transition);
+        let cond = |ty: &str, ok: bool| json!({"type": ty, "status": if ok {"True"} else {"False"}, "lastTransitionTime": t});
+        let scheduled = self.node.is_some();
+        let started = !matches!(
+            self.phase,
+            PodPhase::Unscheduled | PodPhase::ContainerCreating
+        );
+        let containers: Vec<Json> = self
+            .template
+            .containers
+            .iter()
+            .map(|(name, image)| {
+                let state = match self.phase {
+                    PodPhase::Unscheduled => json!({"waiting": {"reason": "Pending"}}),
+                    PodPhase::ContainerCreating => {
+                        json!({"waiting": {"reason": "ContainerCreating"}})
+                    }
+                    PodPhase::Running { .. } => {
+                        json!({"running": {"startedAt": time(self.started.unwrap_or(self.transition))}})
+                    }
+                    PodPhase::CrashLoopBackOff => json!({"waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": format!("back-off restarting failed container {name}")}}),
+                    PodPhase::Succeeded => json!({"terminated": {"exitCode": 0, "reason": "Completed",
+                        "finishedAt": t}}),
+                    PodPhase::Failed => json!({"terminated": {"exitCode": 1, "reason": "Error",
+                        "finishedAt": t}}),
+                };
+                let mut c = json!({
+                    "name": name, "image": image, "imageID": "", "ready": ready,
+                    "restartCount": self.restarts, "started": started && ready, "state": state,
+                });
+                if self.restarts > 0 {
+                    c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+                }
+                c
+            })
+            .collect();
+        let mut status = json!({
+            "phase": phase,
+            "conditions": [
+                cond("PodScheduled", scheduled),
+                cond("Initialized", scheduled),
+                cond("ContainersReady", ready),
+                cond("Ready", ready),
+            ],
+            "qosClass": "BestEffort",
+        });
+        if scheduled {
+            status["startTime"] = time(self.created);
+            status["podIP"] = json!(ip_of(self.uid));
+            status["containerStatuses"] = Json::Array(containers);
+        }
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("status".into(), status);
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Value {
+        Value::Raw(Bytes::from(s.to_owned()))
+    }
+
+    fn ctx() -> RenderContext {
+        RenderContext {
+            now: "2026-11-22T08:00:30Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn revisions_count_every_change_and_cas_is_enforced() {
+        let mut st = ClusterState::new(16);
+        let (e, prev) = st.put("/a", raw("1"), Precondition::Absent).unwrap();
+        assert_eq!((e.create_revision, e.mod_revision, e.version), (1, 1, 1));
+        assert!(prev.is_none());
+        assert!(st.put("/a", raw("x"), Precondition::Absent).is_err());
+        assert!(
+            st.put("/a", raw("x"), Precondition::ModRevision(7))
+                .is_err()
+        );
+        let (e, prev) = st
+            .put("/a", raw("2"), Precondition::ModRevision(1))
+            .unwrap();
+        assert_eq!((e.create_revision, e.mod_revision, e.version), (1, 2, 2));
+        assert_eq!(prev.unwrap().mod_revision, 1);
+        let (_, rev) = st.delete("/a", Precondition::None).unwrap();
+        assert_eq!(rev, 3);
+        assert!(st.delete("/a", Precondition::None).is_err());
+        assert_eq!(st.revision(), 3);
+    }
+
+    #[test]
+    fn history_is_bounded_and_older_watches_are_compacted() {
+        let mut st = ClusterState::new(4);
+        for i in 0..10 {
+            st.put(&format!("/k/{i}"), raw("{}"), Precondition::None)
+                .unwrap();
+        }
+        assert_eq!(st.compacted(), 6);
+        assert!(matches!(
+            st.events("/k/", 5, 10, ctx()),
+            Err(Error::Compacted { .. })
+        ));
+        let events = st.events("/k/", 6, 10, ctx()).unwrap();
+        let revs: Vec<_> = events.iter().map(Event::revision).collect();
+        assert_eq!(revs, vec![7, 8, 9, 10]);
+        let events = st.events("/k/9", 6, 10, ctx()).unwrap();
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn ranges_stay_inside_their_prefix() {
+        let mut st = ClusterState::default();
+        for k in ["/p/a/1", "/p/a/2", "/p/b/1", "/q/1"] {
+            st.put(k, raw("{}"), Precondition::None).unwrap();
+        }
+        let keys: Vec<_> = st
+            .range("/p/a/", None)
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(keys, vec!["/p/a/1", "/p/a/2"]);
+        let keys: Vec<_> = st
+            .range("/p/", Some("/p/a/2"))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(keys, vec!["/p/b/1"]);
+    }
+
+    #[test]
+    fn a_simulated_node_renders_as_a_node_with_a_ready_condition() {
+        let profile = Arc::new(NodeProfile {
+            base: json!({"apiVersion": "v1", "kind": "Node",
+                         "metadata": {"labels": {"topology.kubernetes.io/zone": "z1"}},
+                         "status": {"nodeInfo": {"kernelVersion": "5.10"}}}),
+        });
+        let node = NodeRecord {
+            profile,
+            uid: uuid::Uuid::from_u128(7),
+            created: "2026-11-22T07:00:00Z".parse().unwrap(),
+            ready: true,
+            ready_since: "2026-11-22T07:00:00Z".parse().unwrap(),
+            not_ready_reason: None,
+            unschedulable: false,
+        };
+        let v = node.to_json("/registry/core/nodes/n-1", ctx());
+        assert_eq!(v["metadata"]["name"], "n-1");
+        assert_eq!(v["metadata"]["labels"]["kubernetes.io/hostname"], "n-1");
+        assert_eq!(v["metadata"]["labels"]["topology.kubernetes.io/zone"], "z1");
+        let ready = &v["status"]["conditions"][3];
+        assert_eq!(ready["type"], "Ready");
+        assert_eq!(ready["status"], "True");
+        assert_eq!(ready["lastHeartbeatTime"], "2026-11-22T08:00:00Z");
+    }
+
+    #[test]
+    fn a_crash_looping_pod_renders_the_reason_kubectl_shows() {
+        let template = Arc::new(PodTemplate {
+            base: json!({"apiVersion": "v1", "kind": "Pod",
+                         "metadata": {"labels": {"app": "agent"}},
+                         "spec": {"containers": [{"name": "agent", "image": "agent:bad"}]}}),
+            containers: vec![("agent".into(), "agent:bad".into())],
+        });
+        let pod = PodRecord {
+            template,
+            uid: uuid::Uuid::from_u128(9),
+            created: "2026-11-22T07:00:00Z".parse().unwrap(),
+            node: Some("n-1".into()),
+            phase: PodPhase::CrashLoopBackOff,
+            restarts: 3,
+            started: None,
+            transition: "2026-11-22T07:01:00Z".parse().unwrap(),
+        };
+        let v = pod.to_json("/registry/core/pods/kube-system/agent-abc");
+        assert_eq!(v["metadata"]["namespace"], "kube-system");
+        assert_eq!(v["spec"]["nodeName"], "n-1");
+        let c = &v["status"]["containerStatuses"][0];
+        assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff");
+        assert_eq!(c["restartCount"], 3);
+        assert_eq!(v["status"]["phase"], "Running");
+    }
+}
