@@ -19,3 +19,4 @@ pub mod backend;
 pub mod state;
 
 pub use backend::SimCluster;
+pub mod pods;
