@@ -67,6 +67,8 @@ pub enum ApiError {
     #[error("{0}")]
     Timeout(String),
     #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -97,6 +99,7 @@ impl From<shoal_store::Error> for ApiError {
             shoal_store::Error::FutureRevision { requested, current } => ApiError::Timeout(
                 format!("Too large resource version: {requested}, current: {current}"),
             ),
+            shoal_store::Error::Unavailable(msg) => ApiError::Unavailable(msg),
             other => {
                 let mut msg = other.to_string();
                 let mut src = std::error::Error::source(&other);
@@ -130,6 +133,7 @@ impl ApiError {
             ApiError::Gone(_) => (StatusCode::GONE, "Expired"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }

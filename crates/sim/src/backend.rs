@@ -13,6 +13,7 @@
 //! later reads the gap from the cluster's bounded history, rendered then.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -34,8 +35,20 @@ pub struct SimCluster {
     inner: Arc<Inner>,
 }
 
+/// How a cluster's API server misbehaves (a fault profile's "slow" or "erroring" API).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ApiFault {
+    /// Added to every request.
+    pub latency: Duration,
+    /// The share of requests (0.0–1.0) answered 503 ServiceUnavailable.
+    pub error_rate: f64,
+}
+
 struct Inner {
     name: String,
+    /// The API fault in force, and a request counter that makes its errors deterministic.
+    api_fault: Mutex<Option<ApiFault>>,
+    requests: AtomicU64,
     state: Mutex<ClusterState>,
     hub: WatchHub,
     clock: SharedClock,
@@ -56,6 +69,8 @@ impl SimCluster {
         SimCluster {
             inner: Arc::new(Inner {
                 name: name.into(),
+                api_fault: Mutex::new(None),
+                requests: AtomicU64::new(0),
                 state: Mutex::new(ClusterState::new(history_limit)),
                 hub: WatchHub::new(),
                 clock,
@@ -75,6 +90,42 @@ impl SimCluster {
     /// The cluster as a store, for its API surface.
     pub fn store(&self) -> Store {
         Store::new(self.clone())
+    }
+
+    /// Makes the cluster's API slow or erroring (`None`: healthy again).
+    pub fn set_api_fault(&self, fault: Option<ApiFault>) {
+        *self
+            .inner
+            .api_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = fault;
+    }
+
+    /// Applies the API fault in force to one request: waits its latency, then fails it
+    /// if its turn came (every request's fate follows from its sequence number).
+    async fn disturb(&self) -> Result<()> {
+        let fault = *self
+            .inner
+            .api_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(fault) = fault else {
+            return Ok(());
+        };
+        if !fault.latency.is_zero() {
+            tokio::time::sleep(fault.latency).await;
+        }
+        let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let draw = crate::pods::fnv1a(&[self.inner.name.as_bytes(), &n.to_le_bytes()]);
+        // The top 53 bits as a uniform number in [0, 1).
+        let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
+        if unit < fault.error_rate {
+            return Err(Error::Unavailable(format!(
+                "the API server of simulated cluster {} is failing (fault profile)",
+                self.inner.name
+            )));
+        }
+        Ok(())
     }
 
     /// Waits for the next API write (or returns at once if one happened since the last wait).
@@ -159,6 +210,7 @@ fn unsupported() -> Error {
 #[async_trait]
 impl Backend for SimCluster {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.disturb().await?;
         let ctx = self.ctx();
         Ok(self
             .inner
@@ -168,6 +220,7 @@ impl Backend for SimCluster {
     }
 
     async fn range(&self, req: RangeRequest) -> Result<RangeResponse> {
+        self.disturb().await?;
         let ctx = self.ctx();
         let state = self.inner.lock();
         let limit = if req.limit == 0 {
@@ -210,6 +263,7 @@ impl Backend for SimCluster {
         if lease.is_some() {
             return Err(unsupported());
         }
+        self.disturb().await?;
         let ctx = self.ctx();
         let resp = {
             let mut state = self.inner.lock();
@@ -239,6 +293,7 @@ impl Backend for SimCluster {
                 "a delete cannot require the key to be absent".into(),
             ));
         }
+        self.disturb().await?;
         let ctx = self.ctx();
         let resp = {
             let mut state = self.inner.lock();
@@ -260,6 +315,7 @@ impl Backend for SimCluster {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        self.disturb().await?;
         let state = self.inner.lock();
         let weak: Weak<dyn HistorySource> = Arc::downgrade(&self.inner) as Weak<Inner>;
         let stream = self.inner.hub.watch(weak, prefix, after);
@@ -306,5 +362,27 @@ mod tests {
         // The store's model-based property test: random puts, CAS, deletes, ranges, snapshot
         // reads and watches against a model. History is kept long enough for every case.
         shoal_store::conformance::model_check(|| cluster(1 << 20).store(), 64);
+    }
+
+    #[tokio::test]
+    async fn an_erroring_api_fails_its_share_of_requests_and_recovers() {
+        let c = cluster(16);
+        let store = c.store();
+        c.set_api_fault(Some(ApiFault {
+            latency: Duration::ZERO,
+            error_rate: 0.3,
+        }));
+        let mut failed = 0;
+        for _ in 0..1000 {
+            if let Err(e) = store.get("/k").await {
+                assert!(matches!(e, Error::Unavailable(_)), "{e}");
+                failed += 1;
+            }
+        }
+        assert!((250..350).contains(&failed), "{failed} of 1000 failed");
+        c.set_api_fault(None);
+        for _ in 0..100 {
+            store.get("/k").await.expect("healthy again");
+        }
     }
 }

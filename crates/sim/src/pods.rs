@@ -178,7 +178,11 @@ mod tests {
             (0..10_000).map(|i| pod_name("agent", "uid-1", i)).collect();
         // 10,000 draws from 27^5 suffixes: a handful of collisions at most.
         assert!(names.len() > 9_980, "{} distinct", names.len());
-        assert!(names.iter().all(|n| n.starts_with("agent-") && n.len() == 11));
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("agent-") && n.len() == 11)
+        );
     }
 
     #[test]
@@ -195,20 +199,26 @@ mod tests {
             &template("agent:1"),
             &[("controller-revision-hash", "abc".into())],
         );
-        assert_eq!(t.base["metadata"]["labels"]["controller-revision-hash"], "abc");
+        assert_eq!(
+            t.base["metadata"]["labels"]["controller-revision-hash"],
+            "abc"
+        );
         assert_eq!(t.base["metadata"]["labels"]["app"], "agent");
         let pod = &t.base;
         assert_eq!(controller_of(pod), Some(("DaemonSet", "agent", "u-1")));
-        assert_eq!(t.containers, vec![("agent".to_string(), "agent:1".to_string())]);
+        assert_eq!(
+            t.containers,
+            vec![("agent".to_string(), "agent:1".to_string())]
+        );
     }
 
     #[test]
     fn keys_follow_the_api_servers_layout() {
+        assert_eq!(key("", "pods", Some("ns"), "p"), "/registry/core/pods/ns/p");
         assert_eq!(
-            key("", "pods", Some("ns"), "p"),
-            "/registry/core/pods/ns/p"
+            key("apps", "daemonsets", Some("ns"), "d"),
+            "/registry/apps/daemonsets/ns/d"
         );
-        assert_eq!(key("apps", "daemonsets", Some("ns"), "d"), "/registry/apps/daemonsets/ns/d");
         assert_eq!(key("", "nodes", None, "n"), "/registry/core/nodes/n");
     }
 }

@@ -321,6 +321,10 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("store backend failed: {0}")]
     Backend(String),
+    /// The backend refused the request for now; the client may retry (a simulated
+    /// cluster's API server under an "erroring" fault answers this).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
