@@ -45,7 +45,7 @@ pub fn safe_string(mut seed: u64, n: usize) -> String {
     (0..n)
         .map(|_| {
             let c = SAFE_ALPHABET[(seed % base) as usize] as char;
-            seed = seed / base ^ seed.rotate_left(17);
+            seed = (seed / base) ^ seed.rotate_left(17);
             c
         })
         .collect()
