@@ -128,6 +128,11 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Wakes the driver (something it depends on changed, e.g. the fault model).
+    pub fn poke(&self) {
+        self.inner.wake.notify_one();
+    }
+
     /// Waits for the next API write (or returns at once if one happened since the last wait).
     ///
     /// # Cancel safety

@@ -1,0 +1,215 @@
+//! A running simulation: the fleet's clusters, seeded with their nodes, and one driver task
+//! per cluster on the shared clock.
+//!
+//! ```text
+//!  Fleet (fleet.rs, expanded) ──build──▶ Simulation
+//!                                          ├─ members: Vec<Member { SimCluster, labels }>
+//!                                          ├─ by_name: HashMap<name, index>
+//!                                          ├─ faults:  RwLock<Arc<FaultModel>>   (swappable at run time)
+//!                                          └─ spawn() ─▶ one `driver::run` task per cluster
+//! ```
+//!
+//! The key decision: clusters share nothing mutable. Each has its own lock, revision and
+//! driver task, so 10,000 clusters scale across the runtime's threads and a hot cluster
+//! never stalls a quiet one; what they share (node classes, the fault model, the clock)
+//! is immutable or swapped whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Value as Json, json};
+use shoal_core::clock::SharedClock;
+use shoal_store::Precondition;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::backend::SimCluster;
+use crate::driver;
+use crate::faults::FaultModel;
+use crate::fleet::{Fleet, NodeClass};
+use crate::pods::key;
+use crate::state::{NodeProfile, NodeRecord, Value};
+
+/// The namespaces every simulated cluster starts with, as a kubeadm cluster has them.
+pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Tunables of a simulation.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Revisions of history each cluster keeps for watchers.
+    pub history_limit: usize,
+    /// How long a pod takes from scheduled to running (virtual time).
+    pub startup_latency: jiff::SignedDuration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            history_limit: crate::state::DEFAULT_HISTORY_LIMIT,
+            startup_latency: jiff::SignedDuration::from_secs(5),
+        }
+    }
+}
+
+/// One simulated cluster and its attribute labels.
+#[derive(Debug)]
+pub struct Member {
+    pub cluster: SimCluster,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A fleet of simulated clusters.
+#[derive(Debug)]
+pub struct Simulation {
+    members: Vec<Member>,
+    by_name: HashMap<String, usize>,
+    clock: SharedClock,
+    config: SimConfig,
+    faults: Arc<RwLock<Arc<FaultModel>>>,
+}
+
+impl Simulation {
+    /// Builds every cluster of `fleet` with its nodes and namespaces, at the clock's now.
+    pub fn build(fleet: &Fleet, clock: SharedClock, config: SimConfig) -> Self {
+        let now = clock.now();
+        let mut profiles: HashMap<*const NodeClass, Arc<NodeProfile>> = HashMap::new();
+        let mut members = Vec::with_capacity(fleet.clusters.len());
+        let mut by_name = HashMap::with_capacity(fleet.clusters.len());
+        for fc in &fleet.clusters {
+            let cluster = SimCluster::new(fc.name.clone(), clock.clone(), config.history_limit);
+            cluster.apply(|state| {
+                for ns in NAMESPACES {
+                    let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+                        "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(),
+                                     "creationTimestamp": now.to_string()},
+                        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                    let bytes = bytes::Bytes::from(obj.to_string());
+                    let _ = state.put(
+                        &key("", "namespaces", None, ns),
+                        Value::Raw(bytes),
+                        Precondition::None,
+                    );
+                }
+                for node in &fc.nodes {
+                    let class = fc.class_of(*node);
+                    let profile = profiles
+                        .entry(Arc::as_ptr(class))
+                        .or_insert_with(|| Arc::new(node_profile(class)))
+                        .clone();
+                    let record = NodeRecord {
+                        profile,
+                        uid: uuid::Uuid::new_v4(),
+                        created: now,
+                        ready: true,
+                        ready_since: now,
+                        not_ready_reason: None,
+                        unschedulable: false,
+                    };
+                    let _ = state.put(
+                        &key("", "nodes", None, &fc.node_name(node.index)),
+                        Value::Node(Arc::new(record)),
+                        Precondition::None,
+                    );
+                }
+            });
+            by_name.insert(fc.name.clone(), members.len());
+            members.push(Member {
+                cluster,
+                labels: fc.labels.clone(),
+            });
+        }
+        Simulation {
+            members,
+            by_name,
+            clock,
+            config,
+            faults: Arc::new(RwLock::new(Arc::new(FaultModel::none()))),
+        }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Member> {
+        self.by_name.get(name).map(|i| &self.members[*i])
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Replaces the fault model (a fault profile changed at run time).
+    pub fn set_faults(&self, model: FaultModel) {
+        *self.faults.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(model);
+        for m in &self.members {
+            m.cluster.poke();
+        }
+    }
+
+    /// The fault model in force.
+    pub fn faults(&self) -> Arc<FaultModel> {
+        self.faults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts one driver per cluster; they stop when `cancel` is cancelled.
+    pub fn spawn(&self, cancel: &CancellationToken) -> JoinSet<()> {
+        let mut set = JoinSet::new();
+        for m in &self.members {
+            let ctx = driver::Context {
+                cluster: m.cluster.clone(),
+                labels: Arc::new(m.labels.clone()),
+                faults: self.faults.clone(),
+                config: self.config.clone(),
+            };
+            let span = tracing::info_span!("sim_driver", cluster = %m.cluster.name());
+            set.spawn(driver::run(ctx, cancel.child_token()).instrument(span));
+        }
+        set
+    }
+}
+
+/// The Node object shared by every node of `class`, without identity and conditions.
+fn node_profile(class: &NodeClass) -> NodeProfile {
+    let p = &class.profile;
+    let mut labels: BTreeMap<String, Json> = class
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    labels
+        .entry("kubernetes.io/os".into())
+        .or_insert(json!("linux"));
+    labels
+        .entry("kubernetes.io/arch".into())
+        .or_insert(json!("amd64"));
+    let mut base = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"labels": labels},
+        "spec": {},
+        "status": {
+            "capacity": p.capacity,
+            "allocatable": p.capacity,
+            "nodeInfo": {
+                "kernelVersion": p.kernel,
+                "osImage": p.os_image,
+                "kubeletVersion": p.kubelet_version,
+                "kubeProxyVersion": p.kubelet_version,
+                "containerRuntimeVersion": p.container_runtime_version,
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "machineID": "", "systemUUID": "", "bootID": "",
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        },
+    });
+    if !p.taints.is_empty() {
+        base["spec"]["taints"] = serde_json::to_value(&p.taints).unwrap_or(json!([]));
+    }
+    NodeProfile { base }
+}
