@@ -14,3 +14,6 @@
 //! ready, whether a fault fires) are pure functions over small views, property-tested
 //! without a server; the state they act on is compact (a pod is a few dozen bytes, its
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
+
+pub mod faults;
+pub mod fleet;
