@@ -16,7 +16,13 @@
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
 
 pub mod backend;
+pub mod driver;
+pub mod faults;
+pub mod fleet;
+pub mod pods;
+pub mod runtime;
 pub mod state;
+pub mod workload;
 
 pub use backend::SimCluster;
-pub mod pods;
+pub use runtime::Simulation;

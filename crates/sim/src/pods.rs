@@ -102,11 +102,6 @@ pub fn pod_template(
         labels.insert((*k).to_string(), v.clone());
     }
     let spec = template.spec.clone().unwrap_or_default();
-    let containers = spec
-        .containers
-        .iter()
-        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
-        .collect();
     let mut spec_json = serde_json::to_value(&spec).unwrap_or_else(|_| json!({}));
     if let Some(obj) = spec_json.as_object_mut() {
         obj.entry("restartPolicy").or_insert(json!("Always"));
@@ -130,10 +125,9 @@ pub fn pod_template(
     if let Some(annotations) = meta.annotations.filter(|a| !a.is_empty()) {
         metadata["annotations"] = json!(annotations);
     }
-    Arc::new(PodTemplate {
-        base: json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec_json}),
-        containers,
-    })
+    Arc::new(PodTemplate::from_base(
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec_json}),
+    ))
 }
 
 /// The owner (controller) reference of a pod object, if any: `(kind, name, uid)`.

@@ -41,6 +41,8 @@ pub struct SimConfig {
     pub history_limit: usize,
     /// How long a pod takes from scheduled to running (virtual time).
     pub startup_latency: jiff::SignedDuration,
+    /// How long a running pod takes to pass readiness (virtual time).
+    pub ready_after: jiff::SignedDuration,
 }
 
 impl Default for SimConfig {
@@ -48,6 +50,7 @@ impl Default for SimConfig {
         SimConfig {
             history_limit: crate::state::DEFAULT_HISTORY_LIMIT,
             startup_latency: jiff::SignedDuration::from_secs(5),
+            ready_after: jiff::SignedDuration::from_secs(5),
         }
     }
 }
@@ -211,5 +214,5 @@ fn node_profile(class: &NodeClass) -> NodeProfile {
     if !p.taints.is_empty() {
         base["spec"]["taints"] = serde_json::to_value(&p.taints).unwrap_or(json!([]));
     }
-    NodeProfile { base }
+    NodeProfile::from_base(base)
 }

@@ -33,6 +33,8 @@ use jiff::Timestamp;
 use serde_json::{Value as Json, json};
 use shoal_store::{Error, Event, Guard, KeyValue, Precondition, Result, Revision};
 
+use crate::kubelet::PodState;
+
 /// How many revisions of history a cluster keeps for watchers by default. A DaemonSet
 /// rollout over 100 nodes makes about 500 changes (create, schedule, start, ready, delete
 /// per pod), so a watcher may fall a whole rollout behind before it must relist.
@@ -353,6 +355,28 @@ pub struct NodeProfile {
     /// A Node object without `metadata.name/uid/creationTimestamp` and without
     /// `status.conditions`.
     pub base: Json,
+    /// `base`'s labels and taints, for scheduling and fault decisions.
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
+
+impl NodeProfile {
+    /// A profile from a Node object without identity and conditions.
+    pub fn from_base(base: Json) -> Self {
+        let labels = base
+            .pointer("/metadata/labels")
+            .and_then(|l| serde_json::from_value(l.clone()).ok())
+            .unwrap_or_default();
+        let taints = base
+            .pointer("/spec/taints")
+            .and_then(|t| serde_json::from_value(t.clone()).ok())
+            .unwrap_or_default();
+        NodeProfile {
+            base,
+            labels,
+            taints,
+        }
+    }
 }
 
 /// A simulated node.
@@ -469,38 +493,46 @@ pub struct PodTemplate {
     pub base: Json,
     /// The containers' names and images, in order (for container statuses).
     pub containers: Vec<(String, String)>,
+    pub restart_policy: crate::kubelet::RestartPolicy,
+    /// How long the containers run before exiting 0 (job pods); `None`: until stopped.
+    pub completes_after: Option<jiff::SignedDuration>,
 }
 
-/// Where a simulated pod is in its life, as the kubelet reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PodPhase {
-    /// Not bound to a node yet.
-    Unscheduled,
-    /// Bound; the kubelet is pulling images and starting containers.
-    ContainerCreating,
-    /// Containers run; `ready` says whether readiness passed.
-    Running { ready: bool },
-    /// The container keeps exiting; the kubelet waits before restarting it.
-    CrashLoopBackOff,
-    /// Finished successfully (job pods).
-    Succeeded,
-    /// Finished with an error (job pods).
-    Failed,
+impl PodTemplate {
+    /// A template from a Pod object without identity, node and status.
+    pub fn from_base(base: Json) -> Self {
+        let containers = base
+            .pointer("/spec/containers")
+            .and_then(Json::as_array)
+            .map(|cs| {
+                cs.iter()
+                    .map(|c| {
+                        let s = |f: &str| c.get(f).and_then(Json::as_str).unwrap_or("").to_string();
+                        (s("name"), s("image"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let restart_policy = crate::driver::restart_policy(base.get("spec").unwrap_or(&Json::Null));
+        PodTemplate {
+            base,
+            containers,
+            restart_policy,
+            completes_after: None,
+        }
+    }
 }
 
-/// A pod a simulated controller made.
+/// A pod a simulated controller made (or a client created and the simulator adopted).
 #[derive(Clone, Debug)]
 pub struct PodRecord {
     pub template: Arc<PodTemplate>,
     pub uid: uuid::Uuid,
     pub created: Timestamp,
+    /// The node it is bound to; `None`: Pending, unschedulable.
     pub node: Option<Arc<str>>,
-    pub phase: PodPhase,
-    pub restarts: u32,
-    /// When the containers (last) started.
-    pub started: Option<Timestamp>,
-    /// When the pod last changed phase or readiness.
-    pub transition: Timestamp,
+    /// Its lifecycle on the node (meaningless while unbound).
+    pub state: PodState,
 }
 
 impl PodRecord {
@@ -515,66 +547,73 @@ impl PodRecord {
         if let Some(node) = &self.node {
             ensure_object(&mut v, "spec").insert("nodeName".into(), json!(node.as_ref()));
         }
-        let (phase, ready) = match self.phase {
-            PodPhase::Unscheduled | PodPhase::ContainerCreating => ("Pending", false),
-            PodPhase::Running { ready } => ("Running", ready),
-            PodPhase::CrashLoopBackOff => ("Running", false),
-            PodPhase::Succeeded => ("Succeeded", false),
-            PodPhase::Failed => ("Failed", false),
+        if self.node.is_none() {
+            let status = json!({
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": "0/0 nodes are available: no node matches the pod's scheduling constraints.",
+                    "lastTransitionTime": time(self.created)}],
+                "qosClass": "BestEffort",
+            });
+            if let Some(obj) = v.as_object_mut() {
+                obj.insert("status".into(), status);
+            }
+            return v;
+        }
+        let st = self.state;
+        let ready = st.is_ready();
+        let transition = match st {
+            PodState::Creating { since } => since,
+            PodState::Running { started, ready_since, .. } => ready_since.unwrap_or(started),
+            PodState::BackOff { until, .. } => until,
+            PodState::Succeeded { at, .. } | PodState::Failed { at, .. } => at,
         };
-        let t = time(self.transition);
-        let cond = |ty: &str, ok: bool| json!({"type": ty, "status": if ok {"True"} else {"False"}, "lastTransitionTime": t});
-        let scheduled = self.node.is_some();
-        let started = !matches!(
-            self.phase,
-            PodPhase::Unscheduled | PodPhase::ContainerCreating
-        );
+        let t = time(transition);
+        let cond = |ty: &str, ok: bool| {
+            json!({"type": ty, "status": if ok {"True"} else {"False"}, "lastTransitionTime": t})
+        };
+        let restarts = st.restarts();
         let containers: Vec<Json> = self
             .template
             .containers
             .iter()
             .map(|(name, image)| {
-                let state = match self.phase {
-                    PodPhase::Unscheduled => json!({"waiting": {"reason": "Pending"}}),
-                    PodPhase::ContainerCreating => {
-                        json!({"waiting": {"reason": "ContainerCreating"}})
-                    }
-                    PodPhase::Running { .. } => {
-                        json!({"running": {"startedAt": time(self.started.unwrap_or(self.transition))}})
-                    }
-                    PodPhase::CrashLoopBackOff => json!({"waiting": {
+                let state = match st {
+                    PodState::Creating { .. } => json!({"waiting": {"reason": "ContainerCreating"}}),
+                    PodState::Running { started, .. } => json!({"running": {"startedAt": time(started)}}),
+                    PodState::BackOff { .. } => json!({"waiting": {
                         "reason": "CrashLoopBackOff",
                         "message": format!("back-off restarting failed container {name}")}}),
-                    PodPhase::Succeeded => json!({"terminated": {"exitCode": 0, "reason": "Completed",
-                        "finishedAt": t}}),
-                    PodPhase::Failed => json!({"terminated": {"exitCode": 1, "reason": "Error",
-                        "finishedAt": t}}),
+                    PodState::Succeeded { at, .. } => json!({"terminated": {"exitCode": 0,
+                        "reason": "Completed", "finishedAt": time(at)}}),
+                    PodState::Failed { at, .. } => json!({"terminated": {"exitCode": 1,
+                        "reason": "Error", "finishedAt": time(at)}}),
                 };
                 let mut c = json!({
                     "name": name, "image": image, "imageID": "", "ready": ready,
-                    "restartCount": self.restarts, "started": started && ready, "state": state,
+                    "restartCount": restarts,
+                    "started": matches!(st, PodState::Running { .. }),
+                    "state": state,
                 });
-                if self.restarts > 0 {
+                if restarts > 0 {
                     c["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
                 }
                 c
             })
             .collect();
-        let mut status = json!({
-            "phase": phase,
+        let status = json!({
+            "phase": st.phase(),
             "conditions": [
-                cond("PodScheduled", scheduled),
-                cond("Initialized", scheduled),
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": time(self.created)},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": time(self.created)},
                 cond("ContainersReady", ready),
                 cond("Ready", ready),
             ],
             "qosClass": "BestEffort",
+            "startTime": time(self.created),
+            "podIP": ip_of(self.uid),
+            "containerStatuses": containers,
         });
-        if scheduled {
-            status["startTime"] = time(self.created);
-            status["podIP"] = json!(ip_of(self.uid));
-            status["containerStatuses"] = Json::Array(containers);
-        }
         if let Some(obj) = v.as_object_mut() {
             obj.insert("status".into(), status);
         }
@@ -657,11 +696,11 @@ mod tests {
 
     #[test]
     fn a_simulated_node_renders_as_a_node_with_a_ready_condition() {
-        let profile = Arc::new(NodeProfile {
-            base: json!({"apiVersion": "v1", "kind": "Node",
-                         "metadata": {"labels": {"topology.kubernetes.io/zone": "z1"}},
-                         "status": {"nodeInfo": {"kernelVersion": "5.10"}}}),
-        });
+        let profile = Arc::new(NodeProfile::from_base(
+            json!({"apiVersion": "v1", "kind": "Node",
+                   "metadata": {"labels": {"topology.kubernetes.io/zone": "z1"}},
+                   "status": {"nodeInfo": {"kernelVersion": "5.10"}}}),
+        ));
         let node = NodeRecord {
             profile,
             uid: uuid::Uuid::from_u128(7),
@@ -683,21 +722,20 @@ mod tests {
 
     #[test]
     fn a_crash_looping_pod_renders_the_reason_kubectl_shows() {
-        let template = Arc::new(PodTemplate {
-            base: json!({"apiVersion": "v1", "kind": "Pod",
-                         "metadata": {"labels": {"app": "agent"}},
-                         "spec": {"containers": [{"name": "agent", "image": "agent:bad"}]}}),
-            containers: vec![("agent".into(), "agent:bad".into())],
-        });
+        let template = Arc::new(PodTemplate::from_base(
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"labels": {"app": "agent"}},
+                   "spec": {"containers": [{"name": "agent", "image": "agent:bad"}]}}),
+        ));
         let pod = PodRecord {
             template,
             uid: uuid::Uuid::from_u128(9),
             created: "2026-11-22T07:00:00Z".parse().unwrap(),
             node: Some("n-1".into()),
-            phase: PodPhase::CrashLoopBackOff,
-            restarts: 3,
-            started: None,
-            transition: "2026-11-22T07:01:00Z".parse().unwrap(),
+            state: PodState::BackOff {
+                until: "2026-11-22T07:01:00Z".parse().unwrap(),
+                restarts: 3,
+            },
         };
         let v = pod.to_json("/registry/core/pods/kube-system/agent-abc");
         assert_eq!(v["metadata"]["namespace"], "kube-system");

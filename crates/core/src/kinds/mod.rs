@@ -11,11 +11,19 @@ use kube::CustomResourceExt;
 use crate::validation::FieldError;
 
 mod cluster;
+mod kruise;
 
 pub use crate::taskflow::{Approval, Pipeline, PipelineRun, Task, TaskRun};
 pub use cluster::{
     ATTRIBUTE_LABELS, Cluster, ClusterGroup, ClusterGroupSpec, ClusterGroupStatus, ClusterSpec,
     ClusterStatus, CredentialsRef, Endpoint,
+};
+pub use kruise::{
+    AdvancedDaemonSet, AdvancedDaemonSetSpec, AdvancedDaemonSetStatus, BroadcastJob,
+    BroadcastJobPhase, BroadcastJobSpec, BroadcastJobStatus, CompletionPolicy,
+    CompletionPolicyType, DaemonSetUpdateStrategy, DaemonSetUpdateStrategyType, FailurePolicy,
+    FailurePolicyType, IntOrPercent, KRUISE_GROUP, RollingUpdateDaemonSet, RollingUpdateType,
+    WorkloadCondition,
 };
 
 /// The API group of every shoal kind.
@@ -30,6 +38,9 @@ pub trait Validate {
 }
 
 /// The definitions of every shoal kind, as Kubernetes CRDs (schema, names, columns).
+///
+/// Only `shoal.io` kinds: the OpenKruise kinds ([`AdvancedDaemonSet`], [`BroadcastJob`])
+/// belong to member clusters and are registered by the simulator.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         Cluster::crd(),

@@ -1,0 +1,433 @@
+//! One simulated cluster's control loop: node faults, workload controllers, kubelets.
+//!
+//! ```text
+//!  run(ctx):  loop ─┬─ an API write happened (SimCluster::written)  ─┐
+//!                   ├─ the next due time passed (polled on the clock) ├─▶ step(now)
+//!                   └─ cancelled → return                            ─┘
+//!
+//!  step(now), under the cluster's lock, published as one batch:
+//!    1. adopt:     raw nodes/pods written by clients become compact records again
+//!    2. nodes:     fault model → Ready / NotReady (NodeRecord)
+//!    3. workloads: DaemonSets, Advanced DaemonSets, … → plan → create/delete pods, status
+//!    4. gc:        pods whose controller is gone are deleted
+//!    5. kubelet:   every bound pod advanced to `now` (kubelet::step), faults applied
+//!  → the earliest time anything is due next
+//! ```
+//!
+//! The key decision: the driver keeps no state that matters. Everything it decides from is
+//! in the cluster's objects (pod records carry their lifecycle, workloads their spec and
+//! status), so a step is a pure function of the objects, the clock and the fault model;
+//! the caches here only save re-parsing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use jiff::Timestamp;
+use serde_json::Value as Json;
+use shoal_store::Precondition;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::SimCluster;
+use crate::faults::{ClusterRef, FaultModel, NodeRef, PodFault};
+use crate::kubelet::{self, Conditions, PodState, RestartPolicy, Timing};
+use crate::pods::{self, controller_of};
+use crate::runtime::SimConfig;
+use crate::state::{ClusterState, Entry, NodeProfile, NodeRecord, PodRecord, PodTemplate, Value};
+use crate::workload;
+
+/// How often a driver looks at the clock when nothing wakes it (real time). Bounds how
+/// late a due transition can be seen; at 60× virtual speed, 100 ms real is 6 s virtual.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What a cluster's driver needs.
+#[derive(Clone, Debug)]
+pub struct Context {
+    pub cluster: SimCluster,
+    pub labels: Arc<BTreeMap<String, String>>,
+    pub faults: Arc<RwLock<Arc<FaultModel>>>,
+    pub config: SimConfig,
+}
+
+/// Drives one cluster until `cancel`.
+///
+/// # Cancel safety
+/// Returns at the next await point after `cancel`; a step is never interrupted midway
+/// (it holds no await).
+pub async fn run(ctx: Context, cancel: CancellationToken) {
+    let mut driver = Driver::new(ctx);
+    let mut due: Option<Timestamp> = Some(Timestamp::MIN);
+    let mut written = true;
+    loop {
+        let now = driver.ctx.cluster.clock().now();
+        if written || due.is_some_and(|d| d <= now) {
+            due = driver.step(now);
+        }
+        written = tokio::select! {
+            () = driver.ctx.cluster.written() => true,
+            () = tokio::time::sleep(POLL_INTERVAL) => false,
+            () = cancel.cancelled() => return,
+        };
+    }
+}
+
+/// A cluster's driver: the step function and its caches.
+#[derive(Debug)]
+pub struct Driver {
+    pub ctx: Context,
+    /// Counter for generated pod names, per step.
+    names: u64,
+}
+
+/// A node as the step sees it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: Arc<str>,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub stalled: bool,
+    pub unschedulable: bool,
+    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
+
+impl Driver {
+    pub fn new(ctx: Context) -> Self {
+        Driver { ctx, names: 0 }
+    }
+
+    /// Advances the cluster to `now`; returns when it next needs a step.
+    pub fn step(&mut self, now: Timestamp) -> Option<Timestamp> {
+        let faults = self
+            .ctx
+            .faults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let cluster = self.ctx.cluster.clone();
+        cluster.apply(|state| self.step_locked(state, &faults, now))
+    }
+
+    fn step_locked(
+        &mut self,
+        state: &mut ClusterState,
+        faults: &FaultModel,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let mut next = Next::default();
+        adopt(state, now);
+        let nodes = self.nodes(state, faults, now, &mut next);
+        let mut ws = workload::Workloads::read(state);
+        let node_index: HashMap<&str, &NodeInfo> =
+            nodes.iter().map(|n| (n.name.as_ref(), n)).collect();
+        ws.reconcile(state, &nodes, now, &mut self.names, &mut next);
+        gc(state, &ws);
+        self.kubelets(state, faults, &node_index, now, &mut next);
+        next.0
+    }
+
+    /// Applies node faults; returns every node as the workloads and kubelets see it.
+    fn nodes(
+        &self,
+        state: &mut ClusterState,
+        faults: &FaultModel,
+        now: Timestamp,
+        next: &mut Next,
+    ) -> Vec<NodeInfo> {
+        let cluster = ClusterRef {
+            name: self.ctx.cluster.name(),
+            labels: &self.ctx.labels,
+        };
+        let prefix = pods::prefix("", "nodes");
+        let mut out = Vec::new();
+        let mut updates = Vec::new();
+        for (key, entry) in state.range(&prefix, None) {
+            let Value::Node(rec) = &entry.value else {
+                continue;
+            };
+            let name: Arc<str> = Arc::from(&key[prefix.len()..]);
+            let f = faults.node_faults(
+                cluster,
+                NodeRef {
+                    name: &name,
+                    labels: &rec.profile.labels,
+                },
+                now,
+            );
+            next.at(f.next_change);
+            let ready = !f.not_ready;
+            if ready != rec.ready {
+                let mut r = NodeRecord::clone(rec);
+                r.ready = ready;
+                r.ready_since = now;
+                r.not_ready_reason = (!ready).then(|| Arc::from("fault profile"));
+                updates.push((key.clone(), r));
+            }
+            out.push(NodeInfo {
+                name,
+                labels: rec.profile.labels.clone(),
+                ready,
+                stalled: f.kubelet_stalled,
+                unschedulable: rec.unschedulable,
+                taints: rec.profile.taints.clone(),
+            });
+        }
+        for (key, r) in updates {
+            let _ = state.put(&key, Value::Node(Arc::new(r)), Precondition::None);
+        }
+        out
+    }
+
+    /// Advances every bound pod to `now`.
+    fn kubelets(
+        &self,
+        state: &mut ClusterState,
+        faults: &FaultModel,
+        nodes: &HashMap<&str, &NodeInfo>,
+        now: Timestamp,
+        next: &mut Next,
+    ) {
+        let cluster = ClusterRef {
+            name: self.ctx.cluster.name(),
+            labels: &self.ctx.labels,
+        };
+        let prefix = pods::prefix("", "pods");
+        let mut updates = Vec::new();
+        for (key, entry) in state.range(&prefix, None) {
+            let Value::Pod(rec) = &entry.value else {
+                continue;
+            };
+            let Some(node) = rec.node.as_deref().and_then(|n| nodes.get(n)) else {
+                continue;
+            };
+            let fault = rec
+                .template
+                .containers
+                .iter()
+                .map(|(_, image)| {
+                    faults.pod_fault(
+                        cluster,
+                        NodeRef {
+                            name: &node.name,
+                            labels: &node.labels,
+                        },
+                        image,
+                        now,
+                    )
+                })
+                .max_by_key(|f| match f {
+                    PodFault::CrashLoop => 2,
+                    PodFault::NeverReady => 1,
+                    PodFault::None => 0,
+                })
+                .unwrap_or_default();
+            let timing = Timing {
+                startup: self.ctx.config.startup_latency,
+                ready_after: self.ctx.config.ready_after,
+                completes_after: rec.template.completes_after,
+                ..Timing::default()
+            };
+            let step = kubelet::step(
+                rec.state,
+                now,
+                &timing,
+                rec.template.restart_policy,
+                Conditions {
+                    fault,
+                    node_ready: node.ready,
+                    kubelet_stalled: node.stalled,
+                },
+            );
+            next.at(step.next);
+            if step.state != rec.state {
+                let mut r = PodRecord::clone(rec);
+                r.state = step.state;
+                updates.push((key.clone(), r));
+            }
+        }
+        for (key, r) in updates {
+            let _ = state.put(&key, Value::Pod(Arc::new(r)), Precondition::None);
+        }
+    }
+}
+
+/// The earliest of several due times.
+#[derive(Debug, Default)]
+pub struct Next(Option<Timestamp>);
+
+impl Next {
+    pub fn at(&mut self, t: Option<Timestamp>) {
+        if let Some(t) = t {
+            self.0 = Some(self.0.map_or(t, |n| n.min(t)));
+        }
+    }
+}
+
+/// Turns raw nodes and pods (written by clients) back into records the simulator drives.
+/// The client's object becomes the record's own template, so nothing it wrote is lost.
+fn adopt(state: &mut ClusterState, now: Timestamp) {
+    let mut nodes = Vec::new();
+    let node_prefix = pods::prefix("", "nodes");
+    for (key, entry) in state.range(&node_prefix, None) {
+        if let Value::Raw(bytes) = &entry.value
+            && let Ok(obj) = serde_json::from_slice::<Json>(bytes)
+        {
+            nodes.push((key.clone(), adopt_node(obj, now), entry.mod_revision));
+        }
+    }
+    for (key, rec, rev) in nodes {
+        let _ = state.put(&key, Value::Node(Arc::new(rec)), Precondition::ModRevision(rev));
+    }
+    let mut pods_out = Vec::new();
+    let pod_prefix = pods::prefix("", "pods");
+    for (key, entry) in state.range(&pod_prefix, None) {
+        if let Value::Raw(bytes) = &entry.value
+            && let Ok(obj) = serde_json::from_slice::<Json>(bytes)
+        {
+            pods_out.push((key.clone(), adopt_pod(obj, now), entry.mod_revision));
+        }
+    }
+    for (key, rec, rev) in pods_out {
+        let _ = state.put(&key, Value::Pod(Arc::new(rec)), Precondition::ModRevision(rev));
+    }
+}
+
+fn meta_time(obj: &Json, field: &str) -> Option<Timestamp> {
+    obj.pointer(&format!("/metadata/{field}"))
+        .and_then(Json::as_str)
+        .and_then(|s| s.parse().ok())
+}
+
+fn uid_of(obj: &Json) -> uuid::Uuid {
+    obj.pointer("/metadata/uid")
+        .and_then(Json::as_str)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(uuid::Uuid::new_v4)
+}
+
+/// A node record whose profile is the client's node object itself.
+fn adopt_node(mut obj: Json, now: Timestamp) -> NodeRecord {
+    let uid = uid_of(&obj);
+    let created = meta_time(&obj, "creationTimestamp").unwrap_or(now);
+    let ready = obj
+        .pointer("/status/conditions")
+        .and_then(Json::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_none_or(|c| c["status"] == "True");
+    let unschedulable = obj
+        .pointer("/spec/unschedulable")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    if let Some(meta) = obj.get_mut("metadata").and_then(Json::as_object_mut) {
+        for f in ["name", "uid", "creationTimestamp", "resourceVersion"] {
+            meta.remove(f);
+        }
+    }
+    if let Some(spec) = obj.get_mut("spec").and_then(Json::as_object_mut) {
+        spec.remove("unschedulable");
+    }
+    if let Some(status) = obj.get_mut("status").and_then(Json::as_object_mut) {
+        status.remove("conditions");
+        status.remove("addresses");
+    }
+    NodeRecord {
+        profile: Arc::new(NodeProfile::from_base(obj)),
+        uid,
+        created,
+        ready,
+        ready_since: now,
+        not_ready_reason: None,
+        unschedulable,
+    }
+}
+
+/// A pod record whose template is the client's pod object itself; its lifecycle resumes
+/// from the status it shows.
+fn adopt_pod(mut obj: Json, now: Timestamp) -> PodRecord {
+    let uid = uid_of(&obj);
+    let created = meta_time(&obj, "creationTimestamp").unwrap_or(now);
+    let node: Option<Arc<str>> = obj
+        .pointer("/spec/nodeName")
+        .and_then(Json::as_str)
+        .map(Arc::from);
+    let phase = obj.pointer("/status/phase").and_then(Json::as_str);
+    let ready = obj
+        .pointer("/status/conditions")
+        .and_then(Json::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "True");
+    let restarts = obj
+        .pointer("/status/containerStatuses/0/restartCount")
+        .and_then(Json::as_u64)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
+    let state = match phase {
+        Some("Running") => PodState::Running {
+            started: now,
+            ready_since: ready.then_some(now),
+            restarts,
+        },
+        Some("Succeeded") => PodState::Succeeded { at: now, restarts },
+        Some("Failed") => PodState::Failed { at: now, restarts },
+        _ => PodState::created(now),
+    };
+    if let Some(meta) = obj.get_mut("metadata").and_then(Json::as_object_mut) {
+        for f in ["name", "namespace", "uid", "creationTimestamp", "resourceVersion"] {
+            meta.remove(f);
+        }
+    }
+    if let Some(o) = obj.as_object_mut() {
+        o.remove("status");
+    }
+    if let Some(spec) = obj.get_mut("spec").and_then(Json::as_object_mut) {
+        spec.remove("nodeName");
+    }
+    PodRecord {
+        template: Arc::new(PodTemplate::from_base(obj)),
+        uid,
+        created,
+        node,
+        state,
+    }
+}
+
+/// Deletes pods whose controller no longer exists (Kubernetes' garbage collector).
+fn gc(state: &mut ClusterState, ws: &workload::Workloads) {
+    let prefix = pods::prefix("", "pods");
+    let orphans: Vec<Arc<str>> = state
+        .range(&prefix, None)
+        .filter_map(|(key, entry)| {
+            let Value::Pod(rec) = &entry.value else {
+                return None;
+            };
+            let (_, _, uid) = controller_of(&rec.template.base)?;
+            (!ws.owns(uid)).then(|| key.clone())
+        })
+        .collect();
+    for key in orphans {
+        let _ = state.delete(&key, Precondition::None);
+    }
+}
+
+/// A raw JSON value for the store.
+pub fn raw(v: &Json) -> Value {
+    Value::Raw(Bytes::from(serde_json::to_vec(v).unwrap_or_default()))
+}
+
+/// The entry's JSON (rendered for compact values).
+pub fn json_of(key: &str, entry: &Entry, now: Timestamp) -> Option<Json> {
+    match &entry.value {
+        Value::Raw(b) => serde_json::from_slice(b).ok(),
+        Value::Node(n) => Some(n.to_json(key, crate::state::RenderContext { now })),
+        Value::Pod(p) => Some(p.to_json(key)),
+    }
+}
+
+/// `spec.restartPolicy` of a pod spec.
+pub fn restart_policy(spec: &Json) -> RestartPolicy {
+    match spec.get("restartPolicy").and_then(Json::as_str) {
+        Some("Never") => RestartPolicy::Never,
+        Some("OnFailure") => RestartPolicy::OnFailure,
+        _ => RestartPolicy::Always,
+    }
+}
