@@ -17,3 +17,4 @@
 
 pub mod faults;
 pub mod fleet;
+pub mod kubelet;
