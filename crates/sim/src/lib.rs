@@ -19,6 +19,7 @@ pub mod backend;
 pub mod driver;
 pub mod faults;
 pub mod fleet;
+pub mod kubelet;
 pub mod pods;
 pub mod runtime;
 pub mod state;
