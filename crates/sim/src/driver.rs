@@ -276,7 +276,11 @@ fn adopt(state: &mut ClusterState, now: Timestamp) {
         }
     }
     for (key, rec, rev) in nodes {
-        let _ = state.put(&key, Value::Node(Arc::new(rec)), Precondition::ModRevision(rev));
+        let _ = state.put(
+            &key,
+            Value::Node(Arc::new(rec)),
+            Precondition::ModRevision(rev),
+        );
     }
     let mut pods_out = Vec::new();
     let pod_prefix = pods::prefix("", "pods");
@@ -288,7 +292,11 @@ fn adopt(state: &mut ClusterState, now: Timestamp) {
         }
     }
     for (key, rec, rev) in pods_out {
-        let _ = state.put(&key, Value::Pod(Arc::new(rec)), Precondition::ModRevision(rev));
+        let _ = state.put(
+            &key,
+            Value::Pod(Arc::new(rec)),
+            Precondition::ModRevision(rev),
+        );
     }
 }
 
@@ -372,7 +380,13 @@ fn adopt_pod(mut obj: Json, now: Timestamp) -> PodRecord {
         _ => PodState::created(now),
     };
     if let Some(meta) = obj.get_mut("metadata").and_then(Json::as_object_mut) {
-        for f in ["name", "namespace", "uid", "creationTimestamp", "resourceVersion"] {
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
             meta.remove(f);
         }
     }
@@ -429,5 +443,110 @@ pub fn restart_policy(spec: &Json) -> RestartPolicy {
         Some("Never") => RestartPolicy::Never,
         Some("OnFailure") => RestartPolicy::OnFailure,
         _ => RestartPolicy::Always,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::FaultProfile;
+    use crate::runtime::Simulation;
+    use jiff::SignedDuration;
+    use shoal_core::clock::{Clock, ManualClock};
+
+    fn t0() -> Timestamp {
+        "2026-11-22T08:00:00Z".parse().unwrap()
+    }
+
+    fn sim(clusters: u32, nodes: u32) -> (Simulation, ManualClock) {
+        let clock = ManualClock::new(t0());
+        let sim = Simulation::build(
+            &crate::fleet::uniform(clusters, nodes),
+            Arc::new(clock.clone()),
+            SimConfig::default(),
+        );
+        (sim, clock)
+    }
+
+    fn driver(sim: &Simulation, i: usize) -> Driver {
+        let m = &sim.members()[i];
+        Driver::new(Context {
+            cluster: m.cluster.clone(),
+            labels: Arc::new(m.labels.clone()),
+            faults: sim.fault_handle(),
+            config: SimConfig::default(),
+        })
+    }
+
+    fn pod_json(sim: &Simulation, key: &str, now: Timestamp) -> Json {
+        sim.members()[0]
+            .cluster
+            .read(|s| json_of(key, s.get(key).expect("pod exists"), now))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_pod_written_by_a_client_is_started_by_the_simulated_kubelet() {
+        let (sim, clock) = sim(1, 2);
+        let node = crate::fleet::uniform(1, 2).clusters[0].node_name(0);
+        let key = pods::key("", "pods", Some("default"), "web");
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "uid": "9d3c3c1e-0000-4000-8000-000000000001",
+                         "creationTimestamp": t0().to_string()},
+            "spec": {"nodeName": node, "containers": [{"name": "web", "image": "nginx:1"}]}});
+        sim.members()[0]
+            .cluster
+            .apply(|s| s.put(&key, raw(&obj), Precondition::Absent).unwrap());
+        let mut d = driver(&sim, 0);
+        let next = d.step(clock.now());
+        assert_eq!(
+            pod_json(&sim, &key, clock.now())["status"]["phase"],
+            "Pending"
+        );
+        assert_eq!(
+            next,
+            Some(t0() + SignedDuration::from_secs(5)),
+            "due when it starts"
+        );
+        clock.advance(SignedDuration::from_secs(10));
+        d.step(clock.now());
+        let pod = pod_json(&sim, &key, clock.now());
+        assert_eq!(pod["status"]["phase"], "Running");
+        assert_eq!(pod["status"]["conditions"][3]["status"], "True", "{pod}");
+        assert_eq!(
+            pod["metadata"]["uid"],
+            "9d3c3c1e-0000-4000-8000-000000000001"
+        );
+        assert_eq!(pod["spec"]["nodeName"], node.as_str());
+    }
+
+    #[test]
+    fn a_zone_outage_takes_its_nodes_not_ready_and_back() {
+        let (sim, clock) = sim(1, 6);
+        let profile = FaultProfile::from_yaml(
+            "seed: 1\nfaults:\n  - nodeNotReady: {name: zone-a, zone: sim-1-a, after: 1m, duration: 10m}\n",
+        )
+        .unwrap();
+        sim.set_faults(FaultModel::compile(&profile, t0()).unwrap());
+        let mut d = driver(&sim, 0);
+        let not_ready = |sim: &Simulation, now| {
+            let prefix = pods::prefix("", "nodes");
+            sim.members()[0].cluster.read(|s| {
+                s.range(&prefix, None)
+                    .filter(|(k, e)| {
+                        json_of(k, e, now).unwrap()["status"]["conditions"][3]["status"] != "True"
+                    })
+                    .count()
+            })
+        };
+        d.step(clock.now());
+        assert_eq!(not_ready(&sim, clock.now()), 0);
+        clock.advance(SignedDuration::from_secs(120));
+        d.step(clock.now());
+        let down = not_ready(&sim, clock.now());
+        assert!(down > 0 && down < 6, "{down} of 6 nodes down: only zone a");
+        clock.advance(SignedDuration::from_secs(600));
+        d.step(clock.now());
+        assert_eq!(not_ready(&sim, clock.now()), 0, "the zone is back");
     }
 }

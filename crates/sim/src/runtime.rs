@@ -151,6 +151,11 @@ impl Simulation {
         }
     }
 
+    /// The shared slot of the fault model (what drivers read each step).
+    pub fn fault_handle(&self) -> Arc<RwLock<Arc<FaultModel>>> {
+        self.faults.clone()
+    }
+
     /// The fault model in force.
     pub fn faults(&self) -> Arc<FaultModel> {
         self.faults

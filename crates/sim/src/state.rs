@@ -564,14 +564,16 @@ impl PodRecord {
         let ready = st.is_ready();
         let transition = match st {
             PodState::Creating { since } => since,
-            PodState::Running { started, ready_since, .. } => ready_since.unwrap_or(started),
+            PodState::Running {
+                started,
+                ready_since,
+                ..
+            } => ready_since.unwrap_or(started),
             PodState::BackOff { until, .. } => until,
             PodState::Succeeded { at, .. } | PodState::Failed { at, .. } => at,
         };
         let t = time(transition);
-        let cond = |ty: &str, ok: bool| {
-            json!({"type": ty, "status": if ok {"True"} else {"False"}, "lastTransitionTime": t})
-        };
+        let cond = |ty: &str, ok: bool| json!({"type": ty, "status": if ok {"True"} else {"False"}, "lastTransitionTime": t});
         let restarts = st.restarts();
         let containers: Vec<Json> = self
             .template
@@ -579,8 +581,12 @@ impl PodRecord {
             .iter()
             .map(|(name, image)| {
                 let state = match st {
-                    PodState::Creating { .. } => json!({"waiting": {"reason": "ContainerCreating"}}),
-                    PodState::Running { started, .. } => json!({"running": {"startedAt": time(started)}}),
+                    PodState::Creating { .. } => {
+                        json!({"waiting": {"reason": "ContainerCreating"}})
+                    }
+                    PodState::Running { started, .. } => {
+                        json!({"running": {"startedAt": time(started)}})
+                    }
                     PodState::BackOff { .. } => json!({"waiting": {
                         "reason": "CrashLoopBackOff",
                         "message": format!("back-off restarting failed container {name}")}}),
