@@ -15,6 +15,8 @@
 //! without a server; the state they act on is compact (a pod is a few dozen bytes, its
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
 
+pub mod daemonset;
 pub mod faults;
 pub mod fleet;
 pub mod kubelet;
+pub mod pod;
