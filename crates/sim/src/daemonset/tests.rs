@@ -450,10 +450,10 @@ proptest! {
             .collect();
         let max_touched = c.nodes.saturating_sub(c.partition as usize);
         for step in 0..STEPS {
-            if c.pause_at == Some(step) {
-                if let DaemonStrategy::RollingUpdate(ru) = &mut policy.strategy {
-                    ru.paused = true;
-                }
+            if c.pause_at == Some(step)
+                && let DaemonStrategy::RollingUpdate(ru) = &mut policy.strategy
+            {
+                ru.paused = true;
             }
             let paused = c.pause_at.is_some_and(|p| step >= p);
             let p = w.plan(&policy);
