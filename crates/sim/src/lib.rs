@@ -16,10 +16,12 @@
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
 
 pub mod backend;
+pub mod daemonset;
 pub mod driver;
 pub mod faults;
 pub mod fleet;
 pub mod kubelet;
+pub mod pod;
 pub mod pods;
 pub mod runtime;
 pub mod state;
