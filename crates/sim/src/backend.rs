@@ -116,7 +116,7 @@ impl SimCluster {
             tokio::time::sleep(fault.latency).await;
         }
         let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let draw = crate::pods::fnv1a(&[self.inner.name.as_bytes(), &n.to_le_bytes()]);
+        let draw = crate::template::fnv1a(&[self.inner.name.as_bytes(), &n.to_le_bytes()]);
         // The top 53 bits as a uniform number in [0, 1).
         let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
         if unit < fault.error_rate {

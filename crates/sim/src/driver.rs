@@ -32,9 +32,9 @@ use tokio_util::sync::CancellationToken;
 use crate::backend::SimCluster;
 use crate::faults::{ClusterRef, FaultModel, NodeRef, PodFault};
 use crate::kubelet::{self, Conditions, PodState, RestartPolicy, Timing};
-use crate::pods::{self, controller_of};
 use crate::runtime::SimConfig;
 use crate::state::{ClusterState, Entry, NodeProfile, NodeRecord, PodRecord, PodTemplate, Value};
+use crate::template::{self, controller_of};
 use crate::workload;
 
 /// How often a driver looks at the clock when nothing wakes it (real time). Bounds how
@@ -76,8 +76,10 @@ pub async fn run(ctx: Context, cancel: CancellationToken) {
 #[derive(Debug)]
 pub struct Driver {
     pub ctx: Context,
-    /// Counter for generated pod names, per step.
+    /// Counter for generated pod names.
     names: u64,
+    /// Pod templates per workload revision, shared by their pods.
+    templates: workload::TemplateCache,
 }
 
 /// A node as the step sees it.
@@ -93,7 +95,11 @@ pub struct NodeInfo {
 
 impl Driver {
     pub fn new(ctx: Context) -> Self {
-        Driver { ctx, names: 0 }
+        Driver {
+            ctx,
+            names: 0,
+            templates: workload::TemplateCache::new(),
+        }
     }
 
     /// Advances the cluster to `now`; returns when it next needs a step.
@@ -120,7 +126,14 @@ impl Driver {
         let mut ws = workload::Workloads::read(state);
         let node_index: HashMap<&str, &NodeInfo> =
             nodes.iter().map(|n| (n.name.as_ref(), n)).collect();
-        ws.reconcile(state, &nodes, now, &mut self.names, &mut next);
+        ws.reconcile(
+            state,
+            &nodes,
+            &mut self.templates,
+            now,
+            &mut self.names,
+            &mut next,
+        );
         gc(state, &ws);
         self.kubelets(state, faults, &node_index, now, &mut next);
         next.0
@@ -138,7 +151,7 @@ impl Driver {
             name: self.ctx.cluster.name(),
             labels: &self.ctx.labels,
         };
-        let prefix = pods::prefix("", "nodes");
+        let prefix = template::prefix("", "nodes");
         let mut out = Vec::new();
         let mut updates = Vec::new();
         for (key, entry) in state.range(&prefix, None) {
@@ -191,7 +204,7 @@ impl Driver {
             name: self.ctx.cluster.name(),
             labels: &self.ctx.labels,
         };
-        let prefix = pods::prefix("", "pods");
+        let prefix = template::prefix("", "pods");
         let mut updates = Vec::new();
         for (key, entry) in state.range(&prefix, None) {
             let Value::Pod(rec) = &entry.value else {
@@ -267,7 +280,7 @@ impl Next {
 /// The client's object becomes the record's own template, so nothing it wrote is lost.
 fn adopt(state: &mut ClusterState, now: Timestamp) {
     let mut nodes = Vec::new();
-    let node_prefix = pods::prefix("", "nodes");
+    let node_prefix = template::prefix("", "nodes");
     for (key, entry) in state.range(&node_prefix, None) {
         if let Value::Raw(bytes) = &entry.value
             && let Ok(obj) = serde_json::from_slice::<Json>(bytes)
@@ -283,7 +296,7 @@ fn adopt(state: &mut ClusterState, now: Timestamp) {
         );
     }
     let mut pods_out = Vec::new();
-    let pod_prefix = pods::prefix("", "pods");
+    let pod_prefix = template::prefix("", "pods");
     for (key, entry) in state.range(&pod_prefix, None) {
         if let Value::Raw(bytes) = &entry.value
             && let Ok(obj) = serde_json::from_slice::<Json>(bytes)
@@ -407,15 +420,15 @@ fn adopt_pod(mut obj: Json, now: Timestamp) -> PodRecord {
 
 /// Deletes pods whose controller no longer exists (Kubernetes' garbage collector).
 fn gc(state: &mut ClusterState, ws: &workload::Workloads) {
-    let prefix = pods::prefix("", "pods");
+    let prefix = template::prefix("", "pods");
     let orphans: Vec<Arc<str>> = state
         .range(&prefix, None)
         .filter_map(|(key, entry)| {
             let Value::Pod(rec) = &entry.value else {
                 return None;
             };
-            let (_, _, uid) = controller_of(&rec.template.base)?;
-            (!ws.owns(uid)).then(|| key.clone())
+            let (kind, _, uid) = controller_of(&rec.template.base)?;
+            (!ws.owns(kind, uid)).then(|| key.clone())
         })
         .collect();
     for key in orphans {
@@ -489,7 +502,7 @@ mod tests {
     fn a_pod_written_by_a_client_is_started_by_the_simulated_kubelet() {
         let (sim, clock) = sim(1, 2);
         let node = crate::fleet::uniform(1, 2).clusters[0].node_name(0);
-        let key = pods::key("", "pods", Some("default"), "web");
+        let key = template::key("", "pods", Some("default"), "web");
         let obj = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "web", "namespace": "default", "uid": "9d3c3c1e-0000-4000-8000-000000000001",
                          "creationTimestamp": t0().to_string()},
@@ -530,7 +543,7 @@ mod tests {
         sim.set_faults(FaultModel::compile(&profile, t0()).unwrap());
         let mut d = driver(&sim, 0);
         let not_ready = |sim: &Simulation, now| {
-            let prefix = pods::prefix("", "nodes");
+            let prefix = template::prefix("", "nodes");
             sim.members()[0].cluster.read(|s| {
                 s.range(&prefix, None)
                     .filter(|(k, e)| {
@@ -548,5 +561,120 @@ mod tests {
         clock.advance(SignedDuration::from_secs(600));
         d.step(clock.now());
         assert_eq!(not_ready(&sim, clock.now()), 0, "the zone is back");
+    }
+
+    fn put_ds(sim: &Simulation, api: &str, image: &str, generation: i64, partition: Option<i64>) {
+        let (group, kind_api) = match api {
+            "kruise" => ("apps.kruise.io", "apps.kruise.io/v1alpha1"),
+            _ => ("apps", "apps/v1"),
+        };
+        let mut strategy = serde_json::json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 1}});
+        if let Some(p) = partition {
+            strategy["rollingUpdate"]["partition"] = serde_json::json!(p);
+        }
+        let obj = serde_json::json!({"apiVersion": kind_api, "kind": "DaemonSet",
+            "metadata": {"name": "agent", "namespace": "kube-system", "generation": generation,
+                         "uid": "00000000-0000-4000-8000-0000000000d5",
+                         "creationTimestamp": t0().to_string()},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                     "updateStrategy": strategy,
+                     "template": {"metadata": {"labels": {"app": "agent"}},
+                                  "spec": {"containers": [{"name": "agent", "image": image}]}}}});
+        let key = template::key(group, "daemonsets", Some("kube-system"), "agent");
+        sim.members()[0]
+            .cluster
+            .apply(|s| s.put(&key, raw(&obj), Precondition::None).unwrap());
+    }
+
+    /// (image, ready) of every pod.
+    fn agent_pods(sim: &Simulation) -> Vec<(String, bool)> {
+        let prefix = template::prefix("", "pods");
+        sim.members()[0].cluster.read(|s| {
+            s.range(&prefix, None)
+                .filter_map(|(_, e)| match &e.value {
+                    Value::Pod(p) => Some((p.template.containers[0].1.clone(), p.state.is_ready())),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
+
+    fn run_for(d: &mut Driver, clock: &ManualClock, secs: i64, mut each: impl FnMut()) {
+        for _ in 0..secs {
+            d.step(clock.now());
+            each();
+            clock.advance(SignedDuration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn a_daemonset_runs_a_pod_per_node_and_rolls_one_node_at_a_time() {
+        let (sim, clock) = sim(1, 5);
+        put_ds(&sim, "apps", "agent:1", 1, None);
+        let mut d = driver(&sim, 0);
+        run_for(&mut d, &clock, 30, || {});
+        let pods = agent_pods(&sim);
+        assert_eq!(pods.len(), 5);
+        assert!(
+            pods.iter().all(|(img, ready)| img == "agent:1" && *ready),
+            "{pods:?}"
+        );
+        put_ds(&sim, "apps", "agent:2", 2, None);
+        let mut worst = 0;
+        run_for(&mut d, &clock, 200, || {
+            let pods = agent_pods(&sim);
+            let available = pods.iter().filter(|(_, r)| *r).count();
+            worst = worst.max(5 - available.min(5));
+        });
+        let pods = agent_pods(&sim);
+        assert_eq!(pods.len(), 5);
+        assert!(
+            pods.iter().all(|(img, ready)| img == "agent:2" && *ready),
+            "{pods:?}"
+        );
+        assert_eq!(
+            worst, 1,
+            "maxUnavailable 1: at most one node without a ready pod"
+        );
+        let key = template::key("apps", "daemonsets", Some("kube-system"), "agent");
+        let ds = sim.members()[0]
+            .cluster
+            .read(|s| json_of(&key, s.get(&key).unwrap(), clock.now()))
+            .unwrap();
+        assert_eq!(ds["status"]["updatedNumberScheduled"], 5, "{ds}");
+        assert_eq!(ds["status"]["numberAvailable"], 5);
+        assert_eq!(ds["status"]["observedGeneration"], 2);
+    }
+
+    #[test]
+    fn an_advanced_daemonset_partition_keeps_that_many_pods_on_the_old_version() {
+        let (sim, clock) = sim(1, 5);
+        put_ds(&sim, "kruise", "agent:1", 1, None);
+        let mut d = driver(&sim, 0);
+        run_for(&mut d, &clock, 30, || {});
+        put_ds(&sim, "kruise", "agent:2", 2, Some(2));
+        run_for(&mut d, &clock, 200, || {});
+        let mut images: Vec<String> = agent_pods(&sim).into_iter().map(|(i, _)| i).collect();
+        images.sort();
+        assert_eq!(
+            images,
+            vec!["agent:1", "agent:1", "agent:2", "agent:2", "agent:2"]
+        );
+    }
+
+    #[test]
+    fn deleting_a_daemonset_collects_its_pods() {
+        let (sim, clock) = sim(1, 3);
+        put_ds(&sim, "apps", "agent:1", 1, None);
+        let mut d = driver(&sim, 0);
+        run_for(&mut d, &clock, 5, || {});
+        assert_eq!(agent_pods(&sim).len(), 3);
+        let key = template::key("apps", "daemonsets", Some("kube-system"), "agent");
+        sim.members()[0]
+            .cluster
+            .apply(|s| s.delete(&key, Precondition::None).unwrap());
+        run_for(&mut d, &clock, 2, || {});
+        assert!(agent_pods(&sim).is_empty());
     }
 }

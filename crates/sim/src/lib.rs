@@ -22,9 +22,10 @@ pub mod faults;
 pub mod fleet;
 pub mod kubelet;
 pub mod pod;
-pub mod pods;
+
 pub mod runtime;
 pub mod state;
+pub mod template;
 pub mod workload;
 
 pub use backend::SimCluster;

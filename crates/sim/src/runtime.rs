@@ -28,8 +28,8 @@ use crate::backend::SimCluster;
 use crate::driver;
 use crate::faults::FaultModel;
 use crate::fleet::{Fleet, NodeClass};
-use crate::pods::key;
 use crate::state::{NodeProfile, NodeRecord, Value};
+use crate::template::key;
 
 /// The namespaces every simulated cluster starts with, as a kubeadm cluster has them.
 pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
