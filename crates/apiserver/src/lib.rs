@@ -20,29 +20,32 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
+use axum::{Extension, Router};
 use serde_json::{Value, json};
 use shoal_core::clock::SharedClock;
 use shoal_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub mod cluster;
 pub mod discovery;
 pub mod error;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
+pub mod printers;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;
 pub mod table;
 pub mod watch;
 
+pub use cluster::{ClusterDirectory, MemberClusters, StaticDirectory};
 pub use error::{ApiError, ApiResult};
 pub use registry::{Registry, ResourceDef};
 
@@ -77,23 +80,84 @@ impl Default for ServerConfig {
     }
 }
 
-/// Shared state of every request.
+/// Everything a request needs besides its store: what is served (kinds, OpenAPI
+/// documents) and the server's shared parts (clock, config, metrics, shutdown). Built once
+/// per API surface — the top-level API, and one for all member clusters — and bound to a
+/// store per request with [`Surface::bind`], which costs one small allocation.
+#[derive(Clone, Debug)]
+pub struct Surface {
+    pub registry: Arc<Registry>,
+    pub openapi: Arc<openapi::Documents>,
+    pub clock: SharedClock,
+    pub config: Arc<ServerConfig>,
+    pub telemetry: Arc<metrics::Telemetry>,
+    pub shutdown: CancellationToken,
+    /// Namespaces created at start-up that may not be deleted.
+    pub default_namespaces: &'static [&'static str],
+}
+
+impl Surface {
+    /// The state of a request against `store`.
+    pub fn bind(&self, store: Store) -> Arc<AppState> {
+        Arc::new(AppState {
+            store,
+            registry: self.registry.clone(),
+            openapi: self.openapi.clone(),
+            clock: self.clock.clone(),
+            config: self.config.clone(),
+            telemetry: self.telemetry.clone(),
+            shutdown: self.shutdown.clone(),
+            default_namespaces: self.default_namespaces,
+        })
+    }
+
+    /// Creates the surface's default namespaces in `store` if they are missing.
+    ///
+    /// # Errors
+    /// A store error other than "already exists".
+    pub async fn ensure_default_namespaces(&self, store: Store) -> ApiResult<()> {
+        let st = self.bind(store);
+        let Some(def) = st.registry.find("", "v1", "namespaces").cloned() else {
+            return Ok(());
+        };
+        let rp = rest::ResourcePath {
+            def,
+            namespace: None,
+            name: None,
+            subresource: None,
+        };
+        for ns in self.default_namespaces {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            match rest::create(&st, &rp, obj, object::FieldValidation::Strict, false).await {
+                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shared state of every request: a [`Surface`] bound to one store.
 #[derive(Debug)]
 pub struct AppState {
     pub store: Store,
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
+    pub openapi: Arc<openapi::Documents>,
     pub clock: SharedClock,
-    pub config: ServerConfig,
-    pub openapi: openapi::Documents,
+    pub config: Arc<ServerConfig>,
     pub telemetry: Arc<metrics::Telemetry>,
     /// Cancelled on shutdown; open watches end.
     pub shutdown: CancellationToken,
+    /// Namespaces that may not be deleted.
+    pub default_namespaces: &'static [&'static str],
 }
 
 /// The API server: build it, then mount [`ApiServer::router`] on a listener.
 #[derive(Clone, Debug)]
 pub struct ApiServer {
     state: Arc<AppState>,
+    surface: Surface,
+    members: Option<Arc<cluster::MemberClusters>>,
 }
 
 /// Namespaces every shoal server has, as every Kubernetes cluster has `default`.
@@ -116,21 +180,48 @@ impl ApiServer {
             registry: metrics,
             api,
         });
+        let surface = Surface {
+            registry: Arc::new(registry),
+            openapi: Arc::new(openapi),
+            clock,
+            config: Arc::new(config),
+            telemetry,
+            shutdown,
+            default_namespaces: DEFAULT_NAMESPACES,
+        };
         ApiServer {
-            state: Arc::new(AppState {
-                store,
-                registry,
-                clock,
-                config,
-                openapi,
-                telemetry,
-                shutdown,
-            }),
+            state: surface.bind(store),
+            surface,
+            members: None,
         }
+    }
+
+    /// Also serves the member clusters of `directory` under `/clusters/{name}/`, each
+    /// with the kinds of `registry` (typically [`Registry::member_cluster`]). The
+    /// registry and its OpenAPI documents are built here, once, and shared by every
+    /// member cluster; the server's clock, config, metrics and shutdown are shared too.
+    pub fn with_member_clusters(
+        mut self,
+        directory: Arc<dyn cluster::ClusterDirectory>,
+        registry: Registry,
+    ) -> Self {
+        let surface = Surface {
+            openapi: Arc::new(openapi::Documents::build(&registry)),
+            registry: Arc::new(registry),
+            default_namespaces: cluster::MEMBER_DEFAULT_NAMESPACES,
+            ..self.surface.clone()
+        };
+        self.members = Some(Arc::new(cluster::MemberClusters::new(directory, surface)));
+        self
     }
 
     pub fn state(&self) -> &Arc<AppState> {
         &self.state
+    }
+
+    /// The member clusters, when [`ApiServer::with_member_clusters`] mounted some.
+    pub fn member_clusters(&self) -> Option<&Arc<cluster::MemberClusters>> {
+        self.members.as_ref()
     }
 
     /// Creates the default namespaces if they are missing.
@@ -138,26 +229,9 @@ impl ApiServer {
     /// # Errors
     /// A store error other than "already exists".
     pub async fn ensure_default_namespaces(&self) -> ApiResult<()> {
-        let st = &self.state;
-        let def = st
-            .registry
-            .find("", "v1", "namespaces")
-            .cloned()
-            .expect("namespaces are registered");
-        let rp = rest::ResourcePath {
-            def,
-            namespace: None,
-            name: None,
-            subresource: None,
-        };
-        for ns in DEFAULT_NAMESPACES {
-            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match rest::create(st, &rp, obj, object::FieldValidation::Strict, false).await {
-                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.surface
+            .ensure_default_namespaces(self.state.store.clone())
+            .await
     }
 
     /// Starts the background compactor (if configured); it stops on shutdown.
@@ -187,31 +261,50 @@ impl ApiServer {
         ))
     }
 
-    /// The HTTP router.
+    /// The HTTP router: the top-level API, `/metrics`, and the member clusters under
+    /// `/clusters/{name}/` when mounted.
     pub fn router(&self) -> Router {
         let st = self.state.clone();
-        Router::new()
-            .route("/version", get(version))
-            .route("/healthz", get(health))
-            .route("/livez", get(health))
-            .route("/readyz", get(ready))
-            .route("/metrics", get(prometheus))
-            .route("/api", get(api_root))
-            .route("/apis", get(apis_root))
-            .route("/api/v1", get(core_resources))
-            .route("/apis/{group}", get(api_group))
-            .route("/apis/{group}/{version}", get(group_resources))
-            .route("/openapi/v3", get(openapi_index))
-            .route("/openapi/v3/{*path}", get(openapi_doc))
-            .route("/openapi/v2", get(openapi_v2))
-            .fallback(resources)
+        let mut router = surface_routes()
+            .layer(Extension(st.clone()))
+            .route("/metrics", get(prometheus).with_state(st.clone()));
+        if let Some(members) = &self.members {
+            let members = members.clone();
+            let serve = move |req: Request| {
+                let members = members.clone();
+                async move { members.serve(req).await }
+            };
+            router = router
+                .route("/clusters", any(serve.clone()))
+                .route("/clusters/{*path}", any(serve));
+        }
+        router
             .layer(middleware::from_fn_with_state(st.clone(), authenticate))
             .layer(middleware::from_fn_with_state(
                 st.telemetry.clone(),
                 metrics::record,
             ))
-            .with_state(st)
     }
+}
+
+/// The routes every API surface serves, top-level and member clusters alike. Handlers
+/// find their [`AppState`] in the request's extensions, so this router is built once per
+/// surface and never per cluster.
+pub(crate) fn surface_routes() -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(health))
+        .route("/livez", get(health))
+        .route("/readyz", get(ready))
+        .route("/api", get(api_root))
+        .route("/apis", get(apis_root))
+        .route("/api/v1", get(core_resources))
+        .route("/apis/{group}", get(api_group))
+        .route("/apis/{group}/{version}", get(group_resources))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_doc))
+        .route("/openapi/v2", get(openapi_v2))
+        .fallback(resources)
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled, then drains open
@@ -229,13 +322,13 @@ pub async fn serve(
         .await
 }
 
-type St = State<Arc<AppState>>;
+type St = Extension<Arc<AppState>>;
 
-async fn authenticate(State(st): St, req: Request, next: Next) -> Response {
+async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Some(token) = &st.config.token else {
         return next.run(req).await;
     };
-    if matches!(req.uri().path(), "/healthz" | "/livez" | "/readyz") {
+    if is_health_check(req.uri().path()) {
         return next.run(req).await;
     }
     let presented = req
@@ -257,6 +350,15 @@ async fn authenticate(State(st): St, req: Request, next: Next) -> Response {
     } else {
         ApiError::Unauthorized.into_response()
     }
+}
+
+/// Health checks answer without a token, at the top level and in member clusters.
+fn is_health_check(path: &str) -> bool {
+    let path = match path.strip_prefix("/clusters/") {
+        Some(rest) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => path,
+    };
+    matches!(path, "/healthz" | "/livez" | "/readyz")
 }
 
 fn json_ok(v: Value) -> Response {
@@ -281,7 +383,7 @@ async fn health() -> &'static str {
     "ok"
 }
 
-async fn ready(State(st): St) -> Response {
+async fn ready(Extension(st): St) -> Response {
     match st.store.current_revision().await {
         Ok(_) => "ok".into_response(),
         Err(e) => (
@@ -292,7 +394,7 @@ async fn ready(State(st): St) -> Response {
     }
 }
 
-async fn prometheus(State(st): St) -> Response {
+async fn prometheus(State(st): State<Arc<AppState>>) -> Response {
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &st.telemetry.registry) {
         return ApiError::Internal(format!("failed to encode metrics: {e}")).into_response();
@@ -323,7 +425,7 @@ fn aggregated(v: Value) -> Response {
     resp
 }
 
-async fn api_root(State(st): St, headers: HeaderMap) -> Response {
+async fn api_root(Extension(st): St, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
         aggregated(discovery::aggregated(&st.registry, true))
     } else {
@@ -331,7 +433,7 @@ async fn api_root(State(st): St, headers: HeaderMap) -> Response {
     }
 }
 
-async fn apis_root(State(st): St, headers: HeaderMap) -> Response {
+async fn apis_root(Extension(st): St, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
         aggregated(discovery::aggregated(&st.registry, false))
     } else {
@@ -339,29 +441,29 @@ async fn apis_root(State(st): St, headers: HeaderMap) -> Response {
     }
 }
 
-async fn core_resources(State(st): St) -> Response {
+async fn core_resources(Extension(st): St) -> Response {
     discovery::resource_list(&st.registry, "", "v1")
         .map_or_else(|| ApiError::NoRoute.into_response(), json_ok)
 }
 
-async fn api_group(State(st): St, Path(group): Path<String>) -> Response {
+async fn api_group(Extension(st): St, Path(group): Path<String>) -> Response {
     discovery::group(&st.registry, &group)
         .map_or_else(|| ApiError::NoRoute.into_response(), json_ok)
 }
 
 async fn group_resources(
-    State(st): St,
+    Extension(st): St,
     Path((group, version)): Path<(String, String)>,
 ) -> Response {
     discovery::resource_list(&st.registry, &group, &version)
         .map_or_else(|| ApiError::NoRoute.into_response(), json_ok)
 }
 
-async fn openapi_index(State(st): St) -> Response {
+async fn openapi_index(Extension(st): St) -> Response {
     json_ok(st.openapi.index())
 }
 
-async fn openapi_doc(State(st): St, Path(path): Path<String>) -> Response {
+async fn openapi_doc(Extension(st): St, Path(path): Path<String>) -> Response {
     match st.openapi.docs.get(path.trim_matches('/')) {
         Some((_, doc)) => {
             let mut resp = json_ok(doc.clone());
@@ -381,7 +483,7 @@ async fn openapi_v2() -> Response {
     ApiError::NoRoute.into_response()
 }
 
-async fn resources(State(st): St, req: Request) -> Response {
+async fn resources(Extension(st): St, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     rest::handle(
         st,

@@ -73,6 +73,15 @@ pub fn schema_name(d: &ResourceDef, kind: &str) -> String {
     if d.group.is_empty() {
         return format!("io.k8s.api.core.{}.{kind}", d.version);
     }
+    // Kubernetes' own groups (`apps`, `coordination.k8s.io`) are named by their Go
+    // package, as in Kubernetes' documents: io.k8s.api.apps.v1.DaemonSet.
+    if let Some(pkg) = d
+        .group
+        .strip_suffix(".k8s.io")
+        .or(Some(d.group.as_str()).filter(|g| !g.contains('.')))
+    {
+        return format!("io.k8s.api.{pkg}.{}.{kind}", d.version);
+    }
     let reversed: Vec<&str> = d.group.split('.').rev().collect();
     format!("{}.{}.{kind}", reversed.join("."), d.version)
 }

@@ -3,12 +3,20 @@
 //! ```text
 //! Registry
 //!  └─ ResourceDef  (group, version, kind, plural, scope, schema, columns, validator)
-//!       built from a CRD (shoal's kinds, derived from Rust types) or by hand (Namespace)
+//!       built from a CRD (shoal's kinds, derived from Rust types), from a k8s-openapi
+//!       type (the built-in kinds of member clusters), or by hand (shoal's Namespace)
 //! ```
 //!
 //! The server is generic: handlers never name a kind. Everything kind-specific — the
-//! structural schema objects are checked against, the printer columns of the Table view,
-//! semantic validation — hangs off a [`ResourceDef`].
+//! structural schema objects are checked against, the printer columns of the Table view
+//! (a JSONPath, or a computed [`CellFn`] for built-in kinds), semantic validation — hangs
+//! off a [`ResourceDef`].
+//!
+//! Two registries exist: [`Registry::shoal`] (shoal's own API) and
+//! [`Registry::member_cluster`] (what every simulated member cluster serves: core/v1 and
+//! apps/v1). Built-in schemas come from k8s-openapi's `schemars` output, made structural
+//! by the very transforms `#[derive(CustomResource)]` applies, so `kubectl explain` and
+//! strict field validation work for them as for CRDs.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,6 +28,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use serde_json::Value;
 use shoal_core::FieldError;
 use shoal_core::kinds::Validate;
+
+use crate::printers;
+pub use crate::printers::CellFn;
 
 /// Semantic validation of a whole object (already schema-checked).
 pub type Validator = Arc<dyn Fn(&Value) -> Vec<FieldError> + Send + Sync>;
@@ -46,6 +57,12 @@ pub struct ResourceDef {
     /// Strategic merge patch is accepted (treated as a JSON merge patch); only for
     /// built-in kinds, as in Kubernetes.
     pub strategic_merge: bool,
+    /// Columns computed by code, by column name; the others are JSONPaths.
+    pub cells: Vec<(String, CellFn)>,
+    /// The table starts with a NAME column (all kinds but events).
+    pub name_column: bool,
+    /// Served get/list/watch only; writes answer 405.
+    pub read_only: bool,
 }
 
 impl fmt::Debug for ResourceDef {
@@ -164,6 +181,9 @@ impl ResourceDef {
             columns: v.additional_printer_columns.unwrap_or_default(),
             validator: Some(validator),
             strategic_merge: false,
+            cells: Vec::new(),
+            name_column: true,
+            read_only: false,
         }
     }
 
@@ -219,8 +239,113 @@ impl ResourceDef {
             columns,
             validator: None,
             strategic_merge: true,
+            cells: Vec::new(),
+            name_column: true,
+            read_only: false,
         }
     }
+
+    /// A built-in Kubernetes kind from its k8s-openapi type: group, version, kind,
+    /// plural and scope from [`k8s_openapi::Resource`], the schema from its `schemars`
+    /// implementation (see [`structural_schema`]). It has a status subresource when the
+    /// type has a `status`, and accepts strategic merge patches. Add columns with
+    /// [`ResourceDef::column`] and [`ResourceDef::computed`].
+    pub fn builtin<K>() -> Self
+    where
+        K: k8s_openapi::Resource + k8s_openapi::ListableResource + schemars::JsonSchema + 'static,
+    {
+        let schema = structural_schema::<K>();
+        let has_status = schema
+            .properties
+            .as_ref()
+            .is_some_and(|p| p.contains_key("status"));
+        ResourceDef {
+            group: K::GROUP.to_string(),
+            version: K::VERSION.to_string(),
+            kind: K::KIND.to_string(),
+            list_kind: K::LIST_KIND.to_string(),
+            plural: K::URL_PATH_SEGMENT.to_string(),
+            singular: K::KIND.to_lowercase(),
+            short_names: vec![],
+            categories: vec![],
+            namespaced: std::any::TypeId::of::<K::Scope>()
+                == std::any::TypeId::of::<k8s_openapi::NamespaceResourceScope>(),
+            has_status,
+            schema,
+            columns: vec![],
+            validator: None,
+            strategic_merge: true,
+            cells: Vec::new(),
+            name_column: true,
+            read_only: false,
+        }
+    }
+
+    /// Sets the short names (`po`, `deploy`).
+    pub fn short_names(mut self, names: &[&str]) -> Self {
+        self.short_names = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// Sets the categories (`all`).
+    pub fn categories(mut self, names: &[&str]) -> Self {
+        self.categories = names.iter().map(|n| n.to_string()).collect();
+        self
+    }
+
+    /// Adds a printer column read by JSONPath. `priority` 1 shows only with `-o wide`;
+    /// `ty` `date` renders as an age.
+    pub fn column(mut self, name: &str, ty: &str, priority: i32, json_path: &str) -> Self {
+        self.columns.push(CustomResourceColumnDefinition {
+            name: name.to_string(),
+            type_: ty.to_string(),
+            priority: (priority != 0).then_some(priority),
+            json_path: json_path.to_string(),
+            description: None,
+            format: None,
+        });
+        self
+    }
+
+    /// Adds a printer column computed by `cell`.
+    pub fn computed(mut self, name: &str, ty: &str, priority: i32, cell: CellFn) -> Self {
+        self = self.column(name, ty, priority, "");
+        self.cells.push((name.to_string(), cell));
+        self
+    }
+
+    /// The AGE column every kind has.
+    pub fn age(self) -> Self {
+        self.column("Age", "date", 0, ".metadata.creationTimestamp")
+    }
+
+    /// The computed cell of column `name`, if it is computed.
+    pub fn cell(&self, name: &str) -> Option<&CellFn> {
+        self.cells.iter().find(|(n, _)| n == name).map(|(_, f)| f)
+    }
+}
+
+/// The structural OpenAPI v3 schema of `T`, generated exactly as
+/// `#[derive(CustomResource)]` does (inlined subschemas, kube's structural rewriters),
+/// so built-in kinds and CRDs are checked and explained alike.
+///
+/// # Panics
+/// If schemars output does not deserialize as `JSONSchemaProps`: the types are
+/// k8s-openapi's, fixed at compile time, so this is a programming error caught by tests.
+pub fn structural_schema<T: schemars::JsonSchema>() -> JSONSchemaProps {
+    let generator = schemars::generate::SchemaSettings::openapi3()
+        .with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+        })
+        .with_transform(schemars::transform::AddNullable::default())
+        .with_transform(kube::core::schema::StructuralSchemaRewriter)
+        .with_transform(kube::core::schema::OptionalEnum)
+        .with_transform(kube::core::schema::OptionalIntOrString)
+        .into_generator();
+    serde_json::to_value(generator.into_root_schema_for::<T>())
+        .and_then(serde_json::from_value)
+        .expect("a k8s-openapi schema is a valid JSONSchemaProps")
 }
 
 /// All resources the server serves.
@@ -245,6 +370,226 @@ impl Registry {
         r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
         r.add(ResourceDef::from_crd::<TaskRun>(TaskRun::crd()));
         r.add(ResourceDef::from_crd::<Approval>(Approval::crd()));
+        r
+    }
+
+    /// What every member cluster serves: the built-in kinds of core/v1 and apps/v1 a
+    /// fleet release touches, with kubectl's short names and table columns. More kinds
+    /// (the Kruise CRDs) can be added with [`Registry::add`] and
+    /// [`ResourceDef::from_crd`].
+    pub fn member_cluster() -> Self {
+        use k8s_openapi::api::apps::v1 as apps;
+        use k8s_openapi::api::core::v1 as core;
+        let tpl = "/spec/template/spec";
+        let workload_wide = |d: ResourceDef| {
+            d.computed("Containers", "string", 1, printers::containers(tpl))
+                .computed("Images", "string", 1, printers::images(tpl))
+                .computed("Selector", "string", 1, Arc::new(printers::selector))
+        };
+        let mut r = Registry::default();
+        r.add(
+            ResourceDef::builtin::<core::Namespace>()
+                .short_names(&["ns"])
+                .column("Status", "string", 0, ".status.phase")
+                .age(),
+        );
+        r.add(
+            ResourceDef::builtin::<core::Node>()
+                .short_names(&["no"])
+                .computed("Status", "string", 0, Arc::new(printers::node_status))
+                .computed("Roles", "string", 0, Arc::new(printers::node_roles))
+                .age()
+                .column("Version", "string", 0, ".status.nodeInfo.kubeletVersion")
+                .computed(
+                    "Internal-IP",
+                    "string",
+                    1,
+                    printers::node_address("InternalIP"),
+                )
+                .computed(
+                    "External-IP",
+                    "string",
+                    1,
+                    printers::node_address("ExternalIP"),
+                )
+                .column("OS-Image", "string", 1, ".status.nodeInfo.osImage")
+                .column(
+                    "Kernel-Version",
+                    "string",
+                    1,
+                    ".status.nodeInfo.kernelVersion",
+                )
+                .column(
+                    "Container-Runtime",
+                    "string",
+                    1,
+                    ".status.nodeInfo.containerRuntimeVersion",
+                ),
+        );
+        r.add(
+            ResourceDef::builtin::<core::Pod>()
+                .short_names(&["po"])
+                .categories(&["all"])
+                .computed("Ready", "string", 0, Arc::new(printers::pod_ready))
+                .computed("Status", "string", 0, Arc::new(printers::pod_status))
+                .computed("Restarts", "string", 0, Arc::new(printers::pod_restarts))
+                .age()
+                .computed("IP", "string", 1, printers::string_or_none("/status/podIP"))
+                .computed(
+                    "Node",
+                    "string",
+                    1,
+                    printers::string_or_none("/spec/nodeName"),
+                )
+                .computed(
+                    "Nominated Node",
+                    "string",
+                    1,
+                    printers::string_or_none("/status/nominatedNodeName"),
+                ),
+        );
+        r.add(
+            ResourceDef::builtin::<core::Service>()
+                .short_names(&["svc"])
+                .categories(&["all"])
+                .column("Type", "string", 0, ".spec.type")
+                .computed(
+                    "Cluster-IP",
+                    "string",
+                    0,
+                    printers::string_or_none("/spec/clusterIP"),
+                )
+                .computed(
+                    "External-IP",
+                    "string",
+                    0,
+                    Arc::new(printers::service_external_ip),
+                )
+                .computed("Port(s)", "string", 0, Arc::new(printers::service_ports))
+                .age()
+                .computed(
+                    "Selector",
+                    "string",
+                    1,
+                    Arc::new(printers::service_selector),
+                ),
+        );
+        r.add(
+            ResourceDef::builtin::<core::ConfigMap>()
+                .short_names(&["cm"])
+                .computed("Data", "integer", 0, Arc::new(printers::data_count))
+                .age(),
+        );
+        r.add(
+            ResourceDef::builtin::<core::Secret>()
+                .column("Type", "string", 0, ".type")
+                .computed("Data", "integer", 0, Arc::new(printers::data_count))
+                .age(),
+        );
+        let mut events = ResourceDef::builtin::<core::Event>()
+            .short_names(&["ev"])
+            .computed(
+                "Last Seen",
+                "string",
+                0,
+                Arc::new(printers::event_last_seen),
+            )
+            .column("Type", "string", 0, ".type")
+            .column("Reason", "string", 0, ".reason")
+            .computed("Object", "string", 0, Arc::new(printers::event_object))
+            .column("Message", "string", 0, ".message")
+            .column("Name", "string", 1, ".metadata.name");
+        events.name_column = false;
+        r.add(events);
+        r.add(workload_wide(
+            ResourceDef::builtin::<apps::Deployment>()
+                .short_names(&["deploy"])
+                .categories(&["all"])
+                .computed(
+                    "Ready",
+                    "string",
+                    0,
+                    printers::ready_of("/status/readyReplicas", "/spec/replicas"),
+                )
+                .computed(
+                    "Up-to-date",
+                    "integer",
+                    0,
+                    printers::int("/status/updatedReplicas"),
+                )
+                .computed(
+                    "Available",
+                    "integer",
+                    0,
+                    printers::int("/status/availableReplicas"),
+                )
+                .age(),
+        ));
+        r.add(workload_wide(
+            ResourceDef::builtin::<apps::ReplicaSet>()
+                .short_names(&["rs"])
+                .categories(&["all"])
+                .computed("Desired", "integer", 0, printers::int("/spec/replicas"))
+                .computed("Current", "integer", 0, printers::int("/status/replicas"))
+                .computed(
+                    "Ready",
+                    "integer",
+                    0,
+                    printers::int("/status/readyReplicas"),
+                )
+                .age(),
+        ));
+        r.add(workload_wide(
+            ResourceDef::builtin::<apps::DaemonSet>()
+                .short_names(&["ds"])
+                .categories(&["all"])
+                .computed(
+                    "Desired",
+                    "integer",
+                    0,
+                    printers::int("/status/desiredNumberScheduled"),
+                )
+                .computed(
+                    "Current",
+                    "integer",
+                    0,
+                    printers::int("/status/currentNumberScheduled"),
+                )
+                .computed("Ready", "integer", 0, printers::int("/status/numberReady"))
+                .computed(
+                    "Up-to-date",
+                    "integer",
+                    0,
+                    printers::int("/status/updatedNumberScheduled"),
+                )
+                .computed(
+                    "Available",
+                    "integer",
+                    0,
+                    printers::int("/status/numberAvailable"),
+                )
+                .computed(
+                    "Node Selector",
+                    "string",
+                    0,
+                    Arc::new(printers::daemonset_node_selector),
+                )
+                .age(),
+        ));
+        r.add(
+            ResourceDef::builtin::<apps::StatefulSet>()
+                .short_names(&["sts"])
+                .categories(&["all"])
+                .computed(
+                    "Ready",
+                    "string",
+                    0,
+                    printers::ready_of("/status/readyReplicas", "/spec/replicas"),
+                )
+                .age()
+                .computed("Containers", "string", 1, printers::containers(tpl))
+                .computed("Images", "string", 1, printers::images(tpl)),
+        );
         r
     }
 
@@ -288,6 +633,119 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Built once: generating the built-in kinds' schemas is slow in debug builds.
+    static MEMBER: std::sync::LazyLock<Registry> =
+        std::sync::LazyLock::new(Registry::member_cluster);
+
+    /// Kubernetes' structural schema rules that matter to pruning and explain: every
+    /// node has a type (or is int-or-string / preserve-unknown-fields), no `$ref`, and
+    /// objects declare properties or additionalProperties.
+    fn assert_structural(s: &JSONSchemaProps, path: &str) {
+        assert!(
+            s.type_.is_some()
+                || s.x_kubernetes_int_or_string == Some(true)
+                || s.x_kubernetes_preserve_unknown_fields == Some(true),
+            "{path} has no type"
+        );
+        assert!(s.ref_path.is_none(), "{path} is a $ref");
+        for (k, p) in s.properties.iter().flatten() {
+            assert_structural(p, &format!("{path}.{k}"));
+        }
+        if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) = &s.items {
+            assert_structural(items, &format!("{path}[]"));
+        }
+        if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(a)) = &s.additional_properties {
+            assert_structural(a, &format!("{path}{{}}"));
+        }
+    }
+
+    #[test]
+    fn every_member_kind_has_a_structural_schema_with_spec_or_data() {
+        let expected = [
+            ("", "namespaces", false, "ns"),
+            ("", "nodes", false, "no"),
+            ("", "pods", true, "po"),
+            ("", "services", true, "svc"),
+            ("", "configmaps", true, "cm"),
+            ("", "secrets", true, ""),
+            ("", "events", true, "ev"),
+            ("apps", "deployments", true, "deploy"),
+            ("apps", "replicasets", true, "rs"),
+            ("apps", "daemonsets", true, "ds"),
+            ("apps", "statefulsets", true, "sts"),
+        ];
+        assert_eq!(MEMBER.all().len(), expected.len());
+        for (group, plural, namespaced, short) in expected {
+            let d = MEMBER
+                .find(group, "v1", plural)
+                .unwrap_or_else(|| panic!("{plural}"));
+            assert_eq!(d.namespaced, namespaced, "{plural}");
+            assert_eq!(
+                d.short_names.first().map_or("", String::as_str),
+                short,
+                "{plural}"
+            );
+            assert!(d.strategic_merge, "{plural}");
+            assert_structural(&d.schema, plural);
+            assert!(!d.columns.is_empty(), "{plural} has printer columns");
+            for c in &d.columns {
+                assert!(
+                    d.cell(&c.name).is_some() || !c.json_path.is_empty(),
+                    "{plural}.{} has neither a cell nor a JSONPath",
+                    c.name
+                );
+            }
+        }
+        let ds = MEMBER.find("apps", "v1", "daemonsets").unwrap();
+        assert!(ds.has_status);
+        let spec = &ds.schema.properties.as_ref().unwrap()["spec"];
+        assert!(
+            spec.properties
+                .as_ref()
+                .unwrap()
+                .contains_key("updateStrategy")
+        );
+        assert!(!MEMBER.find("", "v1", "configmaps").unwrap().has_status);
+        assert!(MEMBER.find("", "v1", "nodes").unwrap().has_status);
+    }
+
+    #[test]
+    fn member_kinds_are_explainable_from_their_openapi_documents() {
+        let docs = crate::openapi::Documents::build(&MEMBER);
+        let (_, apps) = &docs.docs["apis/apps/v1"];
+        let ds = &apps["components"]["schemas"]["io.k8s.api.apps.v1.DaemonSet"];
+        assert_eq!(
+            ds["x-kubernetes-group-version-kind"][0]["kind"],
+            "DaemonSet"
+        );
+        assert!(
+            ds["properties"]["spec"]["properties"]["updateStrategy"]["properties"]["rollingUpdate"]
+                .is_object()
+        );
+        let (_, core) = &docs.docs["api/v1"];
+        assert!(core["paths"]["/api/v1/namespaces/{namespace}/pods/{name}/status"].is_object());
+        assert!(core["paths"]["/api/v1/nodes/{name}"].is_object());
+    }
+
+    #[test]
+    fn a_pod_missing_its_containers_is_invalid_and_unknown_fields_are_named() {
+        let pods = MEMBER.find("", "v1", "pods").unwrap();
+        let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"}, "spec": {"nodeName": "n"}});
+        let err = crate::object::admit(pods, &mut pod, crate::object::FieldValidation::Strict)
+            .unwrap_err();
+        assert!(err.to_string().contains("spec.containers"), "{err}");
+        let mut pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "a", "image": "a", "colour": "red"}]}});
+        let err = crate::object::admit(pods, &mut pod, crate::object::FieldValidation::Strict)
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("spec.containers[0].colour"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn shoal_registry_serves_the_taskflow_kinds_namespaced() {

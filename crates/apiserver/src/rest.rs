@@ -912,7 +912,7 @@ pub async fn delete(
         return Ok(cur);
     }
     if rp.def.kind == "Namespace" && rp.def.group.is_empty() {
-        if crate::DEFAULT_NAMESPACES.contains(&name) {
+        if st.default_namespaces.contains(&name) {
             return Err(ApiError::Forbidden {
                 target: object::target(&rp.def, name),
                 message: "this namespace may not be deleted".into(),

@@ -2,7 +2,9 @@
 //! `kubectl get` prints.
 //!
 //! Columns come from the kind's printer columns (the CRD's `additionalPrinterColumns`):
-//! `Name` first, then each column's JSONPath evaluated against the object. `date` columns
+//! `Name` first, then each column's JSONPath evaluated against the object — or, for the
+//! built-in kinds' derived columns (a pod's STATUS), its computed cell
+//! ([`crate::printers`]). `date` columns
 //! are rendered as an age (`5m`, `3d4h`) from the server's clock, as Kubernetes does.
 
 use jiff::Timestamp;
@@ -30,10 +32,13 @@ impl IncludeObject {
 
 /// The column definitions of `def`'s table.
 pub fn column_definitions(def: &ResourceDef) -> Value {
-    let mut cols = vec![json!({
-        "name": "Name", "type": "string", "format": "name", "priority": 0,
-        "description": "Name must be unique within a namespace."
-    })];
+    let mut cols = Vec::new();
+    if def.name_column {
+        cols.push(json!({
+            "name": "Name", "type": "string", "format": "name", "priority": 0,
+            "description": "Name must be unique within a namespace."
+        }));
+    }
     for c in &def.columns {
         cols.push(json!({
             "name": c.name,
@@ -48,8 +53,15 @@ pub fn column_definitions(def: &ResourceDef) -> Value {
 
 /// One table row for `obj`.
 pub fn row(def: &ResourceDef, obj: &Value, now: Timestamp, include: IncludeObject) -> Value {
-    let mut cells = vec![obj["metadata"]["name"].clone()];
+    let mut cells = Vec::with_capacity(def.columns.len() + 1);
+    if def.name_column {
+        cells.push(obj["metadata"]["name"].clone());
+    }
     for c in &def.columns {
+        if let Some(cell) = def.cell(&c.name) {
+            cells.push(cell(obj, now));
+            continue;
+        }
         let v = eval(&c.json_path, obj);
         cells.push(match (c.type_.as_str(), v) {
             (_, None) => Value::Null,

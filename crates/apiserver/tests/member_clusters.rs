@@ -1,0 +1,518 @@
+//! The real `kubectl` and kube-rs against member clusters served at `/clusters/{name}/`.
+//!
+//! ```text
+//! kubectl --context c-1 ──► http://127.0.0.1:PORT/clusters/c-1/… ──► ApiServer (in process)
+//!                                                                  └ StaticDirectory {c-0, c-1, c-2}
+//!                                                                      each a Store::memory()
+//! ```
+//!
+//! Each test starts the router on an ephemeral port with three member clusters, writes a
+//! kubeconfig with one context per cluster, and talks to it as a user would.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::Value;
+use shoal_apiserver::{ApiServer, Registry, ServerConfig, StaticDirectory};
+use shoal_core::clock::SystemClock;
+use shoal_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// Generous: kubectl runs concurrently with other tests' compilations on a shared box.
+const TEST_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Built once per test binary: generating the built-in kinds' schemas takes a while in
+/// debug builds.
+static MEMBER_REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::member_cluster);
+
+async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(limit, fut)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {limit:?}: {what}"))
+}
+
+/// A server with three member clusters `c-0`, `c-1`, `c-2`.
+struct Fleet {
+    url: String,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    shutdown: CancellationToken,
+}
+
+impl Fleet {
+    async fn start() -> Self {
+        let directory = StaticDirectory::new();
+        for i in 0..3 {
+            directory.insert(format!("c-{i}"), Store::memory());
+        }
+        let shutdown = CancellationToken::new();
+        let server = ApiServer::new(
+            Store::memory(),
+            Registry::shoal(),
+            Arc::new(SystemClock),
+            ServerConfig::default(),
+            prometheus_client::registry::Registry::default(),
+            shutdown.clone(),
+        )
+        .with_member_clusters(Arc::new(directory.clone()), MEMBER_REGISTRY.clone());
+        server
+            .ensure_default_namespaces()
+            .await
+            .expect("namespaces");
+        let members = server.member_clusters().expect("members mounted");
+        for name in members.directory().names() {
+            let store = members.directory().lookup(&name).expect("listed");
+            members
+                .ensure_default_namespaces(store)
+                .await
+                .expect("member namespaces");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(shoal_apiserver::serve(
+            listener,
+            server.router(),
+            shutdown.clone(),
+        ));
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-members-")
+            .tempdir()
+            .expect("tempdir");
+        let kubeconfig = dir.path().join("kubeconfig");
+        let mut clusters = String::new();
+        let mut contexts = String::new();
+        for name in ["c-0", "c-1", "c-2", "nope"] {
+            clusters.push_str(&format!(
+                "- name: {name}\n  cluster:\n    server: {url}/clusters/{name}\n"
+            ));
+            contexts.push_str(&format!(
+                "- name: {name}\n  context:\n    cluster: {name}\n    user: u\n"
+            ));
+        }
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: c-1\nusers:\n- name: u\n  user: {{}}\n"
+            ),
+        )
+        .expect("write kubeconfig");
+        Fleet {
+            url,
+            dir,
+            kubeconfig,
+            shutdown,
+        }
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write manifest");
+        p.to_str().expect("utf-8 path").to_string()
+    }
+
+    /// Runs kubectl in context `ctx`; returns (success, stdout, stderr).
+    async fn kubectl_in(&self, ctx: &str, args: &[&str]) -> (bool, String, String) {
+        let out = tokio::process::Command::new(kubectl())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("cache"))
+            .arg("--context")
+            .arg(ctx)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    async fn ok_in(&self, ctx: &str, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.kubectl_in(ctx, args).await;
+        assert!(
+            ok,
+            "kubectl --context {ctx} {} failed:\nstdout: {stdout}\nstderr: {stderr}",
+            args.join(" ")
+        );
+        stdout
+    }
+
+    /// kubectl against `c-1`, which must succeed.
+    async fn ok(&self, args: &[&str]) -> String {
+        self.ok_in("c-1", args).await
+    }
+
+    async fn json(&self, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.extend(["-o", "json"]);
+        let out = self.ok(&args).await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn kubectl() -> PathBuf {
+    std::env::var_os("KUBECTL")
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            let p = Path::new("/usr/bin/kubectl");
+            assert!(
+                p.is_file(),
+                "kubectl is not installed; ./scripts/test installs it"
+            );
+            p.to_path_buf()
+        })
+}
+
+/// Rows of a kubectl table, cut at the header's column offsets (headers with one space,
+/// like `NODE SELECTOR`, stay one column because columns are two spaces apart).
+fn rows(table: &str) -> Vec<Vec<(String, String)>> {
+    let mut lines = table.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return vec![];
+    };
+    let mut starts = vec![0];
+    let bytes = header.as_bytes();
+    for i in 2..bytes.len() {
+        if bytes[i] != b' ' && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
+            starts.push(i);
+        }
+    }
+    let cell = |line: &str, n: usize| {
+        let s = starts[n].min(line.len());
+        let e = starts
+            .get(n + 1)
+            .map_or(line.len(), |e| (*e).min(line.len()));
+        line[s..e].trim().to_string()
+    };
+    let names: Vec<String> = (0..starts.len()).map(|n| cell(header, n)).collect();
+    lines
+        .map(|l| {
+            names
+                .iter()
+                .enumerate()
+                .map(|(n, name)| (name.clone(), cell(l, n)))
+                .collect()
+        })
+        .collect()
+}
+
+fn header(table: &str) -> Vec<String> {
+    rows(&format!("{table}\n-"))
+        .first()
+        .map(|r| r.iter().map(|(h, _)| h.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn get<'a>(row: &'a [(String, String)], col: &str) -> &'a str {
+    row.iter()
+        .find(|(h, _)| h == col)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no column {col} in {row:?}"))
+}
+
+const NODES_AND_PODS: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-a
+  labels:
+    node-role.kubernetes.io/worker: ""
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-b
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  namespace: default
+spec:
+  nodeName: node-a
+  containers:
+  - name: app
+    image: nginx:1.27
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-1
+  namespace: kube-system
+spec:
+  containers:
+  - name: agent
+    image: agent:1
+"#;
+
+#[tokio::test]
+async fn kubectl_applies_and_lists_nodes_and_pods_in_one_member_cluster_only() {
+    within(TEST_DEADLINE, "kubectl get nodes,pods -A", async {
+        let f = Fleet::start().await;
+        let manifest = f.write("nodes-pods.yaml", NODES_AND_PODS);
+        f.ok(&["apply", "-f", &manifest]).await;
+        // The simulator would write status; here kubectl does, through the subresource.
+        f.ok(&[
+            "patch", "node", "node-a", "--subresource=status", "--type=merge", "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"True"}],"nodeInfo":{"kubeletVersion":"v1.33.1","machineID":"","systemUUID":"","bootID":"","kernelVersion":"6.1","osImage":"Debian","containerRuntimeVersion":"containerd://1.7","kubeProxyVersion":"","operatingSystem":"linux","architecture":"amd64"}}}"#,
+        ])
+        .await;
+        f.ok(&[
+            "patch", "pod", "web-1", "-n", "default", "--subresource=status", "--type=merge", "-p",
+            r#"{"status":{"phase":"Running","containerStatuses":[{"name":"app","image":"nginx:1.27","imageID":"","ready":false,"restartCount":3,"state":{"waiting":{"reason":"CrashLoopBackOff"}}}]}}"#,
+        ])
+        .await;
+
+        let out = f.ok(&["get", "nodes,pods", "-A"]).await;
+        let (nodes, pods) = out.split_once("\n\n").unwrap_or_else(|| panic!("two tables:\n{out}"));
+        assert_eq!(header(nodes), ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], "{out}");
+        let nodes = rows(nodes);
+        assert_eq!(nodes.len(), 2, "{out}");
+        let a = nodes.iter().find(|r| get(r, "NAME") == "node/node-a").expect("node-a");
+        assert_eq!(get(a, "STATUS"), "Ready", "{out}");
+        assert_eq!(get(a, "ROLES"), "worker", "{out}");
+        assert_eq!(get(a, "VERSION"), "v1.33.1", "{out}");
+        let b = nodes.iter().find(|r| get(r, "NAME") == "node/node-b").expect("node-b");
+        assert_eq!(get(b, "STATUS"), "Unknown", "{out}");
+        assert_eq!(get(b, "ROLES"), "<none>", "{out}");
+
+        assert_eq!(
+            header(pods),
+            ["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+            "{out}"
+        );
+        let pods = rows(pods);
+        assert_eq!(pods.len(), 2, "{out}");
+        let web = pods.iter().find(|r| get(r, "NAME") == "pod/web-1").expect("web-1");
+        assert_eq!(get(web, "NAMESPACE"), "default");
+        assert_eq!(get(web, "READY"), "0/1", "{out}");
+        assert_eq!(get(web, "STATUS"), "CrashLoopBackOff", "{out}");
+        assert_eq!(get(web, "RESTARTS"), "3", "{out}");
+
+        // The same objects do not exist in another member cluster.
+        let (ok, stdout, stderr) = f.kubectl_in("c-2", &["get", "pods", "-A"]).await;
+        assert!(ok && stdout.is_empty() && stderr.contains("No resources found"), "{stdout}{stderr}");
+        let (ok, _, stderr) = f.kubectl_in("c-2", &["get", "node", "node-a"]).await;
+        assert!(!ok && stderr.contains("NotFound") && stderr.contains("node-a"), "{stderr}");
+        // Wide output shows the computed columns too.
+        let wide = f.ok(&["get", "pods", "-n", "default", "-o", "wide"]).await;
+        assert_eq!(get(&rows(&wide)[0], "NODE"), "node-a", "{wide}");
+    })
+    .await
+}
+
+fn mk_deployment(app_image: &str, log_level: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: app
+        image: {app_image}
+        ports:
+        - containerPort: 8080
+        env:
+        - name: LOG_LEVEL
+          value: {log_level}
+        - name: REGION
+          value: eu
+      - name: sidecar
+        image: envoy:1.30
+"#
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs strategic merge patch, the next increment"]
+async fn reapplying_a_deployment_merges_containers_and_env_by_name() {
+    within(TEST_DEADLINE, "kubectl apply twice", async {
+        let f = Fleet::start().await;
+        let path = f.write("deploy.yaml", &mk_deployment("web:1", "info"));
+        f.ok(&["apply", "-f", &path]).await;
+        // Another actor adds an env var with a strategic merge patch (kubectl set env).
+        f.ok(&["set", "env", "deployment/web", "-c", "app", "FEATURE=on"])
+            .await;
+        let path = f.write("deploy.yaml", &mk_deployment("web:2", "debug"));
+        f.ok(&["apply", "-f", &path]).await;
+
+        let d = f.json(&["get", "deployment", "web"]).await;
+        let containers = d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers");
+        let names: Vec<&str> = containers
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["app", "sidecar"], "{d:#}");
+        let app = &containers[0];
+        assert_eq!(app["image"], "web:2");
+        assert_eq!(app["ports"][0]["containerPort"], 8080, "{app:#}");
+        let env: Vec<(&str, &str)> = app["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            [("LOG_LEVEL", "debug"), ("REGION", "eu"), ("FEATURE", "on")],
+            "{app:#}"
+        );
+        assert_eq!(containers[1]["image"], "envoy:1.30");
+        assert_eq!(d["metadata"]["generation"], 3, "{d:#}");
+
+        let out = f.ok(&["get", "deploy"]).await;
+        assert_eq!(
+            header(&out),
+            ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+            "{out}"
+        );
+        assert_eq!(get(&rows(&out)[0], "READY"), "0/2", "{out}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn label_cordon_and_explain_work_on_built_in_kinds() {
+    within(TEST_DEADLINE, "kubectl label/cordon/explain", async {
+        let f = Fleet::start().await;
+        let manifest = f.write("nodes-pods.yaml", NODES_AND_PODS);
+        f.ok(&["apply", "-f", &manifest]).await;
+        f.ok(&["label", "node", "node-a", "zone=eu-1a"]).await;
+        f.ok(&["annotate", "pod", "web-1", "owner=team-a"]).await;
+        f.ok(&["cordon", "node-a"]).await;
+        let node = f.json(&["get", "node", "node-a"]).await;
+        assert_eq!(node["metadata"]["labels"]["zone"], "eu-1a", "{node:#}");
+        assert_eq!(
+            node["metadata"]["labels"]["node-role.kubernetes.io/worker"],
+            ""
+        );
+        assert_eq!(node["spec"]["unschedulable"], true, "{node:#}");
+        let out = f.ok(&["get", "no", "node-a"]).await;
+        assert_eq!(
+            get(&rows(&out)[0], "STATUS"),
+            "Unknown,SchedulingDisabled",
+            "{out}"
+        );
+        let pod = f.json(&["get", "po", "web-1"]).await;
+        assert_eq!(pod["metadata"]["annotations"]["owner"], "team-a");
+
+        let out = f.ok(&["explain", "daemonset.spec.updateStrategy"]).await;
+        assert!(
+            out.contains("KIND:") && out.contains("DaemonSet") && out.contains("rollingUpdate"),
+            "{out}"
+        );
+        let out = f.ok(&["api-resources"]).await;
+        for short in [
+            "no", "po", "cm", "svc", "deploy", "rs", "ds", "sts", "ev", "ns",
+        ] {
+            assert!(
+                out.split_whitespace().any(|w| w == short),
+                "short name {short} missing:\n{out}"
+            );
+        }
+        // Strict field validation comes from the k8s-openapi schema.
+        let bad = f.write(
+            "bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\ndata: {a: b}\ncolour: red\n",
+        );
+        let (ok, _, stderr) = f.kubectl_in("c-1", &["apply", "-f", &bad]).await;
+        assert!(!ok && stderr.contains("colour"), "{stderr}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unknown_cluster_answers_a_not_found_status() {
+    within(TEST_DEADLINE, "unknown cluster", async {
+        let f = Fleet::start().await;
+        let (ok, _, stderr) = f
+            .kubectl_in("nope", &["get", "--raw", "/api/v1/pods"])
+            .await;
+        assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+        let (ok, _, stderr) = f.kubectl_in("nope", &["get", "pods"]).await;
+        assert!(!ok, "{stderr}");
+        let (ok, out, _) = f.kubectl_in("c-0", &["get", "--raw", "/version"]).await;
+        assert!(ok && out.contains("gitVersion"), "{out}");
+        // The raw answer is a Status naming the cluster.
+        let mut stream = tokio::net::TcpStream::connect(f.url.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(
+                b"GET /clusters/nope/api/v1/pods HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        let mut resp = String::new();
+        stream.read_to_string(&mut resp).await.expect("read");
+        assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+        assert!(
+            resp.contains(r#""kind":"Status""#) && resp.contains(r#"clusters \"nope\" not found"#),
+            "{resp}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kube_rs_lists_and_watches_pods_of_one_member_cluster() {
+    within(TEST_DEADLINE, "kube-rs list + watcher", async {
+        let f = Fleet::start().await;
+        let manifest = f.write("nodes-pods.yaml", NODES_AND_PODS);
+        f.ok(&["apply", "-f", &manifest]).await;
+        let url = format!("{}/clusters/c-1", f.url).parse().expect("uri");
+        let client = kube::Client::try_from(kube::Config::new(url)).expect("client");
+        let pods: kube::Api<Pod> = kube::Api::all(client.clone());
+        let list = pods.list(&Default::default()).await.expect("list pods");
+        let mut names: Vec<String> = list.items.iter().filter_map(|p| p.metadata.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["agent-1", "web-1"]);
+
+        let events = kube::runtime::watcher(
+            kube::Api::<Pod>::namespaced(client, "default"),
+            Default::default(),
+        );
+        let mut events = std::pin::pin!(kube::runtime::WatchStreamExt::applied_objects(events));
+        let first = events.try_next().await.expect("watch").expect("an event");
+        assert_eq!(first.metadata.name.as_deref(), Some("web-1"));
+        let late = f.write(
+            "late.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: late, namespace: default}\nspec:\n  containers: [{name: a, image: a}]\n",
+        );
+        f.ok(&["apply", "-f", &late]).await;
+        let next = events.next().await.expect("stream open").expect("event");
+        assert_eq!(next.metadata.name.as_deref(), Some("late"));
+    })
+    .await
+}
