@@ -12,6 +12,7 @@
 //! are rendered only when someone watches (`WatchHub::watchers`): a watcher that subscribes
 //! later reads the gap from the cluster's bounded history, rendered then.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -27,7 +28,11 @@ use shoal_store::{
 };
 use tokio::sync::Notify;
 
+use crate::faults::{ClusterRef, FaultModel};
 use crate::state::{ClusterState, RenderContext, Value, render};
+
+/// Where a simulation keeps its fault model; swapped whole when the profile changes.
+pub type FaultSlot = Arc<std::sync::RwLock<Arc<FaultModel>>>;
 
 /// One simulated cluster's objects, shared by its API surface and its driver.
 #[derive(Clone)]
@@ -35,19 +40,13 @@ pub struct SimCluster {
     inner: Arc<Inner>,
 }
 
-/// How a cluster's API server misbehaves (a fault profile's "slow" or "erroring" API).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ApiFault {
-    /// Added to every request.
-    pub latency: Duration,
-    /// The share of requests (0.0–1.0) answered 503 ServiceUnavailable.
-    pub error_rate: f64,
-}
-
 struct Inner {
     name: String,
-    /// The API fault in force, and a request counter that makes its errors deterministic.
-    api_fault: Mutex<Option<ApiFault>>,
+    /// The cluster's attribute labels (what fault selectors match).
+    labels: Arc<BTreeMap<String, String>>,
+    /// The simulation's fault model (slow or erroring API), and a request counter that
+    /// makes its decisions deterministic.
+    faults: FaultSlot,
     requests: AtomicU64,
     state: Mutex<ClusterState>,
     hub: WatchHub,
@@ -65,11 +64,18 @@ impl fmt::Debug for SimCluster {
 }
 
 impl SimCluster {
-    pub fn new(name: impl Into<String>, clock: SharedClock, history_limit: usize) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        labels: Arc<BTreeMap<String, String>>,
+        clock: SharedClock,
+        faults: FaultSlot,
+        history_limit: usize,
+    ) -> Self {
         SimCluster {
             inner: Arc::new(Inner {
                 name: name.into(),
-                api_fault: Mutex::new(None),
+                labels,
+                faults,
                 requests: AtomicU64::new(0),
                 state: Mutex::new(ClusterState::new(history_limit)),
                 hub: WatchHub::new(),
@@ -92,40 +98,54 @@ impl SimCluster {
         Store::new(self.clone())
     }
 
-    /// Makes the cluster's API slow or erroring (`None`: healthy again).
-    pub fn set_api_fault(&self, fault: Option<ApiFault>) {
-        *self
-            .inner
-            .api_fault
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = fault;
+    pub fn labels(&self) -> &Arc<BTreeMap<String, String>> {
+        &self.inner.labels
     }
 
-    /// Applies the API fault in force to one request: waits its latency, then fails it
-    /// if its turn came (every request's fate follows from its sequence number).
+    /// The fault model slot the cluster reads (shared by the whole simulation).
+    pub fn faults(&self) -> &FaultSlot {
+        &self.inner.faults
+    }
+
+    /// Applies the fault model's API faults to one request: waits the latency (real time:
+    /// it is what the client experiences on the wire), then fails the request if its
+    /// turn came. Every request's fate follows from its sequence number and the seed.
     async fn disturb(&self) -> Result<()> {
-        let fault = *self
+        let model = self
             .inner
-            .api_fault
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let Some(fault) = fault else {
+            .faults
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !model.has_api_faults() {
             return Ok(());
-        };
-        if !fault.latency.is_zero() {
-            tokio::time::sleep(fault.latency).await;
         }
         let n = self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let draw = crate::template::fnv1a(&[self.inner.name.as_bytes(), &n.to_le_bytes()]);
-        // The top 53 bits as a uniform number in [0, 1).
-        let unit = (draw >> 11) as f64 / (1u64 << 53) as f64;
-        if unit < fault.error_rate {
-            return Err(Error::Unavailable(format!(
-                "the API server of simulated cluster {} is failing (fault profile)",
-                self.inner.name
-            )));
+        let cluster = ClusterRef {
+            name: &self.inner.name,
+            labels: &self.inner.labels,
+        };
+        let fault = model.api_fault(cluster, n, self.inner.clock.now());
+        if let Ok(latency) = Duration::try_from(fault.latency)
+            && !latency.is_zero()
+        {
+            tokio::time::sleep(latency).await;
         }
-        Ok(())
+        match fault.error {
+            None => Ok(()),
+            Some(code) => {
+                let msg = format!(
+                    "the API server of simulated cluster {} is failing (fault profile, {code})",
+                    self.inner.name
+                );
+                // 503 and 500 are what the API edge can answer from a store error.
+                Err(if code == 500 {
+                    Error::Backend(msg)
+                } else {
+                    Error::Unavailable(msg)
+                })
+            }
+        }
     }
 
     /// Wakes the driver (something it depends on changed, e.g. the fault model).
@@ -359,7 +379,13 @@ mod tests {
     use shoal_core::clock::SystemClock;
 
     fn cluster(history: usize) -> SimCluster {
-        SimCluster::new("c-1", Arc::new(SystemClock), history)
+        SimCluster::new(
+            "c-1",
+            Arc::new(BTreeMap::new()),
+            Arc::new(SystemClock),
+            Arc::new(std::sync::RwLock::new(Arc::new(FaultModel::none()))),
+            history,
+        )
     }
 
     #[test]
@@ -373,10 +399,12 @@ mod tests {
     async fn an_erroring_api_fails_its_share_of_requests_and_recovers() {
         let c = cluster(16);
         let store = c.store();
-        c.set_api_fault(Some(ApiFault {
-            latency: Duration::ZERO,
-            error_rate: 0.3,
-        }));
+        let profile = crate::faults::FaultProfile::from_yaml(
+            "seed: 3\nfaults:\n  - apiServer: {name: flaky, errorRate: 0.3, errorCode: 503}\n",
+        )
+        .unwrap();
+        let epoch = shoal_core::clock::Clock::now(&SystemClock);
+        *c.faults().write().unwrap() = Arc::new(FaultModel::compile(&profile, epoch).unwrap());
         let mut failed = 0;
         for _ in 0..1000 {
             if let Err(e) = store.get("/k").await {
@@ -385,7 +413,7 @@ mod tests {
             }
         }
         assert!((250..350).contains(&failed), "{failed} of 1000 failed");
-        c.set_api_fault(None);
+        *c.faults().write().unwrap() = Arc::new(FaultModel::none());
         for _ in 0..100 {
             store.get("/k").await.expect("healthy again");
         }

@@ -20,7 +20,7 @@
 //! the caches here only save re-parsing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,7 +46,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Context {
     pub cluster: SimCluster,
     pub labels: Arc<BTreeMap<String, String>>,
-    pub faults: Arc<RwLock<Arc<FaultModel>>>,
+    pub faults: crate::backend::FaultSlot,
     pub config: SimConfig,
 }
 
@@ -485,7 +485,7 @@ mod tests {
         let m = &sim.members()[i];
         Driver::new(Context {
             cluster: m.cluster.clone(),
-            labels: Arc::new(m.labels.clone()),
+            labels: m.labels.clone(),
             faults: sim.fault_handle(),
             config: SimConfig::default(),
         })

@@ -707,6 +707,16 @@ pub fn image_tag(image: &str) -> Option<&str> {
     last.split_once(':').map(|(_, tag)| tag)
 }
 
+impl FaultModel {
+    /// Whether any fault acts on API requests (so a healthy fleet's requests skip the
+    /// per-request decision entirely).
+    pub fn has_api_faults(&self) -> bool {
+        self.faults
+            .iter()
+            .any(|f| matches!(f, Compiled::Api { .. }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,13 +18,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use serde_json::{Value as Json, json};
+use shoal_apiserver::cluster::ClusterDirectory;
+use shoal_apiserver::{Registry, ResourceDef};
 use shoal_core::clock::SharedClock;
-use shoal_store::Precondition;
+use shoal_store::{Precondition, Store};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::backend::SimCluster;
+use crate::backend::{FaultSlot, SimCluster};
 use crate::driver;
 use crate::faults::FaultModel;
 use crate::fleet::{Fleet, NodeClass};
@@ -59,7 +61,7 @@ impl Default for SimConfig {
 #[derive(Debug)]
 pub struct Member {
     pub cluster: SimCluster,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
 }
 
 /// A fleet of simulated clusters.
@@ -69,18 +71,26 @@ pub struct Simulation {
     by_name: HashMap<String, usize>,
     clock: SharedClock,
     config: SimConfig,
-    faults: Arc<RwLock<Arc<FaultModel>>>,
+    faults: FaultSlot,
 }
 
 impl Simulation {
     /// Builds every cluster of `fleet` with its nodes and namespaces, at the clock's now.
     pub fn build(fleet: &Fleet, clock: SharedClock, config: SimConfig) -> Self {
         let now = clock.now();
+        let faults: FaultSlot = Arc::new(RwLock::new(Arc::new(FaultModel::none())));
         let mut profiles: HashMap<*const NodeClass, Arc<NodeProfile>> = HashMap::new();
         let mut members = Vec::with_capacity(fleet.clusters.len());
         let mut by_name = HashMap::with_capacity(fleet.clusters.len());
         for fc in &fleet.clusters {
-            let cluster = SimCluster::new(fc.name.clone(), clock.clone(), config.history_limit);
+            let labels = Arc::new(fc.labels.clone());
+            let cluster = SimCluster::new(
+                fc.name.clone(),
+                labels.clone(),
+                clock.clone(),
+                faults.clone(),
+                config.history_limit,
+            );
             cluster.apply(|state| {
                 for ns in NAMESPACES {
                     let obj = json!({"apiVersion": "v1", "kind": "Namespace",
@@ -117,17 +127,14 @@ impl Simulation {
                 }
             });
             by_name.insert(fc.name.clone(), members.len());
-            members.push(Member {
-                cluster,
-                labels: fc.labels.clone(),
-            });
+            members.push(Member { cluster, labels });
         }
         Simulation {
             members,
             by_name,
             clock,
             config,
-            faults: Arc::new(RwLock::new(Arc::new(FaultModel::none()))),
+            faults,
         }
     }
 
@@ -152,7 +159,7 @@ impl Simulation {
     }
 
     /// The shared slot of the fault model (what drivers read each step).
-    pub fn fault_handle(&self) -> Arc<RwLock<Arc<FaultModel>>> {
+    pub fn fault_handle(&self) -> FaultSlot {
         self.faults.clone()
     }
 
@@ -170,7 +177,7 @@ impl Simulation {
         for m in &self.members {
             let ctx = driver::Context {
                 cluster: m.cluster.clone(),
-                labels: Arc::new(m.labels.clone()),
+                labels: m.labels.clone(),
                 faults: self.faults.clone(),
                 config: self.config.clone(),
             };
@@ -220,4 +227,29 @@ fn node_profile(class: &NodeClass) -> NodeProfile {
         base["spec"]["taints"] = serde_json::to_value(&p.taints).unwrap_or(json!([]));
     }
     NodeProfile::from_base(base)
+}
+
+impl ClusterDirectory for Simulation {
+    fn lookup(&self, name: &str) -> Option<Store> {
+        self.get(name).map(|m| m.cluster.store())
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+/// The kinds every simulated cluster serves: the member-cluster built-ins and OpenKruise's
+/// Advanced DaemonSet and BroadcastJob.
+pub fn registry() -> Registry {
+    use kube::CustomResourceExt;
+    use shoal_core::kinds::{AdvancedDaemonSet, BroadcastJob};
+    let mut r = Registry::member_cluster();
+    r.add(ResourceDef::from_crd::<AdvancedDaemonSet>(
+        AdvancedDaemonSet::crd(),
+    ));
+    r.add(ResourceDef::from_crd::<BroadcastJob>(BroadcastJob::crd()));
+    r
 }
