@@ -18,6 +18,7 @@ mod bench;
 mod cli;
 mod pipelinerun;
 mod serve;
+mod sim;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +35,8 @@ struct Args {
 enum Command {
     /// Run the API server (embedded SQLite by default).
     Serve(serve::ServeArgs),
+    /// Simulate a fleet of Kubernetes clusters (served at /clusters/NAME).
+    Sim(sim::SimArgs),
     /// Write a kubeconfig that points kubectl at a shoal server.
     Kubeconfig {
         /// The server URL.
@@ -72,6 +75,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match args.command {
             Command::Serve(a) => serve::run(a).await,
+            Command::Sim(a) => sim::run(a).await,
             Command::Kubeconfig {
                 server,
                 token_file,

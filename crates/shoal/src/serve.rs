@@ -2,11 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use shoal_apiserver::{ApiServer, Registry, ServerConfig};
-use shoal_core::clock::SystemClock;
 use shoal_store::{Store, StoreMetrics};
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +39,15 @@ pub struct ServeArgs {
     /// Run no controllers (the taskflow engine among them): serve the API only.
     #[arg(long)]
     pub no_controllers: bool,
+    /// Also simulate this many clusters in-process, served at /clusters/NAME and
+    /// registered as Cluster objects (quick form; --fleet gives the full form).
+    #[arg(long, value_name = "N")]
+    pub sim_clusters: Option<u32>,
+    /// Nodes per simulated cluster (with --sim-clusters).
+    #[arg(long, value_name = "M", default_value_t = 10)]
+    pub sim_nodes: u32,
+    #[command(flatten)]
+    pub sim: crate::sim::FleetFiles,
 }
 
 /// How long shutdown waits for the controllers to finish their in-flight reconciles.
@@ -85,7 +92,7 @@ pub fn read_token(path: &Path) -> Result<String> {
 
 /// The address a client on this machine uses for a listener bound to `addr`: the
 /// loopback address of the same family when bound to "any" (`0.0.0.0`, `[::]`).
-fn client_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+pub(crate) fn client_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
     match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, addr.port()).into(),
@@ -107,7 +114,7 @@ pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
     )
 }
 
-fn init_logs(format: &str) {
+pub(crate) fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -203,14 +210,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .then(|| std::time::Duration::from_secs(args.compaction_interval_seconds)),
         ..ServerConfig::default()
     };
-    let server = ApiServer::new(
+    let clock = crate::sim::clock(args.sim.time_scale)?;
+    let mut server = ApiServer::new(
         store,
         Registry::shoal(),
-        Arc::new(SystemClock),
+        clock.clone(),
         config,
         registry,
         shutdown.clone(),
     );
+    let simulation = if args.sim_clusters.is_some() || args.sim.fleet.is_some() {
+        let fleet = crate::sim::load_fleet(
+            args.sim.fleet.as_deref(),
+            args.sim_clusters.unwrap_or(0),
+            args.sim_nodes,
+        )?;
+        let sim = crate::sim::start(&fleet, &args.sim, clock.clone(), &shutdown)?;
+        server = server.with_member_clusters(sim.clone(), shoal_sim::runtime::registry());
+        Some(sim)
+    } else {
+        None
+    };
     server
         .ensure_default_namespaces()
         .await
@@ -233,7 +253,40 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     );
     tracing::info!(%url, store = %args.store, data_dir = %args.data_dir.display(), "serving");
 
-    let stop = shutdown.clone();
+    on_signal(shutdown.clone());
+    if let Some(sim) = simulation {
+        let client = crate::sim::client(&url, token.as_deref())?;
+        let base = url.clone();
+        tokio::spawn(async move {
+            match crate::sim::register(&sim, client, &base).await {
+                Ok(n) => tracing::info!(clusters = n, "simulated clusters registered"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "failed to register the simulated clusters")
+                }
+            }
+        });
+    }
+    let controllers = (!args.no_controllers)
+        .then(|| {
+            spawn_controllers(
+                &url,
+                token.as_deref(),
+                clock.clone(),
+                shutdown.child_token(),
+            )
+        })
+        .transpose()?;
+    shoal_apiserver::serve(listener, server.router(), shutdown).await?;
+    if let Some(c) = controllers
+        && tokio::time::timeout(CONTROLLERS_DRAIN, c).await.is_err()
+    {
+        tracing::warn!("controllers did not stop within {CONTROLLERS_DRAIN:?}");
+    }
+    Ok(())
+}
+
+/// Cancels `stop` on Ctrl-C or SIGTERM.
+pub(crate) fn on_signal(stop: CancellationToken) {
     tokio::spawn(async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
@@ -246,16 +299,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         stop.cancel();
     });
-    let controllers = (!args.no_controllers)
-        .then(|| spawn_controllers(&url, token.as_deref(), shutdown.child_token()))
-        .transpose()?;
-    shoal_apiserver::serve(listener, server.router(), shutdown).await?;
-    if let Some(c) = controllers
-        && tokio::time::timeout(CONTROLLERS_DRAIN, c).await.is_err()
-    {
-        tracing::warn!("controllers did not stop within {CONTROLLERS_DRAIN:?}");
-    }
-    Ok(())
 }
 
 /// Starts the in-process controllers against the server's own URL, as any client would
@@ -263,6 +306,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 fn spawn_controllers(
     url: &str,
     token: Option<&str>,
+    clock: shoal_core::clock::SharedClock,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tracing::Instrument;
@@ -270,7 +314,7 @@ fn spawn_controllers(
     config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
     let client =
         kube::Client::try_from(config).context("failed to build the controllers' client")?;
-    let clock = shoal_controllers::Clock::new(Arc::new(SystemClock));
+    let clock = shoal_controllers::Clock::new(clock);
     let executors = shoal_controllers::Registry::builtin();
     Ok(tokio::spawn(
         shoal_controllers::taskflow::run(client, clock, executors, stop)

@@ -258,6 +258,10 @@ impl Driver {
                 updates.push((key.clone(), r));
             }
         }
+        if !updates.is_empty() {
+            // Workload status counts pods: let the next step see the new states.
+            next.at(Some(now));
+        }
         for (key, r) in updates {
             let _ = state.put(&key, Value::Pod(Arc::new(r)), Precondition::None);
         }

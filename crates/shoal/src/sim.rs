@@ -1,0 +1,312 @@
+//! The simulated fleet in the binary: `shoal sim` (standalone) and `shoal serve --sim-…`
+//! (in-process), loading fleet and fault files, the virtual clock, registering every
+//! simulated cluster as a `Cluster` object.
+//!
+//! ```text
+//!  --clusters/--nodes | --fleet FLEET.yaml ──▶ fleet::Fleet ──▶ Simulation (drivers spawned)
+//!  --faults FAULTS.yaml ──(re-read when the file changes)──▶ FaultModel
+//!  ApiServer.with_member_clusters(simulation) ──▶ /clusters/{name}/…
+//!  register(): Cluster {name, attribute labels, spec.endpoint.server = URL/clusters/{name}}
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, bail};
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use shoal_core::clock::{ScaledClock, SharedClock, SystemClock};
+use shoal_core::kinds::{Cluster, ClusterSpec, Endpoint};
+use shoal_sim::Simulation;
+use shoal_sim::faults::{FaultModel, FaultProfile};
+use shoal_sim::fleet::{self, Fleet, FleetSpec};
+use shoal_sim::runtime::SimConfig;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How often the fault file is checked for changes.
+const FAULTS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How many Cluster objects are registered at once: enough to fill the store's group
+/// commits, few enough not to queue thousands of requests.
+const REGISTER_CONCURRENCY: usize = 64;
+
+/// The label marking a Cluster object as simulated.
+pub const SIMULATED_LABEL: &str = "shoal.io/simulated";
+
+/// The fleet and faults of a simulation (shared by `shoal sim` and `shoal serve`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct FleetFiles {
+    /// Fleet definition (YAML): cluster groups, regions, node profiles. See
+    /// examples/fleet.yaml.
+    #[arg(long, value_name = "FLEET.yaml")]
+    pub fleet: Option<PathBuf>,
+    /// Fault profile (YAML), re-read when the file changes. See examples/faults.yaml.
+    #[arg(long, value_name = "FAULTS.yaml")]
+    pub faults: Option<PathBuf>,
+    /// Virtual time runs this many times faster than real time (60: a minute per
+    /// second). Everything in the process uses this clock.
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+}
+
+/// `shoal sim`: a standalone simulated fleet.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimArgs {
+    /// Number of simulated clusters (quick form; --fleet gives the full form).
+    #[arg(long, default_value_t = 3)]
+    pub clusters: u32,
+    /// Nodes per cluster (quick form).
+    #[arg(long, default_value_t = 10)]
+    pub nodes: u32,
+    /// Address to listen on; clusters are served at http://ADDR/clusters/NAME.
+    #[arg(long, default_value = "127.0.0.1:7421")]
+    pub listen: std::net::SocketAddr,
+    #[command(flatten)]
+    pub files: FleetFiles,
+    /// Register the clusters as `Cluster` objects in this shoal control plane (its URL);
+    /// without it they are registered in the simulator's own top-level API.
+    #[arg(long, value_name = "URL")]
+    pub control_plane: Option<String>,
+    /// Bearer token file for --control-plane.
+    #[arg(long)]
+    pub control_plane_token_file: Option<PathBuf>,
+}
+
+/// The process clock: real time, or scaled by `--time-scale`.
+pub fn clock(time_scale: f64) -> Result<SharedClock> {
+    if !(time_scale.is_finite() && time_scale > 0.0) {
+        bail!("--time-scale {time_scale}: must be a positive number");
+    }
+    if (time_scale - 1.0).abs() < f64::EPSILON {
+        return Ok(Arc::new(SystemClock));
+    }
+    let real: SharedClock = Arc::new(SystemClock);
+    let start = real.now();
+    let scaled = ScaledClock::new(real, start, time_scale)
+        .map_err(|e| anyhow::anyhow!("--time-scale {time_scale}: {e}"))?;
+    Ok(Arc::new(scaled))
+}
+
+/// The fleet to simulate: the file's, else `clusters` × `nodes`.
+pub fn load_fleet(file: Option<&Path>, clusters: u32, nodes: u32) -> Result<Fleet> {
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("failed to read fleet file {}", path.display()))?;
+            let spec = FleetSpec::from_yaml(&text)
+                .with_context(|| format!("fleet file {}", path.display()))?;
+            fleet::expand(&spec).with_context(|| format!("fleet file {}", path.display()))
+        }
+        None => Ok(fleet::uniform(clusters, nodes)),
+    }
+}
+
+fn load_faults(path: &Path, epoch: Timestamp) -> Result<FaultModel> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read fault profile {}", path.display()))?;
+    let profile = FaultProfile::from_yaml(&text)
+        .with_context(|| format!("fault profile {}", path.display()))?;
+    FaultModel::compile(&profile, epoch)
+        .with_context(|| format!("fault profile {}", path.display()))
+}
+
+/// Builds the simulation, loads its faults and starts its drivers (and the fault file
+/// watcher); everything stops on `stop`.
+pub fn start(
+    fleet: &Fleet,
+    files: &FleetFiles,
+    clock: SharedClock,
+    stop: &CancellationToken,
+) -> Result<Arc<Simulation>> {
+    let epoch = clock.now();
+    let started = std::time::Instant::now();
+    let sim = Arc::new(Simulation::build(fleet, clock, SimConfig::default()));
+    if let Some(path) = &files.faults {
+        sim.set_faults(load_faults(path, epoch)?);
+        spawn_fault_reloader(sim.clone(), path.clone(), epoch, stop.child_token());
+    }
+    let mut drivers = sim.spawn(stop);
+    tokio::spawn(async move { while drivers.join_next().await.is_some() {} });
+    tracing::info!(
+        clusters = fleet.clusters.len(),
+        nodes = fleet.node_count(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "simulated fleet started"
+    );
+    Ok(sim)
+}
+
+/// Re-reads the fault profile whenever its modification time changes.
+fn spawn_fault_reloader(
+    sim: Arc<Simulation>,
+    path: PathBuf,
+    epoch: Timestamp,
+    stop: CancellationToken,
+) {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last: Option<SystemTime> = modified(&path);
+    let span = tracing::info_span!("sim_faults", path = %path.display());
+    tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(FAULTS_RELOAD_INTERVAL) => {}
+                    () = stop.cancelled() => return,
+                }
+                let now = modified(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                match load_faults(&path, epoch) {
+                    Ok(model) => {
+                        sim.set_faults(model);
+                        tracing::info!("fault profile reloaded");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "fault profile not reloaded")
+                    }
+                }
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// The `Cluster` object of a simulated cluster reached at `base`/clusters/`name`.
+pub fn cluster_object(
+    name: &str,
+    labels: &std::collections::BTreeMap<String, String>,
+    base: &str,
+) -> Cluster {
+    let mut c = Cluster::new(
+        name,
+        ClusterSpec {
+            endpoint: Endpoint {
+                server: format!("{}/clusters/{name}", base.trim_end_matches('/')),
+                certificate_authority_data: None,
+                insecure_skip_tls_verify: None,
+            },
+            credentials_ref: None,
+        },
+    );
+    let mut l = labels.clone();
+    l.insert(SIMULATED_LABEL.into(), "true".into());
+    c.metadata.labels = Some(l);
+    c
+}
+
+/// Registers every simulated cluster as a `Cluster` in the control plane `client` talks
+/// to (created, or updated in place when it exists). Returns how many were registered.
+///
+/// # Errors
+/// The first request that failed for another reason than "already exists".
+pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Result<usize> {
+    let api: Api<Cluster> = Api::all(client);
+    let objects: Vec<Cluster> = sim
+        .members()
+        .iter()
+        .map(|m| cluster_object(m.cluster.name(), &m.labels, base))
+        .collect();
+    let results: Vec<Result<()>> = futures::stream::iter(objects)
+        .map(|obj| {
+            let api = api.clone();
+            async move {
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                match api.create(&PostParams::default(), &obj).await {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        let patch = serde_json::json!({
+                            "metadata": {"labels": obj.metadata.labels},
+                            "spec": obj.spec,
+                        });
+                        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                            .await
+                            .map(|_| ())
+                            .with_context(|| format!("failed to update cluster {name}"))
+                    }
+                    Err(e) => Err(e).with_context(|| format!("failed to register cluster {name}")),
+                }
+            }
+        })
+        .buffer_unordered(REGISTER_CONCURRENCY)
+        .collect()
+        .await;
+    let n = results.len();
+    results.into_iter().collect::<Result<Vec<()>>>()?;
+    Ok(n)
+}
+
+/// A kube client for `url` with an optional bearer token.
+pub fn client(url: &str, token: Option<&str>) -> Result<kube::Client> {
+    let mut config = kube::Config::new(url.parse().context("the server URL is not a URI")?);
+    config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
+    kube::Client::try_from(config).context("failed to build a client")
+}
+
+/// `shoal sim`.
+pub async fn run(args: SimArgs) -> Result<()> {
+    crate::serve::init_logs("text");
+    let clock = clock(args.files.time_scale)?;
+    let fleet = load_fleet(args.files.fleet.as_deref(), args.clusters, args.nodes)?;
+    if fleet.clusters.is_empty() {
+        bail!("the fleet has no clusters");
+    }
+    let shutdown = CancellationToken::new();
+    let sim = start(&fleet, &args.files, clock.clone(), &shutdown)?;
+    // The simulator's own top level: shoal's kinds in memory, so `kubectl get clusters`
+    // against it lists the fleet when no control plane is given.
+    let server = shoal_apiserver::ApiServer::new(
+        shoal_store::Store::memory(),
+        shoal_apiserver::Registry::shoal(),
+        clock.clone(),
+        shoal_apiserver::ServerConfig::default(),
+        prometheus_client::registry::Registry::default(),
+        shutdown.clone(),
+    )
+    .with_member_clusters(sim.clone(), shoal_sim::runtime::registry());
+    server
+        .ensure_default_namespaces()
+        .await
+        .context("failed to create the default namespaces")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.listen))?;
+    let url = format!(
+        "http://{}",
+        crate::serve::client_address(listener.local_addr()?)
+    );
+    let first = fleet.clusters[0].name.clone();
+    println!(
+        "simulating {} clusters ({} nodes) at {url}/clusters/NAME",
+        fleet.clusters.len(),
+        fleet.node_count()
+    );
+    println!("try: kubectl --server {url}/clusters/{first} get nodes");
+    let stop = shutdown.clone();
+    crate::serve::on_signal(stop);
+    let serving = tokio::spawn(shoal_apiserver::serve(
+        listener,
+        server.router(),
+        shutdown.clone(),
+    ));
+    let (target, token) = match &args.control_plane {
+        Some(cp) => (
+            cp.clone(),
+            args.control_plane_token_file
+                .as_deref()
+                .map(crate::serve::read_token)
+                .transpose()?,
+        ),
+        None => (url.clone(), None),
+    };
+    let n = register(&sim, client(&target, token.as_deref())?, &url)
+        .await
+        .with_context(|| format!("failed to register the fleet at {target}"))?;
+    println!("registered {n} Cluster objects at {target}");
+    serving.await??;
+    Ok(())
+}
