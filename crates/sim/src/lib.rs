@@ -16,6 +16,7 @@
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
 
 pub mod daemonset;
+pub mod deployment;
 pub mod faults;
 pub mod fleet;
 pub mod kubelet;
