@@ -21,3 +21,4 @@ pub mod faults;
 pub mod fleet;
 pub mod kubelet;
 pub mod pod;
+pub mod statefulset;
