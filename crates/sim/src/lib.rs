@@ -15,6 +15,7 @@
 //! without a server; the state they act on is compact (a pod is a few dozen bytes, its
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
 
+pub mod broadcastjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod faults;
