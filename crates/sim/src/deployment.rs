@@ -163,6 +163,11 @@ pub fn resolve_fenceposts(
     }
 }
 
+/// A sum that saturates: replica counts come from users and may be absurd.
+fn total(counts: impl Iterator<Item = u32>) -> u32 {
+    counts.fold(0, u32::saturating_add)
+}
+
 /// One pass of the Deployment controller.
 pub fn plan(
     policy: &DeploymentPolicy,
@@ -177,10 +182,10 @@ pub fn plan(
         .collect();
     olds.sort_by_key(|s| (s.created, s.revision));
     out.status = DeploymentCounts {
-        replicas: sets.iter().map(|s| s.pods).sum(),
+        replicas: total(sets.iter().map(|s| s.pods)),
         updated_replicas: new.map_or(0, |s| s.pods),
-        ready_replicas: sets.iter().map(|s| s.ready).sum(),
-        available_replicas: sets.iter().map(|s| s.available).sum(),
+        ready_replicas: total(sets.iter().map(|s| s.ready)),
+        available_replicas: total(sets.iter().map(|s| s.available)),
         unavailable_replicas: 0,
     };
     out.status.unavailable_replicas = policy
@@ -239,9 +244,9 @@ pub fn plan(
                 let target = if new_replicas > want {
                     want
                 } else {
-                    let total: u32 = sets.iter().map(|s| s.replicas).sum();
-                    let max_total = want + max_surge;
-                    let up = max_total.saturating_sub(total).min(want - new_replicas);
+                    let all = total(sets.iter().map(|s| s.replicas));
+                    let max_total = want.saturating_add(max_surge);
+                    let up = max_total.saturating_sub(all).min(want - new_replicas);
                     new_replicas + up
                 };
                 if new.is_none() || target != new_replicas {
@@ -253,11 +258,11 @@ pub fn plan(
                 }
             }
             // Scale old ReplicaSets down without going under minAvailable.
-            let old_total: u32 = olds.iter().map(|s| s.replicas).sum();
+            let old_total = total(olds.iter().map(|s| s.replicas));
             if old_total == 0 {
                 return out;
             }
-            let all: u32 = sets.iter().map(|s| s.replicas).sum();
+            let all = total(sets.iter().map(|s| s.replicas));
             let min_available = want.saturating_sub(max_unavailable);
             let new_unavailable = new.map_or(0, |n| n.replicas.saturating_sub(n.available));
             let max_scaled_down =
@@ -280,10 +285,11 @@ pub fn plan(
                 }
             }
             // Then available ones, down to minAvailable, counting what was just removed.
-            let cleaned: u32 = olds.iter().map(|s| s.replicas - targets[&s.revision]).sum();
-            let available: u32 = sets.iter().map(|s| s.available).sum();
+            let cleaned = total(olds.iter().map(|s| s.replicas - targets[&s.revision]));
+            let available = total(sets.iter().map(|s| s.available));
             if available > min_available {
-                let mut down = (available - min_available).min(max_scaled_down as u32 - cleaned);
+                let mut down = (available - min_available)
+                    .min((max_scaled_down as u32).saturating_sub(cleaned));
                 for s in &olds {
                     if down == 0 {
                         break;
@@ -562,6 +568,30 @@ mod tests {
                 replicas: 3
             }]
         );
+    }
+
+    #[test]
+    fn absurd_replica_counts_saturate_instead_of_overflowing() {
+        let huge = i32::MAX as u32;
+        let mk = |revision, created| ReplicaSetView {
+            revision,
+            replicas: huge,
+            pods: huge,
+            ready: huge,
+            available: huge,
+            created,
+        };
+        let sets = [mk(2, t0()), mk(3, t0()), mk(OLD, t0())];
+        let policy = rolling(IntOrPercent::Percent(1000), IntOrPercent::Int(huge), huge);
+        let p = plan(&policy, NEW, &sets);
+        assert_eq!(
+            p.scale,
+            vec![Scale {
+                revision: NEW,
+                replicas: 0
+            }]
+        );
+        assert_eq!(p.status.replicas, u32::MAX);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //! Kubernetes' `maxUnavailable` for StatefulSets (default 1, percentages of replicas
 //! rounded up, at least 1): unavailable pods anywhere in the set use up the budget.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use jiff::{SignedDuration, Timestamp};
 use shoal_core::FieldError;
 use shoal_core::kinds::IntOrPercent;
@@ -154,6 +156,9 @@ impl StatefulSetPlan {
     }
 }
 
+/// At most this many pods created in one pass (like the ReplicaSet controller's burst).
+pub const BURST_CREATES: usize = 500;
+
 fn healthy(p: &PodView) -> bool {
     !p.terminating && p.phase == PodPhase::Running && p.is_ready()
 }
@@ -166,8 +171,10 @@ pub fn plan(
     pods: &[PodView],
     now: Timestamp,
 ) -> StatefulSetPlan {
-    let n = policy.replicas as usize;
-    let mut slots: Vec<Option<&PodView>> = vec![None; n];
+    let n = policy.replicas;
+    // Maps, not vectors indexed by ordinal: `replicas` comes from the user and may be
+    // huge; memory and time follow the pods that exist plus one burst of creations.
+    let mut slots: BTreeMap<u32, &PodView> = BTreeMap::new();
     let mut condemned: Vec<&PodView> = Vec::new();
     let mut out = StatefulSetPlan {
         create: Vec::new(),
@@ -178,25 +185,27 @@ pub fn plan(
     };
     let mut sorted: Vec<&PodView> = pods.iter().collect();
     sorted.sort_by_key(|p| (p.ordinal, p.created, p.id));
-    let mut terminating_in_slots = vec![false; n];
+    let mut terminating_in_slots = BTreeSet::new();
     for p in sorted {
-        let i = p.ordinal as usize;
+        let i = p.ordinal;
         if p.terminating {
-            if let Some(t) = terminating_in_slots.get_mut(i) {
-                *t = true;
-            }
+            terminating_in_slots.insert(i);
             continue;
         }
         if i >= n {
             condemned.push(p);
-        } else if slots[i].is_some() {
-            out.delete.push(p.id); // a duplicate ordinal: keep the oldest
-        } else {
-            slots[i] = Some(p);
+            continue;
+        }
+        match slots.entry(i) {
+            // A duplicate ordinal: keep the oldest.
+            std::collections::btree_map::Entry::Occupied(_) => out.delete.push(p.id),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(p);
+            }
         }
     }
 
-    let live = slots.iter().flatten().chain(&condemned);
+    let live = slots.values().chain(&condemned);
     let st = &mut out.status;
     for p in live.clone() {
         st.replicas += 1;
@@ -227,7 +236,10 @@ pub fn plan(
 
     // Create and repair, in ordinal order.
     for i in 0..n {
-        match slots[i] {
+        if out.create.len() >= BURST_CREATES {
+            break;
+        }
+        match slots.get(&i).copied() {
             Some(p) if matches!(p.phase, PodPhase::Failed | PodPhase::Succeeded) => {
                 out.delete.push(p.id);
                 if monotonic {
@@ -241,10 +253,10 @@ pub fn plan(
             }
             None => {
                 // Wait for a terminating pod of this ordinal to be gone.
-                if !terminating_in_slots[i] {
+                if !terminating_in_slots.contains(&i) {
                     out.create.push(OrdinalCreate {
-                        ordinal: i as u32,
-                        revision: revision_for(i as u32),
+                        ordinal: i,
+                        revision: revision_for(i),
                     });
                 }
                 if monotonic {
@@ -258,7 +270,7 @@ pub fn plan(
     if !condemned.is_empty() {
         if monotonic {
             let target = condemned[condemned.len() - 1];
-            let others_healthy = slots.iter().flatten().all(|p| healthy(p))
+            let others_healthy = slots.values().all(|p| healthy(p))
                 && condemned[..condemned.len() - 1].iter().all(|p| healthy(p));
             if others_healthy {
                 out.delete.push(target.id);
@@ -279,13 +291,14 @@ pub fn plan(
         return out;
     };
     let max_unavailable = max_unavailable.scaled(policy.replicas, true).max(1);
-    let unavailable = slots
-        .iter()
-        .filter(|p| p.is_none_or(|p| !p.is_available(policy.min_ready, now) || !healthy(p)))
-        .count() as u32;
+    let missing = n - slots.len() as u32;
+    let unavailable = missing
+        + slots
+            .values()
+            .filter(|p| !p.is_available(policy.min_ready, now) || !healthy(p))
+            .count() as u32;
     let mut budget = max_unavailable.saturating_sub(unavailable);
-    for i in (partition as usize..n).rev() {
-        let Some(p) = slots[i] else { continue };
+    for p in slots.range(partition..).rev().map(|(_, p)| *p) {
         if p.revision == update_revision {
             continue;
         }
@@ -419,6 +432,13 @@ mod tests {
             now(),
         );
         assert_eq!(p.delete, vec![4, 3]);
+    }
+
+    #[test]
+    fn a_huge_replica_count_creates_one_burst_without_allocating_per_replica() {
+        let pol = policy(i32::MAX as u32, 0, PodManagement::Parallel);
+        let p = plan(&pol, NEW, NEW, &[], now());
+        assert_eq!(p.create.len(), BURST_CREATES);
     }
 
     #[test]
