@@ -19,6 +19,12 @@
 //!                            old pod once the new one on its node is available
 //! ```
 //!
+//! Pause and partition act on the *update*, not on placement: a node with no daemon pod
+//! (a new node, or one whose pod died) gets one at the update revision even while paused
+//! or partitioned, exactly as Kruise's `manage` step does. So "paused" means no old pod
+//! is deleted and no pod is surged next to a live one; "partition P" means at most
+//! desired − P nodes are touched by the update.
+//!
 //! Percentages scale against `desiredNumberScheduled` and round **up** for both
 //! maxUnavailable and maxSurge (as `updatedDesiredNodeCounts` does); if both come out 0,
 //! maxUnavailable is 1.

@@ -14,17 +14,34 @@
 //! ready, whether a fault fires) are pure functions over small views, property-tested
 //! without a server; the state they act on is compact (a pod is a few dozen bytes, its
 //! Kubernetes object is rendered on read), so 100,000 nodes fit in one process.
+//!
+//! The pure modules (no IO, no async, no clock reads: `now` is always an argument):
+//!
+//! - [`fleet`]: the fleet definition (YAML) and its deterministic expansion;
+//! - [`faults`]: fault profiles (YAML) compiled to a seeded, stateless [`faults::FaultModel`];
+//! - [`kubelet`]: a pod's lifecycle on its node as a state machine over time;
+//! - [`pod`]: the compact pod and node views, and node fit (selector, taints);
+//! - [`daemonset`]: `apps/v1` DaemonSet and OpenKruise Advanced DaemonSet rollouts;
+//! - [`deployment`]: Deployment → ReplicaSets → pods, and pod scheduling;
+//! - [`statefulset`]: StatefulSet ordinals, partitions and update order;
+//! - [`broadcastjob`]: OpenKruise BroadcastJob.
+//!
+//! Each controller module has a `plan` function: views in, a plan out (pods to create and
+//! delete, status counts, when to look again). The driver applies the plan to its compact
+//! state and calls again; plans are idempotent for an unchanged input.
 
 pub mod backend;
+pub mod broadcastjob;
 pub mod daemonset;
+pub mod deployment;
 pub mod driver;
 pub mod faults;
 pub mod fleet;
 pub mod kubelet;
 pub mod pod;
-
 pub mod runtime;
 pub mod state;
+pub mod statefulset;
 pub mod template;
 pub mod workload;
 

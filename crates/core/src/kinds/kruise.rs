@@ -11,7 +11,7 @@
 //!       partition   (pods kept at old rev)          restartLimit}
 //!       paused, maxUnavailable, maxSurge        spec.paused
 //!       selector    (nodes allowed to update)   status: active/succeeded/failed/desired/phase
-//!   status: desired/current/updated/ready/…
+//!   status: desired/current/updated/ready/…     (templates are schemaless, as in Kruise)
 //! ```
 //!
 //! Field names and JSON shapes follow Kruise's Go types (`apis/apps/v1alpha1`), so
@@ -164,16 +164,22 @@ fn non_negative(field: &str, v: Option<i64>, errs: &mut Vec<FieldError>) {
     shortname = "ads",
     namespaced,
     status = "AdvancedDaemonSetStatus",
-    printcolumn = r#"{"name":"DesiredNumber","type":"integer","description":"The desired number of pods.","jsonPath":".status.desiredNumberScheduled"}"#,
-    printcolumn = r#"{"name":"CurrentNumber","type":"integer","description":"The current number of pods.","jsonPath":".status.currentNumberScheduled"}"#,
-    printcolumn = r#"{"name":"UpdatedNumberScheduled","type":"integer","description":"The updated number of pods.","jsonPath":".status.updatedNumberScheduled"}"#,
-    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"DESIRED","type":"integer","description":"The desired number of pods.","jsonPath":".status.desiredNumberScheduled"}"#,
+    printcolumn = r#"{"name":"CURRENT","type":"integer","description":"The current number of pods.","jsonPath":".status.currentNumberScheduled"}"#,
+    printcolumn = r#"{"name":"READY","type":"integer","description":"The ready number of pods.","jsonPath":".status.numberReady"}"#,
+    printcolumn = r#"{"name":"UP-TO-DATE","type":"integer","description":"The updated number of pods.","jsonPath":".status.updatedNumberScheduled"}"#,
+    printcolumn = r#"{"name":"AVAILABLE","type":"integer","description":"The available number of pods.","jsonPath":".status.numberAvailable"}"#,
+    printcolumn = r#"{"name":"AGE","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"CONTAINERS","type":"string","priority":1,"jsonPath":".spec.template.spec.containers[*].name"}"#,
+    printcolumn = r#"{"name":"IMAGES","type":"string","priority":1,"jsonPath":".spec.template.spec.containers[*].image"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AdvancedDaemonSetSpec {
     /// Which pods the daemon set manages; must match the template's labels.
     pub selector: LabelSelector,
-    /// The pod created on every eligible node.
+    /// The pod created on every eligible node. Schemaless in the CRD, as in Kruise's
+    /// (`x-kubernetes-preserve-unknown-fields`): the typed field still rejects bad shapes.
+    #[schemars(schema_with = "super::free_form_object")]
     pub template: PodTemplateSpec,
     /// How existing pods are replaced when the template changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -396,6 +402,8 @@ pub struct BroadcastJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parallelism: Option<IntOrString>,
     /// The pod run on every node; `restartPolicy` must be `Never` or `OnFailure`.
+    /// Schemaless in the CRD, as in Kruise's.
+    #[schemars(schema_with = "super::free_form_object")]
     pub template: PodTemplateSpec,
     #[serde(default)]
     pub completion_policy: CompletionPolicy,
@@ -620,6 +628,10 @@ mod tests {
         assert_eq!(crd.spec.names.kind, "DaemonSet");
         assert_eq!(crd.spec.names.plural, "daemonsets");
         assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(
+            crd.spec.names.short_names.as_deref(),
+            Some(&["daemon".to_string(), "ads".to_string()][..])
+        );
         let cols = |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| -> Vec<String> {
             crd.spec.versions[0]
                 .additional_printer_columns
@@ -631,10 +643,14 @@ mod tests {
         assert_eq!(
             cols(&crd),
             [
-                "DesiredNumber",
-                "CurrentNumber",
-                "UpdatedNumberScheduled",
-                "AGE"
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "AGE",
+                "CONTAINERS",
+                "IMAGES"
             ]
         );
         let bcj = BroadcastJob::crd();
