@@ -42,6 +42,7 @@ pub mod printers;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;
+pub mod strategic;
 pub mod table;
 pub mod watch;
 

@@ -281,6 +281,10 @@ fn group_version_doc(reg: &Registry, group: &str, version: &str) -> Value {
         schema["properties"]["kind"]["description"] =
             json!("Kind is a string value representing the REST resource this object represents.");
         schema["x-kubernetes-group-version-kind"] = json!([gvk(d, &d.kind)]);
+        if d.strategic_merge {
+            // kubectl computes `apply` patches with the strategies published here.
+            crate::strategic::annotate_schema(&mut schema, &d.patch_meta);
+        }
         schemas.insert(schema_name(d, &d.kind), schema);
         schemas.insert(schema_name(d, &d.list_kind), json!({
             "description": format!("{} is a list of {}", d.list_kind, d.kind),

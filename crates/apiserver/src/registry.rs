@@ -54,9 +54,10 @@ pub struct ResourceDef {
     pub schema: JSONSchemaProps,
     pub columns: Vec<CustomResourceColumnDefinition>,
     pub validator: Option<Validator>,
-    /// Strategic merge patch is accepted (treated as a JSON merge patch); only for
-    /// built-in kinds, as in Kubernetes.
+    /// Strategic merge patch is accepted; only for built-in kinds, as in Kubernetes.
     pub strategic_merge: bool,
+    /// How a strategic merge patch merges this kind's lists ([`crate::strategic`]).
+    pub patch_meta: Arc<crate::strategic::PatchMeta>,
     /// Columns computed by code, by column name; the others are JSONPaths.
     pub cells: Vec<(String, CellFn)>,
     /// The table starts with a NAME column (all kinds but events).
@@ -181,6 +182,7 @@ impl ResourceDef {
             columns: v.additional_printer_columns.unwrap_or_default(),
             validator: Some(validator),
             strategic_merge: false,
+            patch_meta: Arc::default(),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
@@ -239,6 +241,7 @@ impl ResourceDef {
             columns,
             validator: None,
             strategic_merge: true,
+            patch_meta: Arc::new(crate::strategic::builtin_meta("", "Namespace")),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
@@ -248,7 +251,8 @@ impl ResourceDef {
     /// A built-in Kubernetes kind from its k8s-openapi type: group, version, kind,
     /// plural and scope from [`k8s_openapi::Resource`], the schema from its `schemars`
     /// implementation (see [`structural_schema`]). It has a status subresource when the
-    /// type has a `status`, and accepts strategic merge patches. Add columns with
+    /// type has a `status`, and accepts strategic merge patches with Kubernetes' patch
+    /// strategies for the kind ([`crate::strategic::builtin_meta`]). Add columns with
     /// [`ResourceDef::column`] and [`ResourceDef::computed`].
     pub fn builtin<K>() -> Self
     where
@@ -275,6 +279,7 @@ impl ResourceDef {
             columns: vec![],
             validator: None,
             strategic_merge: true,
+            patch_meta: Arc::new(crate::strategic::builtin_meta(K::GROUP, K::KIND)),
             cells: Vec::new(),
             name_column: true,
             read_only: false,

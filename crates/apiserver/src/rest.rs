@@ -765,19 +765,6 @@ pub async fn update(
     ))
 }
 
-/// Removes strategic-merge-patch directives (`$patch`, `$setElementOrder/…`,
-/// `$retainKeys`, `$deleteFromPrimitiveList/…`) so the rest applies as a merge patch.
-fn strip_directives(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with('$'));
-            m.values_mut().for_each(strip_directives);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_directives),
-        _ => {}
-    }
-}
-
 fn apply_patch(def: &ResourceDef, ctype: &str, doc: &mut Value, raw: &Bytes) -> ApiResult<()> {
     let mime = ctype.split(';').next().unwrap_or("").trim();
     let parse = || -> ApiResult<Value> {
@@ -795,14 +782,17 @@ fn apply_patch(def: &ResourceDef, ctype: &str, doc: &mut Value, raw: &Bytes) -> 
             json_patch::merge(doc, &p);
         }
         "application/strategic-merge-patch+json" if def.strategic_merge => {
-            let mut p = parse()?;
+            let p = parse()?;
             if !p.is_object() {
                 return Err(ApiError::BadRequest(
                     "a strategic merge patch must be a JSON object".into(),
                 ));
             }
-            strip_directives(&mut p);
-            json_patch::merge(doc, &p);
+            *doc = crate::strategic::apply(doc, &p, &def.patch_meta).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "the strategic merge patch could not be applied: {e}"
+                ))
+            })?;
         }
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_value(parse()?)
@@ -993,13 +983,6 @@ mod tests {
         );
         assert!(decode_continue(&t, "/registry/core/namespaces/").is_err());
         assert!(decode_continue("%%%", "/").is_err());
-    }
-
-    #[test]
-    fn strategic_merge_directives_are_stripped() {
-        let mut p = json!({"metadata": {"$setElementOrder/finalizers": [], "labels": {"a": "b"}}, "$patch": "merge"});
-        strip_directives(&mut p);
-        assert_eq!(p, json!({"metadata": {"labels": {"a": "b"}}}));
     }
 
     #[test]

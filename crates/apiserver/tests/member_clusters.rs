@@ -352,7 +352,6 @@ spec:
 }
 
 #[tokio::test]
-#[ignore = "needs strategic merge patch, the next increment"]
 async fn reapplying_a_deployment_merges_containers_and_env_by_name() {
     within(TEST_DEADLINE, "kubectl apply twice", async {
         let f = Fleet::start().await;
