@@ -319,6 +319,13 @@ impl ResourceDef {
         self
     }
 
+    /// Serves the kind get/list/watch only (what shoal itself writes, such as leader
+    /// election's Leases); every write answers 405.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
     /// The AGE column every kind has.
     pub fn age(self) -> Self {
         self.column("Age", "date", 0, ".metadata.creationTimestamp")
@@ -360,7 +367,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry of everything shoal serves today: Namespace and shoal's kinds.
+    /// The registry of everything shoal serves today: Namespace, shoal's kinds, and
+    /// leader election's Leases (read-only).
     pub fn shoal() -> Self {
         use kube::CustomResourceExt;
         use shoal_core::kinds::{
@@ -375,6 +383,13 @@ impl Registry {
         r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
         r.add(ResourceDef::from_crd::<TaskRun>(TaskRun::crd()));
         r.add(ResourceDef::from_crd::<Approval>(Approval::crd()));
+        // Leader election (shoal_store::election) writes these; users only read them.
+        r.add(
+            ResourceDef::builtin::<k8s_openapi::api::coordination::v1::Lease>()
+                .column("Holder", "string", 0, ".spec.holderIdentity")
+                .age()
+                .read_only(),
+        );
         r
     }
 
@@ -785,7 +800,33 @@ mod tests {
         assert_eq!(cl.collection_path(None), "/apis/shoal.io/v1alpha1/clusters");
         assert_eq!(
             r.groups(),
-            vec![("shoal.io".to_string(), vec!["v1alpha1".to_string()])]
+            vec![
+                ("shoal.io".to_string(), vec!["v1alpha1".to_string()]),
+                ("coordination.k8s.io".to_string(), vec!["v1".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn leases_are_read_only_at_the_key_leader_election_writes() {
+        let r = Registry::shoal();
+        let l = r.find("coordination.k8s.io", "v1", "leases").unwrap();
+        assert!(l.read_only && l.namespaced && !l.has_status);
+        assert_eq!(
+            l.key(Some(shoal_store::election::NAMESPACE), "controllers"),
+            shoal_store::election::role_key("controllers")
+        );
+        let doc = crate::discovery::resource_list(&r, "coordination.k8s.io", "v1").unwrap();
+        assert_eq!(
+            doc["resources"][0]["verbs"],
+            serde_json::json!(["get", "list", "watch"])
+        );
+        let docs = crate::openapi::Documents::build(&r);
+        let (_, d) = &docs.docs["apis/coordination.k8s.io/v1"];
+        let item = &d["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"];
+        assert!(
+            item.get("get").is_some() && item.get("delete").is_none(),
+            "{item}"
         );
     }
 }

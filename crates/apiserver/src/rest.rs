@@ -213,6 +213,12 @@ async fn handle_inner(
             "invalid namespace {ns:?} in the request path"
         )));
     }
+    if rp.def.read_only && method != Method::GET {
+        return Err(ApiError::ReadOnly {
+            verb: method.as_str().to_lowercase(),
+            target: object::target(&rp.def, rp.name.as_deref().unwrap_or("")),
+        });
+    }
     let output = negotiate(headers)?;
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
     match (method, &rp.name) {
