@@ -88,6 +88,12 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
                 "kind": d.kind, "verbs": STATUS_VERBS,
             }));
         }
+        if d.scale.is_some() {
+            resources.push(json!({
+                "name": format!("{}/scale", d.plural), "singularName": "", "namespaced": d.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": STATUS_VERBS,
+            }));
+        }
     }
     let gv = if group.is_empty() {
         version.to_string()
@@ -114,9 +120,18 @@ fn aggregated_resource(d: &ResourceDef) -> Value {
     if !d.categories.is_empty() {
         r["categories"] = json!(d.categories);
     }
+    let mut subresources = Vec::new();
     if d.has_status && !d.read_only {
-        r["subresources"] =
-            json!([{"subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS}]);
+        subresources
+            .push(json!({"subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS}));
+    }
+    if d.scale.is_some() {
+        subresources.push(json!({"subresource": "scale",
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "verbs": STATUS_VERBS}));
+    }
+    if !subresources.is_empty() {
+        r["subresources"] = Value::Array(subresources);
     }
     r
 }

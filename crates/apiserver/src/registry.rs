@@ -35,6 +35,9 @@ pub use crate::printers::CellFn;
 /// Semantic validation of a whole object (already schema-checked).
 pub type Validator = Arc<dyn Fn(&Value) -> Vec<FieldError> + Send + Sync>;
 
+/// Fills in the defaults of an object before it is checked and stored.
+pub type Defaulter = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
 /// Everything the server knows about one resource.
 #[derive(Clone)]
 pub struct ResourceDef {
@@ -54,6 +57,8 @@ pub struct ResourceDef {
     pub schema: JSONSchemaProps,
     pub columns: Vec<CustomResourceColumnDefinition>,
     pub validator: Option<Validator>,
+    /// Kubernetes' defaults for built-in kinds ([`crate::defaults`]).
+    pub defaulter: Option<Defaulter>,
     /// Strategic merge patch is accepted; only for built-in kinds, as in Kubernetes.
     pub strategic_merge: bool,
     /// How a strategic merge patch merges this kind's lists ([`crate::strategic`]).
@@ -64,6 +69,8 @@ pub struct ResourceDef {
     pub name_column: bool,
     /// Served get/list/watch only; writes answer 405.
     pub read_only: bool,
+    /// Has a `scale` subresource reading and writing these paths.
+    pub scale: Option<crate::scale::ScalePaths>,
 }
 
 impl fmt::Debug for ResourceDef {
@@ -181,11 +188,13 @@ impl ResourceDef {
             schema,
             columns: v.additional_printer_columns.unwrap_or_default(),
             validator: Some(validator),
+            defaulter: None,
             strategic_merge: false,
             patch_meta: Arc::default(),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
+            scale: None,
         }
     }
 
@@ -240,11 +249,13 @@ impl ResourceDef {
             schema,
             columns,
             validator: None,
+            defaulter: None,
             strategic_merge: true,
             patch_meta: Arc::new(crate::strategic::builtin_meta("", "Namespace")),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
+            scale: None,
         }
     }
 
@@ -278,11 +289,15 @@ impl ResourceDef {
             schema,
             columns: vec![],
             validator: None,
+            defaulter: Some(Arc::new(|v: &mut Value| {
+                crate::defaults::apply(K::GROUP, K::KIND, v)
+            })),
             strategic_merge: true,
             patch_meta: Arc::new(crate::strategic::builtin_meta(K::GROUP, K::KIND)),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
+            scale: None,
         }
     }
 
@@ -323,6 +338,12 @@ impl ResourceDef {
     /// election's Leases); every write answers 405.
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
+        self
+    }
+
+    /// Adds a `scale` subresource over `paths`.
+    pub fn scale(mut self, paths: crate::scale::ScalePaths) -> Self {
+        self.scale = Some(paths);
         self
     }
 
@@ -524,6 +545,7 @@ impl Registry {
         r.add(workload_wide(
             ResourceDef::builtin::<apps::Deployment>()
                 .short_names(&["deploy"])
+                .scale(crate::scale::WORKLOAD)
                 .categories(&["all"])
                 .computed(
                     "Ready",
@@ -548,6 +570,7 @@ impl Registry {
         r.add(workload_wide(
             ResourceDef::builtin::<apps::ReplicaSet>()
                 .short_names(&["rs"])
+                .scale(crate::scale::WORKLOAD)
                 .categories(&["all"])
                 .computed("Desired", "integer", 0, printers::int("/spec/replicas"))
                 .computed("Current", "integer", 0, printers::int("/status/replicas"))
@@ -599,6 +622,7 @@ impl Registry {
         r.add(
             ResourceDef::builtin::<apps::StatefulSet>()
                 .short_names(&["sts"])
+                .scale(crate::scale::WORKLOAD)
                 .categories(&["all"])
                 .computed(
                     "Ready",

@@ -82,6 +82,11 @@ static EMPTY: PatchMeta = PatchMeta {
 };
 
 impl PatchMeta {
+    /// No strategies: maps merge, lists are replaced.
+    pub fn empty() -> &'static PatchMeta {
+        &EMPTY
+    }
+
     /// The metadata of field `name` (the default — replace lists — if none is declared).
     pub fn field(&self, name: &str) -> &PatchMeta {
         self.fields.get(name).unwrap_or(&EMPTY)

@@ -240,14 +240,18 @@ async fn label_cordon_and_explain_work_on_built_in_kinds() {
 async fn an_unknown_cluster_answers_a_not_found_status() {
     within(TEST_DEADLINE, "unknown cluster", async {
         let f = Fleet::start().await;
+        // `--raw` paths are absolute: they ignore the kubeconfig server's path.
         let (ok, _, stderr) = f
-            .kubectl_in("nope", &["get", "--raw", "/api/v1/pods"])
+            .kubectl_in("c-0", &["get", "--raw", "/clusters/nope/api/v1/pods"])
             .await;
-        assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+        assert!(
+            !ok && stderr.contains("NotFound") && stderr.contains(r#"clusters "nope" not found"#),
+            "{stderr}"
+        );
         let (ok, _, stderr) = f.kubectl_in("nope", &["get", "pods"]).await;
         assert!(!ok, "{stderr}");
-        let (ok, out, _) = f.kubectl_in("c-0", &["get", "--raw", "/version"]).await;
-        assert!(ok && out.contains("gitVersion"), "{out}");
+        let (ok, out, _) = f.kubectl_in("c-0", &["version", "-o", "json"]).await;
+        assert!(ok && out.contains("serverVersion"), "{out}");
         // The raw answer is a Status naming the cluster.
         let mut stream = tokio::net::TcpStream::connect(f.url.trim_start_matches("http://"))
             .await
@@ -298,6 +302,54 @@ async fn kube_rs_lists_and_watches_pods_of_one_member_cluster() {
         f.ok(&["apply", "-f", &late]).await;
         let next = events.next().await.expect("stream open").expect("event");
         assert_eq!(next.metadata.name.as_deref(), Some("late"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kubectl_scales_rolls_out_and_describes_workloads() {
+    within(TEST_DEADLINE, "kubectl scale / rollout", async {
+        let f = Fleet::start().await;
+        let path = f.write("deploy.yaml", &mk_deployment("web:1", "info"));
+        f.ok(&["apply", "-f", &path]).await;
+        f.ok(&["scale", "deployment/web", "--replicas=5"]).await;
+        let d = f.json(&["get", "deployment", "web"]).await;
+        assert_eq!(d["spec"]["replicas"], 5, "{d:#}");
+        // `--raw` paths are absolute: they ignore the kubeconfig server's path.
+        let scale = f
+            .ok(&["get", "--raw", "/clusters/c-1/apis/apps/v1/namespaces/default/deployments/web/scale"])
+            .await;
+        let scale: serde_json::Value = serde_json::from_str(&scale).expect("Scale JSON");
+        assert_eq!(scale["kind"], "Scale");
+        assert_eq!(scale["status"]["selector"], "app=web");
+        f.ok(&["rollout", "restart", "deployment/web"]).await;
+        f.ok(&["rollout", "pause", "deployment/web"]).await;
+        let d = f.json(&["get", "deployment", "web"]).await;
+        assert_eq!(d["spec"]["paused"], true);
+        assert!(
+            d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string(),
+            "{d:#}"
+        );
+        // Defaults, as a real API server fills them in.
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "{d:#}");
+        let app = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(app["ports"][0]["protocol"], "TCP");
+        assert_eq!(app["imagePullPolicy"], "IfNotPresent");
+        let out = f.ok(&["describe", "deploy", "web"]).await;
+        assert!(out.contains("RollingUpdate") && out.contains("8080/TCP"), "{out}");
+        let ds = f.write(
+            "ds.yaml",
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      nodeSelector: {os: linux}\n      containers: [{name: a, image: agent:1}]\n",
+        );
+        f.ok(&["apply", "-f", &ds]).await;
+        let out = f.ok(&["get", "ds", "-n", "kube-system"]).await;
+        assert_eq!(
+            header(&out),
+            ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"],
+            "{out}"
+        );
+        assert_eq!(get(&rows(&out)[0], "NODE SELECTOR"), "os=linux", "{out}");
     })
     .await
 }
