@@ -93,16 +93,15 @@ fn diff_object(live: &Value, target: &Value, last: &Value) -> Value {
                 out.insert(k.clone(), t.clone());
             }
             Some(l) if l == t => {}
-            Some(l) => {
-                if l.is_object() && t.is_object() {
-                    let sub_last = last_m.and_then(|m| m.get(k)).unwrap_or(&Value::Null);
-                    let sub = diff_object(l, t, sub_last);
-                    if sub.as_object().is_some_and(|m| !m.is_empty()) {
-                        out.insert(k.clone(), sub);
-                    }
-                } else {
-                    out.insert(k.clone(), t.clone());
+            Some(l) if l.is_object() && t.is_object() => {
+                let sub_last = last_m.and_then(|m| m.get(k)).unwrap_or(&Value::Null);
+                let sub = diff_object(l, t, sub_last);
+                if sub.as_object().is_some_and(|m| !m.is_empty()) {
+                    out.insert(k.clone(), sub);
                 }
+            }
+            Some(_) => {
+                out.insert(k.clone(), t.clone());
             }
         }
     }
