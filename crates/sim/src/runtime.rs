@@ -45,6 +45,8 @@ pub struct SimConfig {
     pub startup_latency: jiff::SignedDuration,
     /// How long a running pod takes to pass readiness (virtual time).
     pub ready_after: jiff::SignedDuration,
+    /// How long a node a client creates takes to boot and report Ready (virtual time).
+    pub node_boot: jiff::SignedDuration,
 }
 
 impl Default for SimConfig {
@@ -53,6 +55,7 @@ impl Default for SimConfig {
             history_limit: crate::state::DEFAULT_HISTORY_LIMIT,
             startup_latency: jiff::SignedDuration::from_secs(5),
             ready_after: jiff::SignedDuration::from_secs(5),
+            node_boot: jiff::SignedDuration::from_secs(30),
         }
     }
 }
@@ -118,6 +121,7 @@ impl Simulation {
                         ready_since: now,
                         not_ready_reason: None,
                         unschedulable: false,
+                        boot_until: None,
                     };
                     let _ = state.put(
                         &key("", "nodes", None, &fc.node_name(node.index)),
