@@ -271,8 +271,15 @@ impl ApiServer {
     /// The HTTP router: the top-level API, `/metrics`, and the member clusters under
     /// `/clusters/{name}/` when mounted.
     pub fn router(&self) -> Router {
+        self.router_with(Router::new())
+    }
+
+    /// The HTTP router with `extra` routes of the binary's own (simulation controls, …)
+    /// behind the same authentication and metrics as the API.
+    pub fn router_with(&self, extra: Router) -> Router {
         let st = self.state.clone();
         let mut router = surface_routes()
+            .merge(extra)
             .layer(Extension(st.clone()))
             .route("/metrics", get(prometheus).with_state(st.clone()));
         if let Some(members) = &self.members {

@@ -37,6 +37,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Simulate a fleet of Kubernetes clusters (served at /clusters/NAME).
     Sim(sim::SimArgs),
+    /// Show, pause, speed up or step a simulation's virtual clock.
+    Clock(sim::ClockArgs),
     /// Write a kubeconfig that points kubectl at a shoal server.
     Kubeconfig {
         /// The server URL.
@@ -76,6 +78,7 @@ fn main() -> Result<()> {
         match args.command {
             Command::Serve(a) => serve::run(a).await,
             Command::Sim(a) => sim::run(a).await,
+            Command::Clock(a) => sim::clock_command(a).await,
             Command::Kubeconfig {
                 server,
                 token_file,

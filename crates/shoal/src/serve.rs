@@ -210,7 +210,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .then(|| std::time::Duration::from_secs(args.compaction_interval_seconds)),
         ..ServerConfig::default()
     };
-    let clock = crate::sim::clock(args.sim.time_scale)?;
+    let simulated = args.sim_clusters.is_some() || args.sim.fleet.is_some();
+    let process_clock = crate::sim::clock(args.sim.time_scale, simulated)?;
+    let clock = process_clock.shared.clone();
     let mut server = ApiServer::new(
         store,
         Registry::shoal(),
@@ -219,7 +221,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         registry,
         shutdown.clone(),
     );
-    let simulation = if args.sim_clusters.is_some() || args.sim.fleet.is_some() {
+    let simulation = if simulated {
         let fleet = crate::sim::load_fleet(
             args.sim.fleet.as_deref(),
             args.sim_clusters.unwrap_or(0),
@@ -276,7 +278,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             )
         })
         .transpose()?;
-    shoal_apiserver::serve(listener, server.router(), shutdown).await?;
+    let router = server.router_with(crate::sim::clock_routes(process_clock.control.clone()));
+    shoal_apiserver::serve(listener, router, shutdown).await?;
     if let Some(c) = controllers
         && tokio::time::timeout(CONTROLLERS_DRAIN, c).await.is_err()
     {

@@ -75,19 +75,101 @@ pub struct SimArgs {
     pub control_plane_token_file: Option<PathBuf>,
 }
 
-/// The process clock: real time, or scaled by `--time-scale`.
-pub fn clock(time_scale: f64) -> Result<SharedClock> {
+/// The process clock, and its controls when it is virtual.
+#[derive(Clone, Debug)]
+pub struct ProcessClock {
+    pub shared: SharedClock,
+    /// Present when time is virtual (a simulation runs, or `--time-scale` is not 1):
+    /// `/sim/clock` and `shoal clock` change its speed, pause it or step it.
+    pub control: Option<ScaledClock>,
+}
+
+/// The process clock: real time, or virtual time at `--time-scale` (always virtual with a
+/// simulation, so it can be paused and stepped).
+pub fn clock(time_scale: f64, simulated: bool) -> Result<ProcessClock> {
     if !(time_scale.is_finite() && time_scale > 0.0) {
         bail!("--time-scale {time_scale}: must be a positive number");
     }
-    if (time_scale - 1.0).abs() < f64::EPSILON {
-        return Ok(Arc::new(SystemClock));
+    if !simulated && (time_scale - 1.0).abs() < f64::EPSILON {
+        return Ok(ProcessClock {
+            shared: Arc::new(SystemClock),
+            control: None,
+        });
     }
     let real: SharedClock = Arc::new(SystemClock);
     let start = real.now();
     let scaled = ScaledClock::new(real, start, time_scale)
         .map_err(|e| anyhow::anyhow!("--time-scale {time_scale}: {e}"))?;
-    Ok(Arc::new(scaled))
+    Ok(ProcessClock {
+        shared: Arc::new(scaled.clone()),
+        control: Some(scaled),
+    })
+}
+
+/// What `/sim/clock` shows and accepts.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClockState {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now: Option<String>,
+    /// Virtual seconds per real second; 0 pauses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<f64>,
+    /// Step virtual time forward by this duration (`10m`), on a PUT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advance: Option<String>,
+}
+
+fn clock_state(c: &ScaledClock) -> ClockState {
+    use shoal_core::clock::Clock;
+    ClockState {
+        now: Some(c.now().to_string()),
+        scale: Some(c.factor()),
+        advance: None,
+    }
+}
+
+/// `GET /sim/clock` (now and speed) and `PUT /sim/clock` (`{"scale": 0}` pauses,
+/// `{"scale": 60}` runs a minute per second, `{"advance": "10m"}` steps).
+pub fn clock_routes(control: Option<ScaledClock>) -> axum::Router {
+    use axum::Json;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    let Some(control) = control else {
+        return axum::Router::new();
+    };
+    let get_clock = control.clone();
+    axum::Router::new().route(
+        "/sim/clock",
+        get(move || {
+            let c = get_clock.clone();
+            async move { Json(clock_state(&c)) }
+        })
+        .put(move |Json(req): Json<ClockState>| {
+            let c = control.clone();
+            async move {
+                let bad = |msg: String| {
+                    (
+                        StatusCode::BAD_REQUEST,
+                        Json(serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "BadRequest", "code": 400, "message": msg})),
+                    )
+                };
+                if let Some(scale) = req.scale
+                    && let Err(e) = c.set_factor(scale)
+                {
+                    return Err(bad(format!("scale: {e}")));
+                }
+                if let Some(text) = &req.advance {
+                    let d = shoal_core::taskflow::duration::parse(text)
+                        .map_err(|e| bad(format!("advance: {text:?} is not a duration: {e}")))?;
+                    c.advance(d);
+                }
+                Ok(Json(clock_state(&c)))
+            }
+        }),
+    )
 }
 
 /// The fleet to simulate: the file's, else `clusters` × `nodes`.
@@ -250,7 +332,8 @@ pub fn client(url: &str, token: Option<&str>) -> Result<kube::Client> {
 /// `shoal sim`.
 pub async fn run(args: SimArgs) -> Result<()> {
     crate::serve::init_logs("text");
-    let clock = clock(args.files.time_scale)?;
+    let process_clock = clock(args.files.time_scale, true)?;
+    let clock = process_clock.shared.clone();
     let fleet = load_fleet(args.files.fleet.as_deref(), args.clusters, args.nodes)?;
     if fleet.clusters.is_empty() {
         bail!("the fleet has no clusters");
@@ -290,7 +373,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
     crate::serve::on_signal(stop);
     let serving = tokio::spawn(shoal_apiserver::serve(
         listener,
-        server.router(),
+        server.router_with(clock_routes(process_clock.control.clone())),
         shutdown.clone(),
     ));
     let (target, token) = match &args.control_plane {
@@ -422,7 +505,7 @@ async fn bench_one(args: &SimBench, clusters: u32) -> Result<SimFigures> {
     let before = rss_bytes();
     let t0 = std::time::Instant::now();
     let fleet = fleet::uniform(clusters, args.nodes);
-    let clock = clock(args.time_scale)?;
+    let clock = clock(args.time_scale, true)?.shared;
     let sim = Arc::new(Simulation::build(&fleet, clock, SimConfig::default()));
     let stop = CancellationToken::new();
     let mut drivers = sim.spawn(&stop);
@@ -535,5 +618,64 @@ pub async fn bench(args: SimBench) -> Result<()> {
             f.rss_after_mib
         );
     }
+    Ok(())
+}
+
+/// `shoal clock`: show, pause, speed up or step a simulation's virtual clock.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClockArgs {
+    /// Virtual seconds per real second (0 pauses).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Pause virtual time (same as --scale 0).
+    #[arg(long, conflicts_with = "scale")]
+    pub pause: bool,
+    /// Step virtual time forward (`10m`, `1h30m`).
+    #[arg(long)]
+    pub advance: Option<String>,
+    #[command(flatten)]
+    pub conn: crate::cli::Conn,
+}
+
+/// `shoal clock`.
+pub async fn clock_command(args: ClockArgs) -> Result<()> {
+    let url = format!("{}/sim/clock", args.conn.server.trim_end_matches('/'));
+    let http = reqwest::Client::new();
+    let with_token = |r: reqwest::RequestBuilder| match &args.conn.token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let change = ClockState {
+        now: None,
+        scale: if args.pause { Some(0.0) } else { args.scale },
+        advance: args.advance.clone(),
+    };
+    let req = if change.scale.is_some() || change.advance.is_some() {
+        with_token(http.put(&url).json(&change))
+    } else {
+        with_token(http.get(&url))
+    };
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("failed to reach {url}"))?;
+    let status = resp.status();
+    let body = resp.text().await?;
+    if status == reqwest::StatusCode::NOT_FOUND {
+        bail!("{url}: this server runs on real time (no simulation, --time-scale 1)");
+    }
+    if !status.is_success() {
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["message"].as_str().map(String::from))
+            .unwrap_or(body);
+        bail!("{status}: {msg}");
+    }
+    let state: ClockState = serde_json::from_str(&body)?;
+    println!(
+        "now {} at {}× real time",
+        state.now.unwrap_or_default(),
+        state.scale.unwrap_or_default()
+    );
     Ok(())
 }

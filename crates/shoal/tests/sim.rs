@@ -396,3 +396,58 @@ async fn a_bad_version_crash_loops_on_kernel_5_10_nodes_only() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_paused_clock_holds_the_fleet_still_until_it_is_stepped() {
+    within(TEST_DEADLINE, "stepped virtual time", async {
+        let server = sim_server(&["--sim-clusters", "1", "--sim-nodes", "2"]).await;
+        let cs = clusters(&server, 1).await;
+        let client = member_client(&server, cs[0].metadata.name.as_deref().unwrap());
+        let out = server
+            .shoal_ok(&["clock", "--server", server.url(), "--pause"])
+            .await;
+        assert!(out.contains("at 0× real time"), "{out}");
+        let now = |out: &str| out.split_whitespace().nth(1).unwrap().to_string();
+        let paused_at = now(&out);
+
+        let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+        let ds: DaemonSet = serde_json::from_value(agent_ds("apps/v1", "agent:v1", None)).unwrap();
+        dss.create(&PostParams::default(), &ds).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client, "kube-system");
+        let created = eventually(TEST_DEADLINE, "the pods are created", async || {
+            let list = pods.list(&ListParams::default()).await.ok()?.items;
+            (list.len() == 2).then_some(list)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let still = pods.list(&ListParams::default()).await.unwrap().items;
+        assert!(
+            created.iter().chain(&still).all(|p| !is_ready(p)),
+            "nothing moves while the clock is paused"
+        );
+        let out = server.shoal_ok(&["clock", "--server", server.url()]).await;
+        assert_eq!(now(&out), paused_at, "virtual time stands still");
+
+        let out = server
+            .shoal_ok(&["clock", "--server", server.url(), "--advance", "1m"])
+            .await;
+        let stepped: jiff::Timestamp = now(&out).parse().unwrap();
+        let paused: jiff::Timestamp = paused_at.parse().unwrap();
+        assert_eq!(stepped.duration_since(paused).as_secs(), 60);
+        eventually(
+            TEST_DEADLINE,
+            "one step of a minute starts the pods",
+            async || {
+                let list = pods.list(&ListParams::default()).await.ok()?.items;
+                (list.len() == 2 && list.iter().all(is_ready)).then_some(())
+            },
+        )
+        .await;
+        let bad = server
+            .shoal(&["clock", "--server", server.url(), "--advance", "soon"])
+            .await;
+        assert!(!bad.status.success());
+        assert!(bad.stderr.contains("advance"), "{}", bad.stderr);
+    })
+    .await;
+}
