@@ -197,6 +197,9 @@ struct Pass<'e, 'a> {
     node_index: HashMap<&'a str, u32>,
     /// Pods per node index, counted on first use (scheduling spreads by it).
     pods_on: Option<Vec<u32>>,
+    /// Pods by controller uid, indexed on first use: one walk over the pods per step,
+    /// not one per workload.
+    by_owner: Option<PodIndex>,
 }
 
 impl Workloads {
@@ -258,6 +261,7 @@ impl Workloads {
                 .collect(),
             env: &mut env,
             pods_on: None,
+            by_owner: None,
         };
         for d in &self.daemons {
             daemon::reconcile(state, &mut pass, d);
@@ -298,21 +302,8 @@ fn read_kind(
         .collect()
 }
 
-/// The pods a controller owns: (key, record), in key order.
-fn owned_pods(state: &ClusterState, namespace: &str, uid: &str) -> Vec<(Arc<str>, Arc<PodRecord>)> {
-    let prefix = format!("{}{namespace}/", template::prefix("", "pods"));
-    state
-        .range(&prefix, None)
-        .filter_map(|(k, e)| match &e.value {
-            Value::Pod(rec)
-                if controller_of(&rec.template.base).is_some_and(|(_, _, u)| u == uid) =>
-            {
-                Some((k.clone(), rec.clone()))
-            }
-            _ => None,
-        })
-        .collect()
-}
+/// Pods by the uid of their controller, in key order.
+type PodIndex = HashMap<String, Vec<(Arc<str>, Arc<PodRecord>)>>;
 
 fn label<'a>(rec: &'a PodRecord, name: &str) -> &'a str {
     rec.template
@@ -384,6 +375,27 @@ impl<'a> Pass<'_, 'a> {
             .entry((owner.uid.clone(), hash.to_string()))
             .or_insert_with(build)
             .clone()
+    }
+
+    /// The pods the controller `uid` owns: (key, record), in key order. Each controller
+    /// runs once per pass and only it changes its pods, so the index built at its first
+    /// use is current for every controller that asks later.
+    fn owned_pods(&mut self, state: &ClusterState, uid: &str) -> Vec<(Arc<str>, Arc<PodRecord>)> {
+        let index = self.by_owner.get_or_insert_with(|| {
+            let mut index = PodIndex::new();
+            for (k, e) in state.range(&template::prefix("", "pods"), None) {
+                if let Value::Pod(rec) = &e.value
+                    && let Some((_, _, u)) = controller_of(&rec.template.base)
+                {
+                    index
+                        .entry(u.to_string())
+                        .or_default()
+                        .push((k.clone(), rec.clone()));
+                }
+            }
+            index
+        });
+        index.remove(uid).unwrap_or_default()
     }
 
     fn count_pods_on(&mut self, state: &ClusterState) {

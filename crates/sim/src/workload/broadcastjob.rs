@@ -18,7 +18,7 @@ use shoal_core::FieldError;
 use shoal_core::kinds::{BroadcastJobPhase, BroadcastJobSpec};
 use shoal_store::Precondition;
 
-use super::{Object, Pass, owned_pods, read_kind, set, time, view};
+use super::{Object, Pass, read_kind, set, time, view};
 use crate::broadcastjob::{BroadcastJobPolicy, JobProgress, plan};
 use crate::event::Source;
 use crate::pod::PodView;
@@ -86,7 +86,7 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, j: &B
         }
         _ => None,
     };
-    let pods = owned_pods(state, &owner.namespace, &owner.uid);
+    let pods = pass.owned_pods(state, &owner.uid);
     let views: Vec<PodView> = pods
         .iter()
         .enumerate()
@@ -102,6 +102,8 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, j: &B
     pass.env.next.at(p.requeue_at);
     if p.expired {
         let _ = state.delete(&j.o.key, Precondition::ModRevision(j.o.revision));
+        // Its pods are collected by the next step.
+        pass.env.next.at(Some(now));
         return;
     }
     if !p.create.is_empty() || !p.delete.is_empty() || p.finished_now.is_some() {

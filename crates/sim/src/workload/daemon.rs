@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::json;
 use shoal_core::FieldError;
 
-use super::{Object, Pass, REVISION_LABEL, owned_pods, pod_revision_hash, read_kind, view};
+use super::{Object, Pass, REVISION_LABEL, pod_revision_hash, read_kind, view};
 use crate::daemonset::{self, DaemonSetPolicy};
 use crate::event::Source;
 use crate::pod::PodView;
@@ -81,7 +81,7 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, d: &D
         }
         pod_template(&d.o.owner, template, &labels)
     });
-    let pods = owned_pods(state, &d.o.owner.namespace, &d.o.owner.uid);
+    let pods = pass.owned_pods(state, &d.o.owner.uid);
     // Revision 0 is the update revision; every other hash gets its own number.
     let mut revisions: BTreeMap<&str, u32> = BTreeMap::new();
     revisions.insert(update_hash.as_str(), 0);

@@ -33,6 +33,8 @@ use crate::template::{self, revision_hash};
 
 /// `spec.progressDeadlineSeconds` when unset.
 const DEFAULT_PROGRESS_DEADLINE: i64 = 600;
+/// `spec.revisionHistoryLimit` when unset.
+const DEFAULT_HISTORY: i32 = 10;
 
 #[derive(Debug)]
 pub(super) struct Spec {
@@ -40,6 +42,8 @@ pub(super) struct Spec {
     template: PodTemplateSpec,
     selector: Json,
     progress_deadline: SignedDuration,
+    /// Old ReplicaSets kept at 0 replicas for rollbacks (`spec.revisionHistoryLimit`).
+    history_limit: usize,
 }
 
 /// One Deployment, as read at the start of a step.
@@ -66,6 +70,13 @@ fn parse_spec(o: &Object) -> Result<Spec, FieldError> {
         selector: serde_json::to_value(&spec.selector).unwrap_or_else(|_| json!({})),
         template: spec.template,
         progress_deadline: SignedDuration::from_secs(deadline),
+        history_limit: usize::try_from(spec.revision_history_limit.unwrap_or(DEFAULT_HISTORY))
+            .map_err(|_| {
+                FieldError::invalid(
+                    "spec.revisionHistoryLimit",
+                    "must be greater than or equal to 0",
+                )
+            })?,
     })
 }
 
@@ -366,6 +377,9 @@ pub(super) fn reconcile(
             )
         }
     };
+    if complete && !wrote {
+        wrote = clean_up(state, spec, &sets, new_index);
+    }
     let mut progressing = condition(old_conditions, "Progressing", status, reason, message, now);
     progressing["lastUpdateTime"] = time(updated);
     conditions.push(progressing);
@@ -393,4 +407,33 @@ pub(super) fn reconcile(
         }
     });
     wrote
+}
+
+/// Deletes the oldest scaled-down ReplicaSets beyond the history limit, once a rollout is
+/// complete (`cleanupDeployment`); returns whether it deleted any.
+fn clean_up(
+    state: &mut ClusterState,
+    spec: &Spec,
+    sets: &[&ReplicaSet],
+    new_index: Option<usize>,
+) -> bool {
+    let mut idle: Vec<&ReplicaSet> = sets
+        .iter()
+        .enumerate()
+        .filter(|(i, rs)| {
+            Some(*i) != new_index
+                && rs.spec.as_ref().is_ok_and(|s| s.replicas == 0)
+                && rs.count("replicas") == 0
+        })
+        .map(|(_, rs)| *rs)
+        .collect();
+    if idle.len() <= spec.history_limit {
+        return false;
+    }
+    idle.sort_by_key(|rs| (rs.revision(), rs.o.created()));
+    let excess = idle.len() - spec.history_limit;
+    for rs in idle.into_iter().take(excess) {
+        let _ = state.delete(&rs.o.key, Precondition::ModRevision(rs.o.revision));
+    }
+    true
 }

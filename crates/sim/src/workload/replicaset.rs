@@ -17,7 +17,7 @@ use serde_json::{Value as Json, json};
 use shoal_core::FieldError;
 use shoal_store::Precondition;
 
-use super::{Object, Pass, owned_pods, read_kind, view};
+use super::{Object, Pass, read_kind, view};
 use crate::deployment::replicaset_plan;
 use crate::event::Source;
 use crate::pod::PodView;
@@ -136,7 +136,7 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, rs: &
     let owner = &rs.o.owner;
     let hash = revision_hash(&spec.template);
     let template = pass.template(owner, &hash, || pod_template(owner, &spec.template, &[]));
-    let pods = owned_pods(state, &owner.namespace, &owner.uid);
+    let pods = pass.owned_pods(state, &owner.uid);
     let views: Vec<PodView> = pods
         .iter()
         .enumerate()

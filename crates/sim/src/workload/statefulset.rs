@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use serde_json::{Value as Json, json};
 use shoal_core::FieldError;
 
-use super::{Object, Pass, REVISION_LABEL, owned_pods, pod_revision_hash, read_kind, set, view};
+use super::{Object, Pass, REVISION_LABEL, pod_revision_hash, read_kind, set, view};
 use crate::event::Source;
 use crate::pod::{PodView, Revision};
 use crate::state::{ClusterState, PodRecord, PodTemplate};
@@ -114,7 +114,7 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, s: &S
             .filter(|h| !h.is_empty())
             .unwrap_or(&update_hash)
             .to_string();
-    let pods = owned_pods(state, &owner.namespace, &owner.uid);
+    let pods = pass.owned_pods(state, &owner.uid);
     // 0: update revision; 1: current revision (when it differs); then any other hash.
     let mut numbers: BTreeMap<String, Revision> = BTreeMap::new();
     numbers.insert(update_hash.clone(), 0);

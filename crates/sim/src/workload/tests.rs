@@ -628,3 +628,37 @@ fn deployment_events_name_the_replicaset_and_pods() {
     want.sort();
     assert_eq!(created, want);
 }
+
+#[test]
+fn rolling_back_reuses_the_old_replicaset_as_the_newest_revision_and_history_is_bounded() {
+    let mut w = World::new(2);
+    let key = template::key("apps", "deployments", Some("default"), "web");
+    for image in ["web:v1", "web:v2", "web:v1"] {
+        w.put("apps", "deployments", mk_deployment(image, 2, 1, 0));
+        w.run(60, |_| {});
+    }
+    let sets = w.list("apps", "replicasets");
+    assert_eq!(sets.len(), 2, "v1's set came back instead of a third");
+    let active = sets.iter().find(|rs| rs["spec"]["replicas"] == 2).unwrap();
+    assert_eq!(
+        active["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let d = w.get(&key).unwrap();
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    assert!(w.pods().iter().all(|p| image(p) == "web:v1" && ready(p)));
+
+    let mut spec = mk_deployment("web:v4", 2, 1, 0);
+    spec["spec"]["revisionHistoryLimit"] = json!(0);
+    w.put("apps", "deployments", spec);
+    w.run(60, |_| {});
+    let sets = w.list("apps", "replicasets");
+    assert_eq!(sets.len(), 1, "no history kept: {sets:?}");
+    assert_eq!(
+        sets[0]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "web:v4"
+    );
+}
