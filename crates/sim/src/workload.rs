@@ -150,17 +150,25 @@ impl Object {
         self.update(state, |obj| set(obj, &["status"], status));
     }
 
-    /// Says in the status that the spec is invalid, and does nothing else.
-    fn write_invalid(&self, state: &mut ClusterState, err: &FieldError) {
-        let old = self.status("/conditions/0/lastTransitionTime").cloned();
-        let mut status = json!({
-            "observedGeneration": self.generation,
-            "conditions": [{"type": "Invalid", "status": "True", "reason": "InvalidSpec",
-                            "message": err.to_string()}],
-        });
-        if let Some(t) = old {
-            status["conditions"][0]["lastTransitionTime"] = t;
-        }
+    /// Says in the status that the spec is invalid, and does nothing else: the counts
+    /// of the last valid pass stay, as the real controllers leave them.
+    fn write_invalid(&self, state: &mut ClusterState, err: &FieldError, now: Timestamp) {
+        let old = self.status("/conditions");
+        let invalid = condition(old, "Invalid", "True", "InvalidSpec", err.to_string(), now);
+        let mut conditions: Vec<Json> = old
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] != "Invalid")
+            .cloned()
+            .collect();
+        conditions.push(invalid);
+        let mut status = match self.obj.get("status") {
+            Some(s @ Json::Object(_)) => s.clone(),
+            _ => json!({}),
+        };
+        set(&mut status, &["observedGeneration"], json!(self.generation));
+        set(&mut status, &["conditions"], Json::Array(conditions));
         self.write_status(state, status);
     }
 }

@@ -72,7 +72,7 @@ fn phase_name(p: BroadcastJobPhase) -> Json {
 pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, j: &BroadcastJob) {
     let spec = match &j.spec {
         Ok(s) => s,
-        Err(e) => return j.o.write_invalid(state, e),
+        Err(e) => return j.o.write_invalid(state, e, pass.now()),
     };
     let now = pass.now();
     let owner = &j.o.owner;
@@ -152,8 +152,16 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, j: &B
         "phase": phase_name(p.phase),
         "startTime": j.o.status("/startTime").cloned().unwrap_or_else(|| time(started)),
     });
-    if let Some(conds) = j.o.status("/conditions") {
-        status["conditions"] = conds.clone();
+    let kept: Vec<Json> =
+        j.o.status("/conditions")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|c| c["type"] != "Invalid")
+            .cloned()
+            .collect();
+    if !kept.is_empty() {
+        status["conditions"] = Json::Array(kept);
     }
     if let Some(t) = j.o.status("/completionTime") {
         status["completionTime"] = t.clone();

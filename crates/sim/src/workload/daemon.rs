@@ -70,7 +70,7 @@ pub(super) fn read(state: &ClusterState) -> Vec<Daemon> {
 pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, d: &Daemon) {
     let (template, policy) = match &d.spec {
         Ok(s) => s,
-        Err(e) => return d.o.write_invalid(state, e),
+        Err(e) => return d.o.write_invalid(state, e, pass.now()),
     };
     let now = pass.now();
     let update_hash = revision_hash(template);

@@ -158,7 +158,7 @@ pub(super) fn reconcile(
     let spec = match &d.spec {
         Ok(s) => s,
         Err(e) => {
-            d.o.write_invalid(state, e);
+            d.o.write_invalid(state, e, pass.now());
             return false;
         }
     };

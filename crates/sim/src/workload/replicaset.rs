@@ -130,7 +130,7 @@ pub(super) fn read(state: &mut ClusterState, alive: &HashSet<String>) -> Vec<Rep
 pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, rs: &ReplicaSet) {
     let spec = match &rs.spec {
         Ok(s) => s,
-        Err(e) => return rs.o.write_invalid(state, e),
+        Err(e) => return rs.o.write_invalid(state, e, pass.now()),
     };
     let now = pass.now();
     let owner = &rs.o.owner;

@@ -96,7 +96,7 @@ fn per_pod(base: &Json, name: &str, ordinal: u32, service: Option<&str>) -> Arc<
 pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, s: &StatefulSet) {
     let spec = match &s.spec {
         Ok(sp) => sp,
-        Err(e) => return s.o.write_invalid(state, e),
+        Err(e) => return s.o.write_invalid(state, e, pass.now()),
     };
     let now = pass.now();
     let owner = &s.o.owner;

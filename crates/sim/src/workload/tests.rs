@@ -510,6 +510,21 @@ fn an_invalid_spec_is_reported_in_a_condition_and_its_pods_stay() {
             .contains("spec.strategy.type")
     );
     assert_eq!(w.pods().len(), 2, "an invalid spec is not a deleted owner");
+    assert_eq!(
+        d["status"]["availableReplicas"], 2,
+        "the last counts stay: {d}"
+    );
+    w.put("apps", "deployments", mk_deployment("web:v1", 2, 1, 0));
+    w.run(2, |_| {});
+    let d = w
+        .get(&template::key(
+            "apps",
+            "deployments",
+            Some("default"),
+            "web",
+        ))
+        .unwrap();
+    assert!(condition(&d, "Invalid").is_null(), "fixed: {d}");
     w.put(
         "apps",
         "statefulsets",
