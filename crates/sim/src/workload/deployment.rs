@@ -215,66 +215,81 @@ pub(super) fn reconcile(
         );
     };
     let (surge, _) = surge_unavailable(&spec.policy);
-    for s in &p.scale {
-        match views.iter().position(|v| v.revision == s.revision) {
-            Some(i) => {
-                let rs = sets[i];
-                let from = views[i].replicas;
-                // Rolling back to an older template makes its set the newest revision.
-                let bump = s.revision == 0 && new_revision <= max_old;
-                if bump {
-                    new_revision = max_old + 1;
-                }
-                let mut obj = rs.o.obj.clone();
-                set(&mut obj, &["spec", "replicas"], json!(s.replicas));
-                set(
-                    &mut obj,
-                    &["spec", "minReadySeconds"],
-                    json!(spec.policy.min_ready.as_secs()),
-                );
-                let generation = rs.o.generation.saturating_add(1);
-                set(&mut obj, &["metadata", "generation"], json!(generation));
-                let ann = |k| ["metadata", "annotations", k];
-                set(
-                    &mut obj,
-                    &ann("deployment.kubernetes.io/desired-replicas"),
-                    json!(spec.policy.replicas.to_string()),
-                );
-                set(
-                    &mut obj,
-                    &ann("deployment.kubernetes.io/max-replicas"),
-                    json!(spec.policy.replicas.saturating_add(surge).to_string()),
-                );
-                if bump {
-                    set(
-                        &mut obj,
-                        &ann(REVISION_ANNOTATION),
-                        json!(new_revision.to_string()),
-                    );
-                }
-                if state
-                    .put(
-                        &rs.o.key,
-                        raw(&obj),
-                        Precondition::ModRevision(rs.o.revision),
-                    )
-                    .is_ok()
-                    && from != s.replicas
-                {
-                    scaled(pass, &rs.o.owner.name, from, s.replicas);
-                }
-                wrote = true;
-            }
-            None => {
-                let obj = new_replica_set(d, spec, &hash, s.replicas, new_revision, now);
-                let name = format!("{}-{hash}", owner.name);
-                let key = template::key("apps", "replicasets", Some(&owner.namespace), &name);
-                if state.put(&key, raw(&obj), Precondition::Absent).is_ok() {
-                    scaled(pass, &name, 0, s.replicas);
-                    new_name = Some(name);
-                    wrote = true;
-                }
-            }
+    // Rolling back to an older template makes its set the newest revision.
+    let bump = new_index.is_some() && new_revision <= max_old;
+    if bump {
+        new_revision = max_old + 1;
+    }
+    let mut writes: Vec<(usize, u32)> = p
+        .scale
+        .iter()
+        .filter_map(|s| {
+            let i = views.iter().position(|v| v.revision == s.revision)?;
+            Some((i, s.replicas))
+        })
+        .collect();
+    if let Some(i) = new_index
+        && bump
+        && !writes.iter().any(|(w, _)| *w == i)
+    {
+        writes.push((i, views[i].replicas));
+    }
+    for (i, replicas) in writes {
+        let rs = sets[i];
+        let from = views[i].replicas;
+        let bump = bump && Some(i) == new_index;
+        let mut obj = rs.o.obj.clone();
+        set(&mut obj, &["spec", "replicas"], json!(replicas));
+        set(
+            &mut obj,
+            &["spec", "minReadySeconds"],
+            json!(spec.policy.min_ready.as_secs()),
+        );
+        if obj.get("spec") != rs.o.obj.get("spec") {
+            let generation = rs.o.generation.saturating_add(1);
+            set(&mut obj, &["metadata", "generation"], json!(generation));
+        }
+        let ann = |k| ["metadata", "annotations", k];
+        set(
+            &mut obj,
+            &ann("deployment.kubernetes.io/desired-replicas"),
+            json!(spec.policy.replicas.to_string()),
+        );
+        set(
+            &mut obj,
+            &ann("deployment.kubernetes.io/max-replicas"),
+            json!(spec.policy.replicas.saturating_add(surge).to_string()),
+        );
+        if bump {
+            set(
+                &mut obj,
+                &ann(REVISION_ANNOTATION),
+                json!(new_revision.to_string()),
+            );
+        }
+        if state
+            .put(
+                &rs.o.key,
+                raw(&obj),
+                Precondition::ModRevision(rs.o.revision),
+            )
+            .is_ok()
+            && from != replicas
+        {
+            scaled(pass, &rs.o.owner.name, from, replicas);
+        }
+        wrote = true;
+    }
+    if new_index.is_none()
+        && let Some(s) = p.scale.iter().find(|s| s.revision == 0)
+    {
+        let obj = new_replica_set(d, spec, &hash, s.replicas, new_revision, now);
+        let name = format!("{}-{hash}", owner.name);
+        let key = template::key("apps", "replicasets", Some(&owner.namespace), &name);
+        if state.put(&key, raw(&obj), Precondition::Absent).is_ok() {
+            scaled(pass, &name, 0, s.replicas);
+            new_name = Some(name);
+            wrote = true;
         }
     }
     if wrote {
