@@ -132,22 +132,23 @@ impl Object {
     /// Replaces the object by `f(obj)` if that changes it (a write is a revision, so an
     /// unchanged object is not written). Compare-and-swap on the revision read: a client
     /// write in between wins and the next step redoes this.
-    fn update(&self, state: &mut ClusterState, f: impl FnOnce(&mut Json)) {
+    /// Returns whether it wrote.
+    fn update(&self, state: &mut ClusterState, f: impl FnOnce(&mut Json)) -> bool {
         let mut obj = self.obj.clone();
         f(&mut obj);
-        if obj == self.obj {
-            return;
-        }
-        let _ = state.put(
-            &self.key,
-            raw(&obj),
-            Precondition::ModRevision(self.revision),
-        );
+        obj != self.obj
+            && state
+                .put(
+                    &self.key,
+                    raw(&obj),
+                    Precondition::ModRevision(self.revision),
+                )
+                .is_ok()
     }
 
-    /// Replaces the status if it changed.
-    fn write_status(&self, state: &mut ClusterState, status: Json) {
-        self.update(state, |obj| set(obj, &["status"], status));
+    /// Replaces the status if it changed; returns whether it wrote.
+    fn write_status(&self, state: &mut ClusterState, status: Json) -> bool {
+        self.update(state, |obj| set(obj, &["status"], status))
     }
 
     /// Says in the status that the spec is invalid, and does nothing else: the counts

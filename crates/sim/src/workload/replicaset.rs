@@ -175,7 +175,7 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, rs: &
         }
     }
     let s = plan.status;
-    rs.o.write_status(
+    let wrote = rs.o.write_status(
         state,
         json!({
             "replicas": s.replicas,
@@ -185,4 +185,8 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, rs: &
             "observedGeneration": rs.o.generation,
         }),
     );
+    if wrote && rs.deployment.is_some() {
+        // Its Deployment reads this status (it ran earlier in this pass): look again.
+        pass.env.next.at(Some(now));
+    }
 }

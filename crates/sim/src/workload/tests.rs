@@ -22,6 +22,10 @@ struct World {
     sim: Simulation,
     clock: ManualClock,
     driver: Driver,
+    /// When the driver asked to step next; as in `driver::run`, it steps only then or
+    /// after a client write, so a controller that forgets to ask for a step is caught.
+    due: Option<Timestamp>,
+    written: std::cell::Cell<bool>,
 }
 
 impl World {
@@ -39,7 +43,13 @@ impl World {
             faults: sim.fault_handle(),
             config: SimConfig::default(),
         });
-        World { sim, clock, driver }
+        World {
+            sim,
+            clock,
+            driver,
+            due: Some(Timestamp::MIN),
+            written: std::cell::Cell::new(true),
+        }
     }
 
     fn now(&self) -> Timestamp {
@@ -73,15 +83,21 @@ impl World {
                 meta["generation"] = json!(1);
             }
         }
+        self.put_raw(&key, &obj);
+    }
+
+    fn put_raw(&self, key: &str, obj: &Json) {
         self.sim.members()[0]
             .cluster
-            .apply(|s| s.put(&key, raw(&obj), Precondition::None).unwrap());
+            .apply(|s| s.put(key, raw(obj), Precondition::None).unwrap());
+        self.written.set(true);
     }
 
     fn delete(&self, key: &str) {
         self.sim.members()[0]
             .cluster
             .apply(|s| s.delete(key, Precondition::None).unwrap());
+        self.written.set(true);
     }
 
     fn get(&self, key: &str) -> Option<Json> {
@@ -109,10 +125,14 @@ impl World {
         self.list("", "events")
     }
 
-    /// Steps once a second for `secs` seconds, calling `each` after every step.
+    /// Runs `secs` seconds, looking once a second whether a step is due (as
+    /// `driver::run` polls), calling `each` every second.
     fn run(&mut self, secs: i64, mut each: impl FnMut(&World)) {
         for _ in 0..secs {
-            self.driver.step(self.clock.now());
+            let now = self.clock.now();
+            if self.written.replace(false) || self.due.is_some_and(|d| d <= now) {
+                self.due = self.driver.step(now);
+            }
             each(self);
             self.clock.advance(SignedDuration::from_secs(1));
         }
@@ -321,9 +341,7 @@ fn a_replicaset_pod_whose_node_selector_matches_no_node_stays_pending_until_one_
     );
     let mut node = w.get(&node_key).unwrap();
     node["metadata"]["labels"]["disk"] = json!("ssd");
-    w.sim.members()[0]
-        .cluster
-        .apply(|s| s.put(&node_key, raw(&node), Precondition::None).unwrap());
+    w.put_raw(&node_key, &node);
     w.run(30, |_| {});
     let pods = w.pods();
     assert!(
