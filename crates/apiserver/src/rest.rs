@@ -1023,25 +1023,6 @@ mod tests {
     }
 
     #[test]
-    fn kubectl_describe_finds_an_objects_events_by_field_selector() {
-        let params: Params = [(
-            "fieldSelector".to_string(),
-            "involvedObject.name=web,involvedObject.kind=Deployment,involvedObject.uid=u-1"
-                .to_string(),
-        )]
-        .into();
-        let sel = Selectors::parse(&params).unwrap();
-        let ev = |kind: &str| {
-            json!({"metadata": {"name": "web.1", "namespace": "default"},
-                   "involvedObject": {"kind": kind, "name": "web", "uid": "u-1"}})
-        };
-        assert!(sel.matches(&ev("Deployment")));
-        assert!(!sel.matches(&ev("ReplicaSet")));
-        let params: Params = [("fieldSelector".to_string(), "spec.x=1".to_string())].into();
-        assert!(Selectors::parse(&params).is_err());
-    }
-
-    #[test]
     fn strategic_merge_directives_are_stripped() {
         let mut p = json!({"metadata": {"$setElementOrder/finalizers": [], "labels": {"a": "b"}}, "$patch": "merge"});
         strip_directives(&mut p);
@@ -1060,5 +1041,24 @@ mod tests {
             HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
         );
         assert!(negotiate(&h).is_err());
+    }
+
+    #[test]
+    fn kubectl_describe_finds_an_objects_events_by_field_selector() {
+        let params: Params = [(
+            "fieldSelector".to_string(),
+            "involvedObject.name=web,involvedObject.kind=Deployment,involvedObject.uid=u-1"
+                .to_string(),
+        )]
+        .into();
+        let sel = Selectors::parse(&params).unwrap();
+        let ev = |kind: &str| {
+            json!({"metadata": {"name": "web.1", "namespace": "default"},
+                   "involvedObject": {"kind": kind, "name": "web", "uid": "u-1"}})
+        };
+        assert!(sel.matches(&ev("Deployment")));
+        assert!(!sel.matches(&ev("ReplicaSet")));
+        let params: Params = [("fieldSelector".to_string(), "spec.x=1".to_string())].into();
+        assert!(Selectors::parse(&params).is_err());
     }
 }
