@@ -25,6 +25,11 @@ const VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+const READ_ONLY_VERBS: &[&str] = &["get", "list", "watch"];
+
+fn verbs(d: &ResourceDef) -> &'static [&'static str] {
+    if d.read_only { READ_ONLY_VERBS } else { VERBS }
+}
 
 /// `GET /api`.
 pub fn core_versions() -> Value {
@@ -68,7 +73,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
     for d in defs {
         let mut r = json!({
             "name": d.plural, "singularName": d.singular, "namespaced": d.namespaced,
-            "kind": d.kind, "verbs": VERBS,
+            "kind": d.kind, "verbs": verbs(d),
         });
         if !d.short_names.is_empty() {
             r["shortNames"] = json!(d.short_names);
@@ -77,10 +82,16 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             r["categories"] = json!(d.categories);
         }
         resources.push(r);
-        if d.has_status {
+        if d.has_status && !d.read_only {
             resources.push(json!({
                 "name": format!("{}/status", d.plural), "singularName": "", "namespaced": d.namespaced,
                 "kind": d.kind, "verbs": STATUS_VERBS,
+            }));
+        }
+        if d.scale.is_some() {
+            resources.push(json!({
+                "name": format!("{}/scale", d.plural), "singularName": "", "namespaced": d.namespaced,
+                "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": STATUS_VERBS,
             }));
         }
     }
@@ -101,7 +112,7 @@ fn aggregated_resource(d: &ResourceDef) -> Value {
         "responseKind": gvk,
         "scope": if d.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": d.singular,
-        "verbs": VERBS,
+        "verbs": verbs(d),
     });
     if !d.short_names.is_empty() {
         r["shortNames"] = json!(d.short_names);
@@ -109,9 +120,18 @@ fn aggregated_resource(d: &ResourceDef) -> Value {
     if !d.categories.is_empty() {
         r["categories"] = json!(d.categories);
     }
-    if d.has_status {
-        r["subresources"] =
-            json!([{"subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS}]);
+    let mut subresources = Vec::new();
+    if d.has_status && !d.read_only {
+        subresources
+            .push(json!({"subresource": "status", "responseKind": gvk, "verbs": STATUS_VERBS}));
+    }
+    if d.scale.is_some() {
+        subresources.push(json!({"subresource": "scale",
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "verbs": STATUS_VERBS}));
+    }
+    if !subresources.is_empty() {
+        r["subresources"] = Value::Array(subresources);
     }
     r
 }

@@ -60,6 +60,11 @@ pub enum ApiError {
     TooLarge(String),
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
+    #[error(
+        "the server does not allow this method on the requested resource ({verb} {}): it is read-only, served for get, list and watch",
+        .target.qualified()
+    )]
+    ReadOnly { verb: String, target: Target },
     #[error("{0}")]
     Gone(String),
     #[error("Unauthorized")]
@@ -129,7 +134,9 @@ impl ApiError {
             }
             ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
-            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
+            ApiError::MethodNotAllowed | ApiError::ReadOnly { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed")
+            }
             ApiError::Gone(_) => (StatusCode::GONE, "Expired"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
@@ -154,7 +161,8 @@ impl ApiError {
             ApiError::NotFound(t) | ApiError::AlreadyExists(t) => Some(t),
             ApiError::Conflict { target, .. }
             | ApiError::Invalid { target, .. }
-            | ApiError::Forbidden { target, .. } => Some(target),
+            | ApiError::Forbidden { target, .. }
+            | ApiError::ReadOnly { target, .. } => Some(target),
             _ => None,
         };
         if let Some(t) = target {

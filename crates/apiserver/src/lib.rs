@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub mod cluster;
+pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod metrics;
@@ -42,6 +43,8 @@ pub mod printers;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;
+pub mod scale;
+pub mod strategic;
 pub mod table;
 pub mod watch;
 

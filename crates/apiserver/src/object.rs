@@ -240,6 +240,9 @@ pub fn check_type_meta(def: &ResourceDef, v: &mut Value) -> ApiResult<()> {
 /// # Errors
 /// `BadRequest` for unknown fields under `Strict`; `Invalid` with every field cause.
 pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult<Vec<String>> {
+    if let Some(defaulter) = &def.defaulter {
+        defaulter(v);
+    }
     let mut unknown = Vec::new();
     let mut causes = Vec::new();
     let meta = meta_mut(v);

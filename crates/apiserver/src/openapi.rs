@@ -257,7 +257,15 @@ fn resource_paths(d: &ResourceDef, paths: &mut Map<String, Value>) {
             "patch": operation(d, "patch", "patch", "", Some(&patch_types), &obj_ref, with(vec![name.clone(), fv.clone(), dry.clone()])),
             "delete": operation(d, "delete", "delete", "", None, &obj_ref, with(vec![name.clone(), dry.clone()])),
         }));
-        if d.has_status {
+        if d.read_only {
+            // Only reads are served; kubectl must not offer writes.
+            for p in [collection.clone(), format!("{collection}/{{name}}")] {
+                if let Some(ops) = paths.get_mut(&p).and_then(Value::as_object_mut) {
+                    ops.retain(|verb, _| verb == "get");
+                }
+            }
+        }
+        if d.has_status && !d.read_only {
             paths.insert(format!("{collection}/{{name}}/status"), json!({
                 "get": operation(d, "get", "read", "Status", None, &obj_ref, with(vec![name.clone()])),
                 "put": operation(d, "put", "replace", "Status", Some(&["application/json"]), &obj_ref, with(vec![name.clone(), fv.clone()])),
@@ -281,6 +289,10 @@ fn group_version_doc(reg: &Registry, group: &str, version: &str) -> Value {
         schema["properties"]["kind"]["description"] =
             json!("Kind is a string value representing the REST resource this object represents.");
         schema["x-kubernetes-group-version-kind"] = json!([gvk(d, &d.kind)]);
+        if d.strategic_merge {
+            // kubectl computes `apply` patches with the strategies published here.
+            crate::strategic::annotate_schema(&mut schema, &d.patch_meta);
+        }
         schemas.insert(schema_name(d, &d.kind), schema);
         schemas.insert(schema_name(d, &d.list_kind), json!({
             "description": format!("{} is a list of {}", d.list_kind, d.kind),

@@ -35,6 +35,9 @@ pub use crate::printers::CellFn;
 /// Semantic validation of a whole object (already schema-checked).
 pub type Validator = Arc<dyn Fn(&Value) -> Vec<FieldError> + Send + Sync>;
 
+/// Fills in the defaults of an object before it is checked and stored.
+pub type Defaulter = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
 /// Everything the server knows about one resource.
 #[derive(Clone)]
 pub struct ResourceDef {
@@ -54,15 +57,20 @@ pub struct ResourceDef {
     pub schema: JSONSchemaProps,
     pub columns: Vec<CustomResourceColumnDefinition>,
     pub validator: Option<Validator>,
-    /// Strategic merge patch is accepted (treated as a JSON merge patch); only for
-    /// built-in kinds, as in Kubernetes.
+    /// Kubernetes' defaults for built-in kinds ([`crate::defaults`]).
+    pub defaulter: Option<Defaulter>,
+    /// Strategic merge patch is accepted; only for built-in kinds, as in Kubernetes.
     pub strategic_merge: bool,
+    /// How a strategic merge patch merges this kind's lists ([`crate::strategic`]).
+    pub patch_meta: Arc<crate::strategic::PatchMeta>,
     /// Columns computed by code, by column name; the others are JSONPaths.
     pub cells: Vec<(String, CellFn)>,
     /// The table starts with a NAME column (all kinds but events).
     pub name_column: bool,
     /// Served get/list/watch only; writes answer 405.
     pub read_only: bool,
+    /// Has a `scale` subresource reading and writing these paths.
+    pub scale: Option<crate::scale::ScalePaths>,
 }
 
 impl fmt::Debug for ResourceDef {
@@ -180,10 +188,13 @@ impl ResourceDef {
             schema,
             columns: v.additional_printer_columns.unwrap_or_default(),
             validator: Some(validator),
+            defaulter: None,
             strategic_merge: false,
+            patch_meta: Arc::default(),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
+            scale: None,
         }
     }
 
@@ -238,17 +249,21 @@ impl ResourceDef {
             schema,
             columns,
             validator: None,
+            defaulter: None,
             strategic_merge: true,
+            patch_meta: Arc::new(crate::strategic::builtin_meta("", "Namespace")),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
+            scale: None,
         }
     }
 
     /// A built-in Kubernetes kind from its k8s-openapi type: group, version, kind,
     /// plural and scope from [`k8s_openapi::Resource`], the schema from its `schemars`
     /// implementation (see [`structural_schema`]). It has a status subresource when the
-    /// type has a `status`, and accepts strategic merge patches. Add columns with
+    /// type has a `status`, and accepts strategic merge patches with Kubernetes' patch
+    /// strategies for the kind ([`crate::strategic::builtin_meta`]). Add columns with
     /// [`ResourceDef::column`] and [`ResourceDef::computed`].
     pub fn builtin<K>() -> Self
     where
@@ -274,10 +289,15 @@ impl ResourceDef {
             schema,
             columns: vec![],
             validator: None,
+            defaulter: Some(Arc::new(|v: &mut Value| {
+                crate::defaults::apply(K::GROUP, K::KIND, v)
+            })),
             strategic_merge: true,
+            patch_meta: Arc::new(crate::strategic::builtin_meta(K::GROUP, K::KIND)),
             cells: Vec::new(),
             name_column: true,
             read_only: false,
+            scale: None,
         }
     }
 
@@ -311,6 +331,19 @@ impl ResourceDef {
     pub fn computed(mut self, name: &str, ty: &str, priority: i32, cell: CellFn) -> Self {
         self = self.column(name, ty, priority, "");
         self.cells.push((name.to_string(), cell));
+        self
+    }
+
+    /// Serves the kind get/list/watch only (what shoal itself writes, such as leader
+    /// election's Leases); every write answers 405.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
+    }
+
+    /// Adds a `scale` subresource over `paths`.
+    pub fn scale(mut self, paths: crate::scale::ScalePaths) -> Self {
+        self.scale = Some(paths);
         self
     }
 
@@ -355,7 +388,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry of everything shoal serves today: Namespace and shoal's kinds.
+    /// The registry of everything shoal serves today: Namespace, shoal's kinds, and
+    /// leader election's Leases (read-only).
     pub fn shoal() -> Self {
         use kube::CustomResourceExt;
         use shoal_core::kinds::{
@@ -370,6 +404,13 @@ impl Registry {
         r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
         r.add(ResourceDef::from_crd::<TaskRun>(TaskRun::crd()));
         r.add(ResourceDef::from_crd::<Approval>(Approval::crd()));
+        // Leader election (shoal_store::election) writes these; users only read them.
+        r.add(
+            ResourceDef::builtin::<k8s_openapi::api::coordination::v1::Lease>()
+                .column("Holder", "string", 0, ".spec.holderIdentity")
+                .age()
+                .read_only(),
+        );
         r
     }
 
@@ -504,6 +545,7 @@ impl Registry {
         r.add(workload_wide(
             ResourceDef::builtin::<apps::Deployment>()
                 .short_names(&["deploy"])
+                .scale(crate::scale::WORKLOAD)
                 .categories(&["all"])
                 .computed(
                     "Ready",
@@ -528,6 +570,7 @@ impl Registry {
         r.add(workload_wide(
             ResourceDef::builtin::<apps::ReplicaSet>()
                 .short_names(&["rs"])
+                .scale(crate::scale::WORKLOAD)
                 .categories(&["all"])
                 .computed("Desired", "integer", 0, printers::int("/spec/replicas"))
                 .computed("Current", "integer", 0, printers::int("/status/replicas"))
@@ -579,6 +622,7 @@ impl Registry {
         r.add(
             ResourceDef::builtin::<apps::StatefulSet>()
                 .short_names(&["sts"])
+                .scale(crate::scale::WORKLOAD)
                 .categories(&["all"])
                 .computed(
                     "Ready",
@@ -780,7 +824,33 @@ mod tests {
         assert_eq!(cl.collection_path(None), "/apis/shoal.io/v1alpha1/clusters");
         assert_eq!(
             r.groups(),
-            vec![("shoal.io".to_string(), vec!["v1alpha1".to_string()])]
+            vec![
+                ("shoal.io".to_string(), vec!["v1alpha1".to_string()]),
+                ("coordination.k8s.io".to_string(), vec!["v1".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn leases_are_read_only_at_the_key_leader_election_writes() {
+        let r = Registry::shoal();
+        let l = r.find("coordination.k8s.io", "v1", "leases").unwrap();
+        assert!(l.read_only && l.namespaced && !l.has_status);
+        assert_eq!(
+            l.key(Some(shoal_store::election::NAMESPACE), "controllers"),
+            shoal_store::election::role_key("controllers")
+        );
+        let doc = crate::discovery::resource_list(&r, "coordination.k8s.io", "v1").unwrap();
+        assert_eq!(
+            doc["resources"][0]["verbs"],
+            serde_json::json!(["get", "list", "watch"])
+        );
+        let docs = crate::openapi::Documents::build(&r);
+        let (_, d) = &docs.docs["apis/coordination.k8s.io/v1"];
+        let item = &d["paths"]["/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"];
+        assert!(
+            item.get("get").is_some() && item.get("delete").is_none(),
+            "{item}"
         );
     }
 }

@@ -201,8 +201,13 @@ async fn handle_inner(
         Some(s) => format!("{}/{s}", rp.def.plural),
         None => rp.def.plural.clone(),
     };
+    let served_sub = |sub: &str| match sub {
+        "status" => rp.def.has_status,
+        "scale" => rp.def.scale.is_some(),
+        _ => false,
+    };
     if let Some(sub) = &rp.subresource
-        && (sub != "status" || !rp.def.has_status)
+        && !served_sub(sub)
     {
         return Err(ApiError::NoRoute);
     }
@@ -213,8 +218,19 @@ async fn handle_inner(
             "invalid namespace {ns:?} in the request path"
         )));
     }
+    if rp.def.read_only && method != Method::GET {
+        return Err(ApiError::ReadOnly {
+            verb: method.as_str().to_lowercase(),
+            target: object::target(&rp.def, rp.name.as_deref().unwrap_or("")),
+        });
+    }
     let output = negotiate(headers)?;
     let watching = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
+    if let (Some(paths), Some("scale"), Some(name)) =
+        (rp.def.scale, rp.subresource.as_deref(), &rp.name)
+    {
+        return scale_request(st, &rp, name, &paths, method, headers, body, &params, info).await;
+    }
     match (method, &rp.name) {
         (&Method::GET, None) if watching => {
             info.verb = "watch";
@@ -698,6 +714,10 @@ fn merge_for_update(
             });
         }
     }
+    // Defaults first, so that a write leaving out a defaulted field is no spec change.
+    if let Some(defaulter) = &def.defaulter {
+        defaulter(&mut new);
+    }
     if object::spec_part(&new) != object::spec_part(cur) {
         let g = cur_meta
             .get("generation")
@@ -792,20 +812,14 @@ pub async fn update(
     ))
 }
 
-/// Removes strategic-merge-patch directives (`$patch`, `$setElementOrder/…`,
-/// `$retainKeys`, `$deleteFromPrimitiveList/…`) so the rest applies as a merge patch.
-fn strip_directives(v: &mut Value) {
-    match v {
-        Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with('$'));
-            m.values_mut().for_each(strip_directives);
-        }
-        Value::Array(a) => a.iter_mut().for_each(strip_directives),
-        _ => {}
-    }
-}
-
-fn apply_patch(def: &ResourceDef, ctype: &str, doc: &mut Value, raw: &Bytes) -> ApiResult<()> {
+/// Applies a patch of media type `ctype` to `doc`; `strategic` carries the patch
+/// strategies when strategic merge patch is accepted.
+fn apply_patch(
+    strategic: Option<&crate::strategic::PatchMeta>,
+    ctype: &str,
+    doc: &mut Value,
+    raw: &Bytes,
+) -> ApiResult<()> {
     let mime = ctype.split(';').next().unwrap_or("").trim();
     let parse = || -> ApiResult<Value> {
         serde_json::from_slice(raw)
@@ -821,15 +835,19 @@ fn apply_patch(def: &ResourceDef, ctype: &str, doc: &mut Value, raw: &Bytes) -> 
             }
             json_patch::merge(doc, &p);
         }
-        "application/strategic-merge-patch+json" if def.strategic_merge => {
-            let mut p = parse()?;
+        "application/strategic-merge-patch+json" if strategic.is_some() => {
+            let p = parse()?;
             if !p.is_object() {
                 return Err(ApiError::BadRequest(
                     "a strategic merge patch must be a JSON object".into(),
                 ));
             }
-            strip_directives(&mut p);
-            json_patch::merge(doc, &p);
+            let meta = strategic.unwrap_or(crate::strategic::PatchMeta::empty());
+            *doc = crate::strategic::apply(doc, &p, meta).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "the strategic merge patch could not be applied: {e}"
+                ))
+            })?;
         }
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_value(parse()?)
@@ -848,7 +866,7 @@ fn apply_patch(def: &ResourceDef, ctype: &str, doc: &mut Value, raw: &Bytes) -> 
                 "application/json-patch+json",
                 "application/merge-patch+json",
             ];
-            if def.strategic_merge {
+            if strategic.is_some() {
                 accepted.push("application/strategic-merge-patch+json");
             }
             return Err(ApiError::UnsupportedMediaType(format!(
@@ -884,7 +902,8 @@ pub async fn patch(
     loop {
         let (cur, cur_rev) = get(st, rp, name).await?;
         let mut doc = cur.clone();
-        apply_patch(&rp.def, ctype, &mut doc, raw)?;
+        let strategic = rp.def.strategic_merge.then_some(&*rp.def.patch_meta);
+        apply_patch(strategic, ctype, &mut doc, raw)?;
         let pinned = object::meta_str(&doc, "resourceVersion").map(String::from);
         if let Some(rv) = &pinned
             && *rv != cur_rev.to_string()
@@ -904,6 +923,88 @@ pub async fn patch(
                 continue;
             }
             other => return other.map(|o| (o, warnings)),
+        }
+    }
+}
+
+/// A request to a `scale` subresource: GET renders the Scale; PUT and PATCH change the
+/// object's replicas through the ordinary update path.
+#[allow(clippy::too_many_arguments)] // the request's parts, as handle_inner has them
+async fn scale_request(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    paths: &crate::scale::ScalePaths,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Body,
+    params: &Params,
+    info: &mut RequestInfo,
+) -> ApiResult<Response> {
+    let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
+    let dry = dry_run(params)?;
+    let edit: Box<dyn Fn(Value) -> ApiResult<Value> + Send + Sync> = match *method {
+        Method::GET => {
+            info.verb = "get";
+            let obj = get(st, rp, name).await?.0;
+            let scale = crate::scale::to_scale(&obj, paths);
+            return Ok(json_response(StatusCode::OK, &scale, &[]));
+        }
+        Method::PUT => {
+            info.verb = "update";
+            let raw = read_body(st, body).await?;
+            let wanted = object::decode(&content_type(headers), &raw)?;
+            Box::new(move |_current| Ok(wanted.clone()))
+        }
+        Method::PATCH => {
+            info.verb = "patch";
+            let raw = read_body(st, body).await?;
+            let ctype = content_type(headers);
+            Box::new(move |mut current| {
+                apply_patch(
+                    Some(crate::strategic::PatchMeta::empty()),
+                    &ctype,
+                    &mut current,
+                    &raw,
+                )?;
+                Ok(current)
+            })
+        }
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    // As a patch: retried on write races unless the new Scale pins a resourceVersion.
+    const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    let main = ResourcePath {
+        subresource: None,
+        ..rp.clone()
+    };
+    loop {
+        let (cur, cur_rev) = get(st, &main, name).await?;
+        let wanted = edit(crate::scale::to_scale(&cur, paths))?;
+        let pinned = object::meta_str(&wanted, "resourceVersion")
+            .filter(|rv| !rv.is_empty())
+            .map(String::from);
+        if let Some(rv) = &pinned
+            && *rv != cur_rev.to_string()
+        {
+            return Err(conflict(&rp.def, name));
+        }
+        let mut new = cur.clone();
+        crate::scale::apply_scale(&rp.def, &mut new, &wanted, paths)?;
+        let mut new = merge_for_update(&rp.def, &cur, new, false)?;
+        let warnings = object::admit(&rp.def, &mut new, fv)?;
+        match commit_update(st, &main, &cur, cur_rev, new, dry).await {
+            Err(ApiError::Conflict { .. })
+                if pinned.is_none() && std::time::Instant::now() < deadline =>
+            {
+                tokio::task::yield_now().await;
+            }
+            other => {
+                let obj = other?;
+                let scale = crate::scale::to_scale(&obj, paths);
+                return Ok(json_response(StatusCode::OK, &scale, &warnings));
+            }
         }
     }
 }
@@ -1020,13 +1121,6 @@ mod tests {
         );
         assert!(decode_continue(&t, "/registry/core/namespaces/").is_err());
         assert!(decode_continue("%%%", "/").is_err());
-    }
-
-    #[test]
-    fn strategic_merge_directives_are_stripped() {
-        let mut p = json!({"metadata": {"$setElementOrder/finalizers": [], "labels": {"a": "b"}}, "$patch": "merge"});
-        strip_directives(&mut p);
-        assert_eq!(p, json!({"metadata": {"labels": {"a": "b"}}}));
     }
 
     #[test]

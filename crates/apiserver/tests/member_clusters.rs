@@ -9,225 +9,11 @@
 //! Each test starts the router on an ephemeral port with three member clusters, writes a
 //! kubeconfig with one context per cluster, and talks to it as a user would.
 
-use std::future::Future;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+mod common;
 
+use common::{Fleet, TEST_DEADLINE, get, header, rows, within};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use serde_json::Value;
-use shoal_apiserver::{ApiServer, Registry, ServerConfig, StaticDirectory};
-use shoal_core::clock::SystemClock;
-use shoal_store::Store;
-use tokio_util::sync::CancellationToken;
-
-/// Generous: kubectl runs concurrently with other tests' compilations on a shared box.
-const TEST_DEADLINE: Duration = Duration::from_secs(120);
-
-/// Built once per test binary: generating the built-in kinds' schemas takes a while in
-/// debug builds.
-static MEMBER_REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::member_cluster);
-
-async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(limit, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {limit:?}: {what}"))
-}
-
-/// A server with three member clusters `c-0`, `c-1`, `c-2`.
-struct Fleet {
-    url: String,
-    dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-    shutdown: CancellationToken,
-}
-
-impl Fleet {
-    async fn start() -> Self {
-        let directory = StaticDirectory::new();
-        for i in 0..3 {
-            directory.insert(format!("c-{i}"), Store::memory());
-        }
-        let shutdown = CancellationToken::new();
-        let server = ApiServer::new(
-            Store::memory(),
-            Registry::shoal(),
-            Arc::new(SystemClock),
-            ServerConfig::default(),
-            prometheus_client::registry::Registry::default(),
-            shutdown.clone(),
-        )
-        .with_member_clusters(Arc::new(directory.clone()), MEMBER_REGISTRY.clone());
-        server
-            .ensure_default_namespaces()
-            .await
-            .expect("namespaces");
-        let members = server.member_clusters().expect("members mounted");
-        for name in members.directory().names() {
-            let store = members.directory().lookup(&name).expect("listed");
-            members
-                .ensure_default_namespaces(store)
-                .await
-                .expect("member namespaces");
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(shoal_apiserver::serve(
-            listener,
-            server.router(),
-            shutdown.clone(),
-        ));
-        let dir = tempfile::Builder::new()
-            .prefix("shoal-members-")
-            .tempdir()
-            .expect("tempdir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let mut clusters = String::new();
-        let mut contexts = String::new();
-        for name in ["c-0", "c-1", "c-2", "nope"] {
-            clusters.push_str(&format!(
-                "- name: {name}\n  cluster:\n    server: {url}/clusters/{name}\n"
-            ));
-            contexts.push_str(&format!(
-                "- name: {name}\n  context:\n    cluster: {name}\n    user: u\n"
-            ));
-        }
-        std::fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: c-1\nusers:\n- name: u\n  user: {{}}\n"
-            ),
-        )
-        .expect("write kubeconfig");
-        Fleet {
-            url,
-            dir,
-            kubeconfig,
-            shutdown,
-        }
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.dir.path().join(name);
-        std::fs::write(&p, text).expect("write manifest");
-        p.to_str().expect("utf-8 path").to_string()
-    }
-
-    /// Runs kubectl in context `ctx`; returns (success, stdout, stderr).
-    async fn kubectl_in(&self, ctx: &str, args: &[&str]) -> (bool, String, String) {
-        let out = tokio::process::Command::new(kubectl())
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(self.dir.path().join("cache"))
-            .arg("--context")
-            .arg(ctx)
-            .args(args)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run kubectl");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    async fn ok_in(&self, ctx: &str, args: &[&str]) -> String {
-        let (ok, stdout, stderr) = self.kubectl_in(ctx, args).await;
-        assert!(
-            ok,
-            "kubectl --context {ctx} {} failed:\nstdout: {stdout}\nstderr: {stderr}",
-            args.join(" ")
-        );
-        stdout
-    }
-
-    /// kubectl against `c-1`, which must succeed.
-    async fn ok(&self, args: &[&str]) -> String {
-        self.ok_in("c-1", args).await
-    }
-
-    async fn json(&self, args: &[&str]) -> Value {
-        let mut args = args.to_vec();
-        args.extend(["-o", "json"]);
-        let out = self.ok(&args).await;
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-fn kubectl() -> PathBuf {
-    std::env::var_os("KUBECTL")
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| {
-            let p = Path::new("/usr/bin/kubectl");
-            assert!(
-                p.is_file(),
-                "kubectl is not installed; ./scripts/test installs it"
-            );
-            p.to_path_buf()
-        })
-}
-
-/// Rows of a kubectl table, cut at the header's column offsets (headers with one space,
-/// like `NODE SELECTOR`, stay one column because columns are two spaces apart).
-fn rows(table: &str) -> Vec<Vec<(String, String)>> {
-    let mut lines = table.lines().filter(|l| !l.trim().is_empty());
-    let Some(header) = lines.next() else {
-        return vec![];
-    };
-    let mut starts = vec![0];
-    let bytes = header.as_bytes();
-    for i in 2..bytes.len() {
-        if bytes[i] != b' ' && bytes[i - 1] == b' ' && bytes[i - 2] == b' ' {
-            starts.push(i);
-        }
-    }
-    let cell = |line: &str, n: usize| {
-        let s = starts[n].min(line.len());
-        let e = starts
-            .get(n + 1)
-            .map_or(line.len(), |e| (*e).min(line.len()));
-        line[s..e].trim().to_string()
-    };
-    let names: Vec<String> = (0..starts.len()).map(|n| cell(header, n)).collect();
-    lines
-        .map(|l| {
-            names
-                .iter()
-                .enumerate()
-                .map(|(n, name)| (name.clone(), cell(l, n)))
-                .collect()
-        })
-        .collect()
-}
-
-fn header(table: &str) -> Vec<String> {
-    rows(&format!("{table}\n-"))
-        .first()
-        .map(|r| r.iter().map(|(h, _)| h.clone()).collect())
-        .unwrap_or_default()
-}
-
-fn get<'a>(row: &'a [(String, String)], col: &str) -> &'a str {
-    row.iter()
-        .find(|(h, _)| h == col)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no column {col} in {row:?}"))
-}
 
 const NODES_AND_PODS: &str = r#"
 apiVersion: v1
@@ -352,7 +138,6 @@ spec:
 }
 
 #[tokio::test]
-#[ignore = "needs strategic merge patch, the next increment"]
 async fn reapplying_a_deployment_merges_containers_and_env_by_name() {
     within(TEST_DEADLINE, "kubectl apply twice", async {
         let f = Fleet::start().await;
@@ -455,14 +240,18 @@ async fn label_cordon_and_explain_work_on_built_in_kinds() {
 async fn an_unknown_cluster_answers_a_not_found_status() {
     within(TEST_DEADLINE, "unknown cluster", async {
         let f = Fleet::start().await;
+        // `--raw` paths are absolute: they ignore the kubeconfig server's path.
         let (ok, _, stderr) = f
-            .kubectl_in("nope", &["get", "--raw", "/api/v1/pods"])
+            .kubectl_in("c-0", &["get", "--raw", "/clusters/nope/api/v1/pods"])
             .await;
-        assert!(!ok && stderr.contains("NotFound"), "{stderr}");
+        assert!(
+            !ok && stderr.contains("NotFound") && stderr.contains(r#"clusters "nope" not found"#),
+            "{stderr}"
+        );
         let (ok, _, stderr) = f.kubectl_in("nope", &["get", "pods"]).await;
         assert!(!ok, "{stderr}");
-        let (ok, out, _) = f.kubectl_in("c-0", &["get", "--raw", "/version"]).await;
-        assert!(ok && out.contains("gitVersion"), "{out}");
+        let (ok, out, _) = f.kubectl_in("c-0", &["version", "-o", "json"]).await;
+        assert!(ok && out.contains("serverVersion"), "{out}");
         // The raw answer is a Status naming the cluster.
         let mut stream = tokio::net::TcpStream::connect(f.url.trim_start_matches("http://"))
             .await
@@ -513,6 +302,54 @@ async fn kube_rs_lists_and_watches_pods_of_one_member_cluster() {
         f.ok(&["apply", "-f", &late]).await;
         let next = events.next().await.expect("stream open").expect("event");
         assert_eq!(next.metadata.name.as_deref(), Some("late"));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn kubectl_scales_rolls_out_and_describes_workloads() {
+    within(TEST_DEADLINE, "kubectl scale / rollout", async {
+        let f = Fleet::start().await;
+        let path = f.write("deploy.yaml", &mk_deployment("web:1", "info"));
+        f.ok(&["apply", "-f", &path]).await;
+        f.ok(&["scale", "deployment/web", "--replicas=5"]).await;
+        let d = f.json(&["get", "deployment", "web"]).await;
+        assert_eq!(d["spec"]["replicas"], 5, "{d:#}");
+        // `--raw` paths are absolute: they ignore the kubeconfig server's path.
+        let scale = f
+            .ok(&["get", "--raw", "/clusters/c-1/apis/apps/v1/namespaces/default/deployments/web/scale"])
+            .await;
+        let scale: serde_json::Value = serde_json::from_str(&scale).expect("Scale JSON");
+        assert_eq!(scale["kind"], "Scale");
+        assert_eq!(scale["status"]["selector"], "app=web");
+        f.ok(&["rollout", "restart", "deployment/web"]).await;
+        f.ok(&["rollout", "pause", "deployment/web"]).await;
+        let d = f.json(&["get", "deployment", "web"]).await;
+        assert_eq!(d["spec"]["paused"], true);
+        assert!(
+            d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string(),
+            "{d:#}"
+        );
+        // Defaults, as a real API server fills them in.
+        assert_eq!(d["spec"]["strategy"]["type"], "RollingUpdate", "{d:#}");
+        let app = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(app["ports"][0]["protocol"], "TCP");
+        assert_eq!(app["imagePullPolicy"], "IfNotPresent");
+        let out = f.ok(&["describe", "deploy", "web"]).await;
+        assert!(out.contains("RollingUpdate") && out.contains("8080/TCP"), "{out}");
+        let ds = f.write(
+            "ds.yaml",
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent, namespace: kube-system}\nspec:\n  selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec:\n      nodeSelector: {os: linux}\n      containers: [{name: a, image: agent:1}]\n",
+        );
+        f.ok(&["apply", "-f", &ds]).await;
+        let out = f.ok(&["get", "ds", "-n", "kube-system"]).await;
+        assert_eq!(
+            header(&out),
+            ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE SELECTOR", "AGE"],
+            "{out}"
+        );
+        assert_eq!(get(&rows(&out)[0], "NODE SELECTOR"), "os=linux", "{out}");
     })
     .await
 }

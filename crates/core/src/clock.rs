@@ -21,6 +21,23 @@ use jiff::{SignedDuration, Timestamp};
 /// A source of "now".
 pub trait Clock: Send + Sync + fmt::Debug {
     fn now(&self) -> Timestamp;
+
+    /// How long, in real time, until this clock shows `at` if left to run; `Some(ZERO)`
+    /// when it already does, `None` when the clock only moves when stepped (a paused or
+    /// manual clock). Lets a loop sleep exactly until its next deadline.
+    fn real_until(&self, at: Timestamp) -> Option<std::time::Duration> {
+        let _ = at;
+        None
+    }
+}
+
+/// The real time until `at` given `now`, at `factor` virtual seconds per real second.
+fn real_wait(now: Timestamp, at: Timestamp, factor: f64) -> std::time::Duration {
+    let ahead = at
+        .as_nanosecond()
+        .saturating_sub(now.as_nanosecond())
+        .max(0) as f64;
+    std::time::Duration::from_nanos((ahead / factor).min(u64::MAX as f64) as u64)
 }
 
 /// A shared clock handle.
@@ -33,6 +50,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::now()
+    }
+
+    fn real_until(&self, at: Timestamp) -> Option<std::time::Duration> {
+        Some(real_wait(self.now(), at, 1.0))
     }
 }
 
@@ -178,6 +199,11 @@ impl Clock for ScaledClock {
         s.last = now;
         now
     }
+
+    fn real_until(&self, at: Timestamp) -> Option<std::time::Duration> {
+        let factor = self.factor();
+        (factor > 0.0).then(|| real_wait(self.now(), at, factor))
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +219,25 @@ mod tests {
 
     fn secs_since(clock: &ScaledClock, start: Timestamp) -> i64 {
         clock.now().as_second() - start.as_second()
+    }
+
+    #[test]
+    fn a_scaled_clock_says_how_long_real_time_waits_for_a_virtual_deadline() {
+        let (_real, clock, start) = mk_scaled(60.0);
+        let at = start + SignedDuration::from_secs(120);
+        assert_eq!(
+            clock.real_until(at),
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(clock.real_until(start), Some(std::time::Duration::ZERO));
+        clock.pause();
+        assert_eq!(
+            clock.real_until(at),
+            None,
+            "a paused clock never gets there alone"
+        );
+        let manual = ManualClock::new(start);
+        assert_eq!(manual.real_until(at), None);
     }
 
     #[test]

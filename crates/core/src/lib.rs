@@ -11,9 +11,11 @@
 //!   custom resources;
 //! - [`selector`]: label and field selectors, parsed and matched;
 //! - [`taskflow`]: the task/pipeline engine's kinds, admission rules and scheduler;
-//! - [`clock`]: the one clock abstraction, so nothing reads the system time directly.
+//! - [`clock`]: the one clock abstraction, so nothing reads the system time directly;
+//! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch).
 
 pub mod clock;
+pub mod diff;
 pub mod kinds;
 pub mod schema;
 pub mod selector;

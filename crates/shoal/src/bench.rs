@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 pub enum BenchCommand {
     /// API write throughput vs the raw store, and watch latency.
     Api(ApiBench),
+    /// Cost of a simulated fleet: start-up, memory per node, rollout convergence.
+    Sim(crate::sim::SimBench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +48,7 @@ pub struct ApiBench {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Api(a) => api(a).await,
+        BenchCommand::Sim(a) => crate::sim::bench(a).await,
     }
 }
 

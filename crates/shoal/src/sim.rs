@@ -310,3 +310,230 @@ pub async fn run(args: SimArgs) -> Result<()> {
     serving.await??;
     Ok(())
 }
+
+/// `shoal bench sim`: what a simulated fleet costs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimBench {
+    /// Fleet sizes (clusters) to measure, each in a fresh child process so RSS is its own.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,10000")]
+    pub clusters: Vec<u32>,
+    /// Nodes per cluster.
+    #[arg(long, default_value_t = 100)]
+    pub nodes: u32,
+    /// Virtual time speed for the rollout.
+    #[arg(long, default_value_t = 60.0)]
+    pub time_scale: f64,
+    /// Give up on a rollout after this many real seconds (and report how far it got).
+    #[arg(long, default_value_t = 300)]
+    pub rollout_timeout_seconds: u64,
+    /// Measure one size in this process (what the parent runs in each child).
+    #[arg(long, hide = true)]
+    pub single: bool,
+}
+
+/// The resident set size of this process, from /proc (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The bench DaemonSet: a node agent on every node, 10% of nodes at a time.
+fn bench_daemonset(image: &str, generation: i64) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "node-agent", "namespace": "kube-system", "generation": generation,
+                     "uid": "6c1f6a52-0000-4000-8000-00000000bec4",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "node-agent"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {"metadata": {"labels": {"app": "node-agent"}},
+                         "spec": {"containers": [{"name": "agent", "image": image}]}}
+        }
+    })
+}
+
+/// Writes the bench DaemonSet (`image`, `generation`) into every cluster.
+async fn put_daemonset(sim: &Simulation, image: &str, generation: i64) -> Result<()> {
+    let key = "/registry/apps/daemonsets/kube-system/node-agent";
+    for m in sim.members() {
+        let store = m.cluster.store();
+        let mut obj = bench_daemonset(image, generation);
+        if let Some(kv) = store.get(key).await? {
+            let old: serde_json::Value = serde_json::from_slice(&kv.value)?;
+            obj["status"] = old["status"].clone();
+        }
+        store
+            .put(
+                key,
+                bytes::Bytes::from(obj.to_string()),
+                shoal_store::Precondition::None,
+                None,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// How many clusters finished rolling out `generation`.
+async fn converged(sim: &Simulation, generation: i64) -> Result<usize> {
+    let key = "/registry/apps/daemonsets/kube-system/node-agent";
+    let mut done = 0;
+    for m in sim.members() {
+        let Some(kv) = m.cluster.store().get(key).await? else {
+            continue;
+        };
+        let ds: serde_json::Value = serde_json::from_slice(&kv.value)?;
+        let s = &ds["status"];
+        let desired = s["desiredNumberScheduled"].as_i64().unwrap_or(-1);
+        if s["observedGeneration"].as_i64() == Some(generation)
+            && desired > 0
+            && s["updatedNumberScheduled"].as_i64() == Some(desired)
+            && s["numberAvailable"].as_i64() == Some(desired)
+        {
+            done += 1;
+        }
+    }
+    Ok(done)
+}
+
+/// One size's figures.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct SimFigures {
+    clusters: u32,
+    nodes: u64,
+    startup_s: f64,
+    rss_mib: f64,
+    bytes_per_node: f64,
+    first_rollout_s: f64,
+    update_s: f64,
+    update_converged: usize,
+    rss_after_mib: f64,
+}
+
+async fn bench_one(args: &SimBench, clusters: u32) -> Result<SimFigures> {
+    let before = rss_bytes();
+    let t0 = std::time::Instant::now();
+    let fleet = fleet::uniform(clusters, args.nodes);
+    let clock = clock(args.time_scale)?;
+    let sim = Arc::new(Simulation::build(&fleet, clock, SimConfig::default()));
+    let stop = CancellationToken::new();
+    let mut drivers = sim.spawn(&stop);
+    let startup = t0.elapsed();
+    let rss = rss_bytes();
+    let nodes = fleet.node_count() as u64;
+    drop(fleet);
+    let limit = Duration::from_secs(args.rollout_timeout_seconds);
+    let rollout = async |image: &str, generation: i64| -> Result<(f64, usize)> {
+        let t = std::time::Instant::now();
+        put_daemonset(&sim, image, generation).await?;
+        loop {
+            let n = converged(&sim, generation).await?;
+            if n == sim.members().len() || t.elapsed() > limit {
+                return Ok((t.elapsed().as_secs_f64(), n));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let (first, _) = rollout("registry.example.com/node-agent:v1", 1).await?;
+    let (update, converged_clusters) = rollout("registry.example.com/node-agent:v2", 2).await?;
+    let rss_after = rss_bytes();
+    stop.cancel();
+    while drivers.join_next().await.is_some() {}
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    Ok(SimFigures {
+        clusters,
+        nodes,
+        startup_s: startup.as_secs_f64(),
+        rss_mib: mib(rss),
+        bytes_per_node: rss.saturating_sub(before) as f64 / nodes.max(1) as f64,
+        first_rollout_s: first,
+        update_s: update,
+        update_converged: converged_clusters,
+        rss_after_mib: mib(rss_after),
+    })
+}
+
+/// `shoal bench sim`.
+pub async fn bench(args: SimBench) -> Result<()> {
+    if args.single {
+        let clusters = *args.clusters.first().context("--clusters is empty")?;
+        let figures = bench_one(&args, clusters).await?;
+        println!("{}", serde_json::to_string(&figures)?);
+        return Ok(());
+    }
+    println!(
+        "simulated fleet: {} nodes per cluster, one DaemonSet pod per node, rollout of a new \
+         version at maxUnavailable 10% per cluster, {}× virtual time",
+        args.nodes, args.time_scale
+    );
+    println!(
+        "{:>8} {:>10} {:>10} {:>9} {:>11} {:>12} {:>14} {:>14}",
+        "clusters",
+        "nodes",
+        "startup",
+        "RSS",
+        "bytes/node",
+        "first ds",
+        "update (real)",
+        "RSS after"
+    );
+    let exe = std::env::current_exe()?;
+    for clusters in &args.clusters {
+        let out = tokio::process::Command::new(&exe)
+            .args([
+                "bench",
+                "sim",
+                "--single",
+                "--clusters",
+                &clusters.to_string(),
+            ])
+            .args(["--nodes", &args.nodes.to_string()])
+            .args(["--time-scale", &args.time_scale.to_string()])
+            .args([
+                "--rollout-timeout-seconds",
+                &args.rollout_timeout_seconds.to_string(),
+            ])
+            .output()
+            .await?;
+        if !out.status.success() {
+            bail!(
+                "bench sim --clusters {clusters} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let f: SimFigures = serde_json::from_slice(
+            out.stdout
+                .split(|b| *b == b'\n')
+                .rfind(|l| !l.is_empty())
+                .unwrap_or_default(),
+        )?;
+        let update = if f.update_converged == f.clusters as usize {
+            format!("{:.1} s", f.update_s)
+        } else {
+            format!(
+                "{}/{} in {:.0} s",
+                f.update_converged, f.clusters, f.update_s
+            )
+        };
+        println!(
+            "{:>8} {:>10} {:>8.2} s {:>5.0} MiB {:>11.0} {:>10.1} s {:>14} {:>10.0} MiB",
+            f.clusters,
+            f.nodes,
+            f.startup_s,
+            f.rss_mib,
+            f.bytes_per_node,
+            f.first_rollout_s,
+            update,
+            f.rss_after_mib
+        );
+    }
+    Ok(())
+}

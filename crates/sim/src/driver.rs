@@ -38,9 +38,10 @@ use crate::state::{ClusterState, Entry, NodeProfile, NodeRecord, PodRecord, PodT
 use crate::template::{self, controller_of};
 use crate::workload;
 
-/// How often a driver looks at the clock when nothing wakes it (real time). Bounds how
-/// late a due transition can be seen; at 60× virtual speed, 100 ms real is 6 s virtual.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The longest a driver sleeps without looking at the clock (real time). A driver sleeps
+/// exactly until its next due time when the clock can say when that is (a running clock);
+/// this bounds the wait under a stepped or paused clock and after a speed change.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What a cluster's driver needs.
 #[derive(Clone, Debug)]
@@ -65,9 +66,12 @@ pub async fn run(ctx: Context, cancel: CancellationToken) {
         if written || due.is_some_and(|d| d <= now) {
             due = driver.step(now);
         }
+        let sleep = due
+            .and_then(|d| driver.ctx.cluster.clock().real_until(d))
+            .map_or(POLL_INTERVAL, |d| d.min(POLL_INTERVAL));
         written = tokio::select! {
             () = driver.ctx.cluster.written() => true,
-            () = tokio::time::sleep(POLL_INTERVAL) => false,
+            () = tokio::time::sleep(sleep) => false,
             () = cancel.cancelled() => return,
         };
     }
@@ -87,11 +91,11 @@ pub struct Driver {
 #[derive(Debug, Clone)]
 pub struct NodeInfo {
     pub name: Arc<str>,
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
     pub ready: bool,
     pub stalled: bool,
     pub unschedulable: bool,
-    pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    pub taints: Arc<Vec<k8s_openapi::api::core::v1::Taint>>,
 }
 
 impl Driver {

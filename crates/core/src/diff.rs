@@ -1,0 +1,309 @@
+//! The three-way diff of `kubectl apply`: what to send so a live object matches what we
+//! want, without undoing what others changed.
+//!
+//! ```text
+//!  last applied (what shoal sent last time) ─┐
+//!  target       (rendered now)              ─┼─▶ three_way ─▶ JSON merge patch (RFC 7386)
+//!  live         (read from the cluster)     ─┘                + dangerous changes dropped
+//!
+//!  per field:  in target, live differs          → set to target's value
+//!              in last applied, not in target   → delete (null)   — we owned it, we drop it
+//!              only in live                     → untouched       — someone else's (status,
+//!                                                                    defaults, other controllers)
+//!  lists:      replaced whole when they differ (merge-patch semantics)
+//! ```
+//!
+//! The key decision: ownership comes from the last-applied copy, exactly as kubectl's
+//! client-side apply decides it, so a field a controller or an operator set on the live
+//! object survives every release, and a field a release stops rendering is removed.
+//! Dangerous fields (a DaemonSet's `spec.selector`, …) are never changed on an existing
+//! object: the change is taken out of the patch and reported, so a release cannot orphan
+//! pods by accident.
+
+use serde_json::{Map, Value};
+
+/// A dotted path into an object (`spec.selector`, `spec.template.spec.hostNetwork`).
+pub type FieldPath = String;
+
+/// A change to a dangerous field that was not sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DroppedChange {
+    pub path: FieldPath,
+    /// The live value (`None`: absent).
+    pub live: Option<Value>,
+    /// The value the target wanted (`None`: the target removes it).
+    pub target: Option<Value>,
+}
+
+/// The outcome of [`three_way`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThreeWay {
+    /// The JSON merge patch to send; an empty object when nothing changes.
+    pub patch: Value,
+    /// Changes to dangerous fields that were taken out of the patch.
+    pub dropped: Vec<DroppedChange>,
+}
+
+impl ThreeWay {
+    /// Nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.patch.as_object().is_none_or(Map::is_empty)
+    }
+}
+
+/// Computes the merge patch taking `live` to `target`, deleting what `last` had and
+/// `target` no longer has, and leaving everything else in `live` alone. Changes at or
+/// under a `dangerous` path are dropped and reported.
+pub fn three_way(
+    live: &Value,
+    target: &Value,
+    last: Option<&Value>,
+    dangerous: &[FieldPath],
+) -> ThreeWay {
+    let empty = Value::Object(Map::new());
+    let mut patch = diff_object(live, target, last.unwrap_or(&empty));
+    let mut dropped = Vec::new();
+    for path in dangerous {
+        let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+        if segments.is_empty() {
+            continue;
+        }
+        if take(&mut patch, &segments).is_some() {
+            prune_parents(&mut patch, &segments);
+            dropped.push(DroppedChange {
+                path: path.clone(),
+                live: get(live, &segments).cloned(),
+                target: get(target, &segments).cloned(),
+            });
+        }
+    }
+    ThreeWay { patch, dropped }
+}
+
+/// The merge patch for one object level.
+fn diff_object(live: &Value, target: &Value, last: &Value) -> Value {
+    let (Some(live_m), Some(target_m)) = (live.as_object(), target.as_object()) else {
+        return target.clone();
+    };
+    let last_m = last.as_object();
+    let mut out = Map::new();
+    for (k, t) in target_m {
+        match live_m.get(k) {
+            None => {
+                out.insert(k.clone(), t.clone());
+            }
+            Some(l) if l == t => {}
+            Some(l) if l.is_object() && t.is_object() => {
+                let sub_last = last_m.and_then(|m| m.get(k)).unwrap_or(&Value::Null);
+                let sub = diff_object(l, t, sub_last);
+                if sub.as_object().is_some_and(|m| !m.is_empty()) {
+                    out.insert(k.clone(), sub);
+                }
+            }
+            Some(_) => {
+                out.insert(k.clone(), t.clone());
+            }
+        }
+    }
+    if let Some(last_m) = last_m {
+        for k in last_m.keys() {
+            if !target_m.contains_key(k) && live_m.contains_key(k) {
+                out.insert(k.clone(), Value::Null);
+            }
+        }
+    }
+    Value::Object(out)
+}
+
+fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, seg| v.get(*seg))
+}
+
+/// Removes `path` from a patch; returns what was there.
+fn take(patch: &mut Value, path: &[&str]) -> Option<Value> {
+    let (last, parents) = path.split_last()?;
+    let mut cur = patch;
+    for seg in parents {
+        cur = cur.get_mut(*seg)?;
+    }
+    cur.as_object_mut()?.remove(*last)
+}
+
+/// Drops the parents of a taken `path` that the removal left empty (an empty object in a
+/// merge patch is a no-op, but it reads as a change). Other empty objects stay: they may
+/// create an empty map the target wants.
+fn prune_parents(patch: &mut Value, path: &[&str]) {
+    for depth in (1..path.len()).rev() {
+        let (last, parents) = path[..depth].split_last().expect("depth >= 1");
+        let mut cur = &mut *patch;
+        for seg in parents {
+            match cur.get_mut(*seg) {
+                Some(next) => cur = next,
+                None => return,
+            }
+        }
+        let Some(m) = cur.as_object_mut() else { return };
+        if m.get(*last)
+            .is_some_and(|c| c.as_object().is_some_and(Map::is_empty))
+        {
+            m.remove(*last);
+        } else {
+            return;
+        }
+    }
+}
+
+/// Applies a JSON merge patch (RFC 7386) to `doc`.
+pub fn merge_patch(doc: &mut Value, patch: &Value) {
+    let Some(p) = patch.as_object() else {
+        *doc = patch.clone();
+        return;
+    };
+    if !doc.is_object() {
+        *doc = Value::Object(Map::new());
+    }
+    let d = doc.as_object_mut().expect("made an object above");
+    for (k, v) in p {
+        if v.is_null() {
+            d.remove(k);
+        } else {
+            merge_patch(d.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_field_another_controller_set_survives_the_apply() {
+        let live = json!({"spec": {"replicas": 3, "paused": true}, "status": {"ready": 2}});
+        let target = json!({"spec": {"replicas": 5}});
+        let last = json!({"spec": {"replicas": 3}});
+        let d = three_way(&live, &target, Some(&last), &[]);
+        assert_eq!(d.patch, json!({"spec": {"replicas": 5}}));
+    }
+
+    #[test]
+    fn a_field_the_release_no_longer_renders_is_removed() {
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2", "theirs": "x"}}});
+        let target = json!({"metadata": {"labels": {"a": "1"}}});
+        let last = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        let d = three_way(&live, &target, Some(&last), &[]);
+        assert_eq!(d.patch, json!({"metadata": {"labels": {"b": null}}}));
+    }
+
+    #[test]
+    fn lists_are_replaced_whole() {
+        let live = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}]}});
+        let target = json!({"spec": {"containers": [{"name": "a", "image": "a:2"}]}});
+        let d = three_way(&live, &target, Some(&live), &[]);
+        assert_eq!(d.patch, target);
+    }
+
+    #[test]
+    fn a_dangerous_field_change_is_dropped_and_reported() {
+        let live = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}, "image": "1"}});
+        let target = json!({"spec": {"selector": {"matchLabels": {"app": "b"}}, "image": "2"}});
+        let d = three_way(&live, &target, Some(&live), &["spec.selector".into()]);
+        assert_eq!(d.patch, json!({"spec": {"image": "2"}}));
+        assert_eq!(d.dropped.len(), 1);
+        assert_eq!(d.dropped[0].path, "spec.selector");
+        assert_eq!(
+            d.dropped[0].target,
+            Some(json!({"matchLabels": {"app": "b"}}))
+        );
+    }
+
+    #[test]
+    fn an_unchanged_object_needs_no_patch() {
+        let live = json!({"spec": {"x": 1}, "status": {"y": 2}});
+        let d = three_way(&live, &json!({"spec": {"x": 1}}), None, &[]);
+        assert!(d.is_empty(), "{:?}", d.patch);
+    }
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Bool(true)),
+            (0i64..4).prop_map(|n| json!(n)),
+            "[ab]".prop_map(Value::String),
+            proptest::collection::vec((0i64..3).prop_map(|n| json!(n)), 0..3)
+                .prop_map(Value::Array),
+        ]
+    }
+
+    fn json_object() -> impl Strategy<Value = Value> {
+        let leaf_map = proptest::collection::btree_map("[a-d]", json_leaf(), 0..4);
+        leaf_map
+            .prop_map(|m| Value::Object(m.into_iter().collect()))
+            .prop_recursive(3, 24, 4, |inner| {
+                proptest::collection::btree_map("[a-d]", prop_oneof![json_leaf(), inner], 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect()))
+            })
+    }
+
+    /// Every leaf path of an object.
+    fn leaves(v: &Value, prefix: &str, out: &mut Vec<(String, Value)>) {
+        match v.as_object() {
+            Some(m) if !m.is_empty() => {
+                for (k, c) in m {
+                    leaves(c, &format!("{prefix}/{k}"), out);
+                }
+            }
+            _ => out.push((prefix.to_string(), v.clone())),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn after_the_patch_live_holds_the_target_and_keeps_foreign_fields(
+            live in json_object(), target in json_object(), last in json_object()
+        ) {
+            let d = three_way(&live, &target, Some(&last), &[]);
+            let mut result = live.clone();
+            merge_patch(&mut result, &d.patch);
+            // Everything the target says holds.
+            let mut want = Vec::new();
+            leaves(&target, "", &mut want);
+            for (path, v) in want {
+                if path.is_empty() { continue; }
+                if v.as_object().is_some_and(Map::is_empty) {
+                    // An empty map in the target: the map exists (others may fill it).
+                    prop_assert!(result.pointer(&path).is_some_and(Value::is_object), "target map {}", path);
+                } else {
+                    prop_assert_eq!(result.pointer(&path), Some(&v), "target field {}", path);
+                }
+            }
+            // A live field neither we owned nor we want now is untouched.
+            let mut had = Vec::new();
+            leaves(&live, "", &mut had);
+            for (path, v) in had {
+                if path.is_empty() || target.pointer(&path).is_some() || last.pointer(&path).is_some() {
+                    continue;
+                }
+                // Only if no ancestor was replaced by a non-object target value.
+                let mut ancestor_replaced = false;
+                let mut p = path.as_str();
+                while let Some(i) = p.rfind('/') {
+                    p = &p[..i];
+                    if !p.is_empty() && target.pointer(p).is_some_and(|t| !t.is_object()) {
+                        ancestor_replaced = true;
+                    }
+                    // We owned an ancestor and stopped rendering it: it goes, whole.
+                    if !p.is_empty() && last.pointer(p).is_some() && target.pointer(p).is_none() {
+                        ancestor_replaced = true;
+                    }
+                }
+                if !ancestor_replaced {
+                    prop_assert_eq!(result.pointer(&path), Some(&v), "foreign field {}", path);
+                }
+            }
+            // Applying again changes nothing.
+            let again = three_way(&result, &target, Some(&target), &[]);
+            prop_assert!(again.is_empty(), "second apply sends {:?}", again.patch);
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The simulated fleet through the real binary: `shoal serve --sim-clusters`, kubectl and
+//! kube-rs against simulated clusters, Advanced DaemonSet partition stepping observed pod
+//! by pod, and a fault profile that crash-loops one version on one kernel only.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{ShoalServer, TEST_DEADLINE, eventually, parse_table, within};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use serde_json::json;
+use shoal_core::kinds::{AdvancedDaemonSet, Cluster};
+
+/// Virtual time runs this much faster: a pod's 10 s start-up takes half a second.
+const TIME_SCALE: &str = "20";
+
+fn member_client(server: &ShoalServer, cluster: &str) -> kube::Client {
+    let url = format!("{}/clusters/{cluster}", server.url())
+        .parse()
+        .expect("a member URL is a URI");
+    kube::Client::try_from(kube::Config::new(url)).expect("build a member client")
+}
+
+async fn sim_server(extra: &[&str]) -> ShoalServer {
+    let mut args = vec!["--store", "memory", "--time-scale", TIME_SCALE];
+    args.extend_from_slice(extra);
+    ShoalServer::start(&args).await
+}
+
+/// The simulated clusters, once registered as Cluster objects.
+async fn clusters(server: &ShoalServer, n: usize) -> Vec<Cluster> {
+    let api: Api<Cluster> = Api::all(server.client());
+    eventually(
+        TEST_DEADLINE,
+        "the simulated clusters are registered",
+        async || {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            (list.items.len() == n).then_some(list.items)
+        },
+    )
+    .await
+}
+
+fn agent_ds(api_version: &str, image: &str, partition: Option<i32>) -> serde_json::Value {
+    let mut rolling = json!({"maxUnavailable": 1});
+    if let Some(p) = partition {
+        rolling["partition"] = json!(p);
+    }
+    json!({
+        "apiVersion": api_version, "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "kube-system"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "agent"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": rolling},
+            "template": {
+                "metadata": {"labels": {"app": "agent"}},
+                "spec": {"containers": [{"name": "agent", "image": image}]}
+            }
+        }
+    })
+}
+
+fn images(pods: &[Pod]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for p in pods {
+        let image = p.spec.as_ref().unwrap().containers[0]
+            .image
+            .clone()
+            .unwrap_or_default();
+        *out.entry(image).or_insert(0) += 1;
+    }
+    out
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[tokio::test]
+async fn simulated_clusters_register_and_serve_kubectl() {
+    within(TEST_DEADLINE, "kubectl against simulated clusters", async {
+        let server = sim_server(&["--sim-clusters", "2", "--sim-nodes", "4"]).await;
+        let cs = clusters(&server, 2).await;
+        for c in &cs {
+            let name = c.metadata.name.as_deref().unwrap();
+            assert_eq!(
+                c.spec.endpoint.server,
+                format!("{}/clusters/{name}", server.url())
+            );
+            let labels = c.metadata.labels.as_ref().unwrap();
+            assert_eq!(labels["shoal.io/simulated"], "true");
+            assert_eq!(labels["env"], "sim");
+        }
+        let table = parse_table(
+            &server
+                .kubectl_ok(&["get", "clusters", "-l", "env=sim"])
+                .await,
+        );
+        assert_eq!(table.len(), 2, "{table:?}");
+
+        // kubectl against a member cluster, as against a real one.
+        let member = cs[0].spec.endpoint.server.clone();
+        let kubectl = |args: &[&str]| {
+            let mut all = vec!["--server", member.as_str()];
+            all.extend_from_slice(args);
+            all.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+        };
+        let run = async |args: Vec<String>| {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            server.kubectl_ok(&a).await
+        };
+        let nodes = parse_table(&run(kubectl(&["get", "nodes"])).await);
+        assert_eq!(nodes.len(), 4, "{nodes:?}");
+        assert!(nodes.iter().all(|n| n["STATUS"] == "Ready"), "{nodes:?}");
+        let manifest = server.write_file(
+            "ds.json",
+            &agent_ds("apps/v1", "agent:v1", None).to_string(),
+        );
+        run(kubectl(&["apply", "-f", manifest.to_str().unwrap()])).await;
+        run(kubectl(&[
+            "rollout",
+            "status",
+            "daemonset/agent",
+            "-n",
+            "kube-system",
+            "--timeout=40s",
+        ]))
+        .await;
+        // A second apply changes the image: kubectl sends a strategic merge patch.
+        let manifest = server.write_file(
+            "ds.json",
+            &agent_ds("apps/v1", "agent:v2", None).to_string(),
+        );
+        run(kubectl(&["apply", "-f", manifest.to_str().unwrap()])).await;
+        run(kubectl(&[
+            "rollout",
+            "status",
+            "daemonset/agent",
+            "-n",
+            "kube-system",
+            "--timeout=40s",
+        ]))
+        .await;
+        let pods = parse_table(&run(kubectl(&["get", "pods", "-n", "kube-system"])).await);
+        assert_eq!(pods.len(), 4, "one pod per node: {pods:?}");
+        assert!(
+            pods.iter()
+                .all(|p| p["READY"] == "1/1" && p["STATUS"] == "Running"),
+            "{pods:?}"
+        );
+        let images = run(kubectl(&[
+            "get",
+            "pods",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.items[*].spec.containers[0].image}",
+        ]))
+        .await;
+        assert_eq!(
+            images.split_whitespace().collect::<Vec<_>>(),
+            vec!["agent:v2"; 4]
+        );
+
+        // The other cluster is untouched.
+        let other = cs[1].spec.endpoint.server.clone();
+        let none = server
+            .kubectl_ok(&["--server", &other, "get", "daemonsets", "-A", "-o", "name"])
+            .await;
+        assert!(none.trim().is_empty(), "{none}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn advanced_daemonset_partition_steps_are_observed_pod_by_pod() {
+    within(TEST_DEADLINE, "partition stepping through kube-rs", async {
+        let server = sim_server(&["--sim-clusters", "1", "--sim-nodes", "4"]).await;
+        let cs = clusters(&server, 1).await;
+        let client = member_client(&server, cs[0].metadata.name.as_deref().unwrap());
+
+        let nodes: Api<Node> = Api::all(client.clone());
+        assert_eq!(
+            nodes
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            4
+        );
+
+        let ads: Api<AdvancedDaemonSet> = Api::namespaced(client.clone(), "kube-system");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), "kube-system");
+        let v1: AdvancedDaemonSet =
+            serde_json::from_value(agent_ds("apps.kruise.io/v1alpha1", "agent:v1", Some(0)))
+                .unwrap();
+        ads.create(&PostParams::default(), &v1).await.unwrap();
+        let all_ready = async |image: &str, n: usize| {
+            eventually(
+                TEST_DEADLINE,
+                &format!("{n} ready pods of {image}"),
+                async || {
+                    let list = pods.list(&ListParams::default()).await.ok()?.items;
+                    let ok = list.len() == 4
+                        && list.iter().all(is_ready)
+                        && images(&list).get(image).copied().unwrap_or(0) == n;
+                    ok.then_some(())
+                },
+            )
+            .await
+        };
+        all_ready("agent:v1", 4).await;
+
+        // Watch pods from here on: every new pod must come one at a time.
+        let mut events = watcher(pods.clone(), watcher::Config::default()).boxed();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let watch = tokio::spawn(async move {
+            while let Ok(Some(ev)) = events.try_next().await {
+                if let watcher::Event::Apply(p) = ev {
+                    let _ = tx.send(p);
+                }
+            }
+        });
+
+        // Partition 4: the new template is there, but no pod moves.
+        let patch = |image: &str, partition: i32| {
+            json!({"spec": {
+                "updateStrategy": {"rollingUpdate": {"partition": partition}},
+                "template": {"spec": {"containers": [{"name": "agent", "image": image}]}}
+            }})
+        };
+        ads.patch(
+            "agent",
+            &PatchParams::default(),
+            &Patch::Merge(&patch("agent:v2", 4)),
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await; // 16 s virtual
+        let now = pods.list(&ListParams::default()).await.unwrap().items;
+        assert_eq!(
+            images(&now).get("agent:v1"),
+            Some(&4),
+            "partition 4 holds every pod"
+        );
+
+        // Step the partition down: 4 → 3 → 1 → 0; each step moves exactly that many pods.
+        for (partition, updated) in [(3, 1), (1, 3), (0, 4)] {
+            ads.patch(
+                "agent",
+                &PatchParams::default(),
+                &Patch::Merge(&patch("agent:v2", partition)),
+            )
+            .await
+            .unwrap();
+            all_ready("agent:v2", updated).await;
+            let ds = ads.get("agent").await.unwrap();
+            let status = ds.status.unwrap();
+            assert_eq!(status.updated_number_scheduled, updated as i32);
+        }
+
+        // The watch saw the v2 pods appear one by one (maxUnavailable 1), each on its
+        // own node, and never two new pods of the same node.
+        let mut seen: BTreeMap<String, String> = BTreeMap::new();
+        let mut order = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            let image = p.spec.as_ref().unwrap().containers[0]
+                .image
+                .clone()
+                .unwrap();
+            let node = p
+                .spec
+                .as_ref()
+                .unwrap()
+                .node_name
+                .clone()
+                .unwrap_or_default();
+            let name = p.metadata.name.clone().unwrap();
+            if image == "agent:v2" && !seen.contains_key(&name) {
+                seen.insert(name, node.clone());
+                order.push(node);
+            }
+        }
+        watch.abort();
+        assert_eq!(order.len(), 4, "four v2 pods appeared: {order:?}");
+        let distinct: std::collections::BTreeSet<_> = order.iter().collect();
+        assert_eq!(distinct.len(), 4, "one per node: {order:?}");
+
+        // kube-rs reads the apps/v1 kind too.
+        let dss: Api<DaemonSet> = Api::namespaced(client, "kube-system");
+        assert!(
+            dss.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+const FLEET: &str = r#"
+nodeProfiles:
+  legacy: {instanceType: ecs.g6.2xlarge, kernel: 5.10.134-16.al8.x86_64}
+  modern: {instanceType: ecs.g8i.4xlarge, kernel: 6.6.71-3.al8.x86_64}
+groups:
+  - name: prod
+    env: prod
+    regions: [cn-hangzhou]
+    zones: [a, b]
+    nodesPerCluster: 6
+    nodes:
+      - {profile: legacy, weight: 1}
+      - {profile: modern, weight: 1}
+"#;
+
+const FAULTS: &str = r#"
+seed: 7
+faults:
+  - podCrashLoop: {name: bad-on-5.10, version: bad, nodeSelector: "shoal.io/kernel=5.10", probability: 1}
+"#;
+
+#[tokio::test]
+async fn a_bad_version_crash_loops_on_kernel_5_10_nodes_only() {
+    within(TEST_DEADLINE, "fault profile end to end", async {
+        let files = tempfile::tempdir().unwrap();
+        let fleet = files.path().join("fleet.yaml");
+        let faults = files.path().join("faults.yaml");
+        std::fs::write(&fleet, FLEET).unwrap();
+        std::fs::write(&faults, FAULTS).unwrap();
+        let server = sim_server(&[
+            "--fleet",
+            fleet.to_str().unwrap(),
+            "--faults",
+            faults.to_str().unwrap(),
+        ])
+        .await;
+        let cs = clusters(&server, 1).await;
+        let client = member_client(&server, cs[0].metadata.name.as_deref().unwrap());
+        let nodes: Api<Node> = Api::all(client.clone());
+        let kernel_of: BTreeMap<String, String> = nodes
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|n| {
+                let kernel = n.status.unwrap().node_info.unwrap().kernel_version;
+                (n.metadata.name.unwrap(), kernel)
+            })
+            .collect();
+        let legacy = kernel_of.values().filter(|k| k.starts_with("5.10")).count();
+        assert!(legacy > 0 && legacy < kernel_of.len(), "{kernel_of:?}");
+
+        let dss: Api<DaemonSet> = Api::namespaced(client.clone(), "kube-system");
+        let ds: DaemonSet =
+            serde_json::from_value(agent_ds("apps/v1", "registry.example.com/agent:bad", None))
+                .unwrap();
+        dss.create(&PostParams::default(), &ds).await.unwrap();
+        let pods: Api<Pod> = Api::namespaced(client, "kube-system");
+        let crashing = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.first())
+                .is_some_and(|c| {
+                    c.restart_count > 0
+                        && c.state
+                            .as_ref()
+                            .and_then(|s| s.waiting.as_ref())
+                            .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+                })
+        };
+        let settled = eventually(TEST_DEADLINE, "pods settle", async || {
+            let list = pods.list(&ListParams::default()).await.ok()?.items;
+            let done =
+                list.len() == kernel_of.len() && list.iter().all(|p| crashing(p) || is_ready(p));
+            done.then_some(list)
+        })
+        .await;
+        for p in &settled {
+            let node = p.spec.as_ref().unwrap().node_name.clone().unwrap();
+            let on_510 = kernel_of[&node].starts_with("5.10");
+            assert_eq!(crashing(p), on_510, "pod on {node} ({})", kernel_of[&node]);
+            assert_eq!(is_ready(p), !on_510, "pod on {node}");
+        }
+    })
+    .await;
+}
