@@ -85,6 +85,8 @@ pub struct Driver {
     names: u64,
     /// Pod templates per workload revision, shared by their pods.
     templates: workload::TemplateCache,
+    /// When the cluster's oldest event expires (a cache: `MIN` scans on the first step).
+    events_due: Option<Timestamp>,
 }
 
 /// A node as the step sees it.
@@ -104,6 +106,7 @@ impl Driver {
             ctx,
             names: 0,
             templates: workload::TemplateCache::new(),
+            events_due: Some(Timestamp::MIN),
         }
     }
 
@@ -146,7 +149,8 @@ impl Driver {
         );
         gc(state, &ws, &mut events);
         self.kubelets(state, faults, &node_index, now, &mut next, &mut events);
-        events.flush(state, now);
+        self.events_due = events.flush(state, now, self.events_due);
+        next.at(self.events_due);
         next.0
     }
 

@@ -6,7 +6,9 @@
 //!              end of step ──flush──▶ /registry/core/events/{ns}/{object}.{hash}
 //!                                       new name:      create (count 1)
 //!                                       existing name: count += n, lastTimestamp = now
-//!                                     prune: keep the MAX_EVENTS most recently touched
+//!                                     prune: keep the MAX_EVENTS most recently touched,
+//!                                            drop those untouched for EVENT_TTL
+//!              → when the oldest event expires (the driver steps then)
 //! ```
 //!
 //! An event is emitted on a transition only (a pod created, started, crashed, deleted; a
@@ -34,6 +36,11 @@ use crate::template::{self, fnv1a};
 /// proportional to the cluster, not to how long it ran: 500 covers the full story of a
 /// rollout over ~70 pods (about seven events per replaced pod) and every recent warning.
 pub const MAX_EVENTS: usize = 500;
+
+/// How long an event nobody repeats is kept: kube-apiserver's default `--event-ttl`.
+/// After a fleet-wide rollout every cluster holds a burst of events (~700 bytes each);
+/// expiring them returns a quiet fleet to the memory it had before.
+pub const EVENT_TTL: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// `type` of an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,11 +185,18 @@ impl Recorder {
         self.emit(source, object, Severity::Warning, reason, message);
     }
 
-    /// Writes the pending events at `now` and prunes the cluster's events to
-    /// [`MAX_EVENTS`]. Does nothing when nothing is pending.
-    pub fn flush(&mut self, state: &mut ClusterState, now: Timestamp) {
-        if self.pending.is_empty() {
-            return;
+    /// Writes the pending events at `now`, prunes the cluster's events to [`MAX_EVENTS`]
+    /// and drops those older than [`EVENT_TTL`]; returns when the oldest remaining event
+    /// expires. `due` is what the previous call returned: with nothing pending and
+    /// nothing expired yet, nothing is read (a step costs nothing here).
+    pub fn flush(
+        &mut self,
+        state: &mut ClusterState,
+        now: Timestamp,
+        due: Option<Timestamp>,
+    ) -> Option<Timestamp> {
+        if self.pending.is_empty() && due.is_none_or(|d| d > now) {
+            return due;
         }
         for (key, p) in std::mem::take(&mut self.pending) {
             let existing = state.get(&key).and_then(|e| match &e.value {
@@ -202,7 +216,7 @@ impl Recorder {
             };
             let _ = state.put(&key, raw(&obj), cond);
         }
-        prune(state, MAX_EVENTS);
+        prune(state, MAX_EVENTS, now)
     }
 }
 
@@ -261,21 +275,49 @@ fn render(key: &str, p: &Pending, now: Timestamp) -> Json {
     })
 }
 
-/// Deletes the least recently touched events beyond `keep`.
-fn prune(state: &mut ClusterState, keep: usize) {
+/// Deletes the least recently touched events beyond `keep` and those untouched for
+/// [`EVENT_TTL`]; returns when the oldest remaining one expires. Touch order is
+/// `mod_revision` order, and `lastTimestamp` grows with it, so the scan for expired
+/// events stops at the first live one.
+fn prune(state: &mut ClusterState, keep: usize, now: Timestamp) -> Option<Timestamp> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Stamp {
+        last_timestamp: Option<Timestamp>,
+    }
     let prefix = template::prefix("", "events");
     let mut all: Vec<(shoal_store::Revision, Arc<str>)> = state
         .range(&prefix, None)
         .map(|(k, e)| (e.mod_revision, k.clone()))
         .collect();
-    if all.len() <= keep {
-        return;
-    }
     all.sort_unstable();
-    let excess = all.len() - keep;
-    for (_, key) in all.into_iter().take(excess) {
+    let excess = all.len().saturating_sub(keep);
+    let mut due = None;
+    let mut doomed: Vec<Arc<str>> = Vec::new();
+    for (i, (_, key)) in all.iter().enumerate() {
+        if i < excess {
+            doomed.push(key.clone());
+            continue;
+        }
+        let stamp = state.get(key).and_then(|e| match &e.value {
+            Value::Raw(b) => serde_json::from_slice::<Stamp>(b).ok()?.last_timestamp,
+            _ => None,
+        });
+        // An event without a time (a client's) expires with the next one that has one.
+        let Some(expires) = stamp.and_then(|t| t.checked_add(EVENT_TTL).ok()) else {
+            continue;
+        };
+        if expires <= now {
+            doomed.push(key.clone());
+        } else {
+            due = Some(expires);
+            break;
+        }
+    }
+    for key in doomed {
         let _ = state.delete(&key, Precondition::None);
     }
+    due
 }
 
 #[cfg(test)]
@@ -317,14 +359,14 @@ mod tests {
                 "Back-off restarting failed container".into(),
             );
         }
-        rec.flush(&mut state, t0());
+        rec.flush(&mut state, t0(), None);
         rec.warning(
             Source::kubelet(&Arc::from("n-1")),
             pod(1),
             "BackOff",
             "Back-off restarting failed container".into(),
         );
-        rec.flush(&mut state, t0() + jiff::SignedDuration::from_secs(30));
+        rec.flush(&mut state, t0() + jiff::SignedDuration::from_secs(30), None);
         let evs = events(&state);
         assert_eq!(evs.len(), 1);
         assert_eq!(evs[0]["count"], 3);
@@ -342,10 +384,10 @@ mod tests {
         for i in 0..(MAX_EVENTS as u128 + 40) {
             rec.normal(Source::SCHEDULER, pod(i), "Scheduled", format!("pod {i}"));
             if i % 100 == 0 {
-                rec.flush(&mut state, t0());
+                rec.flush(&mut state, t0(), None);
             }
         }
-        rec.flush(&mut state, t0());
+        rec.flush(&mut state, t0(), None);
         let evs = events(&state);
         assert_eq!(evs.len(), MAX_EVENTS);
         assert!(
@@ -353,5 +395,33 @@ mod tests {
             "the oldest went first"
         );
         assert!(rec.is_empty());
+    }
+
+    #[test]
+    fn events_expire_after_the_ttl_and_say_when() {
+        let mut state = ClusterState::default();
+        let mut rec = Recorder::default();
+        rec.normal(Source::SCHEDULER, pod(1), "Scheduled", "first".into());
+        let due = rec.flush(&mut state, t0(), None);
+        assert_eq!(due, Some(t0() + EVENT_TTL));
+        let later = t0() + jiff::SignedDuration::from_mins(30);
+        rec.normal(Source::SCHEDULER, pod(2), "Scheduled", "second".into());
+        assert_eq!(
+            rec.flush(&mut state, later, due),
+            due,
+            "the first still expires first"
+        );
+        let rev = state.revision();
+        assert_eq!(rec.flush(&mut state, later, due), due);
+        assert_eq!(
+            state.revision(),
+            rev,
+            "nothing pending, nothing due: no work"
+        );
+        let due = rec.flush(&mut state, t0() + EVENT_TTL, due);
+        assert_eq!(events(&state).len(), 1);
+        assert_eq!(due, Some(later + EVENT_TTL));
+        assert_eq!(rec.flush(&mut state, later + EVENT_TTL, due), None);
+        assert!(events(&state).is_empty());
     }
 }

@@ -630,6 +630,10 @@ fn events_tell_a_pods_story_and_stay_bounded() {
     ] {
         assert!(kinds.contains(r), "{r} in {kinds:?}");
     }
+
+    // An hour later, without anything happening, they are gone.
+    w.run(3700, |_| {});
+    assert!(w.events().is_empty(), "events expire like kube-apiserver's");
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
