@@ -7,12 +7,16 @@
 //!  │ router: /version /healthz /readyz /livez /metrics              │
 //!  │         /api /apis (discovery)   /openapi/v3 (schemas)         │
 //!  │         everything else ──► rest::handle (CRUD, patch, watch)  │
+//!  │         /clusters/{name}/… ──► the same routes, member cluster │
 //!  │ middleware: bearer token → metrics/logs                        │
 //!  └─────┬──────────────────────────────────────────────────────────┘
-//!        │ Registry (kinds)        Store (revisions, CAS, watch)
+//!        │ Surface (Registry, OpenAPI, config)  +  Store (per cluster)
 //! ```
 //!
 //! The server is generic over a [`Registry`] of kinds: nothing in a handler names a kind.
+//! A [`Surface`] (registry, OpenAPI documents, clock, config, metrics) is bound to a store
+//! per request: the top-level API's, or a member cluster's found through a
+//! [`ClusterDirectory`] ([`cluster`]), so thousands of member clusters share one surface.
 //! Objects travel as JSON values; the registry's schema prunes and checks them, and each
 //! kind's validator (from `shoal-core`) adds semantic rules. HTTP codes and Kubernetes
 //! `Status` reasons are decided in one place, [`error`].

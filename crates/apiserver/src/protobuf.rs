@@ -1,5 +1,5 @@
 //! Request bodies in Kubernetes' protobuf encoding, for the built-in kinds whose
-//! kubectl generator commands send it (`kubectl create namespace NAME`).
+//! kubectl generator commands send it (`kubectl create namespace|configmap|secret`).
 //!
 //! ```text
 //! body = "k8s\0" ++ runtime.Unknown { typeMeta {apiVersion, kind}, raw, contentEncoding, contentType }
@@ -76,6 +76,45 @@ struct NamespaceSpec {
     finalizers: Vec<String>,
 }
 
+/// core/v1 ConfigMap (`kubectl create configmap`).
+#[derive(Clone, PartialEq, Message)]
+struct ConfigMap {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(btree_map = "string, string", tag = "2")]
+    data: BTreeMap<String, String>,
+    #[prost(btree_map = "string, bytes", tag = "3")]
+    binary_data: BTreeMap<String, Vec<u8>>,
+    #[prost(bool, optional, tag = "4")]
+    immutable: Option<bool>,
+}
+
+/// core/v1 Secret (`kubectl create secret`).
+#[derive(Clone, PartialEq, Message)]
+struct Secret {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(btree_map = "string, bytes", tag = "2")]
+    data: BTreeMap<String, Vec<u8>>,
+    #[prost(string, optional, tag = "3")]
+    type_: Option<String>,
+    #[prost(btree_map = "string, string", tag = "4")]
+    string_data: BTreeMap<String, String>,
+    #[prost(bool, optional, tag = "5")]
+    immutable: Option<bool>,
+}
+
+/// Bytes as JSON carries them: base64.
+fn base64_map(m: BTreeMap<String, Vec<u8>>) -> Value {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    Value::Object(
+        m.into_iter()
+            .map(|(k, v)| (k, Value::String(engine.encode(v))))
+            .collect(),
+    )
+}
+
 fn metadata_json(m: ObjectMeta) -> Value {
     let mut out = Map::new();
     let strings = [
@@ -140,8 +179,47 @@ pub fn decode(def: &ResourceDef, body: &[u8]) -> ApiResult<Value> {
             }
             Ok(obj)
         }
+        ("", "ConfigMap") => {
+            let cm = ConfigMap::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
+            let mut obj = json!({
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata_json(cm.metadata.unwrap_or_default()),
+            });
+            if !cm.data.is_empty() {
+                obj["data"] = json!(cm.data);
+            }
+            if !cm.binary_data.is_empty() {
+                obj["binaryData"] = base64_map(cm.binary_data);
+            }
+            if let Some(i) = cm.immutable {
+                obj["immutable"] = json!(i);
+            }
+            Ok(obj)
+        }
+        ("", "Secret") => {
+            let secret = Secret::decode(raw.as_slice()).map_err(|e| bad(e.to_string()))?;
+            let mut obj = json!({
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": metadata_json(secret.metadata.unwrap_or_default()),
+            });
+            if !secret.data.is_empty() {
+                obj["data"] = base64_map(secret.data);
+            }
+            if !secret.string_data.is_empty() {
+                obj["stringData"] = json!(secret.string_data);
+            }
+            if let Some(t) = secret.type_.filter(|t| !t.is_empty()) {
+                obj["type"] = json!(t);
+            }
+            if let Some(i) = secret.immutable {
+                obj["immutable"] = json!(i);
+            }
+            Ok(obj)
+        }
         _ => Err(ApiError::UnsupportedMediaType(format!(
-            "protobuf bodies are accepted for built-in Namespaces only; send {} as application/json or application/yaml",
+            "protobuf bodies are accepted for built-in Namespaces, ConfigMaps and Secrets only; send {} as application/json or application/yaml (e.g. kubectl create … --dry-run=client -o yaml | kubectl apply -f -)",
             def.kind
         ))),
     }
@@ -181,6 +259,50 @@ mod tests {
             v,
             json!({"apiVersion": "v1", "kind": "Namespace",
                    "metadata": {"name": "team-b", "labels": {"team": "a"}}})
+        );
+    }
+
+    #[test]
+    fn protobuf_configmaps_and_secrets_decode_with_bytes_as_base64() {
+        let envelope = |kind: &str, raw: Vec<u8>| {
+            let unknown = Unknown {
+                type_meta: Some(TypeMeta {
+                    api_version: Some("v1".into()),
+                    kind: Some(kind.into()),
+                }),
+                raw: Some(raw),
+                content_encoding: None,
+            };
+            [MAGIC, &unknown.encode_to_vec()].concat()
+        };
+        let meta = Some(ObjectMeta {
+            name: Some("x".into()),
+            ..Default::default()
+        });
+        let reg = Registry::member_cluster();
+        let cm = ConfigMap {
+            metadata: meta.clone(),
+            data: BTreeMap::from([("a".to_string(), "b".to_string())]),
+            binary_data: BTreeMap::new(),
+            immutable: None,
+        };
+        let def = reg.find("", "v1", "configmaps").unwrap();
+        assert_eq!(
+            decode(def, &envelope("ConfigMap", cm.encode_to_vec())).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}})
+        );
+        let secret = Secret {
+            metadata: meta,
+            data: BTreeMap::from([("k".to_string(), b"hi".to_vec())]),
+            type_: Some("Opaque".into()),
+            string_data: BTreeMap::new(),
+            immutable: Some(true),
+        };
+        let def = reg.find("", "v1", "secrets").unwrap();
+        assert_eq!(
+            decode(def, &envelope("Secret", secret.encode_to_vec())).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"},
+                   "data": {"k": "aGk="}, "type": "Opaque", "immutable": true})
         );
     }
 

@@ -755,6 +755,20 @@ mod tests {
     }
 
     #[test]
+    fn crd_kinds_can_join_a_member_registry_without_strategic_merge() {
+        use kube::CustomResourceExt;
+        use shoal_core::kinds::Cluster;
+        // How the Kruise kinds get registered: ResourceDef::from_crd on the derived type.
+        let mut r = MEMBER.clone();
+        r.add(ResourceDef::from_crd::<Cluster>(Cluster::crd()));
+        let def = r.find("shoal.io", "v1alpha1", "clusters").unwrap();
+        assert!(!def.strategic_merge && def.defaulter.is_none());
+        let docs = crate::openapi::Documents::build(&r);
+        assert!(docs.docs.contains_key("apis/shoal.io/v1alpha1"));
+        assert!(docs.docs.contains_key("apis/apps/v1"));
+    }
+
+    #[test]
     fn member_kinds_are_explainable_from_their_openapi_documents() {
         let docs = crate::openapi::Documents::build(&MEMBER);
         let (_, apps) = &docs.docs["apis/apps/v1"];

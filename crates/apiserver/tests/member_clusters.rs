@@ -225,6 +225,27 @@ async fn label_cordon_and_explain_work_on_built_in_kinds() {
                 "short name {short} missing:\n{out}"
             );
         }
+        // kubectl's generators send ConfigMaps and Secrets as protobuf.
+        f.ok(&["create", "configmap", "cfg", "--from-literal=level=debug"])
+            .await;
+        f.ok(&[
+            "create",
+            "secret",
+            "generic",
+            "token",
+            "--from-literal=t=s3cret",
+        ])
+        .await;
+        let cm = f.json(&["get", "cm", "cfg"]).await;
+        assert_eq!(cm["data"]["level"], "debug", "{cm:#}");
+        let secret = f.json(&["get", "secret", "token"]).await;
+        assert_eq!(secret["data"]["t"], "czNjcmV0", "{secret:#}");
+        assert_eq!(secret["type"], "Opaque", "{secret:#}");
+        let out = f.ok(&["get", "cm,secrets"]).await;
+        assert!(
+            out.contains("configmap/cfg") && out.contains("secret/token"),
+            "{out}"
+        );
         // Strict field validation comes from the k8s-openapi schema.
         let bad = f.write(
             "bad.yaml",

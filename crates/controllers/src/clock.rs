@@ -33,6 +33,13 @@ impl Clock {
         self.0.now()
     }
 
+    /// How long to wait in real time for this clock to read `at` (a scaled clock runs
+    /// faster than real time); a clock that only moves when stepped is looked at again
+    /// after a short slice.
+    pub fn real_until(&self, at: Timestamp) -> std::time::Duration {
+        self.0.real_until(at).unwrap_or(SLEEP_SLICE)
+    }
+
     /// Returns once the clock reads `deadline` or later.
     ///
     /// # Cancel safety
@@ -43,8 +50,7 @@ impl Clock {
             if left <= SignedDuration::ZERO {
                 return;
             }
-            let left = left.unsigned_abs().min(SLEEP_SLICE);
-            tokio::time::sleep(left).await;
+            tokio::time::sleep(self.real_until(deadline).min(SLEEP_SLICE)).await;
         }
     }
 

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -378,10 +378,8 @@ pub async fn reconcile(obj: Arc<PipelineRun>, ctx: Arc<Ctx>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     Ok(match decisions.wake_at {
-        Some(at) => {
-            let left = at.duration_since(ctx.clock.now()).max(SignedDuration::ZERO);
-            Action::requeue(left.unsigned_abs().max(Duration::from_millis(10)))
-        }
+        // The wake-up is on the process clock, which may run faster than real time.
+        Some(at) => Action::requeue(ctx.clock.real_until(at).max(Duration::from_millis(10))),
         None => Action::await_change(),
     })
 }

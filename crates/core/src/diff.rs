@@ -100,6 +100,12 @@ fn diff_object(live: &Value, target: &Value, last: &Value) -> Value {
                     out.insert(k.clone(), sub);
                 }
             }
+            Some(l) if l.is_array() && t.is_array() => {
+                let sub_last = last_m.and_then(|m| m.get(k)).unwrap_or(&Value::Null);
+                if list_changed(l, t, sub_last) {
+                    out.insert(k.clone(), t.clone());
+                }
+            }
             Some(_) => {
                 out.insert(k.clone(), t.clone());
             }
@@ -113,6 +119,30 @@ fn diff_object(live: &Value, target: &Value, last: &Value) -> Value {
         }
     }
     Value::Object(out)
+}
+
+/// Whether a list must be sent again: a different length, or an element whose own
+/// three-way diff is not empty. Elements are compared as objects, so fields the server
+/// added to the live elements (defaults such as a container's `imagePullPolicy`) do not
+/// count as changes, while a field we stopped rendering in an element does.
+fn list_changed(live: &Value, target: &Value, last: &Value) -> bool {
+    let (Some(l), Some(t)) = (live.as_array(), target.as_array()) else {
+        return live != target;
+    };
+    if l.len() != t.len() {
+        return true;
+    }
+    let last = last.as_array();
+    l.iter().zip(t).enumerate().any(|(i, (le, te))| {
+        let la = last.and_then(|a| a.get(i)).unwrap_or(&Value::Null);
+        match (le, te) {
+            (Value::Object(_), Value::Object(_)) => diff_object(le, te, la)
+                .as_object()
+                .is_some_and(|m| !m.is_empty()),
+            (Value::Array(_), Value::Array(_)) => list_changed(le, te, la),
+            _ => le != te,
+        }
+    })
 }
 
 fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
@@ -201,6 +231,19 @@ mod tests {
         let live = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}]}});
         let target = json!({"spec": {"containers": [{"name": "a", "image": "a:2"}]}});
         let d = three_way(&live, &target, Some(&live), &[]);
+        assert_eq!(d.patch, target);
+    }
+
+    #[test]
+    fn fields_the_server_defaulted_inside_list_elements_are_not_changes() {
+        let live = json!({"spec": {"containers": [
+            {"name": "a", "image": "a:1", "imagePullPolicy": "IfNotPresent"}]}});
+        let target = json!({"spec": {"containers": [{"name": "a", "image": "a:1"}]}});
+        assert!(three_way(&live, &target, Some(&target), &[]).is_empty());
+        // But a field we rendered before and dropped now is a change.
+        let live = json!({"spec": {"containers": [{"name": "a", "image": "a:1", "env": [1]}]}});
+        let last = json!({"spec": {"containers": [{"name": "a", "image": "a:1", "env": [1]}]}});
+        let d = three_way(&live, &target, Some(&last), &[]);
         assert_eq!(d.patch, target);
     }
 

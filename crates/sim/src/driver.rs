@@ -130,7 +130,7 @@ impl Driver {
     ) -> Option<Timestamp> {
         let mut next = Next::default();
         let mut events = Recorder::default();
-        adopt(state, now);
+        adopt(state, now, self.ctx.config.node_boot);
         let nodes = self.nodes(state, faults, now, &mut next);
         let mut ws = workload::Workloads::read(state);
         let node_index: HashMap<&str, &NodeInfo> =
@@ -183,12 +183,20 @@ impl Driver {
                 now,
             );
             next.at(f.next_change);
-            let ready = !f.not_ready;
+            let booting = rec.boot_until.filter(|t| *t > now);
+            next.at(booting);
+            let ready = !f.not_ready && booting.is_none();
             if ready != rec.ready {
                 let mut r = NodeRecord::clone(rec);
                 r.ready = ready;
                 r.ready_since = now;
-                r.not_ready_reason = (!ready).then(|| Arc::from("fault profile"));
+                r.not_ready_reason = (!ready).then(|| {
+                    Arc::from(if booting.is_some() {
+                        "booting"
+                    } else {
+                        "fault profile"
+                    })
+                });
                 updates.push((key.clone(), r));
             }
             out.push(NodeInfo {
@@ -299,14 +307,18 @@ impl Next {
 
 /// Turns raw nodes and pods (written by clients) back into records the simulator drives.
 /// The client's object becomes the record's own template, so nothing it wrote is lost.
-fn adopt(state: &mut ClusterState, now: Timestamp) {
+fn adopt(state: &mut ClusterState, now: Timestamp, node_boot: jiff::SignedDuration) {
     let mut nodes = Vec::new();
     let node_prefix = template::prefix("", "nodes");
     for (key, entry) in state.range(&node_prefix, None) {
         if let Value::Raw(bytes) = &entry.value
             && let Ok(obj) = serde_json::from_slice::<Json>(bytes)
         {
-            nodes.push((key.clone(), adopt_node(obj, now), entry.mod_revision));
+            nodes.push((
+                key.clone(),
+                adopt_node(obj, now, node_boot),
+                entry.mod_revision,
+            ));
         }
     }
     for (key, rec, rev) in nodes {
@@ -347,15 +359,20 @@ fn uid_of(obj: &Json) -> uuid::Uuid {
         .unwrap_or_else(uuid::Uuid::new_v4)
 }
 
-/// A node record whose profile is the client's node object itself.
-fn adopt_node(mut obj: Json, now: Timestamp) -> NodeRecord {
+/// A node record whose profile is the client's node object itself. A node without a
+/// Ready condition is new: it boots for `node_boot` before it reports Ready.
+fn adopt_node(mut obj: Json, now: Timestamp, node_boot: jiff::SignedDuration) -> NodeRecord {
     let uid = uid_of(&obj);
     let created = meta_time(&obj, "creationTimestamp").unwrap_or(now);
-    let ready = obj
+    let ready_condition = obj
         .pointer("/status/conditions")
         .and_then(Json::as_array)
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .is_none_or(|c| c["status"] == "True");
+        .map(|c| c["status"] == "True");
+    let boot_until = ready_condition
+        .is_none()
+        .then(|| now.saturating_add(node_boot).unwrap_or(now));
+    let ready = ready_condition.unwrap_or(false);
     let unschedulable = obj
         .pointer("/spec/unschedulable")
         .and_then(Json::as_bool)
@@ -378,8 +395,9 @@ fn adopt_node(mut obj: Json, now: Timestamp) -> NodeRecord {
         created,
         ready,
         ready_since: now,
-        not_ready_reason: None,
+        not_ready_reason: boot_until.map(|_| Arc::from("booting")),
         unschedulable,
+        boot_until,
     }
 }
 

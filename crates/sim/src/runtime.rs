@@ -48,6 +48,8 @@ pub struct SimConfig {
     /// How long a run-to-completion (BroadcastJob) pod runs before it exits 0 (virtual
     /// time).
     pub job_duration: jiff::SignedDuration,
+    /// How long a node a client creates takes to boot and report Ready (virtual time).
+    pub node_boot: jiff::SignedDuration,
 }
 
 impl Default for SimConfig {
@@ -57,6 +59,7 @@ impl Default for SimConfig {
             startup_latency: jiff::SignedDuration::from_secs(5),
             ready_after: jiff::SignedDuration::from_secs(5),
             job_duration: jiff::SignedDuration::from_secs(10),
+            node_boot: jiff::SignedDuration::from_secs(30),
         }
     }
 }
@@ -122,6 +125,7 @@ impl Simulation {
                         ready_since: now,
                         not_ready_reason: None,
                         unschedulable: false,
+                        boot_until: None,
                     };
                     let _ = state.put(
                         &key("", "nodes", None, &fc.node_name(node.index)),

@@ -394,6 +394,8 @@ pub struct NodeRecord {
     /// The reason of a NotReady condition (a fault's name).
     pub not_ready_reason: Option<Arc<str>>,
     pub unschedulable: bool,
+    /// A node a client just created boots until then (NotReady); `None`: booted.
+    pub boot_until: Option<Timestamp>,
 }
 
 /// How often a node's heartbeat shows as renewed (the kubelet's status report period).
@@ -718,6 +720,7 @@ mod tests {
             ready_since: "2026-11-22T07:00:00Z".parse().unwrap(),
             not_ready_reason: None,
             unschedulable: false,
+            boot_until: None,
         };
         let v = node.to_json("/registry/core/nodes/n-1", ctx());
         assert_eq!(v["metadata"]["name"], "n-1");

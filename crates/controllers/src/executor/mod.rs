@@ -29,6 +29,7 @@ use crate::clock::Clock;
 
 mod approval;
 mod basic;
+pub mod fleet;
 mod webhook;
 
 pub use approval::Approval;
@@ -175,6 +176,7 @@ impl Registry {
         r.register(Wait);
         r.register(Webhook::new());
         r.register(Approval);
+        fleet::register(&mut r);
         r
     }
 

@@ -57,6 +57,19 @@ impl Default for Webhook {
 /// # Errors
 /// [`ExecError::Param`] naming `body` when the template does not parse or render.
 pub fn render_body(ctx: &ExecContext, template: &str) -> Result<String, ExecError> {
+    render_template(ctx, "body", template)
+}
+
+/// Renders the template of parameter `param` with the parameters and the attempt's
+/// identity (`params`, `run`, `task`, `attempt`, `namespace`) in scope.
+///
+/// # Errors
+/// [`ExecError::Param`] naming `param` when the template does not parse or render.
+pub fn render_template(
+    ctx: &ExecContext,
+    param: &str,
+    template: &str,
+) -> Result<String, ExecError> {
     let params: BTreeMap<&str, Value> = ctx
         .params
         .iter()
@@ -80,7 +93,7 @@ pub fn render_body(ctx: &ExecContext, template: &str) -> Result<String, ExecErro
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.render_str(template, scope)
         .map_err(|e| ExecError::Param {
-            name: "body".into(),
+            name: param.into(),
             problem: format!("does not render: {e}"),
         })
 }

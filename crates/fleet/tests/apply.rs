@@ -1,0 +1,209 @@
+//! The fleet driver against a simulated cluster served over HTTP in-process: the same
+//! path a release takes to a real cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_apiserver::{ApiServer, Registry, ServerConfig};
+use shoal_core::clock::{ScaledClock, SharedClock, SystemClock};
+use shoal_fleet::{Action, Fleet, Member, health};
+use shoal_sim::Simulation;
+use shoal_sim::runtime::SimConfig;
+use tokio_util::sync::CancellationToken;
+
+/// A simulated fleet of `clusters` × 4 nodes at 20× virtual time, served on loopback.
+async fn serve(
+    clusters: u32,
+    faults: Option<&str>,
+) -> (String, Arc<Simulation>, CancellationToken) {
+    let real: SharedClock = Arc::new(SystemClock);
+    let start = real.now();
+    let clock: SharedClock = Arc::new(ScaledClock::new(real, start, 20.0).unwrap());
+    let stop = CancellationToken::new();
+    let sim = Arc::new(Simulation::build(
+        &shoal_sim::fleet::uniform(clusters, 4),
+        clock.clone(),
+        SimConfig::default(),
+    ));
+    if let Some(yaml) = faults {
+        let profile = shoal_sim::faults::FaultProfile::from_yaml(yaml).unwrap();
+        sim.set_faults(shoal_sim::faults::FaultModel::compile(&profile, start).unwrap());
+    }
+    let mut drivers = sim.spawn(&stop);
+    tokio::spawn(async move { while drivers.join_next().await.is_some() {} });
+    let server = ApiServer::new(
+        shoal_store::Store::memory(),
+        Registry::shoal(),
+        clock,
+        ServerConfig::default(),
+        prometheus_client::registry::Registry::default(),
+        stop.clone(),
+    )
+    .with_member_clusters(sim.clone(), shoal_sim::runtime::registry());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(shoal_apiserver::serve(
+        listener,
+        server.router(),
+        stop.clone(),
+    ));
+    (url, sim, stop)
+}
+
+fn daemonset(image: &str, selector_app: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "kube-system", "labels": {"team": "net"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": selector_app}},
+            "template": {"metadata": {"labels": {"app": selector_app}},
+                         "spec": {"containers": [{"name": "agent", "image": image}]}}
+        }
+    })
+}
+
+async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .unwrap_or_else(|_| panic!("hung: {what}"))
+}
+
+async fn live(fleet: &Fleet, member: &Member) -> Value {
+    let (api, _) = fleet
+        .api_for(member, &daemonset("x", "agent"))
+        .await
+        .unwrap();
+    serde_json::to_value(api.get("agent").await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn apply_creates_patches_only_what_changed_and_keeps_what_others_set() {
+    within("three-way apply", async {
+        let (url, sim, _stop) = serve(1, None).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let fleet = Fleet::new();
+        let dangerous = vec!["spec.selector".to_string()];
+
+        let a = fleet
+            .apply(&member, &daemonset("agent:1", "agent"), &dangerous, false)
+            .await
+            .unwrap();
+        assert_eq!(a.action, Action::Created);
+        let a = fleet
+            .apply(&member, &daemonset("agent:1", "agent"), &dangerous, false)
+            .await
+            .unwrap();
+        assert_eq!(a.action, Action::Unchanged, "{}", a.patch);
+
+        // Someone else labels the object: that label survives our next apply.
+        let (api, _) = fleet
+            .api_for(&member, &daemonset("x", "agent"))
+            .await
+            .unwrap();
+        api.patch(
+            "agent",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"labels": {"oncall": "alice"}}})),
+        )
+        .await
+        .unwrap();
+
+        // A dry run reports the patch and writes nothing.
+        let dry = fleet
+            .apply(&member, &daemonset("agent:2", "agent"), &dangerous, true)
+            .await
+            .unwrap();
+        assert_eq!(dry.action, Action::Patched);
+        assert_eq!(
+            dry.patch.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("agent:2"))
+        );
+        assert_eq!(
+            live(&fleet, &member)
+                .await
+                .pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("agent:1"))
+        );
+
+        // The new version, with a selector change that must not go through.
+        let a = fleet
+            .apply(&member, &daemonset("agent:2", "other"), &dangerous, false)
+            .await
+            .unwrap();
+        assert_eq!(a.action, Action::Patched);
+        assert_eq!(a.dropped.len(), 1, "{:?}", a.dropped);
+        assert_eq!(a.dropped[0].path, "spec.selector");
+        assert!(a.patch.pointer("/metadata/labels").is_none(), "{}", a.patch);
+        let now = live(&fleet, &member).await;
+        assert_eq!(
+            now.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("agent:2"))
+        );
+        assert_eq!(
+            now.pointer("/spec/selector/matchLabels/app"),
+            Some(&json!("agent"))
+        );
+        assert_eq!(
+            now.pointer("/metadata/labels/oncall"),
+            Some(&json!("alice"))
+        );
+        assert_eq!(now.pointer("/metadata/labels/team"), Some(&json!("net")));
+
+        // And it reaches health: every node runs the new version.
+        let h = loop {
+            let h = health(
+                &fleet,
+                &member,
+                "apps/v1",
+                "DaemonSet",
+                "kube-system",
+                "agent",
+            )
+            .await
+            .unwrap();
+            if h.ready {
+                break h;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!((h.desired, h.updated, h.available), (4, 4, 4));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_reports_crash_looping_pods_of_a_bad_version() {
+    within("health of a crash-looping version", async {
+        let faults =
+            "seed: 1\nfaults:\n  - podCrashLoop: {name: bad, version: bad, probability: 1}\n";
+        let (url, sim, _stop) = serve(1, Some(faults)).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let fleet = Fleet::new();
+        fleet
+            .apply(&member, &daemonset("agent:bad", "agent"), &[], false)
+            .await
+            .unwrap();
+        let h = loop {
+            let h = health(
+                &fleet,
+                &member,
+                "apps/v1",
+                "DaemonSet",
+                "kube-system",
+                "agent",
+            )
+            .await
+            .unwrap();
+            if h.crash_looping > 0 {
+                break h;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(!h.ready);
+        assert!(h.message.contains("crash-looping"), "{}", h.message);
+    })
+    .await;
+}
