@@ -345,7 +345,7 @@ impl Selectors {
             .map_err(|e| ApiError::BadRequest(format!("invalid labelSelector: {e}")))?;
         let fields = FieldSelector::parse(
             params.get("fieldSelector").map_or("", String::as_str),
-            &["metadata.name", "metadata.namespace"],
+            SELECTABLE_FIELDS,
         )
         .map_err(|e| ApiError::BadRequest(format!("invalid fieldSelector: {e}")))?;
         Ok(Selectors { labels, fields })
@@ -360,10 +360,37 @@ impl Selectors {
             && self.fields.matches(|f| match f {
                 "metadata.name" => object::meta_str(obj, "name"),
                 "metadata.namespace" => object::meta_str(obj, "namespace"),
-                _ => None,
+                // Every other selectable field is its own JSON path.
+                _ => obj
+                    .pointer(&format!("/{}", f.replace('.', "/")))
+                    .and_then(Value::as_str),
             })
     }
 }
+
+/// Fields a `fieldSelector` may name. Besides every kind's name and namespace, the ones
+/// kubectl itself selects by: events of an object (`kubectl describe`), pods of a node
+/// (`kubectl describe node`, drains) and pods by phase. A field a kind does not have
+/// reads as empty, as in Kubernetes.
+const SELECTABLE_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "involvedObject.apiVersion",
+    "involvedObject.fieldPath",
+    "involvedObject.kind",
+    "involvedObject.name",
+    "involvedObject.namespace",
+    "involvedObject.uid",
+    "reason",
+    "reportingComponent",
+    "type",
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "status.phase",
+    "status.podIP",
+];
 
 /// Scans a collection; returns the matching objects, the list's resourceVersion and the
 /// continue token.
@@ -1108,5 +1135,24 @@ mod tests {
             HeaderValue::from_static("application/vnd.kubernetes.protobuf"),
         );
         assert!(negotiate(&h).is_err());
+    }
+
+    #[test]
+    fn kubectl_describe_finds_an_objects_events_by_field_selector() {
+        let params: Params = [(
+            "fieldSelector".to_string(),
+            "involvedObject.name=web,involvedObject.kind=Deployment,involvedObject.uid=u-1"
+                .to_string(),
+        )]
+        .into();
+        let sel = Selectors::parse(&params).unwrap();
+        let ev = |kind: &str| {
+            json!({"metadata": {"name": "web.1", "namespace": "default"},
+                   "involvedObject": {"kind": kind, "name": "web", "uid": "u-1"}})
+        };
+        assert!(sel.matches(&ev("Deployment")));
+        assert!(!sel.matches(&ev("ReplicaSet")));
+        let params: Params = [("fieldSelector".to_string(), "spec.x=1".to_string())].into();
+        assert!(Selectors::parse(&params).is_err());
     }
 }

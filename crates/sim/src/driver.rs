@@ -30,6 +30,7 @@ use shoal_store::Precondition;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::SimCluster;
+use crate::event::{ObjectRef, Recorder, Source};
 use crate::faults::{ClusterRef, FaultModel, NodeRef, PodFault};
 use crate::kubelet::{self, Conditions, PodState, RestartPolicy, Timing};
 use crate::runtime::SimConfig;
@@ -84,6 +85,8 @@ pub struct Driver {
     names: u64,
     /// Pod templates per workload revision, shared by their pods.
     templates: workload::TemplateCache,
+    /// When the cluster's oldest event expires (a cache: `MIN` scans on the first step).
+    events_due: Option<Timestamp>,
 }
 
 /// A node as the step sees it.
@@ -103,6 +106,7 @@ impl Driver {
             ctx,
             names: 0,
             templates: workload::TemplateCache::new(),
+            events_due: Some(Timestamp::MIN),
         }
     }
 
@@ -125,6 +129,7 @@ impl Driver {
         now: Timestamp,
     ) -> Option<Timestamp> {
         let mut next = Next::default();
+        let mut events = Recorder::default();
         adopt(state, now, self.ctx.config.node_boot);
         let nodes = self.nodes(state, faults, now, &mut next);
         let mut ws = workload::Workloads::read(state);
@@ -132,14 +137,20 @@ impl Driver {
             nodes.iter().map(|n| (n.name.as_ref(), n)).collect();
         ws.reconcile(
             state,
-            &nodes,
-            &mut self.templates,
-            now,
-            &mut self.names,
-            &mut next,
+            workload::Env {
+                nodes: &nodes,
+                templates: &mut self.templates,
+                names: &mut self.names,
+                next: &mut next,
+                events: &mut events,
+                job_duration: self.ctx.config.job_duration,
+                now,
+            },
         );
-        gc(state, &ws);
-        self.kubelets(state, faults, &node_index, now, &mut next);
+        gc(state, &ws, &mut events);
+        self.kubelets(state, faults, &node_index, now, &mut next, &mut events);
+        self.events_due = events.flush(state, now, self.events_due);
+        next.at(self.events_due);
         next.0
     }
 
@@ -211,6 +222,7 @@ impl Driver {
         nodes: &HashMap<&str, &NodeInfo>,
         now: Timestamp,
         next: &mut Next,
+        events: &mut Recorder,
     ) {
         let cluster = ClusterRef {
             name: self.ctx.cluster.name(),
@@ -265,6 +277,7 @@ impl Driver {
             );
             next.at(step.next);
             if step.state != rec.state {
+                pod_events(events, key, rec, &node.name, step.state);
                 let mut r = PodRecord::clone(rec);
                 r.state = step.state;
                 updates.push((key.clone(), r));
@@ -445,20 +458,74 @@ fn adopt_pod(mut obj: Json, now: Timestamp) -> PodRecord {
 }
 
 /// Deletes pods whose controller no longer exists (Kubernetes' garbage collector).
-fn gc(state: &mut ClusterState, ws: &workload::Workloads) {
+fn gc(state: &mut ClusterState, ws: &workload::Workloads, events: &mut Recorder) {
     let prefix = template::prefix("", "pods");
-    let orphans: Vec<Arc<str>> = state
+    let orphans: Vec<(Arc<str>, Arc<PodRecord>)> = state
         .range(&prefix, None)
         .filter_map(|(key, entry)| {
             let Value::Pod(rec) = &entry.value else {
                 return None;
             };
             let (kind, _, uid) = controller_of(&rec.template.base)?;
-            (!ws.owns(kind, uid)).then(|| key.clone())
+            (!ws.owns(kind, uid)).then(|| (key.clone(), rec.clone()))
         })
         .collect();
-    for key in orphans {
-        let _ = state.delete(&key, Precondition::None);
+    for (key, rec) in orphans {
+        if state.delete(&key, Precondition::None).is_ok() {
+            workload::killing(events, &key, &rec);
+        }
+    }
+}
+
+/// The kubelet's events for a pod moving to `to`: image pulled, container created and
+/// started on (re)entering Running; `BackOff` on entering a crash-loop back-off.
+fn pod_events(events: &mut Recorder, key: &str, rec: &PodRecord, node: &Arc<str>, to: PodState) {
+    let ns = crate::state::namespace_of(key);
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let container = |c: &str| ObjectRef::pod(ns, name, rec.uid, Some(c));
+    let source = Source::kubelet(node);
+    let (was_running, was_backoff) = match rec.state {
+        PodState::Running { restarts, .. } => (Some(restarts), None),
+        PodState::BackOff { restarts, .. } => (None, Some(restarts)),
+        _ => (None, None),
+    };
+    match to {
+        PodState::Running { restarts, .. } if was_running != Some(restarts) => {
+            for (c, image) in &rec.template.containers {
+                let pulled = if restarts == 0 {
+                    format!("Successfully pulled image \"{image}\"")
+                } else {
+                    format!("Container image \"{image}\" already present on machine")
+                };
+                events.normal(source.clone(), container(c), "Pulled", pulled);
+                events.normal(
+                    source.clone(),
+                    container(c),
+                    "Created",
+                    format!("Created container {c}"),
+                );
+                events.normal(
+                    source.clone(),
+                    container(c),
+                    "Started",
+                    format!("Started container {c}"),
+                );
+            }
+        }
+        PodState::BackOff { restarts, .. } if was_backoff != Some(restarts) => {
+            for (c, _) in &rec.template.containers {
+                events.warning(
+                    source.clone(),
+                    container(c),
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {c} in pod {name}_{ns}({})",
+                        rec.uid
+                    ),
+                );
+            }
+        }
+        _ => {}
     }
 }
 

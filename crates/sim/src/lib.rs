@@ -35,6 +35,7 @@ pub mod broadcastjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod driver;
+pub mod event;
 pub mod faults;
 pub mod fleet;
 pub mod kubelet;

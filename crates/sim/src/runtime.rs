@@ -45,6 +45,9 @@ pub struct SimConfig {
     pub startup_latency: jiff::SignedDuration,
     /// How long a running pod takes to pass readiness (virtual time).
     pub ready_after: jiff::SignedDuration,
+    /// How long a run-to-completion (BroadcastJob) pod runs before it exits 0 (virtual
+    /// time).
+    pub job_duration: jiff::SignedDuration,
     /// How long a node a client creates takes to boot and report Ready (virtual time).
     pub node_boot: jiff::SignedDuration,
 }
@@ -55,6 +58,7 @@ impl Default for SimConfig {
             history_limit: crate::state::DEFAULT_HISTORY_LIMIT,
             startup_latency: jiff::SignedDuration::from_secs(5),
             ready_after: jiff::SignedDuration::from_secs(5),
+            job_duration: jiff::SignedDuration::from_secs(10),
             node_boot: jiff::SignedDuration::from_secs(30),
         }
     }

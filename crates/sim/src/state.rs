@@ -339,7 +339,7 @@ fn name_of(key: &str) -> &str {
 }
 
 /// The namespace segment of a namespaced key (`…/{namespace}/{name}`).
-fn namespace_of(key: &str) -> &str {
+pub(crate) fn namespace_of(key: &str) -> &str {
     let mut it = key.rsplit('/');
     it.next();
     it.next().unwrap_or("default")

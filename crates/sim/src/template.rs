@@ -52,9 +52,34 @@ pub fn safe_string(mut seed: u64, n: usize) -> String {
 }
 
 /// The revision hash of a pod template (the `controller-revision-hash` label).
+///
+/// Empty values (`null`, `{}`, `[]`) do not count: clients written in Go send
+/// `"resources": {}` where Rust ones send nothing (`kubectl rollout undo` copies a
+/// ReplicaSet's template back that way), and both must name the same revision.
 pub fn revision_hash(template: &PodTemplateSpec) -> String {
-    let bytes = serde_json::to_vec(template).unwrap_or_default();
+    let mut v = serde_json::to_value(template).unwrap_or(Json::Null);
+    drop_empty(&mut v);
+    let bytes = serde_json::to_vec(&v).unwrap_or_default();
     safe_string(fnv1a(&[&bytes]), 10)
+}
+
+/// Removes `null`, `{}` and `[]` values from objects, innermost first.
+fn drop_empty(v: &mut Json) {
+    match v {
+        Json::Object(map) => {
+            for x in map.values_mut() {
+                drop_empty(x);
+            }
+            map.retain(|_, x| match x {
+                Json::Null => false,
+                Json::Object(m) => !m.is_empty(),
+                Json::Array(a) => !a.is_empty(),
+                _ => true,
+            });
+        }
+        Json::Array(items) => items.iter_mut().for_each(drop_empty),
+        _ => {}
+    }
 }
 
 /// A pod name for `owner` from `(owner_uid, counter)`: `owner-xxxxx`. Like Kubernetes'
@@ -164,6 +189,19 @@ mod tests {
         assert_ne!(a, revision_hash(&template("agent:2")));
         assert_eq!(a.len(), 10);
         assert!(a.bytes().all(|b| SAFE_ALPHABET.contains(&b)));
+    }
+
+    #[test]
+    fn a_revision_hash_ignores_empty_fields_as_go_clients_send_them() {
+        let with_empty: PodTemplateSpec = serde_json::from_value(json!({
+            "metadata": {"labels": {"app": "agent"}, "annotations": {}},
+            "spec": {"containers": [{"name": "agent", "image": "agent:1", "resources": {}}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            revision_hash(&with_empty),
+            revision_hash(&template("agent:1"))
+        );
     }
 
     #[test]
