@@ -540,6 +540,7 @@ pub fn json_of(key: &str, entry: &Entry, now: Timestamp) -> Option<Json> {
         Value::Raw(b) => serde_json::from_slice(b).ok(),
         Value::Node(n) => Some(n.to_json(key, crate::state::RenderContext { now })),
         Value::Pod(p) => Some(p.to_json(key)),
+        Value::Event(e) => Some(e.to_json(key)),
     }
 }
 

@@ -51,6 +51,8 @@ pub enum Value {
     Node(Arc<NodeRecord>),
     /// A pod a simulated controller made.
     Pod(Arc<PodRecord>),
+    /// An event the simulator emitted.
+    Event(Arc<crate::event::EventRecord>),
 }
 
 /// One key's current state.
@@ -322,6 +324,7 @@ pub fn render(key: &str, entry: &Entry, ctx: RenderContext) -> KeyValue {
         Value::Raw(b) => b.clone(),
         Value::Node(n) => Bytes::from(serde_json::to_vec(&n.to_json(key, ctx)).unwrap_or_default()),
         Value::Pod(p) => Bytes::from(serde_json::to_vec(&p.to_json(key)).unwrap_or_default()),
+        Value::Event(e) => Bytes::from(serde_json::to_vec(&e.to_json(key)).unwrap_or_default()),
     };
     KeyValue {
         key: key.to_owned(),
