@@ -5,6 +5,11 @@
 //! 2. the same workload straight on a fresh store of the same kind (the baseline);
 //! 3. their ratio;
 //! 4. watch delivery latency with many watchers, and whether any event was lost.
+//!
+//! `shoal bench taskflow` measures task runs/s through the taskflow engine (see
+//! [`taskflow`]).
+
+mod taskflow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub enum BenchCommand {
     /// API write throughput vs the raw store, and watch latency.
     Api(ApiBench),
+    /// Task runs/s through the taskflow controller: many one-task runs, and one fan-out.
+    Taskflow(taskflow::TaskflowBench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -46,6 +53,7 @@ pub struct ApiBench {
 pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Api(a) => api(a).await,
+        BenchCommand::Taskflow(a) => taskflow::run(a).await,
     }
 }
 
