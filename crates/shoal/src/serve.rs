@@ -260,7 +260,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
 /// Starts the in-process controllers against the server's own URL, as any client would
 /// reach it (DESIGN.md: controllers talk to shoal's API through kube-rs).
-fn spawn_controllers(
+pub(crate) fn spawn_controllers(
     url: &str,
     token: Option<&str>,
     stop: CancellationToken,
@@ -273,8 +273,14 @@ fn spawn_controllers(
     let clock = shoal_controllers::Clock::new(Arc::new(SystemClock));
     let executors = shoal_controllers::Registry::builtin();
     Ok(tokio::spawn(
-        shoal_controllers::taskflow::run(client, clock, executors, stop)
-            .instrument(tracing::info_span!("controller", name = "taskflow")),
+        shoal_controllers::taskflow::run(
+            client,
+            clock,
+            executors,
+            shoal_controllers::taskflow::Config::default(),
+            stop,
+        )
+        .instrument(tracing::info_span!("controller", name = "taskflow")),
     ))
 }
 
