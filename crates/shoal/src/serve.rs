@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Run no controllers (the taskflow engine among them): serve the API only.
     #[arg(long)]
     pub no_controllers: bool,
+    /// Taskflow: at most this many PipelineRuns run at once, over all namespaces; later
+    /// ones wait, oldest first, as `Succeeded=Unknown` with reason `Queued`. Unset: no
+    /// limit. (Per pipeline: `Pipeline.spec.maxConcurrentRuns`.)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_running_pipelineruns: Option<u64>,
 }
 
 /// How long shutdown waits for the controllers to finish their in-flight reconciles.
@@ -246,8 +251,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         stop.cancel();
     });
+    let taskflow = shoal_controllers::taskflow::Config {
+        max_running_runs: args.max_running_pipelineruns.map(|n| n as usize),
+    };
     let controllers = (!args.no_controllers)
-        .then(|| spawn_controllers(&url, token.as_deref(), shutdown.child_token()))
+        .then(|| spawn_controllers(&url, token.as_deref(), taskflow, shutdown.child_token()))
         .transpose()?;
     shoal_apiserver::serve(listener, server.router(), shutdown).await?;
     if let Some(c) = controllers
@@ -263,6 +271,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 pub(crate) fn spawn_controllers(
     url: &str,
     token: Option<&str>,
+    taskflow: shoal_controllers::taskflow::Config,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<()>> {
     use tracing::Instrument;
@@ -273,14 +282,8 @@ pub(crate) fn spawn_controllers(
     let clock = shoal_controllers::Clock::new(Arc::new(SystemClock));
     let executors = shoal_controllers::Registry::builtin();
     Ok(tokio::spawn(
-        shoal_controllers::taskflow::run(
-            client,
-            clock,
-            executors,
-            shoal_controllers::taskflow::Config::default(),
-            stop,
-        )
-        .instrument(tracing::info_span!("controller", name = "taskflow")),
+        shoal_controllers::taskflow::run(client, clock, executors, taskflow, stop)
+            .instrument(tracing::info_span!("controller", name = "taskflow")),
     ))
 }
 

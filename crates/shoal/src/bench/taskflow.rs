@@ -89,7 +89,12 @@ pub async fn run(a: TaskflowBench) -> Result<()> {
         server.router(),
         shutdown.clone(),
     ));
-    let controller = crate::serve::spawn_controllers(&url, None, shutdown.child_token())?;
+    let controller = crate::serve::spawn_controllers(
+        &url,
+        None,
+        shoal_controllers::taskflow::Config::default(),
+        shutdown.child_token(),
+    )?;
     let client = Client::try_from(kube::Config::new(url.parse()?))?;
 
     println!(
