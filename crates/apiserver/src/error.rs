@@ -68,6 +68,13 @@ pub enum ApiError {
     Timeout(String),
     #[error("{0}")]
     Internal(String),
+    /// A write made as leader of `role` in term `term` (see [`crate::fence`]), after
+    /// that term ended: another replica leads now.
+    #[error(
+        "the write was made as leader of {role:?} in term {term}, which is over: another \
+         replica holds lease shoal-system/{role} now"
+    )]
+    Fenced { role: String, term: i64 },
 }
 
 fn join_causes(causes: &[FieldError]) -> String {
@@ -131,6 +138,11 @@ impl ApiError {
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            // 412: the condition the request carried in a header (its fence) did not
+            // hold. Not 409, which clients answer by reading again and retrying: a
+            // deposed leader must stop, not retry. Kubernetes has no reason for 412, so
+            // the reason says what happened.
+            ApiError::Fenced { .. } => (StatusCode::PRECONDITION_FAILED, "Fenced"),
         }
     }
 
@@ -153,6 +165,10 @@ impl ApiError {
             | ApiError::Forbidden { target, .. } => Some(target),
             _ => None,
         };
+        if let ApiError::Fenced { role, .. } = self {
+            status["details"] =
+                json!({"name": role, "group": "coordination.k8s.io", "kind": "leases"});
+        }
         if let Some(t) = target {
             let mut details = json!({"name": t.name, "group": t.group, "kind": t.plural});
             if let ApiError::Invalid { causes, .. } = self {

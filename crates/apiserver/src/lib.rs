@@ -34,6 +34,7 @@ use tracing::Instrument;
 
 pub mod discovery;
 pub mod error;
+pub mod fence;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
@@ -118,7 +119,8 @@ impl ApiServer {
         });
         ApiServer {
             state: Arc::new(AppState {
-                store,
+                // Writes of requests carrying a leader's fence are guarded by it.
+                store: fence::wrap(store),
                 registry,
                 clock,
                 config,
@@ -205,6 +207,7 @@ impl ApiServer {
             .route("/openapi/v3/{*path}", get(openapi_doc))
             .route("/openapi/v2", get(openapi_v2))
             .fallback(resources)
+            .layer(middleware::from_fn(fence::layer))
             .layer(middleware::from_fn_with_state(st.clone(), authenticate))
             .layer(middleware::from_fn_with_state(
                 st.telemetry.clone(),
