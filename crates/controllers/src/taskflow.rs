@@ -92,6 +92,10 @@ pub const ANNOTATION_SKIP: &str = "taskflow.shoal.io/skip";
 /// Why a task is skipped by hand.
 pub const ANNOTATION_SKIP_REASON: &str = "taskflow.shoal.io/skip-reason";
 
+/// On a TaskRun: the identity of the replica whose controller created it and started
+/// its executor.
+pub const ANNOTATION_LAUNCHED_BY: &str = "taskflow.shoal.io/launched-by";
+
 /// The reason of the `Succeeded` condition when the pipeline a run refers to does not
 /// exist (Tekton's word for it).
 pub const REASON_COULDNT_GET_PIPELINE: &str = "CouldntGetPipeline";
@@ -144,6 +148,9 @@ pub struct Config {
     /// At most this many PipelineRuns running at once over all namespaces (later ones
     /// are `Queued`); `None` for no cap.
     pub max_running_runs: Option<usize>,
+    /// This replica's name, recorded on the TaskRuns it launches
+    /// ([`ANNOTATION_LAUNCHED_BY`]), so that history shows which replica acted.
+    pub identity: Option<String>,
 }
 
 /// What the reconciler shares: the API client, the clock, the executors, the caches,
@@ -163,6 +170,26 @@ pub struct Ctx {
     /// Runs this process let out of the queue; they count as running even while the
     /// cache still shows them waiting. Serialises admission decisions.
     admitted: Mutex<HashMap<RunKey, String>>,
+    /// Cancelled when the controller stops (shutdown, or a fenced write): nothing is
+    /// launched after that.
+    stop: CancellationToken,
+    /// Set when the API refused a write because this replica's leader term is over.
+    fenced: std::sync::atomic::AtomicBool,
+}
+
+/// Why [`run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `shutdown` was cancelled.
+    Shutdown,
+    /// The API refused a write as made under a leader term that is over (412
+    /// `Fenced`): another replica leads. The controller stopped at once.
+    Fenced,
+}
+
+/// Whether `err` is the API's answer to a write made under a leader term that is over.
+fn is_fenced(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 412)
 }
 
 /// Reflector stores of what reconciles read.
@@ -300,6 +327,24 @@ impl Ctx {
         }
     }
 
+    /// The API said this replica no longer leads: stop acting now.
+    fn step_down(&self, what: &str) {
+        if !self.fenced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!(
+                refused = what,
+                "a write was refused because this replica's leader term is over; stepping down"
+            );
+        }
+        self.stop.cancel();
+    }
+
+    /// Notes a failed write; a fenced one makes the controller step down.
+    fn check_write(&self, what: &str, err: &kube::Error) {
+        if is_fenced(err) {
+            self.step_down(what);
+        }
+    }
+
     /// Stops every attempt of every run (the controller is stopping).
     fn stop_all(&self) {
         for (_, slot) in self.slots().drain() {
@@ -406,17 +451,23 @@ fn key_of(run: &PipelineRun) -> RunKey {
     }
 }
 
-/// Runs the taskflow controller until `shutdown` is cancelled, then lets in-flight
-/// reconciles finish and stops every executor it started (their attempts stay
+/// Runs the taskflow controller until `shutdown` is cancelled or a write of it is
+/// refused as fenced, then stops every executor it started at once (their attempts stay
 /// `Running` in the stored status: the next controller, here after a restart or on
-/// another replica, recovers them).
+/// another replica, recovers them) and lets in-flight reconciles finish (whatever they
+/// still write is fenced too when the term is over).
+///
+/// With leader election, give `client` the leader's fence header (see
+/// `shoal_apiserver::fence`), so that every write it makes is refused once the term is
+/// over.
 pub async fn run(
     client: Client,
     clock: Clock,
     executors: Registry,
     config: Config,
     shutdown: CancellationToken,
-) {
+) -> Exit {
+    let shutdown = shutdown.child_token();
     let (trigger, triggered) = mpsc::channel(TRIGGER_QUEUE);
     let (record, records) = mpsc::channel(RECORD_QUEUE);
     let pipelines = spawn_cache::<Pipeline>(&client, "pipelines", shutdown.clone());
@@ -440,9 +491,20 @@ pub async fn run(
         },
         written: Mutex::new(HashMap::new()),
         admitted: Mutex::new(HashMap::new()),
+        stop: shutdown.clone(),
+        fenced: std::sync::atomic::AtomicBool::new(false),
+    });
+    // Executors stop the moment the controller does, not after the reconciles drain.
+    tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            ctx.stop.cancelled().await;
+            ctx.stop_all();
+        }
+        .instrument(tracing::info_span!("taskflow_stopper"))
     });
     let recorder = tokio::spawn(
-        recorder(client, records, shutdown.clone())
+        recorder(ctx.clone(), records, shutdown.clone())
             .instrument(tracing::info_span!("taskflow_recorder")),
     );
     // Decisions read Pipelines and Tasks from the caches: wait for their first list (a
@@ -478,9 +540,15 @@ pub async fn run(
             }
         })
         .await;
+    ctx.stop.cancel();
     ctx.stop_all();
     let _ = recorder.await;
     tracing::info!("taskflow controller stopped");
+    if ctx.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+        Exit::Fenced
+    } else {
+        Exit::Shutdown
+    }
 }
 
 /// A reflector of every `K`, kept by a named task until `shutdown`.
@@ -514,16 +582,18 @@ where
 /// Writes TaskRun outcomes, [`WRITE_CONCURRENCY`] at a time, until `shutdown`. Best
 /// effort: the run's status is the record the scheduler reads; TaskRuns are for people
 /// and tools.
-async fn recorder(client: Client, records: mpsc::Receiver<Record>, shutdown: CancellationToken) {
+async fn recorder(ctx: Arc<Ctx>, records: mpsc::Receiver<Record>, shutdown: CancellationToken) {
     let writes = ReceiverStream::new(records)
         .map(|r| {
-            let api: Api<TaskRun> = Api::namespaced(client.clone(), &r.namespace);
+            let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &r.namespace);
+            let ctx = ctx.clone();
             async move {
                 let patch = json!({ "status": r.status });
                 if let Err(err) = api
                     .patch_status(&r.task_run, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
+                    ctx.check_write("a TaskRun's outcome", &err);
                     tracing::debug!(task_run = %r.task_run, error = %err, "failed to record the TaskRun's outcome");
                 }
             }
@@ -688,7 +758,7 @@ pub async fn reconcile(obj: Arc<PipelineRun>, ctx: Arc<Ctx>) -> Result<Action> {
     }
     ctx.recorded(&uid, &finished);
     if !ops.is_empty() {
-        clear_operations(&runs, &name).await?;
+        clear_operations(&ctx, &runs, &name).await?;
     }
     for f in &finished {
         // By name, not from the status: the same step may already have started the
@@ -753,7 +823,10 @@ async fn write_status(
             Ok(Write::Stored)
         }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Write::Conflict),
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            ctx.check_write("a PipelineRun's status", &e);
+            Err(e.into())
+        }
     }
 }
 
@@ -824,11 +897,16 @@ fn operations(run: &PipelineRun) -> Vec<Operation> {
     ops
 }
 
-async fn clear_operations(runs: &Api<PipelineRun>, name: &str) -> Result<()> {
+async fn clear_operations(ctx: &Ctx, runs: &Api<PipelineRun>, name: &str) -> Result<()> {
     let patch = json!({"metadata": {"annotations": {
         ANNOTATION_RETRY: null, ANNOTATION_SKIP: null, ANNOTATION_SKIP_REASON: null}}});
-    runs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    if let Err(e) = runs
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        ctx.check_write("clearing a run's operations", &e);
+        return Err(e.into());
+    }
     Ok(())
 }
 
@@ -882,13 +960,20 @@ async fn launch_all(ctx: &Arc<Ctx>, run: &PipelineRun, starts: Vec<Start>, now: 
         .map(|start| {
             let task_runs = task_runs.clone();
             async move {
+                let mut task_run = TaskRun::for_start(run, &start);
+                if let Some(id) = &ctx.config.identity {
+                    task_run
+                        .annotations_mut()
+                        .insert(ANNOTATION_LAUNCHED_BY.into(), id.clone());
+                }
                 match task_runs
-                    .create(&PostParams::default(), &TaskRun::for_start(run, &start))
+                    .create(&PostParams::default(), &task_run)
                     .await
                 {
                     Ok(_) => {}
                     Err(kube::Error::Api(s)) if s.code == 409 => {} // a re-run after a restart
                     Err(e) => {
+                        ctx.check_write("a TaskRun", &e);
                         tracing::warn!(task_run = %start.task_run, error = %e, "failed to create the TaskRun")
                     }
                 }
@@ -917,13 +1002,21 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
         .map_or(now, |t| t.0);
 
     let cancel = CancellationToken::new();
-    ctx.slots().entry(uid.clone()).or_default().attached.insert(
-        start.instance.clone(),
-        Attached {
-            attempt: start.attempt,
-            cancel: cancel.clone(),
-        },
-    );
+    {
+        let mut slots = ctx.slots();
+        // Checked under the lock `stop_all` drains: nothing starts after the stop.
+        if ctx.stop.is_cancelled() {
+            tracing::info!(task = %start.instance, "not started: the controller is stopping");
+            return;
+        }
+        slots.entry(uid.clone()).or_default().attached.insert(
+            start.instance.clone(),
+            Attached {
+                attempt: start.attempt,
+                cancel: cancel.clone(),
+            },
+        );
+    }
     let exec_ctx = ExecContext {
         namespace: ns.clone(),
         run: run_name.clone(),
@@ -1037,6 +1130,9 @@ async fn with_running_mark<T>(
     let mark = api.patch_status(task_run, &params, &patch);
     // The attempt goes on while the mark is written; its outcome waits for the mark so
     // that the TaskRun never goes back from its outcome to `Running`.
-    let (r, _) = futures::join!(work, mark);
+    let (r, marked) = futures::join!(work, mark);
+    if let Err(e) = marked {
+        ctx.check_write("a TaskRun's Running mark", &e);
+    }
     r
 }
