@@ -92,6 +92,7 @@ pub async fn run(a: TaskflowBench) -> Result<()> {
     let controller = crate::serve::spawn_controllers(
         &url,
         None,
+        None,
         shoal_controllers::taskflow::Config::default(),
         shutdown.child_token(),
     )?;
