@@ -368,7 +368,9 @@ async fn lead(
 ) {
     let identity = election.identity.clone();
     let ttl = election.ttl;
-    let elector = match Elector::spawn(store, election, stop.child_token()) {
+    // Not a child of `stop`: on shutdown the elector resigns only after the controllers
+    // have stopped, so that no one else leads while they drain.
+    let elector = match Elector::spawn(store, election, CancellationToken::new()) {
         Ok(e) => e,
         Err(err) => {
             tracing::error!(error = %err, "leader election did not start; the controllers will not run");
