@@ -50,6 +50,16 @@
 //! take the same slot). A run that must wait is written `Succeeded=Unknown`, reason
 //! `Queued`; when a run completes, the runs that may start now are woken.
 //!
+//! # Leadership
+//!
+//! The controller does not elect itself: `shoal serve` runs it for exactly one leader
+//! term of role `taskflow` and gives it a client whose every request carries the term's
+//! fence, so the API refuses its writes once the term is over (412 `Fenced`). On such
+//! a refusal the controller steps down at once ([`Exit::Fenced`]); whenever it stops,
+//! its executors are cancelled before anything else and nothing new is launched. What
+//! an executor did outside shoal before that is settled by the next leader like a
+//! restart: [`recover`].
+//!
 //! # Operations
 //!
 //! Pause/resume and cancel are spec fields (`spec.paused`, `spec.status`) the scheduler
@@ -247,6 +257,12 @@ fn revision(run: &PipelineRun) -> Option<u64> {
     run.metadata.resource_version.as_deref()?.parse().ok()
 }
 
+/// Whether this process's own last write of a run is newer than the cached copy. A
+/// resourceVersion that is not a number (not shoal's) is never taken as newer.
+fn ours_is_newer(ours: &PipelineRun, cached: &PipelineRun) -> bool {
+    matches!((revision(ours), revision(cached)), (Some(o), Some(c)) if o > c)
+}
+
 impl Ctx {
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
@@ -263,7 +279,7 @@ impl Ctx {
         };
         let mut written = self.written();
         match written.get(&uid) {
-            Some(ours) if revision(ours) > revision(&cached) => ours.clone(),
+            Some(ours) if ours_is_newer(ours, &cached) => ours.clone(),
             Some(_) => {
                 written.remove(&uid);
                 cached
@@ -1135,4 +1151,49 @@ async fn with_running_mark<T>(
         ctx.check_write("a TaskRun's Running mark", &e);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_run(uid: &str, rv: &str) -> PipelineRun {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "PipelineRun",
+            "metadata": {"name": "r", "namespace": "default", "uid": uid, "resourceVersion": rv},
+            "spec": {"pipelineRef": {"name": "p"}}}))
+        .expect("a valid run")
+    }
+
+    #[test]
+    fn our_own_write_is_used_only_while_the_cache_lags_behind_it() {
+        let ours = mk_run("u", "12");
+        assert!(ours_is_newer(&ours, &mk_run("u", "10")), "the cache lags");
+        assert!(
+            !ours_is_newer(&ours, &mk_run("u", "12")),
+            "the cache caught up"
+        );
+        assert!(
+            !ours_is_newer(&ours, &mk_run("u", "15")),
+            "someone wrote since"
+        );
+        assert!(
+            !ours_is_newer(&mk_run("u", "x"), &mk_run("u", "10")),
+            "not a revision"
+        );
+    }
+
+    #[test]
+    fn only_a_412_is_a_fenced_write() {
+        let api = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure("x", "Fenced")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert!(is_fenced(&api(412)));
+        assert!(!is_fenced(&api(409)));
+        assert!(!is_fenced(&api(403)));
+    }
 }
