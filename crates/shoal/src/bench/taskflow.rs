@@ -370,7 +370,13 @@ fn request_counts(server: &ApiServer) -> Result<BTreeMap<String, f64>> {
         if label("verb") == "watch" {
             continue;
         }
-        let key = format!("{} {}", label("verb"), label("resource"));
+        // Failed requests (conflicts above all) are counted apart: each costs a retry.
+        let code = label("code");
+        let key = if code.starts_with('2') {
+            format!("{} {}", label("verb"), label("resource"))
+        } else {
+            format!("{} {} {code}", label("verb"), label("resource"))
+        };
         *out.entry(key).or_default() += value.parse::<f64>().unwrap_or(0.0);
     }
     Ok(out)
