@@ -75,6 +75,13 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
+    /// A write made as leader of `role` in term `term` (see [`crate::fence`]), after
+    /// that term ended: another replica leads now.
+    #[error(
+        "the write was made as leader of {role:?} in term {term}, which is over: another \
+         replica holds lease shoal-system/{role} now"
+    )]
+    Fenced { role: String, term: i64 },
 }
 
 fn join_causes(causes: &[FieldError]) -> String {
@@ -142,6 +149,11 @@ impl ApiError {
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
+            // 412: the condition the request carried in a header (its fence) did not
+            // hold. Not 409, which clients answer by reading again and retrying: a
+            // deposed leader must stop, not retry. Kubernetes has no reason for 412, so
+            // the reason says what happened.
+            ApiError::Fenced { .. } => (StatusCode::PRECONDITION_FAILED, "Fenced"),
         }
     }
 
@@ -165,6 +177,10 @@ impl ApiError {
             | ApiError::ReadOnly { target, .. } => Some(target),
             _ => None,
         };
+        if let ApiError::Fenced { role, .. } = self {
+            status["details"] =
+                json!({"name": role, "group": "coordination.k8s.io", "kind": "leases"});
+        }
         if let Some(t) = target {
             let mut details = json!({"name": t.name, "group": t.group, "kind": t.plural});
             if let ApiError::Invalid { causes, .. } = self {

@@ -40,6 +40,7 @@ pub mod cluster;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
+pub mod fence;
 pub mod metrics;
 pub mod object;
 pub mod openapi;
@@ -197,7 +198,7 @@ impl ApiServer {
             default_namespaces: DEFAULT_NAMESPACES,
         };
         ApiServer {
-            state: surface.bind(store),
+            state: surface.bind(fence::wrap(store)),
             surface,
             members: None,
         }
@@ -293,6 +294,7 @@ impl ApiServer {
                 .route("/clusters/{*path}", any(serve));
         }
         router
+            .layer(middleware::from_fn(fence::layer))
             .layer(middleware::from_fn_with_state(st.clone(), authenticate))
             .layer(middleware::from_fn_with_state(
                 st.telemetry.clone(),

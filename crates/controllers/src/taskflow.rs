@@ -3,12 +3,14 @@
 //!
 //! ```text
 //!  watch PipelineRuns ─┐        ┌──────────── executor finished (in memory) ◄─┐
-//!                      ▼        ▼                                               │
-//!  reconcile(run):  GET run ─► fold finishes (record_finish) ─► retry/skip ops  │
-//!                   ─► recover() the Running attempts no executor here owns     │
-//!                   ─► schedule() ─► apply ─► PUT status (resourceVersion CAS)  │
-//!                   ─► stop cancelled attempts ─► create TaskRuns ─► spawn ─────┘
-//!                   ─► requeue at wake_at
+//!  (reflector caches:  ▼        ▼                                               │
+//!   runs, Pipelines, reconcile(run): freshest of cache / own last write         │
+//!   Tasks)           ─► queue: may it start? (concurrency limits) ─ no ─► Queued │
+//!                    ─► fold finishes (record_finish) ─► retry/skip ops         │
+//!                    ─► recover() the Running attempts no executor here owns    │
+//!                    ─► schedule() ─► apply ─► PUT status (resourceVersion CAS) │
+//!                    ─► stop cancelled attempts ─► create TaskRuns ─► spawn ────┘
+//!                    ─► requeue at wake_at            └─► recorder: TaskRun outcomes
 //! ```
 //!
 //! # The key decision: the status write comes first
@@ -23,6 +25,40 @@
 //! A conflict on the status write (someone else wrote the run) is not an error: the
 //! reconcile is requeued and decides again from the fresh object. Outcomes not yet
 //! recorded stay in memory for that next attempt.
+//!
+//! # Cost per task
+//!
+//! Reads come from reflector caches (runs, Pipelines, Tasks), never a GET per step: a
+//! run is read from the cache or, when the cache still lags this process's own last
+//! status write, from that write's answer (shoal's resourceVersions are store
+//! revisions, so "newer" is a comparison; the write is a CAS either way, so a wrong
+//! guess costs a conflict, never a lost update). A cache miss on a Pipeline or Task
+//! falls back to a GET, so a run applied together with its pipeline does not wait.
+//!
+//! Writes: one status write per decision round, however many tasks it starts or
+//! finishes; per attempt a TaskRun create (before its executor starts) and one status
+//! write with its outcome, made in the background by the recorder. A TaskRun's
+//! `Running` status is written only for an attempt still running after
+//! [`RUNNING_MARK_AFTER`], so a quick task costs two writes to its TaskRun, not three.
+//!
+//! # Concurrency limits
+//!
+//! `Pipeline.spec.maxConcurrentRuns` and [`Config::max_running_runs`] cap running
+//! PipelineRuns; [`shoal_core::taskflow::queue::admit`] decides which waiting run may
+//! start, from the cached runs plus the runs this process admitted and the cache does
+//! not show started yet (one lock around decide-and-record, so two reconciles cannot
+//! take the same slot). A run that must wait is written `Succeeded=Unknown`, reason
+//! `Queued`; when a run completes, the runs that may start now are woken.
+//!
+//! # Leadership
+//!
+//! The controller does not elect itself: `shoal serve` runs it for exactly one leader
+//! term of role `taskflow` and gives it a client whose every request carries the term's
+//! fence, so the API refuses its writes once the term is over (412 `Fenced`). On such
+//! a refusal the controller steps down at once ([`Exit::Fenced`]); whenever it stops,
+//! its executors are cancelled before anything else and nothing new is launched. What
+//! an executor did outside shoal before that is settled by the next leader like a
+//! restart: [`recover`].
 //!
 //! # Operations
 //!
@@ -41,14 +77,15 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
+use shoal_core::taskflow::queue::{self, Limits, RunKey, Verdict};
 use shoal_core::taskflow::{
-    Finish, Input, InstanceId, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, Start, Task,
-    TaskCatalog, TaskReason, TaskRun, TaskRunStatus, TaskState, record_finish, recover, retry_task,
-    run::set_succeeded, run::task_run_name, schedule, skip_task,
+    Finish, Input, InstanceId, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RunReason,
+    Start, Task, TaskCatalog, TaskReason, TaskRun, TaskRunStatus, TaskState, record_finish,
+    recover, retry_task, run::set_succeeded, run::task_run_name, schedule, skip_task,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -65,6 +102,10 @@ pub const ANNOTATION_SKIP: &str = "taskflow.shoal.io/skip";
 /// Why a task is skipped by hand.
 pub const ANNOTATION_SKIP_REASON: &str = "taskflow.shoal.io/skip-reason";
 
+/// On a TaskRun: the identity of the replica whose controller created it and started
+/// its executor.
+pub const ANNOTATION_LAUNCHED_BY: &str = "taskflow.shoal.io/launched-by";
+
 /// The reason of the `Succeeded` condition when the pipeline a run refers to does not
 /// exist (Tekton's word for it).
 pub const REASON_COULDNT_GET_PIPELINE: &str = "CouldntGetPipeline";
@@ -73,6 +114,20 @@ pub const REASON_COULDNT_GET_PIPELINE: &str = "CouldntGetPipeline";
 /// attempt's end, so the queue is bounded by the attempts running at once; 1,024 lets a
 /// 1,000-task fan-out finish without executors waiting on each other to report.
 const TRIGGER_QUEUE: usize = 1024;
+
+/// TaskRun outcomes waiting for the recorder. A full queue makes the reconcile that
+/// recorded them wait, which is the back-pressure wanted: 4,096 is a few decision
+/// rounds of a 1,000-task fan-out.
+const RECORD_QUEUE: usize = 4096;
+
+/// TaskRun writes in flight at once (creates in a reconcile, outcomes in the recorder):
+/// enough for SQLite's group commit to batch them, few enough that the client keeps a
+/// small connection pool.
+const WRITE_CONCURRENCY: usize = 32;
+
+/// An attempt still running after this long gets its TaskRun's `Running` status
+/// written; quicker ones go straight from created to their outcome.
+pub const RUNNING_MARK_AFTER: Duration = Duration::from_millis(500);
 
 /// How soon to decide again after a conflicting status write: the watch has the newer
 /// object by then in the common case, and a hot run is not hammered.
@@ -84,6 +139,10 @@ const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 /// How soon to look again at a run whose pipeline does not exist yet.
 const MISSING_PIPELINE_RECHECK: Duration = Duration::from_secs(10);
 
+/// How often a queued run looks at the queue again on its own. Completions wake the
+/// runs that may start at once; this covers a limit raised by editing a Pipeline.
+const QUEUED_RECHECK: Duration = Duration::from_secs(30);
+
 /// Errors of one reconcile; all of them are retried after [`ERROR_BACKOFF`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -93,14 +152,62 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What the reconciler shares: the API client, the clock, the executors, and which
-/// attempts run in this process.
+/// How the controller runs.
+#[derive(Clone, Debug, Default)]
+pub struct Config {
+    /// At most this many PipelineRuns running at once over all namespaces (later ones
+    /// are `Queued`); `None` for no cap.
+    pub max_running_runs: Option<usize>,
+    /// This replica's name, recorded on the TaskRuns it launches
+    /// ([`ANNOTATION_LAUNCHED_BY`]), so that history shows which replica acted.
+    pub identity: Option<String>,
+}
+
+/// What the reconciler shares: the API client, the clock, the executors, the caches,
+/// and which attempts run in this process.
 pub struct Ctx {
     client: Client,
     clock: Clock,
     executors: Registry,
+    config: Config,
     runs: Mutex<HashMap<String, Slot>>,
     trigger: mpsc::Sender<ObjectRef<PipelineRun>>,
+    record: mpsc::Sender<Record>,
+    cache: Caches,
+    /// The answer to this process's last status write of each run (by uid), for as long
+    /// as the cache has not caught up with it.
+    written: Mutex<HashMap<String, Arc<PipelineRun>>>,
+    /// Runs this process let out of the queue; they count as running even while the
+    /// cache still shows them waiting. Serialises admission decisions.
+    admitted: Mutex<HashMap<RunKey, String>>,
+    /// Cancelled when the controller stops (shutdown, or a fenced write): nothing is
+    /// launched after that.
+    stop: CancellationToken,
+    /// Set when the API refused a write because this replica's leader term is over.
+    fenced: std::sync::atomic::AtomicBool,
+}
+
+/// Why [`run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `shutdown` was cancelled.
+    Shutdown,
+    /// The API refused a write as made under a leader term that is over (412
+    /// `Fenced`): another replica leads. The controller stopped at once.
+    Fenced,
+}
+
+/// Whether `err` is the API's answer to a write made under a leader term that is over.
+fn is_fenced(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 412)
+}
+
+/// Reflector stores of what reconciles read.
+#[derive(Clone)]
+struct Caches {
+    runs: Store<PipelineRun>,
+    pipelines: Store<Pipeline>,
+    tasks: Store<Task>,
 }
 
 /// This process's view of one run (by uid): the attempts it runs, and the outcomes
@@ -123,7 +230,16 @@ struct Finished {
     attempt: u32,
     finish: Finish,
     message: Option<String>,
+    started_at: Timestamp,
     at: Timestamp,
+}
+
+/// A TaskRun status write for the recorder.
+#[derive(Debug)]
+struct Record {
+    namespace: String,
+    task_run: String,
+    status: TaskRunStatus,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -131,13 +247,45 @@ impl std::fmt::Debug for Ctx {
         f.debug_struct("Ctx")
             .field("clock", &self.clock)
             .field("executors", &self.executors)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// The numeric value of a resourceVersion (a store revision in shoal).
+fn revision(run: &PipelineRun) -> Option<u64> {
+    run.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+/// Whether this process's own last write of a run is newer than the cached copy. A
+/// resourceVersion that is not a number (not shoal's) is never taken as newer.
+fn ours_is_newer(ours: &PipelineRun, cached: &PipelineRun) -> bool {
+    matches!((revision(ours), revision(cached)), (Some(o), Some(c)) if o > c)
 }
 
 impl Ctx {
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<PipelineRun>>> {
+        self.written.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest of the cached `run` and this process's own last write of it.
+    fn freshest(&self, cached: Arc<PipelineRun>) -> Arc<PipelineRun> {
+        let Some(uid) = cached.uid() else {
+            return cached;
+        };
+        let mut written = self.written();
+        match written.get(&uid) {
+            Some(ours) if ours_is_newer(ours, &cached) => ours.clone(),
+            Some(_) => {
+                written.remove(&uid);
+                cached
+            }
+            None => cached,
+        }
     }
 
     fn pending_finishes(&self, uid: &str) -> Vec<Finished> {
@@ -194,34 +342,284 @@ impl Ctx {
             }
         }
     }
+
+    /// The API said this replica no longer leads: stop acting now.
+    fn step_down(&self, what: &str) {
+        if !self.fenced.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::warn!(
+                refused = what,
+                "a write was refused because this replica's leader term is over; stepping down"
+            );
+        }
+        self.stop.cancel();
+    }
+
+    /// Notes a failed write; a fenced one makes the controller step down.
+    fn check_write(&self, what: &str, err: &kube::Error) {
+        if is_fenced(err) {
+            self.step_down(what);
+        }
+    }
+
+    /// Stops every attempt of every run (the controller is stopping).
+    fn stop_all(&self) {
+        for (_, slot) in self.slots().drain() {
+            for a in slot.attached.values() {
+                a.cancel.cancel();
+            }
+        }
+    }
+
+    /// The caps in force, from the controller's config and the cached Pipelines.
+    fn limits(&self) -> Limits {
+        Limits {
+            global: self.config.max_running_runs,
+            per_pipeline: self
+                .cache
+                .pipelines
+                .state()
+                .iter()
+                .filter_map(|p| {
+                    let limit = p.spec.max_concurrent_runs?;
+                    Some((
+                        (p.namespace().unwrap_or_default(), p.name_any()),
+                        limit as usize,
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    /// The queue's verdict on every waiting run, from the cache overlaid with this
+    /// process's writes and admissions. Call with `admitted` locked.
+    fn verdicts(
+        &self,
+        admitted: &HashMap<RunKey, String>,
+        limits: &Limits,
+    ) -> BTreeMap<RunKey, Verdict> {
+        let entries: Vec<queue::Entry> = self
+            .cache
+            .runs
+            .state()
+            .into_iter()
+            .map(|r| self.freshest(r))
+            .filter_map(|r| {
+                let mut e = queue::Entry::of(&r)?;
+                e.started |= admitted
+                    .get(&e.key)
+                    .is_some_and(|uid| r.uid().as_ref() == Some(uid));
+                Some(e)
+            })
+            .collect();
+        queue::admit(&entries, limits)
+    }
+
+    /// Whether `run` (not started yet) may start now; if so it is counted as running
+    /// from this moment on.
+    fn admit(&self, run: &PipelineRun, key: &RunKey) -> Verdict {
+        let limits = self.limits();
+        let uid = run.uid().unwrap_or_default();
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        if admitted.get(key) == Some(&uid) {
+            return Verdict::Start;
+        }
+        let applies = limits.global.is_some()
+            || limits
+                .per_pipeline
+                .contains_key(&(key.namespace.clone(), run.spec.pipeline_ref.name.clone()));
+        let verdict = if applies {
+            self.verdicts(&admitted, &limits)
+                .remove(key)
+                .unwrap_or(Verdict::Start)
+        } else {
+            Verdict::Start
+        };
+        if verdict == Verdict::Start && applies {
+            admitted.insert(key.clone(), uid);
+        }
+        verdict
+    }
+
+    /// A run completed or went away: it no longer holds a slot, and the runs that may
+    /// start now are woken.
+    fn release(&self, key: &RunKey) {
+        let limits = self.limits();
+        let mut admitted = self.admitted.lock().unwrap_or_else(|e| e.into_inner());
+        admitted.remove(key);
+        if limits.is_unlimited() {
+            return;
+        }
+        for (k, v) in self.verdicts(&admitted, &limits) {
+            if v == Verdict::Start {
+                let target = ObjectRef::<PipelineRun>::new(&k.name).within(&k.namespace);
+                if self.trigger.try_send(target).is_err() {
+                    tracing::debug!(run = %k, "trigger queue full; the run looks again later");
+                }
+            }
+        }
+    }
 }
 
-/// Runs the taskflow controller until `shutdown` is cancelled, then lets in-flight
-/// reconciles finish. Executors still running at shutdown are dropped with the process;
-/// the next start recovers their attempts from the stored status.
-pub async fn run(client: Client, clock: Clock, executors: Registry, shutdown: CancellationToken) {
+fn key_of(run: &PipelineRun) -> RunKey {
+    RunKey {
+        namespace: run.namespace().unwrap_or_default(),
+        name: run.name_any(),
+    }
+}
+
+/// Runs the taskflow controller until `shutdown` is cancelled or a write of it is
+/// refused as fenced, then stops every executor it started at once (their attempts stay
+/// `Running` in the stored status: the next controller, here after a restart or on
+/// another replica, recovers them) and lets in-flight reconciles finish (whatever they
+/// still write is fenced too when the term is over).
+///
+/// With leader election, give `client` the leader's fence header (see
+/// `shoal_apiserver::fence`), so that every write it makes is refused once the term is
+/// over.
+pub async fn run(
+    client: Client,
+    clock: Clock,
+    executors: Registry,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Exit {
+    let shutdown = shutdown.child_token();
     let (trigger, triggered) = mpsc::channel(TRIGGER_QUEUE);
+    let (record, records) = mpsc::channel(RECORD_QUEUE);
+    let pipelines = spawn_cache::<Pipeline>(&client, "pipelines", shutdown.clone());
+    let tasks = spawn_cache::<Task>(&client, "tasks", shutdown.clone());
+    let controller = Controller::new(
+        Api::<PipelineRun>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         clock,
         executors,
+        config,
         runs: Mutex::new(HashMap::new()),
         trigger,
+        record,
+        cache: Caches {
+            runs: controller.store(),
+            pipelines: pipelines.clone(),
+            tasks: tasks.clone(),
+        },
+        written: Mutex::new(HashMap::new()),
+        admitted: Mutex::new(HashMap::new()),
+        stop: shutdown.clone(),
+        fenced: std::sync::atomic::AtomicBool::new(false),
     });
-    let runs: Api<PipelineRun> = Api::all(client);
+    // Executors stop the moment the controller does, not after the reconciles drain.
+    tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            ctx.stop.cancelled().await;
+            ctx.stop_all();
+        }
+        .instrument(tracing::info_span!("taskflow_stopper"))
+    });
+    let recorder = tokio::spawn(
+        recorder(ctx.clone(), records, shutdown.clone())
+            .instrument(tracing::info_span!("taskflow_recorder")),
+    );
+    // Decisions read Pipelines and Tasks from the caches: wait for their first list (a
+    // miss would still fall back to a GET, but a full cache avoids a GET per run).
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = async { let _ = futures::join!(pipelines.wait_until_ready(), tasks.wait_until_ready()); } => {}
+    }
     let stop = shutdown.clone();
-    Controller::new(runs, watcher::Config::default())
+    let on_result = ctx.clone();
+    controller
         .reconcile_on(ReceiverStream::new(triggered))
         .graceful_shutdown_on(async move { stop.cancelled().await })
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                Ok((obj, _)) => tracing::trace!(run = %obj, "reconciled"),
-                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| {
+            let ctx = on_result.clone();
+            async move {
+                match res {
+                    Ok((obj, _)) => tracing::trace!(run = %obj, "reconciled"),
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        // A trigger for a run that was deleted: stop what it still runs.
+                        let key = RunKey {
+                            namespace: obj.namespace.clone().unwrap_or_default(),
+                            name: obj.name.clone(),
+                        };
+                        if let Some(uid) = obj.extra.uid.as_deref() {
+                            ctx.forget(uid);
+                        }
+                        ctx.release(&key);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+                }
             }
         })
         .await;
+    ctx.stop.cancel();
+    ctx.stop_all();
+    let _ = recorder.await;
     tracing::info!("taskflow controller stopped");
+    if ctx.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+        Exit::Fenced
+    } else {
+        Exit::Shutdown
+    }
+}
+
+/// A reflector of every `K`, kept by a named task until `shutdown`.
+fn spawn_cache<K>(client: &Client, what: &'static str, shutdown: CancellationToken) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| std::future::ready(()));
+    tokio::spawn(
+        async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = stream => {}
+            }
+        }
+        .instrument(tracing::info_span!("taskflow_cache", kind = what)),
+    );
+    reader
+}
+
+/// Writes TaskRun outcomes, [`WRITE_CONCURRENCY`] at a time, until `shutdown`. Best
+/// effort: the run's status is the record the scheduler reads; TaskRuns are for people
+/// and tools.
+async fn recorder(ctx: Arc<Ctx>, records: mpsc::Receiver<Record>, shutdown: CancellationToken) {
+    let writes = ReceiverStream::new(records)
+        .map(|r| {
+            let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &r.namespace);
+            let ctx = ctx.clone();
+            async move {
+                let patch = json!({ "status": r.status });
+                if let Err(err) = api
+                    .patch_status(&r.task_run, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                {
+                    ctx.check_write("a TaskRun's outcome", &err);
+                    tracing::debug!(task_run = %r.task_run, error = %err, "failed to record the TaskRun's outcome");
+                }
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .for_each(|()| std::future::ready(()));
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = writes => {}
+    }
 }
 
 fn error_policy(run: Arc<PipelineRun>, err: &Error, _ctx: Arc<Ctx>) -> Action {
@@ -238,47 +636,63 @@ pub async fn reconcile(obj: Arc<PipelineRun>, ctx: Arc<Ctx>) -> Result<Action> {
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let name = obj.name_any();
     let runs: Api<PipelineRun> = Api::namespaced(ctx.client.clone(), &ns);
-    // The cache may lag our own last write; a fresh read avoids a conflict per step.
-    let Some(run) = runs.get_opt(&name).await? else {
-        if let Some(uid) = obj.uid() {
-            ctx.forget(&uid);
-        }
-        return Ok(Action::await_change());
-    };
+    let run = ctx.freshest(obj);
     let uid = run.uid().unwrap_or_default();
+    let key = key_of(&run);
     let stored = run.status.clone().unwrap_or_default();
     if stored.is_done() {
         ctx.forget(&uid);
+        ctx.release(&key);
         return Ok(Action::await_change());
     }
     let now = ctx.clock.now();
 
+    // 0. A run that has not started waits for a slot under the concurrency limits.
+    if stored.start_time.is_none()
+        && queue::Entry::of(&run).is_some()
+        && let Some((reason, message)) =
+            ctx.admit(&run, &key).condition(&run.spec.pipeline_ref.name)
+    {
+        let mut status = stored.clone();
+        set_succeeded(
+            &mut status.conditions,
+            "Unknown",
+            reason.as_str(),
+            &message,
+            run.metadata.generation,
+            now,
+        );
+        return write_status(&ctx, &runs, &run, status)
+            .await
+            .map(|written| match written {
+                Write::Conflict => Action::requeue(CONFLICT_BACKOFF),
+                _ => Action::requeue(QUEUED_RECHECK),
+            });
+    }
+
     // The pipeline is pinned into the status at the first step.
     let pipeline = match &stored.pipeline_spec {
         Some(p) => p.clone(),
-        None => {
-            let pipelines: Api<Pipeline> = Api::namespaced(ctx.client.clone(), &ns);
-            match pipelines.get_opt(&run.spec.pipeline_ref.name).await? {
-                Some(p) => p.spec,
-                None => {
-                    let mut status = stored.clone();
-                    set_succeeded(
-                        &mut status.conditions,
-                        "Unknown",
-                        REASON_COULDNT_GET_PIPELINE,
-                        &format!("pipeline {:?} not found", run.spec.pipeline_ref.name),
-                        run.metadata.generation,
-                        now,
-                    );
-                    return write_status(&runs, &run, status)
-                        .await
-                        .map(|written| match written {
-                            Write::Conflict => Action::requeue(CONFLICT_BACKOFF),
-                            _ => Action::requeue(MISSING_PIPELINE_RECHECK),
-                        });
-                }
+        None => match load_pipeline(&ctx, &ns, &run.spec.pipeline_ref.name).await? {
+            Some(p) => p,
+            None => {
+                let mut status = stored.clone();
+                set_succeeded(
+                    &mut status.conditions,
+                    "Unknown",
+                    REASON_COULDNT_GET_PIPELINE,
+                    &format!("pipeline {:?} not found", run.spec.pipeline_ref.name),
+                    run.metadata.generation,
+                    now,
+                );
+                return write_status(&ctx, &runs, &run, status).await.map(
+                    |written| match written {
+                        Write::Conflict => Action::requeue(CONFLICT_BACKOFF),
+                        _ => Action::requeue(MISSING_PIPELINE_RECHECK),
+                    },
+                );
             }
-        }
+        },
     };
     let catalog = load_tasks(&ctx, &ns, &pipeline).await?;
     let mut status = stored.clone();
@@ -314,7 +728,7 @@ pub async fn reconcile(obj: Arc<PipelineRun>, ctx: Arc<Ctx>) -> Result<Action> {
 
     // 3. Attempts recorded as running that no executor here owns: a restart (or a
     //    previous leader) left them.
-    let mut view = run.clone();
+    let mut view = (*run).clone();
     view.status = Some(status.clone());
     let orphans: Vec<InstanceId> = status
         .tasks
@@ -354,27 +768,36 @@ pub async fn reconcile(obj: Arc<PipelineRun>, ctx: Arc<Ctx>) -> Result<Action> {
     decisions.apply(&mut status, now);
 
     // 5. Record, before anything acts on it.
-    match write_status(&runs, &run, status.clone()).await? {
+    match write_status(&ctx, &runs, &run, status.clone()).await? {
         Write::Conflict => return Ok(Action::requeue(CONFLICT_BACKOFF)),
         Write::Unchanged | Write::Stored => {}
     }
     ctx.recorded(&uid, &finished);
     if !ops.is_empty() {
-        clear_operations(&runs, &name).await?;
+        clear_operations(&ctx, &runs, &name).await?;
     }
     for f in &finished {
-        record_task_run(&ctx, &ns, &name, f).await;
+        // By name, not from the status: the same step may already have started the
+        // next attempt of this instance.
+        let record = Record {
+            namespace: ns.clone(),
+            task_run: task_run_name(&name, &f.instance.task, f.instance.matrix_index, f.attempt),
+            status: outcome_status(f),
+        };
+        if ctx.record.send(record).await.is_err() {
+            break; // the controller is stopping
+        }
     }
 
     // 6. Act: stop what no longer runs, start what now does.
     ctx.detach_stale(&uid, &status);
-    let mut launched = run.clone();
+    let mut launched = (*run).clone();
     launched.status = Some(status.clone());
-    for start in decisions.starts().cloned().chain(reruns) {
-        launch(&ctx, &launched, start, now).await;
-    }
+    let starts: Vec<Start> = decisions.starts().cloned().chain(reruns).collect();
+    launch_all(&ctx, &launched, starts, now).await;
     if status.is_done() {
         ctx.forget(&uid);
+        ctx.release(&key);
         return Ok(Action::await_change());
     }
     Ok(match decisions.wake_at {
@@ -391,8 +814,9 @@ enum Write {
 }
 
 /// Writes `status` if it differs from the stored one, checked against the run's
-/// resourceVersion.
+/// resourceVersion; remembers the answer (see [`Ctx::freshest`]).
 async fn write_status(
+    ctx: &Ctx,
     runs: &Api<PipelineRun>,
     run: &PipelineRun,
     status: PipelineRunStatus,
@@ -406,15 +830,32 @@ async fn write_status(
         .replace_status(&run.name_any(), &PostParams::default(), &next)
         .await
     {
-        Ok(_) => Ok(Write::Stored),
+        Ok(stored) => {
+            if let Some(uid) = stored.uid() {
+                ctx.written().insert(uid, Arc::new(stored));
+            }
+            Ok(Write::Stored)
+        }
         Err(kube::Error::Api(s)) if s.code == 409 => Ok(Write::Conflict),
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            ctx.check_write("a PipelineRun's status", &e);
+            Err(e.into())
+        }
     }
 }
 
-/// The Tasks the pipeline refers to; a missing one is left out, and the scheduler fails
-/// the run with `CouldntGetTask`. A Task runs as idempotent if it says so or if its
-/// executor is.
+/// The pipeline `name`, from the cache or, on a miss, from the API.
+async fn load_pipeline(ctx: &Ctx, ns: &str, name: &str) -> Result<Option<PipelineSpec>> {
+    if let Some(p) = ctx.cache.pipelines.get(&ObjectRef::new(name).within(ns)) {
+        return Ok(Some(p.spec.clone()));
+    }
+    let api: Api<Pipeline> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.get_opt(name).await?.map(|p| p.spec))
+}
+
+/// The Tasks the pipeline refers to, from the cache or, on a miss, from the API; a
+/// missing one is left out, and the scheduler fails the run with `CouldntGetTask`. A
+/// Task runs as idempotent if it says so or if its executor is.
 async fn load_tasks(ctx: &Ctx, ns: &str, pipeline: &PipelineSpec) -> Result<TaskCatalog> {
     let api: Api<Task> = Api::namespaced(ctx.client.clone(), ns);
     let mut catalog = BTreeMap::new();
@@ -423,8 +864,11 @@ async fn load_tasks(ctx: &Ctx, ns: &str, pipeline: &PipelineSpec) -> Result<Task
         if catalog.contains_key(name) {
             continue;
         }
-        if let Some(t) = api.get_opt(name).await? {
-            let mut spec = t.spec;
+        let spec = match ctx.cache.tasks.get(&ObjectRef::new(name).within(ns)) {
+            Some(t) => Some(t.spec.clone()),
+            None => api.get_opt(name).await?.map(|t| t.spec),
+        };
+        if let Some(mut spec) = spec {
             spec.idempotent |= ctx
                 .executors
                 .get(&spec.executor)
@@ -467,20 +911,21 @@ fn operations(run: &PipelineRun) -> Vec<Operation> {
     ops
 }
 
-async fn clear_operations(runs: &Api<PipelineRun>, name: &str) -> Result<()> {
+async fn clear_operations(ctx: &Ctx, runs: &Api<PipelineRun>, name: &str) -> Result<()> {
     let patch = json!({"metadata": {"annotations": {
         ANNOTATION_RETRY: null, ANNOTATION_SKIP: null, ANNOTATION_SKIP_REASON: null}}});
-    runs.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
+    if let Err(e) = runs
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        ctx.check_write("clearing a run's operations", &e);
+        return Err(e.into());
+    }
     Ok(())
 }
 
-/// Mirrors a recorded outcome into the attempt's TaskRun. Best effort: the run's status
-/// is the record the scheduler reads; the TaskRun is for people and tools.
-async fn record_task_run(ctx: &Ctx, ns: &str, run: &str, f: &Finished) {
-    // By name, not from the status: the same step may already have started the next
-    // attempt of this instance.
-    let name = task_run_name(run, &f.instance.task, f.instance.matrix_index, f.attempt);
+/// The TaskRun status that records an attempt's outcome.
+fn outcome_status(f: &Finished) -> TaskRunStatus {
     let (state, reason, cond, results, message) = match &f.finish {
         Finish::Succeeded { results } => (
             TaskState::Succeeded,
@@ -500,6 +945,7 @@ async fn record_task_run(ctx: &Ctx, ns: &str, run: &str, f: &Finished) {
     let mut tr = TaskRunStatus {
         state: Some(state),
         reason,
+        start_time: Some(Time(f.started_at)),
         completion_time: Some(Time(f.at)),
         results,
         message: message.clone(),
@@ -513,18 +959,48 @@ async fn record_task_run(ctx: &Ctx, ns: &str, run: &str, f: &Finished) {
         None,
         f.at,
     );
-    let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({ "status": tr });
-    if let Err(err) = api
-        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
-        tracing::debug!(task_run = %name, error = %err, "failed to record the TaskRun's outcome");
-    }
+    tr
 }
 
-/// Creates the attempt's TaskRun and spawns its executor.
-async fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
+/// Creates the attempts' TaskRuns ([`WRITE_CONCURRENCY`] at a time) and spawns each
+/// executor once its TaskRun exists.
+async fn launch_all(ctx: &Arc<Ctx>, run: &PipelineRun, starts: Vec<Start>, now: Timestamp) {
+    if starts.is_empty() {
+        return;
+    }
+    let ns = run.namespace().unwrap_or_else(|| "default".into());
+    let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
+    futures::stream::iter(starts)
+        .map(|start| {
+            let task_runs = task_runs.clone();
+            async move {
+                let mut task_run = TaskRun::for_start(run, &start);
+                if let Some(id) = &ctx.config.identity {
+                    task_run
+                        .annotations_mut()
+                        .insert(ANNOTATION_LAUNCHED_BY.into(), id.clone());
+                }
+                match task_runs
+                    .create(&PostParams::default(), &task_run)
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 409 => {} // a re-run after a restart
+                    Err(e) => {
+                        ctx.check_write("a TaskRun", &e);
+                        tracing::warn!(task_run = %start.task_run, error = %e, "failed to create the TaskRun")
+                    }
+                }
+                launch(ctx, run, start, now);
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .for_each(|()| std::future::ready(()))
+        .await;
+}
+
+/// Spawns the executor of one attempt whose TaskRun exists.
+fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
     let ns = run.namespace().unwrap_or_else(|| "default".into());
     let uid = run.uid().unwrap_or_default();
     let run_name = run.name_any();
@@ -539,39 +1015,22 @@ async fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp)
         .and_then(|e| e.start_time.as_ref())
         .map_or(now, |t| t.0);
 
-    let task_runs: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &ns);
-    match task_runs
-        .create(&PostParams::default(), &TaskRun::for_start(run, &start))
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(s)) if s.code == 409 => {} // a re-run after a restart
-        Err(e) => {
-            tracing::warn!(task_run = %start.task_run, error = %e, "failed to create the TaskRun")
-        }
-    }
-    let mut running = TaskRunStatus {
-        state: Some(TaskState::Running),
-        start_time: Some(Time(started_at)),
-        ..TaskRunStatus::default()
-    };
-    set_succeeded(&mut running.conditions, "Unknown", "Running", "", None, now);
-    let _ = task_runs
-        .patch_status(
-            &start.task_run,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({ "status": running })),
-        )
-        .await;
-
     let cancel = CancellationToken::new();
-    ctx.slots().entry(uid.clone()).or_default().attached.insert(
-        start.instance.clone(),
-        Attached {
-            attempt: start.attempt,
-            cancel: cancel.clone(),
-        },
-    );
+    {
+        let mut slots = ctx.slots();
+        // Checked under the lock `stop_all` drains: nothing starts after the stop.
+        if ctx.stop.is_cancelled() {
+            tracing::info!(task = %start.instance, "not started: the controller is stopping");
+            return;
+        }
+        slots.entry(uid.clone()).or_default().attached.insert(
+            start.instance.clone(),
+            Attached {
+                attempt: start.attempt,
+                cancel: cancel.clone(),
+            },
+        );
+    }
     let exec_ctx = ExecContext {
         namespace: ns.clone(),
         run: run_name.clone(),
@@ -589,24 +1048,25 @@ async fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp)
         attempt = start.attempt, executor = %start.executor);
     tokio::spawn(
         async move {
+            let work = async {
+                match &executor {
+                    // A panicking executor fails its attempt instead of leaving it
+                    // running forever.
+                    Some(e) => AssertUnwindSafe(e.run(exec_ctx))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(ExecError::Failed(format!("executor {} panicked", e.name())))
+                        }),
+                    None => Err(ExecError::Unknown(start.executor.clone())),
+                }
+            };
             let result = tokio::select! {
                 _ = cancel.cancelled() => {
                     tracing::info!("stopped");
                     return;
                 }
-                r = async {
-                    match &executor {
-                        // A panicking executor fails its attempt instead of leaving it
-                        // running forever.
-                        Some(e) => AssertUnwindSafe(e.run(exec_ctx))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(ExecError::Failed(format!("executor {} panicked", e.name())))
-                            }),
-                        None => Err(ExecError::Unknown(start.executor.clone())),
-                    }
-                } => r,
+                r = with_running_mark(&ctx, &ns, &start.task_run, started_at, work) => r,
             };
             let (finish, message) = match result {
                 Ok(out) => (
@@ -640,6 +1100,7 @@ async fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp)
                     attempt: start.attempt,
                     finish,
                     message,
+                    started_at,
                     at: ctx.clock.now(),
                 });
             }
@@ -648,4 +1109,89 @@ async fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp)
         }
         .instrument(span),
     );
+}
+
+/// Runs `work`; if it is still running after [`RUNNING_MARK_AFTER`], writes the
+/// TaskRun's `Running` status meanwhile (best effort).
+async fn with_running_mark<T>(
+    ctx: &Ctx,
+    ns: &str,
+    task_run: &str,
+    started_at: Timestamp,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    futures::pin_mut!(work);
+    tokio::select! {
+        r = &mut work => return r,
+        _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {}
+    }
+    let mut running = TaskRunStatus {
+        state: Some(TaskState::Running),
+        start_time: Some(Time(started_at)),
+        ..TaskRunStatus::default()
+    };
+    set_succeeded(
+        &mut running.conditions,
+        "Unknown",
+        RunReason::Running.as_str(),
+        "",
+        None,
+        ctx.clock.now(),
+    );
+    let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
+    let (params, body) = (PatchParams::default(), json!({ "status": running }));
+    let patch = Patch::Merge(&body);
+    let mark = api.patch_status(task_run, &params, &patch);
+    // The attempt goes on while the mark is written; its outcome waits for the mark so
+    // that the TaskRun never goes back from its outcome to `Running`.
+    let (r, marked) = futures::join!(work, mark);
+    if let Err(e) = marked {
+        ctx.check_write("a TaskRun's Running mark", &e);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk_run(uid: &str, rv: &str) -> PipelineRun {
+        serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "PipelineRun",
+            "metadata": {"name": "r", "namespace": "default", "uid": uid, "resourceVersion": rv},
+            "spec": {"pipelineRef": {"name": "p"}}}))
+        .expect("a valid run")
+    }
+
+    #[test]
+    fn our_own_write_is_used_only_while_the_cache_lags_behind_it() {
+        let ours = mk_run("u", "12");
+        assert!(ours_is_newer(&ours, &mk_run("u", "10")), "the cache lags");
+        assert!(
+            !ours_is_newer(&ours, &mk_run("u", "12")),
+            "the cache caught up"
+        );
+        assert!(
+            !ours_is_newer(&ours, &mk_run("u", "15")),
+            "someone wrote since"
+        );
+        assert!(
+            !ours_is_newer(&mk_run("u", "x"), &mk_run("u", "10")),
+            "not a revision"
+        );
+    }
+
+    #[test]
+    fn only_a_412_is_a_fenced_write() {
+        let api = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure("x", "Fenced")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert!(is_fenced(&api(412)));
+        assert!(!is_fenced(&api(409)));
+        assert!(!is_fenced(&api(403)));
+    }
 }

@@ -5,6 +5,11 @@
 //! 2. the same workload straight on a fresh store of the same kind (the baseline);
 //! 3. their ratio;
 //! 4. watch delivery latency with many watchers, and whether any event was lost.
+//!
+//! `shoal bench taskflow` measures task runs/s through the taskflow engine (see
+//! [`taskflow`]).
+
+mod taskflow;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +29,8 @@ pub enum BenchCommand {
     Api(ApiBench),
     /// Cost of a simulated fleet: start-up, memory per node, rollout convergence.
     Sim(crate::sim::SimBench),
+    /// Task runs/s through the taskflow controller: many one-task runs, and one fan-out.
+    Taskflow(taskflow::TaskflowBench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +56,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Api(a) => api(a).await,
         BenchCommand::Sim(a) => crate::sim::bench(a).await,
+        BenchCommand::Taskflow(a) => taskflow::run(a).await,
     }
 }
 

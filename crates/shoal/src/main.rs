@@ -34,7 +34,7 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the API server (embedded SQLite by default).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Simulate a fleet of Kubernetes clusters (served at /clusters/NAME).
     Sim(sim::SimArgs),
     /// Show, pause, speed up or step a simulation's virtual clock.
@@ -76,7 +76,7 @@ fn main() -> Result<()> {
         .build()?;
     runtime.block_on(async move {
         match args.command {
-            Command::Serve(a) => serve::run(a).await,
+            Command::Serve(a) => serve::run(*a).await,
             Command::Sim(a) => sim::run(a).await,
             Command::Clock(a) => sim::clock_command(a).await,
             Command::Kubeconfig {

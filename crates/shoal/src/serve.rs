@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use shoal_apiserver::{ApiServer, Registry, ServerConfig};
+use shoal_store::election::{Elector, ElectorConfig, Fence, Leadership};
 use shoal_store::{Store, StoreMetrics};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -39,6 +41,24 @@ pub struct ServeArgs {
     /// Run no controllers (the taskflow engine among them): serve the API only.
     #[arg(long)]
     pub no_controllers: bool,
+    /// Taskflow: at most this many PipelineRuns run at once, over all namespaces; later
+    /// ones wait, oldest first, as `Succeeded=Unknown` with reason `Queued`. Unset: no
+    /// limit. (Per pipeline: `Pipeline.spec.maxConcurrentRuns`.)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_running_pipelineruns: Option<u64>,
+    /// Leader election for the controllers: `auto` elects with `--store etcd://…`
+    /// (which several replicas share) and not with sqlite or memory (which one process
+    /// owns); `on` and `off` force it. Every replica serves the API either way.
+    #[arg(long, value_enum, default_value_t = LeaderElect::Auto)]
+    pub leader_elect: LeaderElect,
+    /// This replica's name in leader elections (the Lease's holderIdentity).
+    /// Default: HOSTNAME-PID.
+    #[arg(long)]
+    pub identity: Option<String>,
+    /// Leader election: seconds a leader's lease lasts without renewal (renewed every
+    /// third of it). A dead leader's controllers are taken over within about this long.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub leader_ttl_seconds: u64,
     /// Also simulate this many clusters in-process, served at /clusters/NAME and
     /// registered as Cluster objects (quick form; --fleet gives the full form).
     #[arg(long, value_name = "N")]
@@ -49,6 +69,18 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub sim: crate::sim::FleetFiles,
 }
+
+/// Whether `shoal serve` runs its controllers under leader election.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaderElect {
+    Auto,
+    On,
+    Off,
+}
+
+/// The role the taskflow controller is elected for: its Lease is
+/// `shoal-system/taskflow`.
+pub const TASKFLOW_ROLE: &str = "taskflow";
 
 /// How long shutdown waits for the controllers to finish their in-flight reconciles.
 const CONTROLLERS_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -214,7 +246,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let process_clock = crate::sim::clock(args.sim.time_scale, simulated)?;
     let clock = process_clock.shared.clone();
     let mut server = ApiServer::new(
-        store,
+        store.clone(),
         Registry::shoal(),
         clock.clone(),
         config,
@@ -268,24 +300,175 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         });
     }
-    let controllers = (!args.no_controllers)
-        .then(|| {
-            spawn_controllers(
-                &url,
-                token.as_deref(),
-                clock.clone(),
-                shutdown.child_token(),
-            )
-        })
-        .transpose()?;
+    let elect = match args.leader_elect {
+        LeaderElect::Auto => args.store.starts_with("etcd://"),
+        LeaderElect::On => true,
+        LeaderElect::Off => false,
+    };
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let taskflow = shoal_controllers::taskflow::Config {
+        max_running_runs: args.max_running_pipelineruns.map(|n| n as usize),
+        identity: Some(identity.clone()),
+    };
+    let controllers = if args.no_controllers {
+        None
+    } else if elect {
+        let controllers = Controllers {
+            url: url.clone(),
+            token: token.clone(),
+            clock: clock.clone(),
+            taskflow,
+        };
+        let election = ElectorConfig::new(
+            TASKFLOW_ROLE,
+            identity,
+            std::time::Duration::from_secs(args.leader_ttl_seconds),
+        );
+        let stop = shutdown.child_token();
+        Some(tokio::spawn(
+            lead(store, election, controllers, stop)
+                .instrument(tracing::info_span!("leader", role = TASKFLOW_ROLE)),
+        ))
+    } else {
+        let c = spawn_controllers(
+            &url,
+            token.as_deref(),
+            None,
+            clock.clone(),
+            taskflow,
+            shutdown.child_token(),
+        )?;
+        Some(tokio::spawn(async move {
+            let _ = c.await;
+        }))
+    };
     let router = server.router_with(crate::sim::clock_routes(process_clock.control.clone()));
     shoal_apiserver::serve(listener, router, shutdown).await?;
+    // Twice the drain: with election, the controllers drain and then the elector resigns.
     if let Some(c) = controllers
-        && tokio::time::timeout(CONTROLLERS_DRAIN, c).await.is_err()
+        && tokio::time::timeout(2 * CONTROLLERS_DRAIN, c)
+            .await
+            .is_err()
     {
         tracing::warn!("controllers did not stop within {CONTROLLERS_DRAIN:?}");
     }
     Ok(())
+}
+
+/// `HOSTNAME-PID`: unique among replicas on one machine and across machines.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "shoal".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// What it takes to start the controllers (no `Debug`: it holds the token).
+#[derive(Clone)]
+struct Controllers {
+    url: String,
+    token: Option<String>,
+    clock: shoal_core::clock::SharedClock,
+    taskflow: shoal_controllers::taskflow::Config,
+}
+
+/// Campaigns for the controllers' role and runs them for exactly as long as this replica
+/// leads, until `stop`; then resigns, so another replica takes over at once.
+///
+/// ```text
+///  Follower/Candidate ──Leader{fence}──► start controllers (writes carry the fence)
+///        ▲                                   │ term ends: Lost, Follower, new fence,
+///        └──── stop controllers, executors ◄─┘ or a write refused as fenced (412)
+/// ```
+///
+/// A term whose write was refused is not resumed, even if the elector has not noticed
+/// yet: the controllers start again only in a new term.
+async fn lead(
+    store: Store,
+    election: ElectorConfig,
+    controllers: Controllers,
+    stop: CancellationToken,
+) {
+    let identity = election.identity.clone();
+    let ttl = election.ttl;
+    // Not a child of `stop`: on shutdown the elector resigns only after the controllers
+    // have stopped, so that no one else leads while they drain.
+    let elector = match Elector::spawn(store, election, CancellationToken::new()) {
+        Ok(e) => e,
+        Err(err) => {
+            tracing::error!(error = %err, "leader election did not start; the controllers will not run");
+            return;
+        }
+    };
+    tracing::info!(%identity, ttl_ms = ttl.as_millis() as u64, "campaigning");
+    let mut leadership = elector.leadership();
+    let mut refused: Option<Fence> = None;
+    'terms: loop {
+        let fence = loop {
+            let now = leadership.borrow_and_update().clone();
+            match now {
+                Leadership::Leader { fence } if refused.as_ref() != Some(&fence) => break fence,
+                Leadership::Stopped => break 'terms,
+                _ => {}
+            }
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { break 'terms },
+                _ = stop.cancelled() => break 'terms,
+            }
+        };
+        tracing::info!(%identity, term = fence.create_revision, "leading: starting the controllers");
+        let term = stop.child_token();
+        let mut running = match spawn_controllers(
+            &controllers.url,
+            controllers.token.as_deref(),
+            Some((TASKFLOW_ROLE, &fence)),
+            controllers.clock.clone(),
+            controllers.taskflow.clone(),
+            term.clone(),
+        ) {
+            Ok(h) => h,
+            Err(err) => {
+                tracing::error!(error = %err, "failed to start the controllers");
+                break 'terms;
+            }
+        };
+        let (why, exit) = loop {
+            tokio::select! {
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        break ("the elector stopped".to_string(), None);
+                    }
+                    let now = leadership.borrow().clone();
+                    if now.fence() != Some(&fence) {
+                        break (format!("{now:?}"), None);
+                    }
+                }
+                exit = &mut running => break ("the controllers stopped".to_string(), exit.ok()),
+                _ = stop.cancelled() => break ("shutting down".to_string(), None),
+            }
+        };
+        term.cancel();
+        let exit = match exit {
+            Some(e) => Some(e),
+            None => tokio::time::timeout(CONTROLLERS_DRAIN, running)
+                .await
+                .ok()
+                .and_then(Result::ok),
+        };
+        if exit == Some(shoal_controllers::taskflow::Exit::Fenced) {
+            refused = Some(fence.clone());
+        }
+        tracing::warn!(%identity, term = fence.create_revision, reason = %why, ?exit,
+            "stopped leading: the controllers stopped");
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    elector.resign().await;
+    tracing::info!(%identity, "resigned");
 }
 
 /// Cancels `stop` on Ctrl-C or SIGTERM.
@@ -305,22 +488,32 @@ pub(crate) fn on_signal(stop: CancellationToken) {
 }
 
 /// Starts the in-process controllers against the server's own URL, as any client would
-/// reach it (DESIGN.md: controllers talk to shoal's API through kube-rs).
-fn spawn_controllers(
+/// reach it (DESIGN.md: controllers talk to shoal's API through kube-rs). With `fence`
+/// (a role and its leader term), every request carries it and the API refuses the
+/// controllers' writes once the term is over.
+pub(crate) fn spawn_controllers(
     url: &str,
     token: Option<&str>,
+    fence: Option<(&str, &Fence)>,
     clock: shoal_core::clock::SharedClock,
+    taskflow: shoal_controllers::taskflow::Config,
     stop: CancellationToken,
-) -> Result<tokio::task::JoinHandle<()>> {
-    use tracing::Instrument;
+) -> Result<tokio::task::JoinHandle<shoal_controllers::taskflow::Exit>> {
     let mut config = kube::Config::new(url.parse().context("the server URL is not a URI")?);
     config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
+    if let Some((role, fence)) = fence {
+        config.headers.push((
+            http::HeaderName::from_static(shoal_apiserver::fence::HEADER),
+            http::HeaderValue::from_str(&shoal_apiserver::fence::header_value(role, fence))
+                .context("the fence is not a header value")?,
+        ));
+    }
     let client =
         kube::Client::try_from(config).context("failed to build the controllers' client")?;
     let clock = shoal_controllers::Clock::new(clock);
     let executors = shoal_controllers::Registry::builtin();
     Ok(tokio::spawn(
-        shoal_controllers::taskflow::run(client, clock, executors, stop)
+        shoal_controllers::taskflow::run(client, clock, executors, taskflow, stop)
             .instrument(tracing::info_span!("controller", name = "taskflow")),
     ))
 }

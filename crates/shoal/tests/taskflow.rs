@@ -431,3 +431,90 @@ async fn an_approval_gate_waits_for_an_approval_object() {
     })
     .await;
 }
+
+/// Running PipelineRuns in `runs`, by pipeline: started and not completed.
+fn running_by_pipeline(runs: &[PipelineRun]) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for r in runs {
+        if r.status
+            .as_ref()
+            .is_some_and(|s| s.start_time.is_some() && !s.is_done())
+        {
+            *out.entry(r.spec.pipeline_ref.name.clone()).or_default() += 1;
+        }
+    }
+    out
+}
+
+/// Concurrency limits: `Pipeline.spec.maxConcurrentRuns` and `serve
+/// --max-running-pipelineruns` hold back runs as `Queued`, never exceeded while sampled,
+/// and every queued run runs in the end.
+#[tokio::test]
+async fn concurrency_limits_queue_runs_and_never_exceed_the_caps() {
+    within(TEST_DEADLINE, "concurrency limits", async {
+        let s = ShoalServer::start(&["--max-running-pipelineruns", "2"]).await;
+        // Admission: a cap of zero is refused, naming the field.
+        let bad = s.write_file(
+            "bad.yaml",
+            "apiVersion: shoal.io/v1alpha1\nkind: Pipeline\nmetadata: {name: bad}\n\
+             spec: {maxConcurrentRuns: 0, tasks: [{name: a, taskRef: {name: wait}}]}\n",
+        );
+        let refused = s.kubectl_fails(&["apply", "-f", bad.to_str().unwrap()]).await;
+        assert!(refused.contains("spec.maxConcurrentRuns"), "{refused}");
+
+        let wait = |p: &str| {
+            format!(
+                "apiVersion: shoal.io/v1alpha1\nkind: Pipeline\nmetadata: {{name: {p}}}\n\
+                 spec:\n  {}tasks: [{{name: a, taskRef: {{name: wait}}, params: [{{name: duration, value: 700ms}}]}}]\n---\n",
+                if p == "solo" { "maxConcurrentRuns: 1\n  " } else { "" }
+            )
+        };
+        let mut yaml = mk_task("wait", "wait", "  params: [{name: duration}]\n");
+        yaml.push_str(&wait("solo"));
+        yaml.push_str(&wait("free"));
+        apply(&s, "pipelines.yaml", &yaml).await;
+        let runs: String = (1..=3)
+            .flat_map(|i| [mk_run(&format!("solo-{i}"), "solo", ""), mk_run(&format!("free-{i}"), "free", "")])
+            .collect();
+        apply(&s, "runs.yaml", &runs).await;
+
+        let api: Api<PipelineRun> = Api::namespaced(s.client(), "default");
+        let mut queued_seen = std::collections::BTreeSet::new();
+        let mut max_total = 0;
+        let done = eventually(RUN_DEADLINE, "every run completes", async || {
+            let list = api.list(&Default::default()).await.expect("list runs").items;
+            let running = running_by_pipeline(&list);
+            let total: usize = running.values().sum();
+            assert!(total <= 2, "the global cap of 2 was exceeded: {running:?}");
+            assert!(running.get("solo").copied().unwrap_or(0) <= 1, "solo ran twice at once: {running:?}");
+            max_total = max_total.max(total);
+            for r in &list {
+                if reason(r) == "Queued" {
+                    let message = r.status.as_ref().and_then(|s| s.succeeded()).map(|c| c.message.clone());
+                    queued_seen.insert((r.name_any(), message.unwrap_or_default()));
+                }
+            }
+            (list.len() == 6 && list.iter().all(|r| r.status.as_ref().is_some_and(|s| s.is_done())))
+                .then_some(list)
+        })
+        .await;
+        for r in &done {
+            assert_eq!(reason(r), "Succeeded", "{}: {:#?}", r.name_any(), r.status);
+        }
+        assert_eq!(max_total, 2, "the cap was used, not just respected");
+        assert!(
+            queued_seen.iter().any(|(n, m)| n.starts_with("solo") && m.contains("maxConcurrentRuns")),
+            "a solo run waited for its pipeline's cap: {queued_seen:?}"
+        );
+        assert!(
+            queued_seen.iter().any(|(_, m)| m.contains("at most 2 pipeline runs")),
+            "a run waited for the global cap: {queued_seen:?}"
+        );
+        // Within a pipeline, first come first served: solo-1 started before solo-2, …
+        let start = |n: &str| {
+            done.iter().find(|r| r.name_any() == n).and_then(|r| r.status.as_ref()?.start_time.clone()).unwrap().0
+        };
+        assert!(start("solo-1") <= start("solo-2") && start("solo-2") <= start("solo-3"));
+    })
+    .await;
+}

@@ -51,6 +51,7 @@ pub(crate) fn mk_pipeline(tasks: Vec<PipelineTask>, finally: Vec<PipelineTask>) 
         tasks,
         finally,
         results: Vec::new(),
+        max_concurrent_runs: None,
     }
 }
 

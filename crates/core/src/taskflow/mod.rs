@@ -49,7 +49,9 @@
 //! # The life of a run
 //!
 //! ```text
-//!  PipelineRunPending ─► Running ⇄ Paused / Interrupted
+//!  Queued (a concurrency limit is full: see queue) ─┐
+//!                                                   ▼
+//!  PipelineRunPending ─────────────────────────► Running ⇄ Paused / Interrupted
 //!                          │  (tasks in dependency order; a failure stops new starts)
 //!                          ▼
 //!                 every task done ─► finally tasks ─► Succeeded | Completed | Failed
@@ -72,6 +74,7 @@ pub mod dag;
 pub mod duration;
 pub mod params;
 pub mod pipeline;
+pub mod queue;
 pub mod run;
 pub mod scheduler;
 pub mod substitution;

@@ -63,6 +63,11 @@ pub struct PipelineSpec {
     /// Values the run reports when it completes, usually from task results.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<PipelineResult>,
+    /// At most this many runs of this pipeline run at once; later ones wait, oldest
+    /// first, as `Succeeded=Unknown` with reason `Queued` (see [`super::queue`]). At
+    /// least 1; unset for no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_runs: Option<u32>,
 }
 
 /// One task of a pipeline.
@@ -205,6 +210,12 @@ impl PipelineSpec {
                 "spec.tasks",
                 FieldErrorKind::Required,
                 "a pipeline needs at least one task",
+            ));
+        }
+        if self.max_concurrent_runs == Some(0) {
+            errs.push(FieldError::invalid(
+                "spec.maxConcurrentRuns",
+                "must be at least 1 (leave it unset for no limit)",
             ));
         }
         errs.extend(params::validate_specs("spec.params", &self.params));
@@ -583,6 +594,7 @@ mod tests {
             tasks,
             finally: Vec::new(),
             results: Vec::new(),
+            max_concurrent_runs: None,
         }
     }
 
@@ -607,6 +619,15 @@ mod tests {
             mk_ptask("b", &["a"]),
             mk_ptask("c", &["a", "b"]),
         ]);
+        assert_eq!(fields(spec), []);
+    }
+
+    #[test]
+    fn max_concurrent_runs_of_zero_is_refused_naming_the_field() {
+        let mut spec = mk_pipeline_spec(vec![mk_ptask("a", &[])]);
+        spec.max_concurrent_runs = Some(0);
+        assert_eq!(only_field(spec.clone()), "spec.maxConcurrentRuns");
+        spec.max_concurrent_runs = Some(1);
         assert_eq!(fields(spec), []);
     }
 

@@ -168,6 +168,9 @@ pub enum Decision {
 pub enum RunReason {
     /// `Unknown`: held by `spec.status: PipelineRunPending`.
     PipelineRunPending,
+    /// `Unknown`: waiting for a slot under a concurrency limit (see [`super::queue`]);
+    /// set by the controller, never by [`schedule`].
+    Queued,
     /// `Unknown`: tasks are running or about to.
     Running,
     /// `Unknown`: `spec.paused`.
@@ -199,8 +202,9 @@ pub enum RunReason {
 }
 
 impl RunReason {
-    const ALL: [RunReason; 15] = [
+    const ALL: [RunReason; 16] = [
         RunReason::PipelineRunPending,
+        RunReason::Queued,
         RunReason::Running,
         RunReason::Paused,
         RunReason::Interrupted,
@@ -220,6 +224,7 @@ impl RunReason {
     pub fn as_str(self) -> &'static str {
         match self {
             RunReason::PipelineRunPending => "PipelineRunPending",
+            RunReason::Queued => "Queued",
             RunReason::Running => "Running",
             RunReason::Paused => "Paused",
             RunReason::Interrupted => "Interrupted",
@@ -247,6 +252,7 @@ impl RunReason {
         match self {
             RunReason::Succeeded | RunReason::Completed => "True",
             RunReason::PipelineRunPending
+            | RunReason::Queued
             | RunReason::Running
             | RunReason::Paused
             | RunReason::Interrupted

@@ -233,6 +233,11 @@ impl ShoalServer {
         }
     }
 
+    /// The server's process id (for signals such as SIGSTOP and SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server is running").id()
+    }
+
     /// SIGKILLs the server (no graceful shutdown) and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
