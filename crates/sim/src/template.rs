@@ -24,19 +24,16 @@ use crate::state::PodTemplate;
 /// Kubernetes' alphabet for generated name suffixes and hashes (no vowels, no look-alikes).
 const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
-/// FNV-1a, 64 bit: stable across runs and platforms (std's hasher is not).
+/// FNV-1a (64 bit) of `parts`, each followed by a 0xff separator so ("ab","c") and
+/// ("a","bc") differ: stable across runs and platforms (std's hasher is not).
 pub fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
     for part in parts {
-        for b in *part {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        // Separate the parts so ("ab","c") and ("a","bc") differ.
-        h ^= 0xff;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        h.write(part);
+        h.write_u8(0xff);
     }
-    h
+    h.finish()
 }
 
 /// `n` characters of Kubernetes' safe alphabet from `seed`.
