@@ -243,8 +243,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         ..ServerConfig::default()
     };
     let simulated = args.sim_clusters.is_some() || args.sim.fleet.is_some();
-    let process_clock = crate::sim::clock(args.sim.time_scale, simulated)?;
+    // Virtual time persists with the data it stamped (SQLite in --data-dir).
+    let persistent = args.store == "sqlite";
+    let resume = persistent
+        .then(|| crate::sim::saved_clock(&args.data_dir))
+        .flatten();
+    let process_clock = crate::sim::clock_from(args.sim.time_scale, simulated, resume)?;
     let clock = process_clock.shared.clone();
+    if persistent && process_clock.control.is_some() {
+        std::fs::create_dir_all(&args.data_dir)?;
+        crate::sim::spawn_clock_saver(clock.clone(), args.data_dir.clone(), shutdown.clone());
+    }
     let mut server = ApiServer::new(
         store.clone(),
         Registry::shoal(),

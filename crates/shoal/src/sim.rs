@@ -87,6 +87,16 @@ pub struct ProcessClock {
 /// The process clock: real time, or virtual time at `--time-scale` (always virtual with a
 /// simulation, so it can be paused and stepped).
 pub fn clock(time_scale: f64, simulated: bool) -> Result<ProcessClock> {
+    clock_from(time_scale, simulated, None)
+}
+
+/// [`clock`], with virtual time resuming from `resume` if that is later than now (a
+/// restarted server continues the virtual time its stored objects were written in).
+pub fn clock_from(
+    time_scale: f64,
+    simulated: bool,
+    resume: Option<Timestamp>,
+) -> Result<ProcessClock> {
     if !(time_scale.is_finite() && time_scale > 0.0) {
         bail!("--time-scale {time_scale}: must be a positive number");
     }
@@ -97,13 +107,57 @@ pub fn clock(time_scale: f64, simulated: bool) -> Result<ProcessClock> {
         });
     }
     let real: SharedClock = Arc::new(SystemClock);
-    let start = real.now();
+    let start = resume.map_or(real.now(), |r| r.max(real.now()));
     let scaled = ScaledClock::new(real, start, time_scale)
         .map_err(|e| anyhow::anyhow!("--time-scale {time_scale}: {e}"))?;
     Ok(ProcessClock {
         shared: Arc::new(scaled.clone()),
         control: Some(scaled),
     })
+}
+
+/// The file in the data dir where virtual time is saved.
+const CLOCK_FILE: &str = "virtual-clock";
+
+/// How often virtual time is saved: a restart resumes at most this much real time back.
+const CLOCK_SAVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The virtual time saved in `data_dir` by a previous run, if any.
+pub fn saved_clock(data_dir: &Path) -> Option<Timestamp> {
+    std::fs::read_to_string(data_dir.join(CLOCK_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Saves the virtual time in `data_dir` every [`CLOCK_SAVE_INTERVAL`] (and once at
+/// shutdown), so that a restarted server resumes it instead of starting over from real
+/// time, which would put every object it stored in the future.
+pub fn spawn_clock_saver(clock: SharedClock, data_dir: PathBuf, stop: CancellationToken) {
+    let save = move |clock: &SharedClock| {
+        let tmp = data_dir.join(format!("{CLOCK_FILE}.tmp"));
+        let res = std::fs::write(&tmp, clock.now().to_string())
+            .and_then(|()| std::fs::rename(&tmp, data_dir.join(CLOCK_FILE)));
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "failed to save the virtual clock");
+        }
+    };
+    tokio::spawn(
+        async move {
+            loop {
+                let stopping = tokio::select! {
+                    () = tokio::time::sleep(CLOCK_SAVE_INTERVAL) => false,
+                    () = stop.cancelled() => true,
+                };
+                save(&clock);
+                if stopping {
+                    return;
+                }
+            }
+        }
+        .instrument(tracing::info_span!("clock_saver")),
+    );
 }
 
 /// What `/sim/clock` shows and accepts.

@@ -451,3 +451,40 @@ async fn a_paused_clock_holds_the_fleet_still_until_it_is_stepped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn virtual_time_resumes_after_a_restart_instead_of_starting_over() {
+    within(TEST_DEADLINE, "virtual clock across a restart", async {
+        // SQLite (the default store) keeps the data, and the virtual time it was written in.
+        let mut server = ShoalServer::start(&[
+            "--sim-clusters",
+            "1",
+            "--sim-nodes",
+            "1",
+            "--time-scale",
+            "600",
+        ])
+        .await;
+        let now = async |server: &ShoalServer| -> jiff::Timestamp {
+            let out = server.shoal_ok(&["clock", "--server", server.url()]).await;
+            out.split_whitespace().nth(1).unwrap().parse().unwrap()
+        };
+        // Run 5 s real = 50 min virtual ahead of real time (saved every 2 s real).
+        tokio::time::sleep(Duration::from_millis(5000)).await;
+        let before = now(&server).await;
+        let real_before = jiff::Timestamp::now();
+        assert!(
+            before.duration_since(real_before).as_secs() > 2400,
+            "virtual time ran ahead"
+        );
+        server.restart().await;
+        let after = now(&server).await;
+        // At most one save interval (2 s real = 20 min virtual) is lost, not the 50 min.
+        assert!(
+            after.duration_since(before).as_secs() > -1250,
+            "resumed at {after}, was {before}"
+        );
+        assert!(after.duration_since(jiff::Timestamp::now()).as_secs() > 0);
+    })
+    .await;
+}
