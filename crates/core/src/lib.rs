@@ -17,6 +17,7 @@
 pub mod clock;
 pub mod diff;
 pub mod kinds;
+pub mod plan;
 pub mod schema;
 pub mod selector;
 pub mod taskflow;
