@@ -12,7 +12,9 @@
 //! - [`selector`]: label and field selectors, parsed and matched;
 //! - [`taskflow`]: the task/pipeline engine's kinds, admission rules and scheduler;
 //! - [`clock`]: the one clock abstraction, so nothing reads the system time directly;
-//! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch).
+//! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch);
+//! - [`plan`]: release planning — waves, order, risk scores;
+//! - [`window`]: change windows and freezes, in real time zones.
 
 pub mod clock;
 pub mod diff;
@@ -22,5 +24,6 @@ pub mod schema;
 pub mod selector;
 pub mod taskflow;
 pub mod validation;
+pub mod window;
 
 pub use validation::{FieldError, FieldErrorKind};
