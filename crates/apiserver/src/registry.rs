@@ -405,6 +405,9 @@ impl Registry {
         r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
         r.add(ResourceDef::from_crd::<TaskRun>(TaskRun::crd()));
         r.add(ResourceDef::from_crd::<Approval>(Approval::crd()));
+        r.add(ResourceDef::from_crd::<shoal_core::kinds::Release>(
+            shoal_core::kinds::Release::crd(),
+        ));
         // Leader election (shoal_store::election) writes these; users only read them.
         r.add(
             ResourceDef::builtin::<k8s_openapi::api::coordination::v1::Lease>()

@@ -17,6 +17,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod bench;
 mod cli;
 mod pipelinerun;
+mod plan;
 mod serve;
 mod sim;
 
@@ -39,6 +40,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Show, pause, speed up or step a simulation's virtual clock.
     Clock(sim::ClockArgs),
+    /// Show the waves a release would run and why each cluster is where it is.
+    Plan(plan::PlanArgs),
     /// Write a kubeconfig that points kubectl at a shoal server.
     Kubeconfig {
         /// The server URL.
@@ -79,6 +82,7 @@ fn main() -> Result<()> {
             Command::Serve(a) => serve::run(*a).await,
             Command::Sim(a) => sim::run(a).await,
             Command::Clock(a) => sim::clock_command(a).await,
+            Command::Plan(a) => plan::run(a).await,
             Command::Kubeconfig {
                 server,
                 token_file,

@@ -342,17 +342,23 @@ pub fn cluster_object(
 /// The first request that failed for another reason than "already exists".
 pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Result<usize> {
     let api: Api<Cluster> = Api::all(client);
-    let objects: Vec<Cluster> = sim
+    let objects: Vec<(Cluster, usize)> = sim
         .members()
         .iter()
-        .map(|m| cluster_object(m.cluster.name(), &m.labels, base))
+        .map(|m| {
+            let nodes = m
+                .cluster
+                .read(|s| s.range("/registry/core/nodes/", None).count());
+            (cluster_object(m.cluster.name(), &m.labels, base), nodes)
+        })
         .collect();
     let results: Vec<Result<()>> = futures::stream::iter(objects)
-        .map(|obj| {
+        .map(|(obj, nodes)| {
             let api = api.clone();
             async move {
                 let name = obj.metadata.name.clone().unwrap_or_default();
-                match api.create(&PostParams::default(), &obj).await {
+                let status = serde_json::json!({"status": {"nodeCount": nodes}});
+                let registered = match api.create(&PostParams::default(), &obj).await {
                     Ok(_) => Ok(()),
                     Err(kube::Error::Api(e)) if e.code == 409 => {
                         let patch = serde_json::json!({
@@ -365,7 +371,14 @@ pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Res
                             .with_context(|| format!("failed to update cluster {name}"))
                     }
                     Err(e) => Err(e).with_context(|| format!("failed to register cluster {name}")),
-                }
+                };
+                registered?;
+                // What the fleet knows about the cluster (a probe will report it for real
+                // clusters): planning weighs clusters by size.
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .map(|_| ())
+                    .with_context(|| format!("failed to report the status of cluster {name}"))
             }
         })
         .buffer_unordered(REGISTER_CONCURRENCY)

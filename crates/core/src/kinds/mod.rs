@@ -12,6 +12,7 @@ use crate::validation::FieldError;
 
 mod cluster;
 mod kruise;
+mod release;
 
 pub use crate::taskflow::{Approval, Pipeline, PipelineRun, Task, TaskRun};
 pub use cluster::{
@@ -24,6 +25,10 @@ pub use kruise::{
     CompletionPolicyType, DaemonSetUpdateStrategy, DaemonSetUpdateStrategyType, FailurePolicy,
     FailurePolicyType, IntOrPercent, KRUISE_GROUP, RollingUpdateDaemonSet, RollingUpdateType,
     WorkloadCondition,
+};
+pub use release::{
+    ComponentVersion, FailurePolicy as ReleaseFailurePolicy, OrderSpec, Release, ReleasePhase,
+    ReleaseSpec, ReleaseStatus, ReleaseStrategy, WaveSpecSpec, WindowSpec, WindowsSpec,
 };
 
 /// The API group of every shoal kind.
@@ -50,6 +55,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         PipelineRun::crd(),
         TaskRun::crd(),
         Approval::crd(),
+        Release::crd(),
     ]
 }
 

@@ -1,0 +1,438 @@
+//! `Release` — a change of one or more components over a selection of clusters, with
+//! its gray-scale strategy and live status.
+//!
+//! ```text
+//!  spec.components[]      name + target version (several = an addon release, dependsOn order)
+//!  spec.clusterSelector   which clusters (labels: env, region, tier, …)
+//!  spec.strategy
+//!    order[]              group clusters by label values in sequence (env test → prod, region…)
+//!    waveBoundary         a wave never mixes two values of this label
+//!    waves[]              {clusters: N | percent: P, approval}; the last one repeats
+//!    clusterConcurrency   clusters changed at once inside a wave
+//!    batches[]            in-cluster batches (pods per step: 1, 5, 10% …) through the
+//!                         workload's own controls (partition, maxUnavailable)
+//!    bake                 silence after each batch and wave (on the shared clock)
+//!    windows              allowed / denied change windows, in a time zone
+//!    errorBudget          max failed clusters before the failure policy acts
+//!    failurePolicy        Pause | Rollback (the failed clusters) | RollbackAll
+//!  spec.paused            pause / resume
+//! ```
+//!
+//! Releases are cluster-scoped, like the `Cluster`s they change: a release is a fleet-level
+//! operation, not something inside one team's namespace. Only the shape and its admission
+//! rules live here; [`crate::plan`] turns a release and
+//! the fleet into waves, and the release controller drives them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::Validate;
+use crate::plan::{self, OrderKey, WaveSize, WaveSpec, Weights};
+use crate::selector;
+use crate::taskflow::duration;
+use crate::validation::{FieldError, dns1123_label};
+use crate::window::{Calendar, Window};
+
+/// A gray-scale release of components across the fleet.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "shoal.io",
+    version = "v1alpha1",
+    kind = "Release",
+    plural = "releases",
+    shortname = "rel",
+    category = "shoal",
+    status = "ReleaseStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Wave","type":"string","jsonPath":".status.currentWave"}"#,
+    printcolumn = r#"{"name":"Done","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseSpec {
+    /// The components and the versions they go to.
+    pub components: Vec<ComponentVersion>,
+    /// The clusters the release covers (all clusters when empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub strategy: ReleaseStrategy,
+    /// Pause (true) or resume (false) the release.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// One component and its target version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentVersion {
+    pub name: String,
+    pub version: String,
+}
+
+/// How the release moves through the fleet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStrategy {
+    /// Group clusters by these labels, in this sequence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<OrderSpec>,
+    /// A wave never mixes two values of this label (usually `env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_boundary: Option<String>,
+    /// The waves; the last repeats until every cluster is placed. Default: one cluster,
+    /// then 10%, then the rest in 50% waves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveSpecSpec>,
+    /// Clusters changed at once inside a wave (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_concurrency: Option<u32>,
+    /// In-cluster batches: how many pods (`5`) or what share (`"20%"`) each step updates,
+    /// through the workload's partition (default: one batch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    /// Silence after each batch and each wave (`10m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bake: Option<String>,
+    /// When changes may happen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<WindowsSpec>,
+    /// Failed clusters tolerated before the failure policy acts (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// One order key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderSpec {
+    pub label: String,
+    /// The values in sequence; others come after, alphabetically.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// One wave: `clusters` or `percent`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveSpecSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Wait for an `Approval` before the wave starts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+}
+
+/// Allowed and denied change windows.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowsSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<WindowSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<WindowSpec>,
+}
+
+/// A recurring window: `days: Mon-Fri`, `hours: "09:00-17:00"`, `timeZone: Asia/Shanghai`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowSpec {
+    #[serde(default)]
+    pub days: String,
+    pub hours: String,
+    #[serde(default = "utc")]
+    pub time_zone: String,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// What happens when more clusters fail than the error budget allows.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum FailurePolicy {
+    /// Stop and wait for a human.
+    Pause,
+    /// Roll the failed clusters back to the previous version, then stop.
+    Rollback,
+    /// Roll every changed cluster back.
+    RollbackAll,
+}
+
+/// Where a release is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ReleasePhase {
+    Pending,
+    Planned,
+    Progressing,
+    Paused,
+    WaitingForApproval,
+    Succeeded,
+    Failed,
+    RolledBack,
+}
+
+/// The live state of a release.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<ReleasePhase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_wave: Option<String>,
+    /// `clusters done/total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl ReleaseStrategy {
+    /// The planning part, with defaults filled in.
+    ///
+    /// # Errors
+    /// Field errors for waves that are neither or both a count and a percentage.
+    pub fn plan_strategy(&self) -> Result<plan::Strategy, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let waves: Vec<WaveSpec> = if self.waves.is_empty() {
+            vec![
+                WaveSpec {
+                    size: WaveSize::Count(1),
+                    approval: false,
+                },
+                WaveSpec {
+                    size: WaveSize::Percent(10),
+                    approval: false,
+                },
+                WaveSpec {
+                    size: WaveSize::Percent(50),
+                    approval: false,
+                },
+            ]
+        } else {
+            self.waves
+                .iter()
+                .enumerate()
+                .filter_map(|(i, w)| {
+                    let field = format!("spec.strategy.waves[{i}]");
+                    let size = match (w.clusters, w.percent) {
+                        (Some(0), None) => {
+                            errors.push(FieldError::invalid(
+                                format!("{field}.clusters"),
+                                "0: must be at least 1",
+                            ));
+                            return None;
+                        }
+                        (Some(n), None) => WaveSize::Count(n),
+                        (None, Some(p)) if (1..=100).contains(&p) => WaveSize::Percent(p),
+                        (None, Some(p)) => {
+                            errors.push(FieldError::invalid(
+                                format!("{field}.percent"),
+                                format!("{p}: must be 1–100"),
+                            ));
+                            return None;
+                        }
+                        _ => {
+                            errors.push(FieldError::invalid(
+                                field,
+                                "set exactly one of clusters and percent",
+                            ));
+                            return None;
+                        }
+                    };
+                    Some(WaveSpec {
+                        size,
+                        approval: w.approval,
+                    })
+                })
+                .collect()
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(plan::Strategy {
+            order: self
+                .order
+                .iter()
+                .map(|o| OrderKey {
+                    label: o.label.clone(),
+                    values: o.values.clone(),
+                })
+                .collect(),
+            waves,
+            wave_boundary: self.wave_boundary.clone(),
+            weights: Weights::default(),
+        })
+    }
+
+    /// The change windows as a calendar.
+    ///
+    /// # Errors
+    /// Field errors naming the window part that does not parse.
+    pub fn calendar(&self) -> Result<Calendar, Vec<FieldError>> {
+        let mut cal = Calendar::default();
+        let mut errors = Vec::new();
+        if let Some(w) = &self.windows {
+            for (kind, list, out) in [
+                ("allow", &w.allow, &mut cal.allow),
+                ("deny", &w.deny, &mut cal.deny),
+            ] {
+                for (i, spec) in list.iter().enumerate() {
+                    let field = format!("spec.strategy.windows.{kind}[{i}]");
+                    match Window::parse(&field, &spec.days, &spec.hours, &spec.time_zone) {
+                        Ok(win) => out.push(win),
+                        Err(e) => errors.push(FieldError::invalid(e.field, e.problem)),
+                    }
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(cal)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Validate for Release {
+    fn validate(&self) -> Vec<FieldError> {
+        let spec = &self.spec;
+        let mut errors = Vec::new();
+        if spec.components.is_empty() {
+            errors.push(FieldError::required("spec.components"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, c) in spec.components.iter().enumerate() {
+            for e in dns1123_label(&c.name) {
+                errors.push(FieldError::invalid(
+                    format!("spec.components[{i}].name"),
+                    format!("{:?}: {e}", c.name),
+                ));
+            }
+            if c.version.is_empty() {
+                errors.push(FieldError::required(format!(
+                    "spec.components[{i}].version"
+                )));
+            }
+            if !seen.insert(&c.name) {
+                errors.push(FieldError::invalid(
+                    format!("spec.components[{i}].name"),
+                    format!("{:?} appears twice", c.name),
+                ));
+            }
+        }
+        if let Some(sel) = &spec.cluster_selector
+            && let Err(e) = selector::LabelSelector::from_k8s(sel)
+        {
+            errors.push(FieldError::invalid("spec.clusterSelector", e.0));
+        }
+        let s = &spec.strategy;
+        if let Err(e) = s.plan_strategy() {
+            errors.extend(e);
+        }
+        if let Err(e) = s.calendar() {
+            errors.extend(e);
+        }
+        if s.cluster_concurrency == Some(0) {
+            errors.push(FieldError::invalid(
+                "spec.strategy.clusterConcurrency",
+                "0: must be at least 1",
+            ));
+        }
+        if let Some(b) = &s.bake
+            && let Err(e) = duration::parse(b)
+        {
+            errors.push(FieldError::invalid(
+                "spec.strategy.bake",
+                format!("{b:?}: {e}"),
+            ));
+        }
+        for (i, b) in s.batches.iter().enumerate() {
+            if let Err(e) = super::IntOrPercent::from_k8s(b) {
+                errors.push(FieldError::invalid(
+                    format!("spec.strategy.batches[{i}]"),
+                    e,
+                ));
+            }
+        }
+        errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release(yaml_spec: serde_json::Value) -> Release {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Release",
+            "metadata": {"name": "agent-v2"}, "spec": yaml_spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_release_with_a_full_strategy_is_valid_and_plans_its_waves() {
+        let r = release(serde_json::json!({
+            "components": [{"name": "node-agent", "version": "v2"}],
+            "clusterSelector": {"matchLabels": {"business": "payments"}},
+            "strategy": {
+                "order": [{"label": "env", "values": ["test", "staging", "prod"]}],
+                "waveBoundary": "env",
+                "waves": [{"clusters": 1}, {"percent": 20, "approval": true}],
+                "batches": [1, "10%", "100%"],
+                "bake": "10m",
+                "windows": {"allow": [{"days": "Mon-Fri", "hours": "09:00-17:00", "timeZone": "Asia/Shanghai"}]},
+                "errorBudget": 1,
+                "failurePolicy": "Rollback"
+            }
+        }));
+        assert!(r.validate().is_empty(), "{:?}", r.validate());
+        let s = r.spec.strategy.plan_strategy().unwrap();
+        assert_eq!(
+            s.waves[1],
+            WaveSpec {
+                size: WaveSize::Percent(20),
+                approval: true
+            }
+        );
+        assert_eq!(r.spec.strategy.calendar().unwrap().allow.len(), 1);
+    }
+
+    #[test]
+    fn bad_strategies_are_refused_field_by_field() {
+        let r = release(serde_json::json!({
+            "components": [],
+            "strategy": {
+                "waves": [{"clusters": 1, "percent": 5}, {"percent": 0}],
+                "bake": "soon",
+                "batches": ["x%"],
+                "clusterConcurrency": 0,
+                "windows": {"deny": [{"days": "Caturday", "hours": "09:00-10:00"}]}
+            }
+        }));
+        let fields: Vec<String> = r.validate().into_iter().map(|e| e.field).collect();
+        for want in [
+            "spec.components",
+            "spec.strategy.waves[0]",
+            "spec.strategy.waves[1].percent",
+            "spec.strategy.bake",
+            "spec.strategy.batches[0]",
+            "spec.strategy.clusterConcurrency",
+            "spec.strategy.windows.deny[0].days",
+        ] {
+            assert!(
+                fields.iter().any(|f| f == want),
+                "{want} missing from {fields:?}"
+            );
+        }
+    }
+}
