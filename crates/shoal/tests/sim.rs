@@ -488,3 +488,53 @@ async fn virtual_time_resumes_after_a_restart_instead_of_starting_over() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_standalone_simulator_registers_its_fleet_in_a_control_plane() {
+    within(TEST_DEADLINE, "shoal sim --control-plane", async {
+        use tokio::io::AsyncBufReadExt;
+        let control = ShoalServer::start(&["--store", "memory", "--no-controllers"]).await;
+        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args([
+                "sim",
+                "--clusters",
+                "2",
+                "--nodes",
+                "3",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--control-plane", control.url()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn shoal sim");
+        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+        let mut base = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.strip_prefix("simulating 2 clusters (6 nodes) at ") {
+                base = rest.strip_suffix("/clusters/NAME").map(String::from);
+            }
+            if line.starts_with("registered 2 Cluster objects at ") {
+                break;
+            }
+        }
+        let base = base.expect("the simulator printed its URL");
+        let cs = clusters(&control, 2).await;
+        for c in &cs {
+            let name = c.metadata.name.as_deref().unwrap();
+            assert_eq!(c.spec.endpoint.server, format!("{base}/clusters/{name}"));
+            assert_eq!(c.status.as_ref().and_then(|s| s.node_count), Some(3));
+        }
+        let nodes = parse_table(
+            &control
+                .kubectl_ok(&["--server", &cs[0].spec.endpoint.server, "get", "nodes"])
+                .await,
+        );
+        assert_eq!(nodes.len(), 3, "{nodes:?}");
+        sim.kill().await.ok();
+    })
+    .await;
+}
