@@ -12,11 +12,14 @@
 //! - [`selector`]: label and field selectors, parsed and matched;
 //! - [`taskflow`]: the task/pipeline engine's kinds, admission rules and scheduler;
 //! - [`clock`]: the one clock abstraction, so nothing reads the system time directly;
-//! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch).
+//! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch);
+//! - [`render`]: a component rendered for one cluster (values merged group → cluster,
+//!   template → checked objects) and the `dependsOn` install order.
 
 pub mod clock;
 pub mod diff;
 pub mod kinds;
+pub mod render;
 pub mod schema;
 pub mod selector;
 pub mod taskflow;
