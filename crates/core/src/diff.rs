@@ -202,6 +202,81 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
     }
 }
 
+/// One field a merge patch changes, for a human to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Dotted, with list indexes: `spec.template.spec.containers[0].image`.
+    pub path: String,
+    /// The live value (`None`: absent).
+    pub before: Option<Value>,
+    /// The value after the patch (`None`: removed).
+    pub after: Option<Value>,
+}
+
+/// The fields `patch` (a merge patch from [`three_way`]) changes on `live`, leaf by leaf.
+///
+/// A list the patch replaces is compared element by element when it keeps its length:
+/// only fields the patch's elements set are reported, as [`three_way`] leaves the fields
+/// a server defaulted inside list elements alone. A list that changes length, and a
+/// subtree that is new or removed, is reported as one change.
+pub fn changes(live: &Value, patch: &Value) -> Vec<Change> {
+    let mut out = Vec::new();
+    changes_at(Some(live), patch, "", &mut out);
+    out
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn changes_at(live: Option<&Value>, patch: &Value, path: &str, out: &mut Vec<Change>) {
+    match (live, patch) {
+        (Some(Value::Object(l)), Value::Object(p)) => {
+            for (k, pv) in p {
+                let sub = join(path, k);
+                match (l.get(k), pv) {
+                    (None, Value::Null) => {}
+                    (Some(lv), Value::Null) => out.push(Change {
+                        path: sub,
+                        before: Some(lv.clone()),
+                        after: None,
+                    }),
+                    (lv, pv) => changes_at(lv, pv, &sub, out),
+                }
+            }
+        }
+        (Some(Value::Array(l)), Value::Array(p)) if l.len() == p.len() => {
+            for (i, (le, pe)) in l.iter().zip(p).enumerate() {
+                let sub = format!("{path}[{i}]");
+                match (le, pe) {
+                    (Value::Object(_), Value::Object(_)) | (Value::Array(_), Value::Array(_)) => {
+                        changes_at(Some(le), pe, &sub, out)
+                    }
+                    _ if le != pe => out.push(Change {
+                        path: sub,
+                        before: Some(le.clone()),
+                        after: Some(pe.clone()),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        (live, patch) => {
+            if live != Some(patch) {
+                out.push(Change {
+                    path: path.to_string(),
+                    before: live.cloned(),
+                    after: Some(patch.clone()),
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +334,39 @@ mod tests {
             d.dropped[0].target,
             Some(json!({"matchLabels": {"app": "b"}}))
         );
+    }
+
+    #[test]
+    fn changes_name_each_field_a_patch_touches() {
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2"}},
+            "spec": {"containers": [{"name": "c", "image": "c:1", "imagePullPolicy": "Always"}],
+                     "ports": [1, 2]}});
+        let target = json!({"metadata": {"labels": {"a": "1", "n": "3"}},
+            "spec": {"containers": [{"name": "c", "image": "c:2"}], "ports": [1, 2, 3]}});
+        let last = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        let d = three_way(&live, &target, Some(&last), &[]);
+        let got: Vec<(String, Option<Value>, Option<Value>)> = changes(&live, &d.patch)
+            .into_iter()
+            .map(|c| (c.path, c.before, c.after))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("metadata.labels.b".into(), Some(json!("2")), None),
+                ("metadata.labels.n".into(), None, Some(json!("3"))),
+                (
+                    "spec.containers[0].image".into(),
+                    Some(json!("c:1")),
+                    Some(json!("c:2"))
+                ),
+                (
+                    "spec.ports".into(),
+                    Some(json!([1, 2])),
+                    Some(json!([1, 2, 3]))
+                ),
+            ]
+        );
+        assert!(changes(&live, &json!({})).is_empty());
     }
 
     #[test]
