@@ -63,6 +63,28 @@ async fn diff_shows_create_then_nothing_then_only_the_image_of_a_new_version() {
             args.extend_from_slice(apply_flags());
             server.kubectl_ok(&args).await;
 
+            // Admission names the field at fault.
+            let bad = server.write_file(
+                "bad.yaml",
+                "apiVersion: shoal.io/v1alpha1\nkind: ClusterConfig\nmetadata: {name: two}\n\
+             spec: {component: node-agent, cluster: a, clusterGroup: simulated}\n---\n\
+             apiVersion: shoal.io/v1alpha1\nkind: Component\nmetadata: {name: broken}\n\
+             spec: {image: x, version: '1', template: 'kind: {{ oops'}\n",
+            );
+            let stderr = server
+                .kubectl_fails(&["apply", "-f", bad.to_str().unwrap()])
+                .await;
+            assert!(
+                stderr.contains("ClusterConfig \"two\" is invalid: spec: exactly one target"),
+                "{stderr}"
+            );
+            assert!(
+                stderr.contains(
+                    "Component \"broken\" is invalid: spec.template: line 1: syntax error"
+                ),
+                "{stderr}"
+            );
+
             // Nothing in the cluster yet: a create, exit 1, with the group's values in it.
             let first = server
                 .shoal(&["diff", "node-agent", "--cluster", &name])
