@@ -65,6 +65,9 @@ pub enum RenderError {
         field: String,
         detail: String,
     },
+    /// The version to render is not an image tag.
+    #[error("version {0}")]
+    Version(String),
     /// The template rendered no object at all.
     #[error("the template rendered no object")]
     Empty,
@@ -225,6 +228,9 @@ pub fn render(
 ) -> Result<Rendered, RenderError> {
     let (values, used) = values_for(component, cluster, groups, configs)?;
     let version = version.unwrap_or(&component.spec.version).to_string();
+    if let Some(e) = crate::kinds::component::image_tag(&version) {
+        return Err(RenderError::Version(e));
+    }
     let scope = serde_json::json!({
         "image": component.spec.image,
         "version": version,
@@ -305,6 +311,52 @@ pub fn render_objects(template: &str, scope: &Value) -> Result<Vec<Value>, Rende
         return Err(RenderError::Empty);
     }
     Ok(objects)
+}
+
+/// The checks of `component` naming a workload that is not among `objects` (its rendered
+/// objects), as `spec.checks[i]: Kind namespace/name`. Not an error — a component may be
+/// proven healthy by a workload another component renders — but usually a typo.
+pub fn unrendered_checks(component: &Component, objects: &[Value]) -> Vec<String> {
+    let s = |o: &Value, p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let rendered: BTreeSet<(String, String, String, String)> = objects
+        .iter()
+        .map(|o| {
+            let ns = o
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            (
+                s(o, "/apiVersion"),
+                s(o, "/kind"),
+                ns.to_string(),
+                s(o, "/metadata/name"),
+            )
+        })
+        .collect();
+    let mut out = Vec::new();
+    for (i, c) in component.spec.checks.iter().enumerate() {
+        let Some(w) = &c.workload else { continue };
+        let ns = w.namespace.as_deref().unwrap_or("default");
+        let av = w.api_version.as_deref().unwrap_or("apps/v1");
+        let key = (
+            av.to_string(),
+            w.kind.clone(),
+            ns.to_string(),
+            w.name.clone(),
+        );
+        if !rendered.contains(&key) {
+            out.push(format!(
+                "spec.checks[{i}]: {} {ns}/{} ({av})",
+                w.kind, w.name
+            ));
+        }
+    }
+    out
 }
 
 /// `dependsOn` forms a cycle.
@@ -588,6 +640,14 @@ data:
             r.objects[1].pointer("/data/config.json"),
             Some(&json!(r#"{"mtu":1450}"#))
         );
+        let bad = render(
+            &mk_component("agent", &[]),
+            &prod_1(),
+            &[],
+            &[],
+            Some("1.1 beta"),
+        );
+        assert!(matches!(bad, Err(RenderError::Version(_))), "{bad:?}");
         // Without the config the ConfigMap document is empty and skipped.
         let r = render(&mk_component("agent", &[]), &prod_1(), &[], &[], None).unwrap();
         assert_eq!(r.objects.len(), 1);
@@ -648,6 +708,27 @@ data:
             render_objects("a: [", &json!({})).unwrap_err(),
             RenderError::Yaml(_)
         ));
+    }
+
+    #[test]
+    fn a_check_on_a_workload_the_template_does_not_render_is_reported() {
+        let mut c = mk_component("agent", &[]);
+        let check = |ns: &str, name: &str| crate::kinds::Check {
+            name: None,
+            workload: Some(crate::kinds::WorkloadCheck {
+                api_version: None,
+                kind: "DaemonSet".into(),
+                namespace: Some(ns.into()),
+                name: name.into(),
+                min_ready_percent: None,
+            }),
+        };
+        c.spec.checks = vec![check("kube-system", "agent"), check("default", "agent")];
+        let r = render(&c, &prod_1(), &[], &[], None).unwrap();
+        assert_eq!(
+            unrendered_checks(&c, &r.objects),
+            ["spec.checks[1]: DaemonSet default/agent (apps/v1)"]
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 use shoal_core::diff::{Change, changes};
 use shoal_core::kinds::{Cluster, ClusterConfig, ClusterGroup, Component};
-use shoal_core::render::{ClusterFacts, Rendered, render};
+use shoal_core::render::{ClusterFacts, Rendered, render, unrendered_checks};
 use shoal_fleet::{Action, Fleet, LAST_APPLIED};
 
 use crate::cli::Conn;
@@ -173,6 +173,9 @@ pub async fn diff(a: RenderArgs) -> Result<Outcome> {
         "Component {} {} on Cluster {} ({configs})\n",
         a.component, rendered.version, a.cluster
     ));
+    for c in unrendered_checks(&component, &rendered.objects) {
+        eprintln!("warning: {c} names a workload the template does not render");
+    }
     let mut outcome = Outcome::InSync;
     for object in &rendered.objects {
         let dangerous = component.dangerous_fields_for(object);

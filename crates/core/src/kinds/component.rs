@@ -199,8 +199,8 @@ pub fn field_path(path: &str) -> Vec<String> {
     errs
 }
 
-/// Problems with `tag` as an image tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`).
-fn image_tag(tag: &str) -> Option<String> {
+/// The problem with `tag` as an image tag (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`), if any.
+pub fn image_tag(tag: &str) -> Option<String> {
     let ok = !tag.is_empty()
         && tag.len() <= TAG_MAX
         && tag
