@@ -203,7 +203,12 @@ pub async fn diff(a: RenderArgs) -> Result<Outcome> {
                     .map(|o| serde_json::to_value(o).unwrap_or_default())
                     .unwrap_or_default();
                 out.push_str(&format!("{target}: patch\n  changes:\n"));
-                for c in changes(&live, &patch) {
+                let last: Option<Value> = live
+                    .pointer("/metadata/annotations")
+                    .and_then(|a| a.get(LAST_APPLIED))
+                    .and_then(Value::as_str)
+                    .and_then(|s| serde_json::from_str(s).ok());
+                for c in changes(&live, &patch, last.as_ref()) {
                     out.push_str(&format!("    {}\n", change_line(&c)));
                 }
                 out.push_str("  merge patch:\n");
