@@ -261,7 +261,17 @@ pub fn render_objects(template: &str, scope: &Value) -> Result<Vec<Value>, Rende
     let text = env
         .template_from_str(template)
         .and_then(|t| t.render(scope))
-        .map_err(|e| RenderError::Template(template_error(&e)))?;
+        .map_err(|e| {
+            let mut msg = template_error(&e);
+            // The line itself says which variable was meant; minijinja's message does not.
+            if let Some(text) = e
+                .line()
+                .and_then(|n| template.lines().nth(n.wrapping_sub(1)))
+            {
+                msg.push_str(&format!(" (in {:?})", text.trim()));
+            }
+            RenderError::Template(msg)
+        })?;
     let docs: Vec<Value> =
         serde_saphyr::from_multiple(&text).map_err(|e| RenderError::Yaml(e.to_string()))?;
     let mut objects = Vec::new();
@@ -657,8 +667,12 @@ data:
     #[test]
     fn an_undefined_variable_is_an_error_not_an_empty_string() {
         let scope = json!({"values": {}});
-        let err = render_objects("kind: {{ values.missing.deeper }}", &scope).unwrap_err();
-        assert!(matches!(err, RenderError::Template(_)), "{err}");
+        let err = render_objects("a: 1\nkind: {{ values.missing.deeper }}", &scope).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "failed to render the template: line 2: undefined value \
+             (in \"kind: {{ values.missing.deeper }}\")"
+        );
     }
 
     #[test]
