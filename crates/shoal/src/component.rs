@@ -215,7 +215,9 @@ pub async fn diff(a: RenderArgs) -> Result<Outcome> {
                 out.push_str(&indent(&serde_saphyr::to_string(&patch)?, 4));
             }
             Action::Patched | Action::Unchanged => {
-                let note = if bookkeeping && applied.action == Action::Patched {
+                let note = if !applied.dropped.is_empty() {
+                    " (but for the refused fields below)"
+                } else if bookkeeping && applied.action == Action::Patched {
                     " (an apply would only record shoal's last-applied annotation)"
                 } else {
                     ""

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{ShoalServer, TEST_DEADLINE, apply_flags, eventually, within};
-use kube::api::{Api, ListParams};
-use shoal_core::kinds::Cluster;
+use kube::api::{Api, ListParams, PostParams};
+use shoal_core::kinds::{Cluster, Component};
 
 fn example() -> String {
     format!(
@@ -156,6 +156,34 @@ async fn diff_shows_create_then_nothing_then_only_the_image_of_a_new_version() {
                  registry.example.com/infra/node-agent:1.5.0"],
                 "{}",
                 third.stdout
+            );
+
+            // A dangerous field the template now renders differently is refused, not sent.
+            let components: Api<Component> = Api::all(server.client());
+            let mut c = components.get("node-agent").await.unwrap();
+            c.spec.template = c
+                .spec
+                .template
+                .replace("hostNetwork: true", "hostNetwork: false");
+            components
+                .replace("node-agent", &PostParams::default(), &c)
+                .await
+                .unwrap();
+            let fourth = server
+                .shoal(&["diff", "node-agent", "--cluster", &name])
+                .await;
+            assert_eq!(fourth.status.code(), Some(1), "{fourth:?}");
+            assert!(
+            fourth.stdout.contains(
+                "refused: dangerous field spec.template.spec.hostNetwork would change: true → false"
+            ),
+            "{}",
+            fourth.stdout
+        );
+            assert!(
+                !fourth.stdout.contains("hostNetwork: false"),
+                "{}",
+                fourth.stdout
             );
 
             // Errors exit 2, apart from "differs".
