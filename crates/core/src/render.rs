@@ -846,6 +846,10 @@ data:
             component.spec.values = Some(json!({"a": 100, "b": 100, "c": 100}));
             let (values, used) = values_for(&component, &prod_1(), &[mk_group("prod", "prod")], &configs).unwrap();
             prop_assert_eq!(used.len(), configs.len());
+            // The order the API lists configs in does not matter.
+            let reversed: Vec<ClusterConfig> = configs.iter().rev().cloned().collect();
+            let again = values_for(&component, &prod_1(), &[mk_group("prod", "prod")], &reversed).unwrap();
+            prop_assert_eq!(&again, &(values.clone(), used.clone()));
             // The winner of a key: cluster level over group level, then priority, then name.
             let rank = |i: usize| {
                 let (kind, prio, _) = &layers[i];

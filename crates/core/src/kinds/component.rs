@@ -109,6 +109,7 @@ pub struct WorkloadCheck {
     /// Default `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The workload's name.
     pub name: String,
     /// The share of desired pods that must be updated and available (default 100).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,7 +137,9 @@ pub struct ComponentStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionCount {
+    /// A version (image tag) of the component.
     pub version: String,
+    /// How many clusters run it.
     pub clusters: i64,
 }
 
