@@ -124,9 +124,18 @@ pub fn applicable<'a>(
     groups: &[ClusterGroup],
     configs: &'a [ClusterConfig],
 ) -> Result<Vec<(Level, &'a ClusterConfig)>, RenderError> {
+    let mine = || configs.iter().filter(|c| c.spec.component == component);
+    // Only the groups this component's configs name: a malformed group elsewhere must not
+    // stop every component from rendering.
+    let named: BTreeSet<&str> = mine()
+        .filter_map(|c| c.spec.cluster_group.as_deref())
+        .collect();
     let mut member_of = BTreeSet::new();
     for g in groups {
         let name = g.metadata.name.clone().unwrap_or_default();
+        if !named.contains(name.as_str()) {
+            continue;
+        }
         let sel = LabelSelector::from_k8s(&g.spec.selector).map_err(|e| RenderError::Selector {
             source_name: format!("ClusterGroup {name:?}"),
             detail: e.0,
@@ -136,7 +145,7 @@ pub fn applicable<'a>(
         }
     }
     let mut out = Vec::new();
-    for c in configs.iter().filter(|c| c.spec.component == component) {
+    for c in mine() {
         let level = if let Some(name) = &c.spec.cluster {
             (*name == cluster.name).then_some(Level::Cluster)
         } else if let Some(g) = &c.spec.cluster_group {
@@ -612,6 +621,23 @@ data:
             (v["logLevel"].as_str(), used),
             (Some("trace"), vec!["staging".into()])
         );
+    }
+
+    #[test]
+    fn a_malformed_group_no_config_names_does_not_stop_rendering() {
+        let mut bad = mk_group("broken", "x");
+        bad.spec.selector.match_expressions = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement {
+                key: "env".into(),
+                operator: "Like".into(),
+                values: None,
+            },
+        ]);
+        let c = mk_component("agent", &[]);
+        assert!(values_for(&c, &prod_1(), std::slice::from_ref(&bad), &[]).is_ok());
+        let configs = [mk_config("g", ("group", "broken"), 0, json!({}))];
+        let err = values_for(&c, &prod_1(), &[bad], &configs).unwrap_err();
+        assert!(matches!(err, RenderError::Selector { .. }), "{err}");
     }
 
     #[test]
