@@ -394,12 +394,15 @@ impl Registry {
     pub fn shoal() -> Self {
         use kube::CustomResourceExt;
         use shoal_core::kinds::{
-            Approval, Cluster, ClusterGroup, Pipeline, PipelineRun, Task, TaskRun,
+            Approval, Cluster, ClusterConfig, ClusterGroup, Component, Pipeline, PipelineRun, Task,
+            TaskRun,
         };
         let mut r = Registry::default();
         r.add(ResourceDef::namespace());
         r.add(ResourceDef::from_crd::<Cluster>(Cluster::crd()));
         r.add(ResourceDef::from_crd::<ClusterGroup>(ClusterGroup::crd()));
+        r.add(ResourceDef::from_crd::<Component>(Component::crd()));
+        r.add(ResourceDef::from_crd::<ClusterConfig>(ClusterConfig::crd()));
         r.add(ResourceDef::from_crd::<Task>(Task::crd()));
         r.add(ResourceDef::from_crd::<Pipeline>(Pipeline::crd()));
         r.add(ResourceDef::from_crd::<PipelineRun>(PipelineRun::crd()));
@@ -828,6 +831,24 @@ mod tests {
             pr.key(Some("ops"), "r1"),
             "/registry/shoal.io/pipelineruns/ops/r1"
         );
+    }
+
+    #[test]
+    fn components_and_cluster_configs_are_cluster_scoped_and_validated() {
+        let r = Registry::shoal();
+        let comp = r.find("shoal.io", "v1alpha1", "components").unwrap();
+        assert!(!comp.namespaced && comp.has_status);
+        assert_eq!(comp.short_names, ["comp"]);
+        let cfg = r.find("shoal.io", "v1alpha1", "clusterconfigs").unwrap();
+        assert!(!cfg.namespaced && !cfg.has_status);
+        let validate = cfg.validator.as_ref().unwrap();
+        let errs = validate(&serde_json::json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "ClusterConfig",
+            "metadata": {"name": "x"},
+            "spec": {"component": "agent", "cluster": "c-1", "clusterGroup": "prod"}
+        }));
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].field, "spec");
     }
 
     #[test]

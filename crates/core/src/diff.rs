@@ -202,6 +202,103 @@ pub fn merge_patch(doc: &mut Value, patch: &Value) {
     }
 }
 
+/// One field a merge patch changes, for a human to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Dotted, with list indexes: `spec.template.spec.containers[0].image`.
+    pub path: String,
+    /// The live value (`None`: absent).
+    pub before: Option<Value>,
+    /// The value after the patch (`None`: removed).
+    pub after: Option<Value>,
+}
+
+/// The fields `patch` (a merge patch from [`three_way`]) changes on `live`, leaf by leaf.
+///
+/// A list the patch replaces is compared element by element when it keeps its length,
+/// with [`three_way`]'s rule: a field of a live element that the patch's element lacks is
+/// a removal only if `last` (the last-applied copy) had it — otherwise a server defaulted
+/// it, and it is not a change. A list that changes length, and a subtree that is new, is
+/// reported as one change.
+pub fn changes(live: &Value, patch: &Value, last: Option<&Value>) -> Vec<Change> {
+    let mut out = Vec::new();
+    changes_at(Some(live), patch, last, "", false, &mut out);
+    out
+}
+
+fn join(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+/// `whole`: `patch` is a whole target value (inside a replaced list), not a merge patch.
+fn changes_at(
+    live: Option<&Value>,
+    patch: &Value,
+    last: Option<&Value>,
+    path: &str,
+    whole: bool,
+    out: &mut Vec<Change>,
+) {
+    match (live, patch) {
+        (Some(Value::Object(l)), Value::Object(p)) => {
+            for (k, pv) in p {
+                let sub = join(path, k);
+                let sub_last = last.and_then(|v| v.get(k));
+                match (l.get(k), pv) {
+                    (None, Value::Null) => {}
+                    (Some(lv), Value::Null) if !whole => out.push(Change {
+                        path: sub,
+                        before: Some(lv.clone()),
+                        after: None,
+                    }),
+                    (lv, pv) => changes_at(lv, pv, sub_last, &sub, whole, out),
+                }
+            }
+            if whole {
+                for (k, lv) in l {
+                    if !p.contains_key(k) && last.and_then(|v| v.get(k)).is_some() {
+                        out.push(Change {
+                            path: join(path, k),
+                            before: Some(lv.clone()),
+                            after: None,
+                        });
+                    }
+                }
+            }
+        }
+        (Some(Value::Array(l)), Value::Array(p)) if l.len() == p.len() => {
+            for (i, (le, pe)) in l.iter().zip(p).enumerate() {
+                let sub = format!("{path}[{i}]");
+                let sub_last = last.and_then(|v| v.get(i));
+                match (le, pe) {
+                    (Value::Object(_), Value::Object(_)) | (Value::Array(_), Value::Array(_)) => {
+                        changes_at(Some(le), pe, sub_last, &sub, true, out)
+                    }
+                    _ if le != pe => out.push(Change {
+                        path: sub,
+                        before: Some(le.clone()),
+                        after: Some(pe.clone()),
+                    }),
+                    _ => {}
+                }
+            }
+        }
+        (live, patch) => {
+            if live != Some(patch) {
+                out.push(Change {
+                    path: path.to_string(),
+                    before: live.cloned(),
+                    after: Some(patch.clone()),
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +356,53 @@ mod tests {
             d.dropped[0].target,
             Some(json!({"matchLabels": {"app": "b"}}))
         );
+    }
+
+    #[test]
+    fn changes_name_each_field_a_patch_touches() {
+        let live = json!({"metadata": {"labels": {"a": "1", "b": "2"}},
+            "spec": {"containers": [{"name": "c", "image": "c:1", "imagePullPolicy": "Always"}],
+                     "ports": [1, 2]}});
+        let target = json!({"metadata": {"labels": {"a": "1", "n": "3"}},
+            "spec": {"containers": [{"name": "c", "image": "c:2"}], "ports": [1, 2, 3]}});
+        let last = json!({"metadata": {"labels": {"a": "1", "b": "2"}}});
+        let d = three_way(&live, &target, Some(&last), &[]);
+        let got: Vec<(String, Option<Value>, Option<Value>)> =
+            changes(&live, &d.patch, Some(&last))
+                .into_iter()
+                .map(|c| (c.path, c.before, c.after))
+                .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("metadata.labels.b".into(), Some(json!("2")), None),
+                ("metadata.labels.n".into(), None, Some(json!("3"))),
+                (
+                    "spec.containers[0].image".into(),
+                    Some(json!("c:1")),
+                    Some(json!("c:2"))
+                ),
+                (
+                    "spec.ports".into(),
+                    Some(json!([1, 2])),
+                    Some(json!([1, 2, 3]))
+                ),
+            ]
+        );
+        assert!(changes(&live, &json!({}), None).is_empty());
+    }
+
+    #[test]
+    fn a_field_dropped_from_a_list_element_is_a_change_only_if_we_owned_it() {
+        let live = json!({"c": [{"image": "1", "env": "x", "pullPolicy": "Always"}]});
+        let target = json!({"c": [{"image": "1"}]});
+        let last = json!({"c": [{"image": "1", "env": "x"}]});
+        let d = three_way(&live, &target, Some(&last), &[]);
+        let got: Vec<String> = changes(&live, &d.patch, Some(&last))
+            .into_iter()
+            .map(|c| c.path)
+            .collect();
+        assert_eq!(got, ["c[0].env"]);
     }
 
     #[test]
@@ -344,6 +488,8 @@ mod tests {
                     prop_assert_eq!(result.pointer(&path), Some(&v), "foreign field {}", path);
                 }
             }
+            // The summary is empty exactly when there is nothing to send.
+            prop_assert_eq!(changes(&live, &d.patch, Some(&last)).is_empty(), d.is_empty());
             // Applying again changes nothing.
             let again = three_way(&result, &target, Some(&target), &[]);
             prop_assert!(again.is_empty(), "second apply sends {:?}", again.patch);

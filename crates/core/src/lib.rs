@@ -13,6 +13,8 @@
 //! - [`taskflow`]: the task/pipeline engine's kinds, admission rules and scheduler;
 //! - [`clock`]: the one clock abstraction, so nothing reads the system time directly;
 //! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch);
+//! - [`render`]: a component rendered for one cluster (values merged group → cluster,
+//!   template → checked objects) and the `dependsOn` install order;
 //! - [`plan`]: release planning — waves, order, risk scores;
 //! - [`window`]: change windows and freezes, in real time zones.
 
@@ -20,6 +22,7 @@ pub mod clock;
 pub mod diff;
 pub mod kinds;
 pub mod plan;
+pub mod render;
 pub mod schema;
 pub mod selector;
 pub mod taskflow;

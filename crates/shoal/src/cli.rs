@@ -124,24 +124,32 @@ struct Client {
     resources: Vec<Resource>,
 }
 
-fn api_error(e: kube::Error) -> anyhow::Error {
+pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
     match e {
         kube::Error::Api(s) => anyhow!("Error from server ({}): {}", s.reason, s.message),
         other => anyhow!(other),
     }
 }
 
+/// A kube-rs client for the server `conn` names.
+///
+/// # Errors
+/// When `--server` is not a URL.
+pub(crate) fn kube_client(conn: &Conn) -> Result<kube::Client> {
+    let url = conn
+        .server
+        .parse()
+        .with_context(|| format!("invalid --server {:?}", conn.server))?;
+    let mut cfg = kube::Config::new(url);
+    if let Some(t) = &conn.token {
+        cfg.auth_info.token = Some(secrecy::SecretString::from(t.clone()));
+    }
+    Ok(kube::Client::try_from(cfg)?)
+}
+
 impl Client {
     async fn connect(conn: &Conn) -> Result<Self> {
-        let url = conn
-            .server
-            .parse()
-            .with_context(|| format!("invalid --server {:?}", conn.server))?;
-        let mut cfg = kube::Config::new(url);
-        if let Some(t) = &conn.token {
-            cfg.auth_info.token = Some(secrecy::SecretString::from(t.clone()));
-        }
-        let kube = kube::Client::try_from(cfg)?;
+        let kube = kube_client(conn)?;
         let mut client = Client {
             kube,
             resources: Vec::new(),

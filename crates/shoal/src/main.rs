@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod cli;
+mod component;
 mod pipelinerun;
 mod plan;
 mod serve;
@@ -62,6 +63,11 @@ enum Command {
     Apply(cli::ApplyArgs),
     /// Delete objects by kind and name, or those in a file.
     Delete(cli::DeleteArgs),
+    /// Render a Component for a Cluster and print the objects (YAML).
+    Render(component::RenderArgs),
+    /// Show what applying a Component to a Cluster would change. Exits 0 when nothing
+    /// would, 1 when something would, 2 on errors (like `kubectl diff`).
+    Diff(component::RenderArgs),
     /// Operate a pipeline run: pause, resume, cancel, retry or skip a task.
     #[command(alias = "pr")]
     Pipelinerun(pipelinerun::PipelineRunArgs),
@@ -102,6 +108,15 @@ fn main() -> Result<()> {
             Command::Describe(a) => cli::describe(a).await,
             Command::Apply(a) => cli::apply(a).await,
             Command::Delete(a) => cli::delete(a).await,
+            Command::Render(a) => component::render_cmd(a).await,
+            Command::Diff(a) => match component::diff(a).await {
+                Ok(component::Outcome::InSync) => Ok(()),
+                Ok(component::Outcome::Differs) => std::process::exit(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2)
+                }
+            },
             Command::Pipelinerun(a) => pipelinerun::run(a).await,
             Command::Bench { what } => bench::run(what).await,
         }

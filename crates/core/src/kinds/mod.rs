@@ -11,6 +11,7 @@ use kube::CustomResourceExt;
 use crate::validation::FieldError;
 
 mod cluster;
+pub mod component;
 mod kruise;
 mod release;
 
@@ -18,6 +19,10 @@ pub use crate::taskflow::{Approval, Pipeline, PipelineRun, Task, TaskRun};
 pub use cluster::{
     ATTRIBUTE_LABELS, Cluster, ClusterGroup, ClusterGroupSpec, ClusterGroupStatus, ClusterSpec,
     ClusterStatus, CredentialsRef, Endpoint,
+};
+pub use component::{
+    Check, ClusterConfig, ClusterConfigSpec, Component, ComponentSpec, ComponentStatus,
+    VersionCount, WorkloadCheck,
 };
 pub use kruise::{
     AdvancedDaemonSet, AdvancedDaemonSetSpec, AdvancedDaemonSetStatus, BroadcastJob,
@@ -50,6 +55,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
         Cluster::crd(),
         ClusterGroup::crd(),
+        Component::crd(),
+        ClusterConfig::crd(),
         Task::crd(),
         Pipeline::crd(),
         PipelineRun::crd(),
