@@ -16,12 +16,14 @@
 //! - [`render`]: a component rendered for one cluster (values merged group → cluster,
 //!   template → checked objects) and the `dependsOn` install order;
 //! - [`plan`]: release planning — waves, order, risk scores;
+//! - [`release`]: the release state machine (which clusters start, gates, failure policy);
 //! - [`window`]: change windows and freezes, in real time zones.
 
 pub mod clock;
 pub mod diff;
 pub mod kinds;
 pub mod plan;
+pub mod release;
 pub mod render;
 pub mod schema;
 pub mod selector;
