@@ -187,6 +187,10 @@ struct Pending {
 #[derive(Debug, Default)]
 pub struct Recorder {
     pending: BTreeMap<String, Pending>,
+    /// How many events the cluster holds, as of the last prune plus those created since
+    /// (`None` until the first prune). Lets a step skip the prune scan, which sorts every
+    /// event, while the cluster is under [`MAX_EVENTS`] and nothing has expired.
+    count: Option<usize>,
 }
 
 impl Recorder {
@@ -255,6 +259,7 @@ impl Recorder {
         if self.pending.is_empty() && due.is_none_or(|d| d > now) {
             return due;
         }
+        let mut created = 0;
         for (key, p) in std::mem::take(&mut self.pending) {
             let (value, cond) = match state.get(&key) {
                 Some(e) => {
@@ -294,9 +299,19 @@ impl Recorder {
                     Precondition::Absent,
                 ),
             };
-            let _ = state.put(&key, value, cond);
+            if state.put(&key, value, cond).is_ok() && cond == Precondition::Absent {
+                created += 1;
+            }
         }
-        prune(state, MAX_EVENTS, now)
+        let count = self.count.map(|c| c + created);
+        if count.is_some_and(|c| c <= MAX_EVENTS) && due.is_none_or(|d| d > now) {
+            self.count = count;
+            // A new event expires last; an older one, if any, sets the due time already.
+            return due.or_else(|| now.checked_add(EVENT_TTL).ok());
+        }
+        let (due, remaining) = prune(state, MAX_EVENTS, now);
+        self.count = Some(remaining);
+        due
     }
 }
 
@@ -318,10 +333,10 @@ fn time(t: Timestamp) -> Json {
 }
 
 /// Deletes the least recently touched events beyond `keep` and those untouched for
-/// [`EVENT_TTL`]; returns when the oldest remaining one expires. Touch order is
+/// [`EVENT_TTL`]; returns when the oldest remaining one expires, and how many remain. Touch order is
 /// `mod_revision` order, and `lastTimestamp` grows with it, so the scan for expired
 /// events stops at the first live one.
-fn prune(state: &mut ClusterState, keep: usize, now: Timestamp) -> Option<Timestamp> {
+fn prune(state: &mut ClusterState, keep: usize, now: Timestamp) -> (Option<Timestamp>, usize) {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Stamp {
@@ -357,10 +372,11 @@ fn prune(state: &mut ClusterState, keep: usize, now: Timestamp) -> Option<Timest
             break;
         }
     }
+    let remaining = all.len() - doomed.len();
     for key in doomed {
         let _ = state.delete(&key, Precondition::None);
     }
-    due
+    (due, remaining)
 }
 
 #[cfg(test)]
