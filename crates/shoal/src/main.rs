@@ -78,7 +78,29 @@ enum Command {
     },
 }
 
+/// Exit status of a process killed by SIGPIPE (128 + 13), as `cat` or `grep` report it.
+const EXIT_BROKEN_PIPE: i32 = 141;
+
+/// `shoal get … | head` closes the pipe early. Rust ignores SIGPIPE and `println!` panics
+/// on the write error instead, so end quietly the way Unix tools do.
+fn exit_quietly_on_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(EXIT_BROKEN_PIPE);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> Result<()> {
+    exit_quietly_on_broken_pipe();
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
