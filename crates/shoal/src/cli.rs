@@ -136,15 +136,19 @@ pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
 /// # Errors
 /// When `--server` is not a URL.
 pub(crate) fn kube_client(conn: &Conn) -> Result<kube::Client> {
-    let url = conn
-        .server
-        .parse()
+    let cfg = kube_config(&conn.server, conn.token.as_deref())
         .with_context(|| format!("invalid --server {:?}", conn.server))?;
-    let mut cfg = kube::Config::new(url);
-    if let Some(t) = &conn.token {
-        cfg.auth_info.token = Some(secrecy::SecretString::from(t.clone()));
-    }
     Ok(kube::Client::try_from(cfg)?)
+}
+
+/// The kube-rs config for a shoal server at `server` with an optional bearer token: the one
+/// place the binary's clients (CLI verbs, in-process controllers, fleet registration) are
+/// configured.
+pub(crate) fn kube_config(server: &str, token: Option<&str>) -> Result<kube::Config> {
+    let url = server.parse().context("the server URL is not a URI")?;
+    let mut cfg = kube::Config::new(url);
+    cfg.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
+    Ok(cfg)
 }
 
 impl Client {

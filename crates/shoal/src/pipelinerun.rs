@@ -63,14 +63,7 @@ pub enum Op {
 }
 
 async fn api(a: &PipelineRunArgs) -> Result<Api<PipelineRun>> {
-    let url = a
-        .conn
-        .server
-        .parse()
-        .with_context(|| format!("invalid --server {:?}", a.conn.server))?;
-    let mut cfg = kube::Config::new(url);
-    cfg.auth_info.token = a.conn.token.clone().map(secrecy::SecretString::from);
-    let client = kube::Client::try_from(cfg)?;
+    let client = crate::cli::kube_client(&a.conn)?;
     Ok(Api::namespaced(client, &a.namespace))
 }
 

@@ -121,7 +121,7 @@ pub fn print(name: &str, r: &Release, p: &Plan) -> std::io::Result<()> {
 
 /// `shoal plan`.
 pub async fn run(args: PlanArgs) -> Result<()> {
-    let client = crate::sim::client(&args.conn.server, args.conn.token.as_deref())?;
+    let client = crate::cli::kube_client(&args.conn)?;
     let release: Release = match (&args.filename, &args.name) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)

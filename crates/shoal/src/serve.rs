@@ -508,8 +508,7 @@ pub(crate) fn spawn_controllers(
     taskflow: shoal_controllers::taskflow::Config,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<shoal_controllers::taskflow::Exit>> {
-    let mut config = kube::Config::new(url.parse().context("the server URL is not a URI")?);
-    config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
+    let mut config = crate::cli::kube_config(url, token)?;
     if let Some((role, fence)) = fence {
         config.headers.push((
             http::HeaderName::from_static(shoal_apiserver::fence::HEADER),

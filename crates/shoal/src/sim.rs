@@ -391,9 +391,7 @@ pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Res
 
 /// A kube client for `url` with an optional bearer token.
 pub fn client(url: &str, token: Option<&str>) -> Result<kube::Client> {
-    let mut config = kube::Config::new(url.parse().context("the server URL is not a URI")?);
-    config.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
-    kube::Client::try_from(config).context("failed to build a client")
+    kube::Client::try_from(crate::cli::kube_config(url, token)?).context("failed to build a client")
 }
 
 /// `shoal sim`.
