@@ -35,17 +35,6 @@ pub fn register(r: &mut super::Registry) {
     r.register(DeleteObjects(fleet));
 }
 
-fn fleet_err(e: shoal_fleet::Error) -> ExecError {
-    let mut msg = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        msg.push_str(": ");
-        msg.push_str(&c.to_string());
-        cause = c.source();
-    }
-    ExecError::Failed(msg)
-}
-
 /// The member cluster named by the `cluster` param.
 async fn member(fleet: &Fleet, ctx: &ExecContext) -> Result<Member, ExecError> {
     let name = ctx.string_param("cluster")?;
@@ -58,7 +47,7 @@ async fn member(fleet: &Fleet, ctx: &ExecContext) -> Result<Member, ExecError> {
             name: "cluster".into(),
             problem: format!("names no Cluster: {name:?} does not exist"),
         })?;
-    fleet.member(&cluster).map_err(fleet_err)
+    fleet.member(&cluster).map_err(ExecError::from)
 }
 
 fn result(name: &str, value: impl ToString) -> RunResult {
@@ -122,7 +111,7 @@ impl Executor for ApplyManifests {
                 .0
                 .apply(&member, doc, &dangerous, false)
                 .await
-                .map_err(fleet_err)?;
+                .map_err(ExecError::from)?;
             match applied.action {
                 Action::Created => created += 1,
                 Action::Patched => patched += 1,
@@ -177,7 +166,7 @@ impl Executor for WaitWorkloadReady {
         loop {
             let h = shoal_fleet::health(&self.0, &member, api_version, kind, namespace, name)
                 .await
-                .map_err(fleet_err)?;
+                .map_err(ExecError::from)?;
             if h.ready {
                 return Ok(Outcome {
                     results: vec![
@@ -263,7 +252,10 @@ async fn targets(
     if let Some(ns) = ctx.optional_param("namespace") {
         probe["metadata"]["namespace"] = Value::String(ns.into());
     }
-    let (api, _) = fleet.api_for(member, &probe).await.map_err(fleet_err)?;
+    let (api, _) = fleet
+        .api_for(member, &probe)
+        .await
+        .map_err(ExecError::from)?;
     let names = match (ctx.optional_param("name"), ctx.optional_param("selector")) {
         (Some(name), _) => vec![name.to_string()],
         (None, Some(selector)) => api

@@ -125,6 +125,9 @@ pub enum ExecError {
     },
     #[error("failed to read from the API")]
     Kube(#[source] kube::Error),
+    /// The fleet driver failed to reach or change a member cluster.
+    #[error(transparent)]
+    Fleet(#[from] shoal_fleet::Error),
     #[error("no executor named {0:?} is registered")]
     Unknown(String),
 }
