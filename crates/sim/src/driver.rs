@@ -536,12 +536,12 @@ pub fn raw(v: &Json) -> Value {
 
 /// The entry's JSON (rendered for compact values).
 pub fn json_of(key: &str, entry: &Entry, now: Timestamp) -> Option<Json> {
-    match &entry.value {
-        Value::Raw(b) => serde_json::from_slice(b).ok(),
-        Value::Node(n) => Some(n.to_json(key, crate::state::RenderContext { now })),
-        Value::Pod(p) => Some(p.to_json(key)),
-        Value::Event(e) => Some(e.to_json(key)),
-    }
+    Some(
+        entry
+            .value
+            .to_json(key, crate::state::RenderContext { now }),
+    )
+    .filter(|v| !v.is_null())
 }
 
 /// `spec.restartPolicy` of a pod spec.

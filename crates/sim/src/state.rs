@@ -55,6 +55,18 @@ pub enum Value {
     Event(Arc<crate::event::EventRecord>),
 }
 
+impl Value {
+    /// The object stored at `key` as JSON (`Null` for raw bytes that are not JSON).
+    pub fn to_json(&self, key: &str, ctx: RenderContext) -> Json {
+        match self {
+            Value::Raw(b) => serde_json::from_slice(b).unwrap_or(Json::Null),
+            Value::Node(n) => n.to_json(key, ctx),
+            Value::Pod(p) => p.to_json(key),
+            Value::Event(e) => e.to_json(key),
+        }
+    }
+}
+
 /// One key's current state.
 #[derive(Clone, Debug)]
 pub struct Entry {
@@ -321,10 +333,9 @@ fn change_event(c: &Change, ctx: RenderContext) -> Event {
 /// The stored form of `entry` at `key`: the bytes a client reads (without resourceVersion).
 pub fn render(key: &str, entry: &Entry, ctx: RenderContext) -> KeyValue {
     let value = match &entry.value {
+        // Raw JSON is served as written, without a parse.
         Value::Raw(b) => b.clone(),
-        Value::Node(n) => Bytes::from(serde_json::to_vec(&n.to_json(key, ctx)).unwrap_or_default()),
-        Value::Pod(p) => Bytes::from(serde_json::to_vec(&p.to_json(key)).unwrap_or_default()),
-        Value::Event(e) => Bytes::from(serde_json::to_vec(&e.to_json(key)).unwrap_or_default()),
+        compact => Bytes::from(serde_json::to_vec(&compact.to_json(key, ctx)).unwrap_or_default()),
     };
     KeyValue {
         key: key.to_owned(),
