@@ -59,9 +59,18 @@ pub struct ReleaseSpec {
     pub cluster_selector: Option<LabelSelector>,
     #[serde(default)]
     pub strategy: ReleaseStrategy,
-    /// Pause (true) or resume (false) the release.
+    /// Pause (true) or resume (false) the release: no cluster starts, and the clusters
+    /// in progress stop after their current step.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Stop the release for good: clusters in progress are cancelled where they are and
+    /// the release ends `Failed` (reason `Aborted`). What was changed stays changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+    /// Put every cluster the release changed back on the version it had before, then end
+    /// `RolledBack`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
 }
 
 /// One component and its target version.
@@ -89,8 +98,11 @@ pub struct ReleaseStrategy {
     /// Clusters changed at once inside a wave (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_concurrency: Option<u32>,
-    /// In-cluster batches: how many pods (`5`) or what share (`"20%"`) each step updates,
-    /// through the workload's partition (default: one batch).
+    /// In-cluster batches: how many pods (`5`) or what share (`"20%"`) of a workload run
+    /// the new version once each step is done, through the workload's partition
+    /// (OpenKruise Advanced DaemonSet, StatefulSet). The last step always takes every pod.
+    /// Default: one step. Workloads without a partition take a single step, paced by
+    /// their own maxUnavailable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub batches: Vec<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
     /// Silence after each batch and each wave (`10m`).
@@ -104,6 +116,10 @@ pub struct ReleaseStrategy {
     pub error_budget: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_policy: Option<FailurePolicy>,
+    /// How long one in-cluster step may take to become healthy before the cluster fails
+    /// (default `30m`, on the shared clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_timeout: Option<String>,
 }
 
 /// One order key.
@@ -184,15 +200,72 @@ pub enum ReleasePhase {
 pub struct ReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ReleasePhase>,
+    /// `wave/waves` (1-based) of the wave in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_wave: Option<String>,
     /// `clusters done/total`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<String>,
+    /// One line: why the release is where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The plan, fixed when the release starts: the waves in order, each with its
+    /// clusters in the order they go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveStatus>,
+    /// How many clusters are in each state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clusters: Option<ClusterCounts>,
+    /// The clusters that failed, with the check or step that failed and why (the first
+    /// 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<ClusterFailure>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// One planned wave.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveStatus {
+    /// The clusters, in the order they go.
+    pub clusters: Vec<String>,
+    /// The wave waits for an `Approval` (`spec.release`, `spec.wave`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+    /// Why these clusters are here (the order keys and the wave's size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Clusters per state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterCounts {
+    pub total: i64,
+    pub waiting: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub rolling_back: i64,
+    pub rolled_back: i64,
+}
+
+/// A cluster that failed, and where.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterFailure {
+    pub cluster: String,
+    /// The step that failed (`precheck`, `node-agent-batch-2`, `rollback`).
+    pub step: String,
+    /// What the check saw.
+    pub message: String,
 }
 
 impl ReleaseStrategy {
@@ -353,6 +426,20 @@ impl Validate for Release {
             errors.push(FieldError::invalid(
                 "spec.strategy.bake",
                 format!("{b:?}: {e}"),
+            ));
+        }
+        if let Some(t) = &s.step_timeout
+            && let Err(e) = duration::parse(t)
+        {
+            errors.push(FieldError::invalid(
+                "spec.strategy.stepTimeout",
+                format!("{t:?}: {e}"),
+            ));
+        }
+        if spec.abort && spec.rollback {
+            errors.push(FieldError::invalid(
+                "spec.rollback",
+                "abort and rollback are exclusive: set one",
             ));
         }
         for (i, b) in s.batches.iter().enumerate() {

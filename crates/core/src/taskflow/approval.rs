@@ -33,9 +33,17 @@ use crate::validation::FieldError;
 #[serde(rename_all = "camelCase")]
 pub struct ApprovalSpec {
     /// The PipelineRun (in the same namespace).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pipeline_run: String,
     /// The pipeline task whose gate this decides.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub task: String,
+    /// Or: the Release whose wave this opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// The wave (1-based, as `kubectl get release` shows it) it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<u32>,
     /// Who decided.
     pub approved_by: String,
     pub decision: ApprovalDecision,
@@ -54,11 +62,31 @@ pub enum ApprovalDecision {
 impl Validate for Approval {
     fn validate(&self) -> Vec<FieldError> {
         let mut errs = Vec::new();
-        for (field, value) in [
-            ("spec.pipelineRun", &self.spec.pipeline_run),
-            ("spec.task", &self.spec.task),
-            ("spec.approvedBy", &self.spec.approved_by),
-        ] {
+        let s = &self.spec;
+        let run = !s.pipeline_run.is_empty() || !s.task.is_empty();
+        let release = s.release.is_some() || s.wave.is_some();
+        let mut required = Vec::new();
+        match (run, release) {
+            (true, true) => errs.push(FieldError::invalid(
+                "spec.release",
+                "an Approval is for a pipeline run's task or for a release's wave, not both",
+            )),
+            (false, true) => {
+                required.push(("spec.release", s.release.as_deref().unwrap_or("")));
+                if s.wave.is_none() {
+                    errs.push(FieldError::required("spec.wave"));
+                }
+                if s.wave == Some(0) {
+                    errs.push(FieldError::invalid("spec.wave", "0: waves count from 1"));
+                }
+            }
+            _ => {
+                required.push(("spec.pipelineRun", &s.pipeline_run));
+                required.push(("spec.task", &s.task));
+            }
+        }
+        required.push(("spec.approvedBy", s.approved_by.as_str()));
+        for (field, value) in required {
             if value.trim().is_empty() {
                 errs.push(FieldError::required(field));
             }
@@ -80,8 +108,30 @@ mod tests {
                 approved_by: by.into(),
                 decision: ApprovalDecision::Approve,
                 reason: None,
+                release: None,
+                wave: None,
             },
         )
+    }
+
+    #[test]
+    fn an_approval_opens_a_run_task_or_a_release_wave_never_both() {
+        let mut a = mk_approval("", "alice");
+        a.spec.task = String::new();
+        a.spec.release = Some("agent-v2".into());
+        a.spec.wave = Some(3);
+        assert!(a.validate().is_empty(), "{:?}", a.validate());
+        a.spec.wave = None;
+        let fields: Vec<String> = a.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.wave"]);
+        a.spec.wave = Some(0);
+        let fields: Vec<String> = a.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.wave"]);
+        let mut both = mk_approval("r1", "alice");
+        both.spec.release = Some("agent-v2".into());
+        both.spec.wave = Some(1);
+        let fields: Vec<String> = both.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["spec.release"]);
     }
 
     #[test]
