@@ -13,6 +13,7 @@
 
 pub mod clock;
 pub mod executor;
+pub mod release;
 pub mod taskflow;
 
 pub use clock::Clock;

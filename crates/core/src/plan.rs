@@ -32,6 +32,34 @@ pub struct Candidate {
     pub failures: u32,
 }
 
+/// The annotation counting a cluster's past failed releases (raises its risk score).
+pub const FAILED_RELEASES: &str = "shoal.io/failed-releases";
+
+/// The clusters a release covers, as planning sees them (nodes from
+/// `status.nodeCount`, past failures from the [`FAILED_RELEASES`] annotation).
+pub fn candidates(clusters: &[crate::kinds::Cluster]) -> Vec<Candidate> {
+    clusters
+        .iter()
+        .map(|c| Candidate {
+            name: c.metadata.name.clone().unwrap_or_default(),
+            labels: c.metadata.labels.clone().unwrap_or_default(),
+            nodes: c
+                .status
+                .as_ref()
+                .and_then(|s| s.node_count)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(0),
+            failures: c
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(FAILED_RELEASES))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        })
+        .collect()
+}
+
 /// One order key: clusters are grouped by this label's value, in `values` order; values
 /// not listed come after, alphabetically; clusters without the label come last.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -51,6 +51,10 @@ pub struct Rules {
     pub bake: SignedDuration,
     pub calendar: Calendar,
     pub paused: bool,
+    /// `spec.abort`: stop for good where it is.
+    pub abort: bool,
+    /// `spec.rollback`: put every changed cluster back.
+    pub rollback: bool,
     /// Waves (0-based) whose `Approval` was given.
     pub approved: BTreeSet<usize>,
 }
@@ -62,6 +66,8 @@ pub struct Decision {
     pub start: Vec<String>,
     /// Clusters to roll back to the previous version.
     pub roll_back: Vec<String>,
+    /// Clusters in progress to stop where they are (abort, or before rolling back).
+    pub cancel: Vec<String>,
     pub phase: ReleasePhase,
     /// The wave in progress (0-based), if any.
     pub wave: Option<usize>,
@@ -75,11 +81,18 @@ fn decision(phase: ReleasePhase, wave: Option<usize>, message: impl Into<String>
     Decision {
         start: Vec::new(),
         roll_back: Vec::new(),
+        cancel: Vec::new(),
         phase,
         wave,
         wake_at: None,
         message: message.into(),
     }
+}
+
+/// Whether a cluster no longer holds its wave back: it went through, or it failed within
+/// the error budget (a failure over the budget stops the release before this matters).
+fn settled(s: ClusterState) -> bool {
+    matches!(s, ClusterState::Succeeded | ClusterState::Failed)
 }
 
 /// Decides the next step of a release. `states` has every planned cluster (missing ones
@@ -92,71 +105,100 @@ pub fn decide(
     now: Timestamp,
 ) -> Decision {
     let state = |name: &str| states.get(name).copied().unwrap_or(ClusterState::Waiting);
-    let count = |s: ClusterState| {
-        plan.waves
-            .iter()
-            .flat_map(|w| &w.clusters)
+    let all = || plan.waves.iter().flat_map(|w| &w.clusters);
+    let named = |s: ClusterState| -> Vec<String> {
+        all()
             .filter(|c| state(&c.name) == s)
-            .count()
+            .map(|c| c.name.clone())
+            .collect()
     };
+    let count = |s: ClusterState| all().filter(|c| state(&c.name) == s).count();
     let failed = count(ClusterState::Failed);
     let rolling_back = count(ClusterState::RollingBack);
     let rolled_back = count(ClusterState::RolledBack);
     let running = count(ClusterState::Running);
 
+    if rules.abort {
+        return Decision {
+            cancel: named(ClusterState::Running),
+            ..decision(
+                ReleasePhase::Failed,
+                None,
+                format!("aborted: {running} clusters in progress stopped where they were"),
+            )
+        };
+    }
     // Failure handling comes first: it also applies to a paused release.
-    if failed > rules.error_budget as usize || rolling_back > 0 || rolled_back > 0 {
-        let changed = |s: ClusterState| match rules.failure_policy {
-            Some(ReleaseFailurePolicy::RollbackAll) => {
-                matches!(s, ClusterState::Failed | ClusterState::Succeeded)
-            }
+    if rules.rollback || failed > rules.error_budget as usize || rolling_back > 0 || rolled_back > 0
+    {
+        let policy = if rules.rollback {
+            Some(ReleaseFailurePolicy::RollbackAll)
+        } else {
+            rules.failure_policy
+        };
+        let why = if rules.rollback {
+            "rollback requested".to_string()
+        } else if failed > rules.error_budget as usize {
+            format!(
+                "{failed} clusters failed, over the error budget of {}",
+                rules.error_budget
+            )
+        } else {
+            format!(
+                "the failure policy acted when more than {} clusters failed",
+                rules.error_budget
+            )
+        };
+        let changed = |s: ClusterState| match policy {
+            Some(ReleaseFailurePolicy::RollbackAll) => settled(s),
             Some(ReleaseFailurePolicy::Rollback) => s == ClusterState::Failed,
             _ => false,
         };
-        let roll_back: Vec<String> = plan
-            .waves
-            .iter()
-            .flat_map(|w| &w.clusters)
+        let roll_back: Vec<String> = all()
             .filter(|c| changed(state(&c.name)))
             .map(|c| c.name.clone())
             .collect();
-        return match rules.failure_policy {
+        let cancel = if policy == Some(ReleaseFailurePolicy::RollbackAll) {
+            named(ClusterState::Running)
+        } else {
+            Vec::new()
+        };
+        return match policy {
             None | Some(ReleaseFailurePolicy::Pause) => decision(
                 ReleasePhase::Paused,
                 None,
-                format!(
-                    "{failed} clusters failed, over the error budget of {}: paused for a human",
-                    rules.error_budget
-                ),
+                format!("{why}: paused for a human"),
             ),
             Some(_) if roll_back.is_empty() && rolling_back == 0 && running == 0 => decision(
                 ReleasePhase::RolledBack,
                 None,
-                format!("{rolled_back} clusters rolled back after {failed} failed"),
+                format!("{rolled_back} clusters rolled back ({why})"),
             ),
             Some(_) => Decision {
                 roll_back,
+                cancel,
                 ..decision(
                     ReleasePhase::Progressing,
                     None,
-                    format!(
-                        "rolling back: {failed} clusters failed, over the error budget of {}",
-                        rules.error_budget
-                    ),
+                    format!("rolling back: {why}"),
                 )
             },
         };
     }
-    let Some(wave) = plan.waves.iter().position(|w| {
-        w.clusters
-            .iter()
-            .any(|c| state(&c.name) != ClusterState::Succeeded)
-    }) else {
-        return decision(
-            ReleasePhase::Succeeded,
-            None,
-            "every cluster runs the new version",
-        );
+    let Some(wave) = plan
+        .waves
+        .iter()
+        .position(|w| w.clusters.iter().any(|c| !settled(state(&c.name))))
+    else {
+        let message = if failed == 0 {
+            "every cluster runs the new version".to_string()
+        } else {
+            format!(
+                "done: {failed} clusters failed, within the error budget of {}",
+                rules.error_budget
+            )
+        };
+        return decision(ReleasePhase::Succeeded, None, message);
     };
     if rules.paused {
         return decision(ReleasePhase::Paused, Some(wave), "paused");
@@ -229,6 +271,21 @@ pub fn decide(
         start: waiting,
         ..decision(ReleasePhase::Progressing, Some(wave), "")
     }
+}
+
+/// The pods of a workload of `desired` pods that run the new version once in-cluster
+/// step `k` (0-based) of `steps` is done: each step is a count or a share of `desired`
+/// (rounded up, so every step moves), never less than the step before, and the last step
+/// takes every pod. No steps means one step of everything.
+pub fn step_target(desired: u32, steps: &[crate::kinds::IntOrPercent], k: usize) -> u32 {
+    if steps.is_empty() || k + 1 >= steps.len() {
+        return desired;
+    }
+    steps[..=k]
+        .iter()
+        .map(|s| s.scaled(desired, true).min(desired))
+        .max()
+        .unwrap_or(desired)
 }
 
 #[cfg(test)]
@@ -364,6 +421,84 @@ mod tests {
         let d = decide(&plan, &states, &BTreeMap::new(), &r, t0());
         assert!(d.roll_back.is_empty(), "within budget: keep going");
         assert_eq!(d.start, vec!["c003"]);
+    }
+
+    #[test]
+    fn a_failure_within_the_budget_does_not_hold_the_wave_back() {
+        let plan = mk_plan(&[2, 1], None);
+        let mut states = BTreeMap::from([
+            ("c001".to_string(), ClusterState::Succeeded),
+            ("c002".to_string(), ClusterState::Failed),
+        ]);
+        let mut r = rules(1);
+        r.error_budget = 1;
+        let done = BTreeMap::from([(0, t0())]);
+        let d = decide(&plan, &states, &done, &r, t0());
+        assert_eq!(d.start, vec!["c003"], "{d:?}");
+        states.insert("c003".into(), ClusterState::Succeeded);
+        let d = decide(&plan, &states, &done, &r, t0());
+        assert_eq!(d.phase, ReleasePhase::Succeeded);
+        assert!(d.message.contains("1 clusters failed"), "{}", d.message);
+    }
+
+    #[test]
+    fn abort_stops_the_running_clusters_and_rollback_puts_every_changed_one_back() {
+        let plan = mk_plan(&[1, 2], None);
+        let states = BTreeMap::from([
+            ("c001".to_string(), ClusterState::Succeeded),
+            ("c002".to_string(), ClusterState::Running),
+        ]);
+        let mut r = rules(2);
+        r.abort = true;
+        let d = decide(&plan, &states, &BTreeMap::new(), &r, t0());
+        assert_eq!(d.phase, ReleasePhase::Failed);
+        assert_eq!(d.cancel, vec!["c002"]);
+        assert!(d.start.is_empty() && d.roll_back.is_empty());
+
+        r.abort = false;
+        r.rollback = true;
+        let d = decide(&plan, &states, &BTreeMap::new(), &r, t0());
+        assert_eq!(d.phase, ReleasePhase::Progressing);
+        assert_eq!(d.cancel, vec!["c002"], "stop it before putting it back");
+        assert_eq!(d.roll_back, vec!["c001"]);
+        // The cancelled cluster ends Failed and is rolled back too; then the release ends.
+        let states = BTreeMap::from([
+            ("c001".to_string(), ClusterState::RolledBack),
+            ("c002".to_string(), ClusterState::Failed),
+        ]);
+        assert_eq!(
+            decide(&plan, &states, &BTreeMap::new(), &r, t0()).roll_back,
+            vec!["c002"]
+        );
+        let states = BTreeMap::from([
+            ("c001".to_string(), ClusterState::RolledBack),
+            ("c002".to_string(), ClusterState::RolledBack),
+        ]);
+        let d = decide(&plan, &states, &BTreeMap::new(), &r, t0());
+        assert_eq!(d.phase, ReleasePhase::RolledBack, "{d:?}");
+        assert!(d.start.is_empty(), "c003 never starts");
+    }
+
+    #[test]
+    fn steps_grow_to_every_pod_and_never_shrink() {
+        use crate::kinds::IntOrPercent::{Int, Percent};
+        let steps = [Int(1), Percent(10), Percent(5), Percent(50), Percent(100)];
+        let got: Vec<u32> = (0..steps.len())
+            .map(|k| step_target(100, &steps, k))
+            .collect();
+        assert_eq!(got, [1, 10, 10, 50, 100]);
+        assert_eq!(step_target(7, &steps, 1), 1, "10% of 7 rounds up to 1");
+        assert_eq!(
+            step_target(3, &[Int(5), Int(9)], 0),
+            3,
+            "never more than desired"
+        );
+        assert_eq!(
+            step_target(3, &[Int(1), Int(2)], 1),
+            3,
+            "the last step takes all"
+        );
+        assert_eq!(step_target(40, &[], 0), 40);
     }
 
     proptest! {

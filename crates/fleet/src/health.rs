@@ -21,7 +21,11 @@ use crate::{Error, Fleet, Member, Result};
 pub struct WorkloadHealth {
     /// The workload controller has seen the latest spec.
     pub observed: bool,
+    /// Pods the workload is meant to have now on the new template (a partition keeps
+    /// some back on purpose).
     pub desired: i64,
+    /// Pods the workload has in all, on any template.
+    pub total: i64,
     pub updated: i64,
     pub available: i64,
     /// Pods whose containers keep crashing (CrashLoopBackOff, or waiting after restarts).
@@ -67,6 +71,7 @@ pub async fn health(
             let partition = int(&v, "/spec/updateStrategy/rollingUpdate/partition");
             WorkloadHealth {
                 desired: (desired - partition).max(0),
+                total: desired,
                 updated: int(&v, "/status/updatedNumberScheduled"),
                 available: int(&v, "/status/numberAvailable"),
                 ..WorkloadHealth::default()
@@ -82,8 +87,15 @@ pub async fn health(
             } else {
                 int(&v, "/status/readyReplicas")
             };
+            // A StatefulSet's partition keeps the pods below its ordinal back.
+            let partition = if kind == "StatefulSet" {
+                int(&v, "/spec/updateStrategy/rollingUpdate/partition")
+            } else {
+                0
+            };
             WorkloadHealth {
-                desired,
+                desired: (desired - partition).max(0),
+                total: desired,
                 updated: int(&v, "/status/updatedReplicas"),
                 available,
                 ..WorkloadHealth::default()

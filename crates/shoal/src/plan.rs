@@ -12,10 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use kube::api::{Api, ListParams};
 use shoal_core::kinds::{Cluster, Release, Validate};
-use shoal_core::plan::{Candidate, Plan, plan};
-
-/// The annotation counting a cluster's past failed releases (raises its risk score).
-pub const FAILED_RELEASES: &str = "shoal.io/failed-releases";
+use shoal_core::plan::{Plan, candidates, plan};
 
 #[derive(clap::Args, Debug)]
 pub struct PlanArgs {
@@ -38,30 +35,6 @@ fn label_selector(r: &Release) -> Result<String> {
     let parsed = shoal_core::selector::LabelSelector::from_k8s(sel)
         .map_err(|e| anyhow::anyhow!("spec.clusterSelector: {}", e.0))?;
     Ok(parsed.to_string())
-}
-
-/// The clusters a release covers, as planning sees them.
-pub fn candidates(clusters: &[Cluster]) -> Vec<Candidate> {
-    clusters
-        .iter()
-        .map(|c| Candidate {
-            name: c.metadata.name.clone().unwrap_or_default(),
-            labels: c.metadata.labels.clone().unwrap_or_default(),
-            nodes: c
-                .status
-                .as_ref()
-                .and_then(|s| s.node_count)
-                .and_then(|n| u32::try_from(n).ok())
-                .unwrap_or(0),
-            failures: c
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(FAILED_RELEASES))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0),
-        })
-        .collect()
 }
 
 /// Prints a plan for people (a closed pipe, as with `| head`, just ends the output).

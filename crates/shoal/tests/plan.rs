@@ -1,4 +1,4 @@
-//! `shoal plan` against the example fleet: waves in environment order, least risky first,
+//! `shoal plan` against the release walk-through's fleet: waves in environment order, least risky first,
 //! never crossing the environment boundary, every selected cluster exactly once.
 
 mod common;
@@ -21,7 +21,7 @@ fn example(path: &str) -> String {
 #[tokio::test]
 async fn a_release_is_planned_in_environment_order_with_reasons() {
     within(TEST_DEADLINE, "shoal plan", async {
-        let fleet = example("fleet.yaml");
+        let fleet = example("release/fleet.yaml");
         let server = ShoalServer::start(&["--store", "memory", "--fleet", &fleet, "--no-controllers"]).await;
         let clusters: Api<Cluster> = Api::all(server.client());
         let all = eventually(TEST_DEADLINE, "the fleet is registered with node counts", async || {
@@ -30,19 +30,13 @@ async fn a_release_is_planned_in_environment_order_with_reasons() {
                 .iter()
                 .filter(|c| c.status.as_ref().and_then(|s| s.node_count).is_some_and(|n| n > 0))
                 .count();
-            (list.len() == 41 && counted == 41).then_some(list)
+            (list.len() == 210 && counted == 210).then_some(list)
         })
         .await;
-        let selected: BTreeSet<String> = all
-            .iter()
-            .filter(|c| {
-                let env = c.metadata.labels.as_ref().and_then(|l| l.get("env"));
-                matches!(env.map(String::as_str), Some("staging" | "prod"))
-            })
-            .map(|c| c.metadata.name.clone().unwrap())
-            .collect();
+        let selected: BTreeSet<String> =
+            all.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
         server.kubectl_ok(&["apply", "-f", &example("release/release-good.yaml")]).await;
-        let out = server.shoal_ok(&["plan", "agent-v2", "--server", server.url(), "-o", "json"]).await;
+        let out = server.shoal_ok(&["plan", "agent-1.5.0", "--server", server.url(), "-o", "json"]).await;
         let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
         let waves = plan["waves"].as_array().unwrap();
         let names: Vec<String> = waves
@@ -52,8 +46,10 @@ async fn a_release_is_planned_in_environment_order_with_reasons() {
             .collect();
         assert_eq!(names.len(), selected.len(), "each selected cluster exactly once");
         assert_eq!(names.iter().cloned().collect::<BTreeSet<_>>(), selected);
-        // Staging before prod, and no wave mixes them.
-        let env_of = |n: &str| if n.starts_with("staging") { 0 } else { 1 };
+        // test → staging → canary → prod, and no wave mixes two of them.
+        let env_of = |n: &str| {
+            ["test-", "staging-", "canary-", "prod-"].iter().position(|p| n.starts_with(p)).unwrap()
+        };
         assert!(names.windows(2).all(|p| env_of(&p[0]) <= env_of(&p[1])), "{names:?}");
         for w in waves {
             let envs: BTreeSet<_> = w["clusters"].as_array().unwrap().iter()
@@ -63,9 +59,9 @@ async fn a_release_is_planned_in_environment_order_with_reasons() {
         assert_eq!(waves[0]["clusters"].as_array().unwrap().len(), 1, "one canary first");
         assert_eq!(waves[2]["approval"], true);
         // The text form says why.
-        let text = server.shoal_ok(&["plan", "agent-v2", "--server", server.url()]).await;
+        let text = server.shoal_ok(&["plan", "agent-1.5.0", "--server", server.url()]).await;
         assert!(text.contains("WAVE 1 (1 cluster)"), "{text}");
-        assert!(text.contains("env=staging (#1)"), "{text}");
+        assert!(text.contains("env=test (#1)"), "{text}");
         assert!(text.contains("waits for an Approval"), "{text}");
         // A bad release is refused naming the field, by the API and by `shoal plan -f`.
         let bad = server.scratch().join("bad.yaml");

@@ -32,7 +32,8 @@ pub fn register(r: &mut super::Registry) {
     r.register(WaitWorkloadReady(fleet.clone()));
     r.register(WaitNodesReady(fleet.clone()));
     r.register(PatchObjects(fleet.clone()));
-    r.register(DeleteObjects(fleet));
+    r.register(DeleteObjects(fleet.clone()));
+    super::release::register(r, fleet);
 }
 
 /// The member cluster named by the `cluster` param.

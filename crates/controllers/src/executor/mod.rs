@@ -30,6 +30,7 @@ use crate::clock::Clock;
 mod approval;
 mod basic;
 pub mod fleet;
+pub mod release;
 mod webhook;
 
 pub use approval::Approval;

@@ -32,8 +32,9 @@ pub use kruise::{
     WorkloadCondition,
 };
 pub use release::{
-    ComponentVersion, FailurePolicy as ReleaseFailurePolicy, OrderSpec, Release, ReleasePhase,
-    ReleaseSpec, ReleaseStatus, ReleaseStrategy, WaveSpecSpec, WindowSpec, WindowsSpec,
+    ClusterCounts, ClusterFailure, ComponentVersion, FailurePolicy as ReleaseFailurePolicy,
+    OrderSpec, Release, ReleasePhase, ReleaseSpec, ReleaseStatus, ReleaseStrategy, WaveSpecSpec,
+    WaveStatus, WindowSpec, WindowsSpec,
 };
 
 /// The API group of every shoal kind.

@@ -1,0 +1,722 @@
+//! The executors of a release's in-cluster procedure: what one cluster goes through when
+//! its turn in a [`Release`] comes. The release controller runs them as a pipeline run
+//! per cluster, so each step's outcome is stored and a restart resumes after the last
+//! finished step.
+//!
+//! ```text
+//!  release-precheck   render every component at its target version (dependsOn order),
+//!                     refuse dangerous-field changes (dry run), require the workloads
+//!                     that exist to be healthy; result `previous` = {component: version}
+//!  release-step ×N    per component, per step k of the strategy's batches:
+//!                     set the workload's partition so step_target(k) pods take the new
+//!                     version → three-way apply → wait until healthy → bake, watching
+//!                     for crash-looping pods the whole time
+//!  release-rollback   render each component at its `previous` version (reverse order),
+//!                     partition 0, apply and wait healthy; delete what was not there
+//! ```
+//!
+//! The key decision: a step sets an absolute partition computed from the live workload
+//! and the step's index, never "one more batch", so running a step again (after a
+//! restart, or a retry) changes nothing that the first run did not. Every executor here
+//! is idempotent for that reason.
+//!
+//! Workloads with a partition (OpenKruise Advanced DaemonSet, StatefulSet) go in the
+//! strategy's batches; others (apps/v1 DaemonSet, Deployment) change in the first step,
+//! paced by their own maxUnavailable, and later steps only check them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::SignedDuration;
+use kube::api::{Api, DeleteParams};
+use serde_json::{Value, json};
+use shoal_core::kinds::component::CHECKABLE_KINDS;
+use shoal_core::kinds::{
+    Cluster, ClusterConfig, ClusterGroup, Component, IntOrPercent, KRUISE_GROUP, Release,
+};
+use shoal_core::release::step_target;
+use shoal_core::render::{self, ClusterFacts};
+use shoal_core::taskflow::{ParamValue, RunResult, duration};
+use shoal_fleet::{Fleet, Member, WorkloadHealth};
+
+use super::{ExecContext, ExecError, Executor, Outcome};
+
+/// How often a step looks at the workload while it waits and bakes, on the shared clock…
+const POLL: SignedDuration = SignedDuration::from_secs(2);
+
+/// …but never more often than this in real time: a rehearsal at 600× must not turn each
+/// cluster's wait into hundreds of API calls a second.
+const MIN_REAL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Registers the release executors on the shared fleet driver.
+pub fn register(r: &mut super::Registry, fleet: Arc<Fleet>) {
+    r.register(Precheck(fleet.clone()));
+    r.register(Step(fleet.clone()));
+    r.register(Rollback(fleet));
+}
+
+/// Everything a step reads from the control plane.
+struct Scope {
+    release: Release,
+    member: Member,
+    facts: ClusterFacts,
+    /// The release's components, in dependsOn order.
+    components: Vec<Component>,
+    groups: Vec<ClusterGroup>,
+    configs: Vec<ClusterConfig>,
+}
+
+fn failed(msg: impl Into<String>) -> ExecError {
+    ExecError::Failed(msg.into())
+}
+
+async fn load(fleet: &Fleet, ctx: &ExecContext) -> Result<Scope, ExecError> {
+    let client = ctx.client.clone();
+    let name = ctx.string_param("release")?;
+    let release = Api::<Release>::all(client.clone())
+        .get_opt(name)
+        .await
+        .map_err(ExecError::Kube)?
+        .ok_or_else(|| failed(format!("Release {name:?} does not exist")))?;
+    let cluster_name = ctx.string_param("cluster")?;
+    let cluster = Api::<Cluster>::all(client.clone())
+        .get_opt(cluster_name)
+        .await
+        .map_err(ExecError::Kube)?
+        .ok_or_else(|| failed(format!("Cluster {cluster_name:?} does not exist")))?;
+    let member = fleet.member(&cluster)?;
+    let comps = Api::<Component>::all(client.clone());
+    let mut components = Vec::new();
+    for c in &release.spec.components {
+        let comp = comps
+            .get_opt(&c.name)
+            .await
+            .map_err(ExecError::Kube)?
+            .ok_or_else(|| failed(format!("Component {:?} does not exist", c.name)))?;
+        components.push(comp);
+    }
+    let order = render::order(&components).map_err(|e| failed(e.to_string()))?;
+    components.sort_by_key(|c| {
+        order
+            .iter()
+            .position(|n| Some(n) == c.metadata.name.as_ref())
+    });
+    let lp = kube::api::ListParams::default();
+    let groups = Api::<ClusterGroup>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(ExecError::Kube)?
+        .items;
+    let configs = Api::<ClusterConfig>::all(client)
+        .list(&lp)
+        .await
+        .map_err(ExecError::Kube)?
+        .items;
+    Ok(Scope {
+        facts: ClusterFacts::of(&cluster),
+        release,
+        member,
+        components,
+        groups,
+        configs,
+    })
+}
+
+fn comp_name(c: &Component) -> &str {
+    c.metadata.name.as_deref().unwrap_or("")
+}
+
+impl Scope {
+    fn target_version<'a>(&'a self, component: &'a Component) -> &'a str {
+        self.release
+            .spec
+            .components
+            .iter()
+            .find(|c| c.name == comp_name(component))
+            .map_or(component.spec.version.as_str(), |c| c.version.as_str())
+    }
+
+    fn component(&self, name: &str) -> Result<&Component, ExecError> {
+        self.components
+            .iter()
+            .find(|c| comp_name(c) == name)
+            .ok_or_else(|| failed(format!("component {name:?} is not in the release")))
+    }
+
+    fn render(&self, component: &Component, version: &str) -> Result<Vec<Value>, ExecError> {
+        render::render(
+            component,
+            &self.facts,
+            &self.groups,
+            &self.configs,
+            Some(version),
+        )
+        .map(|r| r.objects)
+        .map_err(|e| {
+            failed(format!(
+                "failed to render Component {:?} at {version} for {}: {e}",
+                comp_name(component),
+                self.member.name
+            ))
+        })
+    }
+}
+
+/// The workload whose rollout a component's health is read from.
+#[derive(Clone, Debug)]
+struct Workload {
+    api_version: String,
+    kind: String,
+    namespace: String,
+    name: String,
+    /// Share of pods that must be available (the check's `minReadyPercent`).
+    min_ready_percent: i64,
+}
+
+impl Workload {
+    fn of(component: &Component, objects: &[Value]) -> Option<(usize, Workload)> {
+        let check = component
+            .spec
+            .checks
+            .iter()
+            .find_map(|c| c.workload.as_ref());
+        let s = |o: &Value, p: &str| {
+            o.pointer(p)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        objects.iter().enumerate().find_map(|(i, o)| {
+            let kind = s(o, "/kind");
+            let ns = Some(s(o, "/metadata/namespace"))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".into());
+            let name = s(o, "/metadata/name");
+            let matches = match check {
+                Some(w) => {
+                    w.kind == kind
+                        && w.name == name
+                        && w.namespace.as_deref().unwrap_or("default") == ns
+                }
+                None => CHECKABLE_KINDS.contains(&kind.as_str()),
+            };
+            matches.then(|| {
+                (
+                    i,
+                    Workload {
+                        api_version: s(o, "/apiVersion"),
+                        kind,
+                        namespace: ns,
+                        name,
+                        min_ready_percent: check
+                            .and_then(|w| w.min_ready_percent)
+                            .map_or(100, i64::from),
+                    },
+                )
+            })
+        })
+    }
+
+    /// Whether the workload's own controls can hold pods back (a partition).
+    fn has_partition(&self) -> bool {
+        let group = self.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        self.kind == "StatefulSet" || (group == KRUISE_GROUP && self.kind == "DaemonSet")
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The tag of the first container image of `object`'s pod template that comes from
+/// `image` ("" when none does).
+fn live_version(object: &Value, image: &str) -> String {
+    object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .find_map(|i| i.strip_prefix(image).and_then(|t| t.strip_prefix(':')))
+        .unwrap_or("")
+        .to_string()
+}
+
+async fn read_live(
+    fleet: &Fleet,
+    member: &Member,
+    object: &Value,
+) -> Result<Option<Value>, ExecError> {
+    let (api, _) = fleet.api_for(member, object).await?;
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let live = api.get_opt(name).await.map_err(ExecError::Kube)?;
+    Ok(live.and_then(|o| serde_json::to_value(o).ok()))
+}
+
+/// Whether a workload passes its check: the latest spec observed, every pod meant to be
+/// on the new template there, enough pods available, none crash-looping.
+fn verdict(h: &WorkloadHealth, w: &Workload) -> Result<bool, String> {
+    if h.crash_looping > 0 {
+        return Err(format!(
+            "{} pods crash-looping ({})",
+            h.crash_looping,
+            h.crash_looping_pods.join(", ")
+        ));
+    }
+    Ok(h.observed && h.updated >= h.desired && h.available * 100 >= h.total * w.min_ready_percent)
+}
+
+async fn health(fleet: &Fleet, member: &Member, w: &Workload) -> Result<WorkloadHealth, ExecError> {
+    Ok(shoal_fleet::health(
+        fleet,
+        member,
+        &w.api_version,
+        &w.kind,
+        &w.namespace,
+        &w.name,
+    )
+    .await?)
+}
+
+/// Waits `d` on the shared clock, and at least [`MIN_REAL_POLL`] in real time.
+async fn sleep(ctx: &ExecContext, d: SignedDuration) -> Result<(), ExecError> {
+    let wait = async {
+        tokio::join!(ctx.clock.sleep(d), tokio::time::sleep(MIN_REAL_POLL));
+    };
+    tokio::select! {
+        () = wait => Ok(()),
+        () = ctx.cancel.cancelled() => Err(failed("cancelled")),
+    }
+}
+
+/// Waits until `w` passes its check, then watches it for `bake`; fails as soon as a pod
+/// crash-loops or, during the bake, availability drops under the threshold.
+async fn settle(
+    fleet: &Fleet,
+    ctx: &ExecContext,
+    member: &Member,
+    w: &Workload,
+    bake: SignedDuration,
+    what: &str,
+) -> Result<WorkloadHealth, ExecError> {
+    let fail = |why: String| {
+        failed(format!(
+            "check {} failed on {} {what}: {why}",
+            w.describe(),
+            member.name
+        ))
+    };
+    let mut h = loop {
+        let h = health(fleet, member, w).await?;
+        if verdict(&h, w).map_err(&fail)? {
+            break h;
+        }
+        sleep(ctx, POLL).await?;
+    };
+    let until = ctx.clock.now() + bake;
+    while ctx.clock.now() < until {
+        sleep(ctx, POLL.min(until.duration_since(ctx.clock.now()))).await?;
+        h = health(fleet, member, w).await?;
+        if !verdict(&h, w).map_err(&fail)? {
+            return Err(fail(format!(
+                "during the bake: {} of {} pods available, {} of {} updated (needs {}% available)",
+                h.available, h.total, h.updated, h.desired, w.min_ready_percent
+            )));
+        }
+    }
+    Ok(h)
+}
+
+fn set_partition(object: &mut Value, partition: i64) {
+    let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let strategy = spec
+        .entry("updateStrategy")
+        .or_insert_with(|| json!({"type": "RollingUpdate"}));
+    if !strategy.is_object() {
+        *strategy = json!({"type": "RollingUpdate"});
+    }
+    let ru = strategy
+        .as_object_mut()
+        .expect("made an object above")
+        .entry("rollingUpdate")
+        .or_insert_with(|| json!({}));
+    if !ru.is_object() {
+        *ru = json!({});
+    }
+    ru["partition"] = json!(partition);
+}
+
+fn result(name: &str, value: impl ToString) -> RunResult {
+    RunResult {
+        name: name.into(),
+        value: ParamValue::String(value.to_string()),
+    }
+}
+
+fn number_param(ctx: &ExecContext, name: &str) -> Result<usize, ExecError> {
+    let text = ctx.string_param(name)?;
+    text.parse().map_err(|_| ExecError::Param {
+        name: name.into(),
+        problem: format!("{text:?} is not a number"),
+    })
+}
+
+fn bake_of(release: &Release) -> Result<SignedDuration, ExecError> {
+    release
+        .spec
+        .strategy
+        .bake
+        .as_deref()
+        .map_or(Ok(SignedDuration::ZERO), duration::parse)
+        .map_err(|e| failed(format!("spec.strategy.bake: {e}")))
+}
+
+/// Applies `objects`, refusing (before anything is sent) any that would change a
+/// dangerous field. With `dry_run` only the refusal is checked.
+async fn apply_all(
+    fleet: &Fleet,
+    member: &Member,
+    component: &Component,
+    objects: &[Value],
+    dry_run: bool,
+) -> Result<usize, ExecError> {
+    for o in objects {
+        let dangerous = component.dangerous_fields_for(o);
+        let would = fleet.apply(member, o, &dangerous, true).await?;
+        if let Some(d) = would.dropped.first() {
+            return Err(failed(format!(
+                "refused: the release would change {} of {} on {}, a dangerous field of \
+                 Component {:?} (from {} to {}); change it by hand, or release a new component",
+                d.path,
+                would.target,
+                member.name,
+                comp_name(component),
+                show(d.live.as_ref()),
+                show(d.target.as_ref()),
+            )));
+        }
+    }
+    if dry_run {
+        return Ok(0);
+    }
+    let mut changed = 0;
+    for o in objects {
+        let dangerous = component.dangerous_fields_for(o);
+        let applied = fleet.apply(member, o, &dangerous, false).await?;
+        if applied.action != shoal_fleet::Action::Unchanged {
+            changed += 1;
+        }
+    }
+    Ok(changed)
+}
+
+fn show(v: Option<&Value>) -> String {
+    v.map_or_else(|| "nothing".into(), |v| v.to_string())
+}
+
+/// `release-precheck`.
+#[derive(Debug)]
+pub struct Precheck(Arc<Fleet>);
+
+#[async_trait::async_trait]
+impl Executor for Precheck {
+    fn name(&self) -> &str {
+        "release-precheck"
+    }
+    fn idempotent(&self) -> bool {
+        true
+    }
+    async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError> {
+        let scope = load(&self.0, &ctx).await?;
+        let mut previous = BTreeMap::new();
+        for c in &scope.components {
+            let objects = scope.render(c, scope.target_version(c))?;
+            apply_all(&self.0, &scope.member, c, &objects, true).await?;
+            let mut was = String::new();
+            if let Some((i, w)) = Workload::of(c, &objects)
+                && let Some(live) = read_live(&self.0, &scope.member, &objects[i]).await?
+            {
+                was = live_version(&live, &c.spec.image);
+                let h = health(&self.0, &scope.member, &w).await?;
+                if !verdict(&h, &w).map_err(|why| {
+                    failed(format!(
+                        "precheck: {} on {} is unhealthy before the change: {why}",
+                        w.describe(),
+                        scope.member.name
+                    ))
+                })? {
+                    return Err(failed(format!(
+                        "precheck: {} on {} is not healthy before the change: {}",
+                        w.describe(),
+                        scope.member.name,
+                        h.message
+                    )));
+                }
+            }
+            previous.insert(comp_name(c).to_string(), was);
+        }
+        let summary: Vec<String> = previous
+            .iter()
+            .map(|(c, v)| format!("{c} {}", if v.is_empty() { "not installed" } else { v }))
+            .collect();
+        Ok(Outcome {
+            results: vec![result(
+                "previous",
+                serde_json::to_string(&previous).unwrap_or_default(),
+            )],
+            message: Some(format!(
+                "{}: ready for the change ({})",
+                scope.member.name,
+                summary.join(", ")
+            )),
+        })
+    }
+}
+
+/// `release-step`: params `release`, `cluster`, `component`, `step` (0-based), `steps`.
+#[derive(Debug)]
+pub struct Step(Arc<Fleet>);
+
+#[async_trait::async_trait]
+impl Executor for Step {
+    fn name(&self) -> &str {
+        "release-step"
+    }
+    fn idempotent(&self) -> bool {
+        true
+    }
+    async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError> {
+        let scope = load(&self.0, &ctx).await?;
+        let component = scope.component(ctx.string_param("component")?)?;
+        let step = number_param(&ctx, "step")?;
+        let steps = number_param(&ctx, "steps")?.max(1);
+        let version = scope.target_version(component);
+        let mut objects = scope.render(component, version)?;
+        let what = format!("in step {}/{steps} of {}", step + 1, comp_name(component));
+        let Some((i, w)) = Workload::of(component, &objects) else {
+            // Nothing to pace or watch: everything goes in the first step.
+            if step == 0 {
+                apply_all(&self.0, &scope.member, component, &objects, false).await?;
+            }
+            return Ok(Outcome {
+                results: vec![],
+                message: Some(format!("{what}: applied (no workload to check)")),
+            });
+        };
+        let batches: Vec<IntOrPercent> = scope
+            .release
+            .spec
+            .strategy
+            .batches
+            .iter()
+            .filter_map(|b| IntOrPercent::from_k8s(b).ok())
+            .collect();
+        let mut plan = "all pods".to_string();
+        if w.has_partition() {
+            let live = read_live(&self.0, &scope.member, &objects[i]).await?;
+            let desired = live.as_ref().map_or(0, |l| {
+                let at = if w.kind == "DaemonSet" {
+                    "/status/desiredNumberScheduled"
+                } else {
+                    "/spec/replicas"
+                };
+                l.pointer(at).and_then(Value::as_i64).unwrap_or(0)
+            });
+            // A fresh install has no old pods to hold back.
+            let target = if live.is_none() || steps == 1 {
+                desired
+            } else {
+                i64::from(step_target(
+                    u32::try_from(desired).unwrap_or(0),
+                    &batches,
+                    step,
+                ))
+            };
+            let partition = if step + 1 >= steps {
+                0
+            } else {
+                desired - target
+            };
+            set_partition(&mut objects[i], partition.max(0));
+            plan = format!("{target}/{desired} pods");
+        } else if step > 0 {
+            // Changed in the first step already; this one only checks.
+            plan = "checked only (no partition)".into();
+            let h = settle(
+                &self.0,
+                &ctx,
+                &scope.member,
+                &w,
+                SignedDuration::ZERO,
+                &what,
+            )
+            .await?;
+            return Ok(Outcome {
+                results: vec![result("updated", h.updated), result("total", h.total)],
+                message: Some(format!("{what}: {plan}, healthy")),
+            });
+        }
+        apply_all(&self.0, &scope.member, component, &objects, false).await?;
+        let bake = bake_of(&scope.release)?;
+        let h = settle(&self.0, &ctx, &scope.member, &w, bake, &what).await?;
+        Ok(Outcome {
+            results: vec![result("updated", h.updated), result("total", h.total)],
+            message: Some(format!(
+                "{what}: {plan} on {version}, healthy{}",
+                if bake.is_zero() {
+                    String::new()
+                } else {
+                    format!(" through a bake of {}", duration::format(bake))
+                }
+            )),
+        })
+    }
+}
+
+/// `release-rollback`: params `release`, `cluster`, `previous` (the precheck's result,
+/// or `untouched` when the release never changed the cluster).
+#[derive(Debug)]
+pub struct Rollback(Arc<Fleet>);
+
+#[async_trait::async_trait]
+impl Executor for Rollback {
+    fn name(&self) -> &str {
+        "release-rollback"
+    }
+    fn idempotent(&self) -> bool {
+        true
+    }
+    async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError> {
+        let raw = ctx.optional_param("previous").unwrap_or("untouched");
+        if raw == "untouched" {
+            return Ok(Outcome {
+                results: vec![],
+                message: Some("nothing to roll back: the release changed nothing here".into()),
+            });
+        }
+        let previous: BTreeMap<String, String> =
+            serde_json::from_str(raw).map_err(|e| ExecError::Param {
+                name: "previous".into(),
+                problem: format!("is not a map of component to version: {e}"),
+            })?;
+        let scope = load(&self.0, &ctx).await?;
+        let mut done = Vec::new();
+        for c in scope.components.iter().rev() {
+            let Some(was) = previous.get(comp_name(c)) else {
+                continue;
+            };
+            if was.is_empty() {
+                // Not installed before: remove what the release created.
+                let objects = scope.render(c, scope.target_version(c))?;
+                for o in objects.iter().rev() {
+                    let (api, target) = self.0.api_for(&scope.member, o).await?;
+                    match api.delete(&target.name, &DeleteParams::default()).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 404 => {}
+                        Err(e) => return Err(ExecError::Kube(e)),
+                    }
+                }
+                done.push(format!("{} removed", comp_name(c)));
+                continue;
+            }
+            let mut objects = scope.render(c, was)?;
+            let workload = Workload::of(c, &objects);
+            if let Some((i, w)) = &workload
+                && w.has_partition()
+            {
+                set_partition(&mut objects[*i], 0);
+            }
+            apply_all(&self.0, &scope.member, c, &objects, false).await?;
+            if let Some((_, w)) = workload {
+                // Pods of the bad version may crash-loop until replaced: wait for ready,
+                // not for the absence of crashes on the way.
+                loop {
+                    let h = health(&self.0, &scope.member, &w).await?;
+                    if h.observed && h.updated >= h.desired && h.crash_looping == 0 {
+                        break;
+                    }
+                    sleep(&ctx, POLL).await?;
+                }
+            }
+            done.push(format!("{} back on {was}", comp_name(c)));
+        }
+        Ok(Outcome {
+            results: vec![],
+            message: Some(format!("{}: {}", scope.member.name, done.join(", "))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_version_is_the_tag_of_the_components_image() {
+        let o = json!({"spec": {"template": {"spec": {"containers": [
+            {"image": "sidecar:1"},
+            {"image": "reg.example.com:5000/infra/agent:v2"}
+        ]}}}});
+        assert_eq!(live_version(&o, "reg.example.com:5000/infra/agent"), "v2");
+        assert_eq!(live_version(&o, "reg.example.com:5000/infra/other"), "");
+    }
+
+    #[test]
+    fn a_partition_is_set_whatever_the_strategy_looked_like() {
+        for spec in [
+            json!({}),
+            json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}}),
+            json!({"updateStrategy": "bogus"}),
+        ] {
+            let mut o = json!({"spec": spec});
+            set_partition(&mut o, 7);
+            assert_eq!(
+                o["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 7,
+                "{o}"
+            );
+        }
+        let mut o = json!({"spec": {"updateStrategy": {"rollingUpdate": {"maxUnavailable": 2}}}});
+        set_partition(&mut o, 0);
+        assert_eq!(
+            o["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+            2
+        );
+    }
+
+    #[test]
+    fn the_check_fails_on_crash_loops_and_counts_availability_against_every_pod() {
+        let w = Workload {
+            api_version: "apps.kruise.io/v1alpha1".into(),
+            kind: "DaemonSet".into(),
+            namespace: "kube-system".into(),
+            name: "agent".into(),
+            min_ready_percent: 95,
+        };
+        assert!(w.has_partition());
+        let h = WorkloadHealth {
+            observed: true,
+            desired: 10,
+            total: 100,
+            updated: 10,
+            available: 95,
+            ..WorkloadHealth::default()
+        };
+        assert_eq!(verdict(&h, &w), Ok(true));
+        let low = WorkloadHealth {
+            available: 94,
+            ..h.clone()
+        };
+        assert_eq!(verdict(&low, &w), Ok(false));
+        let crashing = WorkloadHealth {
+            crash_looping: 1,
+            crash_looping_pods: vec!["agent-x".into()],
+            ..h
+        };
+        assert!(verdict(&crashing, &w).unwrap_err().contains("agent-x"));
+    }
+}
