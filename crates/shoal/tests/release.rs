@@ -1,0 +1,242 @@
+//! Releases end to end: `shoal serve` with a simulated fleet, the release controller and
+//! the taskflow engine, driven with kubectl and kube-rs exactly as an SRE would.
+//!
+//! - the walk-through fleet (210 clusters, four environments, three regions): a baseline,
+//!   a good version through an approval gate, a bad version rolled back;
+//! - a small fleet: an addon release in dependency order, a dependency cycle, a
+//!   dangerous-field change refused, a change window;
+//! - a control plane killed mid-wave and restarted, against a fleet that lives on.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use common::{ShoalServer, eventually, within};
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::api::{Api, ListParams};
+use shoal_core::kinds::{AdvancedDaemonSet, Cluster, Release, ReleasePhase};
+use shoal_core::taskflow::PipelineRun;
+
+fn example(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+/// Waits until the release reaches `phase` (failing early on an unexpected terminal one).
+async fn wait_phase(server: &ShoalServer, name: &str, phase: ReleasePhase, limit: Duration) -> Release {
+    let api: Api<Release> = Api::all(server.client());
+    let what = format!("release {name} reaches {phase:?}");
+    eventually(limit, &what, async || {
+        let r = api.get_opt(name).await.ok()??;
+        let now = r.status.as_ref().and_then(|s| s.phase);
+        let terminal = matches!(
+            now,
+            Some(ReleasePhase::Succeeded | ReleasePhase::Failed | ReleasePhase::RolledBack)
+        );
+        assert!(
+            now == Some(phase) || !terminal,
+            "release {name} ended {now:?}, not {phase:?}: {:?}\n{}",
+            r.status,
+            server.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        (now == Some(phase)).then_some(r)
+    })
+    .await
+}
+
+/// The release's pipeline runs, by cluster: (change, rollback).
+async fn runs_of(server: &ShoalServer, release: &str) -> BTreeMap<String, (Option<PipelineRun>, Option<PipelineRun>)> {
+    let api: Api<PipelineRun> = Api::namespaced(server.client(), "shoal-system");
+    let list = api
+        .list(&ListParams::default().labels(&format!("shoal.io/release={release}")))
+        .await
+        .unwrap()
+        .items;
+    let mut out: BTreeMap<String, (Option<PipelineRun>, Option<PipelineRun>)> = BTreeMap::new();
+    for r in list {
+        let labels = r.metadata.labels.clone().unwrap_or_default();
+        let entry = out.entry(labels["shoal.io/cluster"].clone()).or_default();
+        if labels["shoal.io/release-action"] == "rollback" {
+            entry.1 = Some(r);
+        } else {
+            entry.0 = Some(r);
+        }
+    }
+    out
+}
+
+fn started(r: &PipelineRun) -> Timestamp {
+    r.status.as_ref().unwrap().start_time.as_ref().unwrap().0
+}
+
+fn completed(r: &PipelineRun) -> Timestamp {
+    r.status.as_ref().unwrap().completion_time.as_ref().expect("the run completed").0
+}
+
+/// The most runs in progress at one instant.
+fn peak_overlap(runs: &[&PipelineRun]) -> usize {
+    let mut edges: Vec<(Timestamp, i32)> = Vec::new();
+    for r in runs {
+        edges.push((started(r), 1));
+        edges.push((completed(r), -1));
+    }
+    // Ends before starts at the same instant: a slot freed is a slot taken.
+    edges.sort_by_key(|(t, d)| (*t, *d));
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+/// The node agent's image tag and generation in every cluster (`None`: not installed).
+async fn agent_versions(clusters: &[Cluster]) -> BTreeMap<String, Option<(String, i64)>> {
+    futures::stream::iter(clusters.iter().cloned())
+        .map(|c| async move {
+            let name = c.metadata.name.clone().unwrap();
+            let config = kube::Config::new(c.spec.endpoint.server.parse().unwrap());
+            let client = kube::Client::try_from(config).unwrap();
+            let api: Api<AdvancedDaemonSet> = Api::namespaced(client, "kube-system");
+            let ds = api.get_opt("node-agent").await.unwrap();
+            let v = ds.map(|d| {
+                let image = d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+                let tag = image.rsplit_once(':').unwrap().1.to_string();
+                (tag, d.metadata.generation.unwrap_or(0))
+            });
+            (name, v)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
+
+async fn clusters(server: &ShoalServer, n: usize) -> Vec<Cluster> {
+    let api: Api<Cluster> = Api::all(server.client());
+    eventually(Duration::from_secs(30), "the fleet is registered", async || {
+        let list = api.list(&ListParams::default()).await.ok()?.items;
+        (list.len() == n).then_some(list)
+    })
+    .await
+}
+
+fn env_rank(c: &str) -> usize {
+    ["test-", "staging-", "canary-", "prod-"]
+        .iter()
+        .position(|p| c.starts_with(p))
+        .unwrap_or_else(|| panic!("{c}: no env prefix"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
+    within(Duration::from_secs(600), "the release walk-through", async {
+        let server = ShoalServer::start(&[
+            "--store", "memory",
+            "--fleet", &example("release/fleet.yaml"),
+            "--faults", &example("release/faults.yaml"),
+            "--time-scale", "600",
+        ])
+        .await;
+        let fleet = clusters(&server, 210).await;
+        let envs: BTreeSet<String> = fleet.iter().map(|c| c.metadata.labels.as_ref().unwrap()["env"].clone()).collect();
+        let regions: BTreeSet<String> = fleet.iter().map(|c| c.metadata.labels.as_ref().unwrap()["region"].clone()).collect();
+        assert_eq!((envs.len(), regions.len()), (4, 3), "{envs:?} {regions:?}");
+        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+
+        // The baseline: 1.4.0 everywhere, fast.
+        let base = server.write_file("base.yaml", "apiVersion: shoal.io/v1alpha1\nkind: Release\nmetadata: {name: base}\n\
+            spec:\n  components: [{name: node-agent, version: \"1.4.0\"}]\n  strategy:\n    waves: [{percent: 100}]\n    clusterConcurrency: 50\n");
+        server.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
+        wait_phase(&server, "base", ReleasePhase::Succeeded, Duration::from_secs(180)).await;
+        let before = agent_versions(&fleet).await;
+        assert!(before.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.4.0")), "{before:?}");
+
+        // The good version stops before its gated wave, and goes on once approved.
+        server.kubectl_ok(&["apply", "-f", &example("release/release-good.yaml")]).await;
+        let r = wait_phase(&server, "agent-1.5.0", ReleasePhase::WaitingForApproval, Duration::from_secs(120)).await;
+        let status = r.status.unwrap();
+        assert_eq!(status.current_wave.as_deref().map(|w| w.split('/').next().unwrap()), Some("3"));
+        let gated: BTreeSet<String> = status.waves[2].clusters.iter().cloned().collect();
+        let runs = runs_of(&server, "agent-1.5.0").await;
+        assert!(runs.keys().all(|c| !gated.contains(c)), "no gated cluster started");
+        let approval = server.write_file("approve.yaml", "apiVersion: shoal.io/v1alpha1\nkind: Approval\n\
+            metadata: {name: agent-1.5.0-wave-3, namespace: default}\n\
+            spec: {release: agent-1.5.0, wave: 3, approvedBy: alice, decision: Approve, reason: staging is fine}\n");
+        server.kubectl_ok(&["apply", "-f", approval.to_str().unwrap()]).await;
+        let r = wait_phase(&server, "agent-1.5.0", ReleasePhase::Succeeded, Duration::from_secs(300)).await;
+        let status = r.status.unwrap();
+        assert_eq!(status.progress.as_deref(), Some("210/210"));
+        // `kubectl wait` sees it too.
+        server.kubectl_ok(&["wait", "--for=jsonpath={.status.phase}=Succeeded", "release/agent-1.5.0", "--timeout=5s"]).await;
+
+        // In the planned order: environments in sequence, each wave after the one before
+        // it finished and baked, never more than clusterConcurrency at once.
+        let runs = runs_of(&server, "agent-1.5.0").await;
+        assert_eq!(runs.len(), 210, "every cluster ran exactly once");
+        let planned: Vec<&String> = status.waves.iter().flat_map(|w| &w.clusters).collect();
+        assert!(planned.windows(2).all(|p| env_rank(p[0]) <= env_rank(p[1])), "env order: {planned:?}");
+        let mut all = Vec::new();
+        for (i, w) in status.waves.iter().enumerate() {
+            let wave: Vec<&PipelineRun> = w.clusters.iter().map(|c| runs[c].0.as_ref().unwrap()).collect();
+            assert!(wave.iter().all(|r| r.status.as_ref().unwrap().succeeded().unwrap().status == "True"));
+            if i > 0 {
+                let prev: Vec<&PipelineRun> = status.waves[i - 1].clusters.iter().map(|c| runs[c].0.as_ref().unwrap()).collect();
+                let prev_done = prev.iter().map(|r| completed(r)).max().unwrap();
+                let first = wave.iter().map(|r| started(r)).min().unwrap();
+                assert!(
+                    first >= prev_done + jiff::SignedDuration::from_mins(1),
+                    "wave {} started at {first}, before wave {i} finished ({prev_done}) and baked 1m",
+                    i + 1
+                );
+            }
+            all.extend(wave);
+        }
+        let peak = peak_overlap(&all);
+        assert!((1..=10).contains(&peak), "at most 10 clusters at once, saw {peak}");
+        let after = agent_versions(&fleet).await;
+        for (c, v) in &after {
+            let (tag, generation) = v.clone().unwrap();
+            assert_eq!(tag, "1.5.0", "{c}");
+            // Three steps (partition 3 → 2 → 0 on 4 nodes): three spec changes, no more.
+            assert_eq!(generation, before[c].as_ref().unwrap().1 + 3, "{c}: each step applied once");
+        }
+
+        // The bad version: test, staging and canary pass, the first prod step that puts
+        // it on a 5.10 node fails its check, and every changed cluster goes back.
+        server.kubectl_ok(&["apply", "-f", &example("release/release-bad.yaml")]).await;
+        let r = wait_phase(&server, "agent-1.6.0", ReleasePhase::RolledBack, Duration::from_secs(300)).await;
+        let status = r.status.unwrap();
+        assert!(!status.failures.is_empty(), "{status:?}");
+        for f in &status.failures {
+            assert!(f.cluster.starts_with("prod-"), "only prod has 5.10 nodes: {f:?}");
+            assert!(f.step.starts_with("node-agent-step-"), "{f:?}");
+            assert!(f.message.contains("crash-looping") && f.message.contains(&f.cluster), "{f:?}");
+        }
+        let runs = runs_of(&server, "agent-1.6.0").await;
+        let prod_touched: Vec<&String> = runs.keys().filter(|c| c.starts_with("prod-")).collect();
+        assert!(
+            prod_touched.len() <= 5,
+            "the blast radius is the clusters of one concurrent batch: {prod_touched:?}"
+        );
+        for (c, (change, rollback)) in &runs {
+            assert!(change.is_some(), "{c}");
+            let rb = rollback.as_ref().unwrap_or_else(|| panic!("{c} was changed and not rolled back"));
+            assert_eq!(rb.status.as_ref().unwrap().succeeded().unwrap().status, "True", "{c}");
+        }
+        let waiting = status.clusters.as_ref().unwrap().waiting;
+        assert_eq!(waiting as usize, 210 - runs.len(), "the clusters never reached were never started");
+        let now = agent_versions(&fleet).await;
+        assert!(
+            now.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.5.0")),
+            "every cluster is back on 1.5.0: {:?}",
+            now.iter().filter(|(_, v)| v.as_ref().is_none_or(|(t, _)| t != "1.5.0")).collect::<Vec<_>>()
+        );
+    })
+    .await;
+}
