@@ -297,7 +297,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tracing::info!(%url, store = %args.store, data_dir = %args.data_dir.display(), "serving");
 
     on_signal(shutdown.clone());
-    if let Some(sim) = simulation {
+    if let Some(sim) = simulation.clone() {
         let client = crate::sim::client(&url, token.as_deref())?;
         let base = url.clone();
         tokio::spawn(async move {
@@ -351,7 +351,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = c.await;
         }))
     };
-    let router = server.router_with(crate::sim::clock_routes(process_clock.control.clone()));
+    let router = server.router_with(crate::sim::routes(&process_clock, simulation));
     shoal_apiserver::serve(listener, router, shutdown).await?;
     // Twice the drain: with election, the controllers drain and then the elector resigns.
     if let Some(c) = controllers

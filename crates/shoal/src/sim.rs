@@ -7,6 +7,7 @@
 //!  --faults FAULTS.yaml ──(re-read when the file changes)──▶ FaultModel
 //!  ApiServer.with_member_clusters(simulation) ──▶ /clusters/{name}/…
 //!  register(): Cluster {name, attribute labels, spec.endpoint.server = URL/clusters/{name}}
+//!  /sim/clock (the virtual clock), /sim/history (every cluster's ledger: what happened)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -183,6 +184,12 @@ fn clock_state(c: &ScaledClock) -> ClockState {
     }
 }
 
+/// The simulator's own routes, beside the Kubernetes API: [`clock_routes`] (when the
+/// clock is controllable) and [`history_routes`] (when a fleet is simulated).
+pub fn routes(clock: &ProcessClock, sim: Option<Arc<Simulation>>) -> axum::Router {
+    clock_routes(clock.control.clone()).merge(history_routes(sim))
+}
+
 /// `GET /sim/clock` (now and speed) and `PUT /sim/clock` (`{"scale": 0}` pauses,
 /// `{"scale": 60}` runs a minute per second, `{"advance": "10m"}` steps).
 pub fn clock_routes(control: Option<ScaledClock>) -> axum::Router {
@@ -224,6 +231,48 @@ pub fn clock_routes(control: Option<ScaledClock>) -> axum::Router {
             }
         }),
     )
+}
+
+/// `GET /sim/history`: every simulated cluster's ledger (`shoal_sim::ledger`: per workload,
+/// its versions, where they ran and crash-looped, its peak unavailability against its
+/// budget) as `{"now": virtual time, "clusters": [ClusterLedger…]}`;
+/// `GET /sim/history?cluster=NAME`: that cluster's `ClusterLedger`, or a 404 `Status`.
+pub fn history_routes(sim: Option<Arc<Simulation>>) -> axum::Router {
+    use axum::Json;
+    use axum::extract::Query;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    #[derive(serde::Deserialize)]
+    struct Which {
+        cluster: Option<String>,
+    }
+    let Some(sim) = sim else {
+        return axum::Router::new();
+    };
+    let history = move |Query(which): Query<Which>| {
+        let sim = sim.clone();
+        async move {
+            let Some(name) = which.cluster else {
+                let now = sim.clock().now();
+                return Json(serde_json::json!({"now": now, "clusters": sim.ledgers()}))
+                    .into_response();
+            };
+            match sim.ledger(&name) {
+                Some(ledger) => Json(ledger).into_response(),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    Json(serde_json::json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "reason": "NotFound", "code": 404,
+                        "details": {"name": name, "kind": "clusters"},
+                        "message": format!("simulated cluster \"{name}\" not found")})),
+                )
+                    .into_response(),
+            }
+        }
+    };
+    axum::Router::new().route("/sim/history", get(history))
 }
 
 /// The fleet to simulate: the file's, else `clusters` × `nodes`.
@@ -438,7 +487,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
     crate::serve::on_signal(stop);
     let serving = tokio::spawn(shoal_apiserver::serve(
         listener,
-        server.router_with(clock_routes(process_clock.control.clone())),
+        server.router_with(routes(&process_clock, Some(sim.clone()))),
         shutdown.clone(),
     ));
     let (target, token) = match &args.control_plane {

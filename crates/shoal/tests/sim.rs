@@ -538,3 +538,81 @@ async fn a_standalone_simulator_registers_its_fleet_in_a_control_plane() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn sim_history_records_a_daemonset_rollout_within_its_budget() {
+    within(TEST_DEADLINE, "a rollout in /sim/history", async {
+        let server = sim_server(&["--sim-clusters", "1", "--sim-nodes", "4"]).await;
+        let cs = clusters(&server, 1).await;
+        let cluster = cs[0].metadata.name.clone().unwrap();
+        let member = cs[0].spec.endpoint.server.clone();
+        for image in ["agent:v1", "agent:v2"] {
+            let manifest =
+                server.write_file("ds.json", &agent_ds("apps/v1", image, None).to_string());
+            let path = manifest.to_str().unwrap();
+            server
+                .kubectl_ok(&["--server", &member, "apply", "-f", path])
+                .await;
+            server
+                .kubectl_ok(&[
+                    "--server",
+                    &member,
+                    "rollout",
+                    "status",
+                    "daemonset/agent",
+                    "-n",
+                    "kube-system",
+                    "--timeout=40s",
+                ])
+                .await;
+        }
+        let get = async |query: &str| {
+            let r = reqwest::get(server.at(&format!("/sim/history{query}")))
+                .await
+                .expect("GET /sim/history");
+            let code = r.status().as_u16();
+            (code, r.json::<serde_json::Value>().await.expect("JSON"))
+        };
+        let (code, ledger) = get(&format!("?cluster={cluster}")).await;
+        assert_eq!(code, 200, "{ledger}");
+        assert_eq!(ledger["cluster"], cluster.as_str());
+        let agent = ledger["workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["kind"] == "DaemonSet" && w["name"] == "agent")
+            .unwrap_or_else(|| panic!("no agent in {ledger}"));
+        assert_eq!(agent["templateVersion"], "v2", "{agent}");
+        let version = |v: &str| {
+            agent["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|x| x["version"] == v)
+                .unwrap_or_else(|| panic!("no version {v} in {agent}"))
+                .clone()
+        };
+        assert_eq!(version("v1")["nodesEver"], 4, "{agent}");
+        assert_eq!(version("v2")["nodesEver"], 4, "{agent}");
+        assert_eq!(version("v2")["pods"], 4, "{agent}");
+        assert_eq!(agent["violations"], 0, "{agent}");
+        assert_eq!(
+            agent["peakUnavailable"]["count"], 1,
+            "the rollout took one node at a time: {agent}"
+        );
+        assert_eq!(agent["peakUnavailable"]["allowedAtPeak"], 1);
+
+        let (code, fleet) = get("").await;
+        assert_eq!(code, 200);
+        assert_eq!(fleet["clusters"].as_array().unwrap().len(), 1, "{fleet}");
+        assert!(fleet["now"].is_string(), "{fleet}");
+        let (code, status) = get("?cluster=no-such-cluster").await;
+        assert_eq!(code, 404);
+        assert_eq!(
+            (status["kind"].as_str(), status["reason"].as_str()),
+            (Some("Status"), Some("NotFound")),
+            "{status}"
+        );
+    })
+    .await;
+}

@@ -4,6 +4,7 @@
 //!  API server (per-cluster requests) ──Backend──▶ SimCluster ◀── driver (controllers, kubelet)
 //!                                                  │  Mutex<ClusterState>  (compact objects)
 //!                                                  │  WatchHub             (store's watch fan-out)
+//!                                                  │  Mutex<Ledger>        (the driver's record of what happened)
 //!                                                  └─ wake: Notify         (an API write happened)
 //! ```
 //!
@@ -29,6 +30,7 @@ use shoal_store::{
 use tokio::sync::Notify;
 
 use crate::faults::{ClusterRef, FaultModel};
+use crate::ledger::{ClusterLedger, Ledger};
 use crate::state::{ClusterState, RenderContext, Value, render};
 
 /// Where a simulation keeps its fault model; swapped whole when the profile changes.
@@ -53,6 +55,9 @@ struct Inner {
     clock: SharedClock,
     /// Signalled after every API write, so the driver reacts without polling.
     wake: Notify,
+    /// What happened to the cluster's workloads (written by its driver). Its own lock, so
+    /// reading it never waits for a step; a step takes it after the state's lock.
+    ledger: Mutex<Ledger>,
 }
 
 impl fmt::Debug for SimCluster {
@@ -81,6 +86,7 @@ impl SimCluster {
                 hub: WatchHub::new(),
                 clock,
                 wake: Notify::new(),
+                ledger: Mutex::new(Ledger::default()),
             }),
         }
     }
@@ -159,6 +165,21 @@ impl SimCluster {
     /// Cancel safe: a dropped wait loses nothing, the permit stays stored.
     pub async fn written(&self) {
         self.inner.wake.notified().await;
+    }
+
+    /// The cluster's ledger as it stands (see [`crate::ledger`]).
+    pub fn ledger(&self) -> ClusterLedger {
+        self.ledger_mut(|l| l.snapshot(&self.inner.name))
+    }
+
+    /// Updates the ledger (the driver, at the end of a step).
+    pub fn ledger_mut<T>(&self, f: impl FnOnce(&mut Ledger) -> T) -> T {
+        // The ledger's updates leave it consistent at every point a panic could occur.
+        f(&mut self
+            .inner
+            .ledger
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()))
     }
 
     /// Reads the state.

@@ -11,13 +11,15 @@
 //!    3. workloads: DaemonSets, Advanced DaemonSets, … → plan → create/delete pods, status
 //!    4. gc:        pods whose controller is gone are deleted
 //!    5. kubelet:   every bound pod advanced to `now` (kubelet::step), faults applied
+//!    6. ledger:    if anything changed, the workloads' pods recorded (crate::ledger)
 //!  → the earliest time anything is due next
 //! ```
 //!
 //! The key decision: the driver keeps no state that matters. Everything it decides from is
 //! in the cluster's objects (pod records carry their lifecycle, workloads their spec and
 //! status), so a step is a pure function of the objects, the clock and the fault model;
-//! the caches here only save re-parsing.
+//! the caches here only save re-parsing. The ledger it writes is history, not input: no
+//! decision reads it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,6 +35,7 @@ use crate::backend::SimCluster;
 use crate::event::{ObjectRef, Recorder, Source};
 use crate::faults::{ClusterRef, FaultModel, NodeRef, PodFault};
 use crate::kubelet::{self, Conditions, PodState, RestartPolicy, Timing};
+use crate::ledger::{Ledger, PodFact, Target};
 use crate::runtime::SimConfig;
 use crate::state::{ClusterState, Entry, NodeProfile, NodeRecord, PodRecord, PodTemplate, Value};
 use crate::template::{self, controller_of};
@@ -95,6 +98,8 @@ pub struct NodeInfo {
     pub name: Arc<str>,
     pub labels: Arc<BTreeMap<String, String>>,
     pub ready: bool,
+    /// NotReady by the fault model (not booting).
+    pub faulted: bool,
     pub stalled: bool,
     pub unschedulable: bool,
     pub taints: Arc<Vec<k8s_openapi::api::core::v1::Taint>>,
@@ -135,7 +140,7 @@ impl Driver {
         let mut ws = workload::Workloads::read(state);
         let node_index: HashMap<&str, &NodeInfo> =
             nodes.iter().map(|n| (n.name.as_ref(), n)).collect();
-        ws.reconcile(
+        let targets = ws.reconcile(
             state,
             workload::Env {
                 nodes: &nodes,
@@ -151,6 +156,11 @@ impl Driver {
         self.kubelets(state, faults, &node_index, now, &mut next, &mut events);
         self.events_due = events.flush(state, now, self.events_due);
         next.at(self.events_due);
+        self.ctx.cluster.ledger_mut(|ledger| {
+            if ledger.stale(state.revision()) {
+                record(ledger, state, &targets, &node_index, &ws, now);
+            }
+        });
         next.0
     }
 
@@ -203,6 +213,7 @@ impl Driver {
                 name,
                 labels: rec.profile.labels.clone(),
                 ready,
+                faulted: f.not_ready,
                 stalled: f.kubelet_stalled,
                 unschedulable: rec.unschedulable,
                 taints: rec.profile.taints.clone(),
@@ -291,6 +302,38 @@ impl Driver {
             let _ = state.put(&key, Value::Pod(Arc::new(r)), Precondition::None);
         }
     }
+}
+
+/// Records the cluster's pods in its ledger at `now`.
+fn record(
+    ledger: &mut Ledger,
+    state: &ClusterState,
+    targets: &[Target],
+    nodes: &HashMap<&str, &NodeInfo>,
+    ws: &workload::Workloads,
+    now: Timestamp,
+) {
+    let prefix = template::prefix("", "pods");
+    let pods = state.range(&prefix, None).filter_map(|(_, entry)| {
+        let Value::Pod(rec) = &entry.value else {
+            return None;
+        };
+        let (_, _, owner) = controller_of(&rec.template.base)?;
+        Some(PodFact {
+            owner,
+            image: rec.template.containers.first().map_or("", |(_, i)| i),
+            node: rec.node.as_ref(),
+            state: rec.state,
+            node_faulted: rec
+                .node
+                .as_deref()
+                .and_then(|n| nodes.get(n))
+                .is_some_and(|n| n.faulted),
+        })
+    });
+    ledger.observe(state.revision(), now, targets, pods, |kind, uid| {
+        ws.owns(kind, uid)
+    });
 }
 
 /// The earliest of several due times.

@@ -8,6 +8,10 @@
 //!                    ▼
 //!  pure decisions: workload rollouts (DaemonSet, Advanced DaemonSet, Deployment,
 //!                  StatefulSet, BroadcastJob), kubelet (pod lifecycle), faults (seeded)
+//!                    │ after each step that changed something
+//!                    ▼
+//!  ledger (per cluster): per workload, versions (where they ran, crash-looped), peak
+//!                        unavailability against maxUnavailable ──▶ Simulation::ledger(s)
 //! ```
 //!
 //! The key design decision: the decisions (which pod to replace next, when a pod becomes
@@ -26,6 +30,13 @@
 //! - [`statefulset`]: StatefulSet ordinals, partitions and update order;
 //! - [`broadcastjob`]: OpenKruise BroadcastJob.
 //!
+//! - [`ledger`]: the history of each workload as the driver saw it — per version the first
+//!   time it ran, the nodes that ever ran it and ever crash-looped it, and the peak number
+//!   of pods unavailable against the budget (pods down with their NotReady node are counted
+//!   apart). [`Simulation::ledger`] and [`Simulation::ledgers`] read it; `shoal` serves it
+//!   as `GET /sim/history`. It is what a test asserts a release did, from the simulator's
+//!   own record rather than by sampling the API.
+//!
 //! Each controller module has a `plan` function: views in, a plan out (pods to create and
 //! delete, status counts, when to look again). The driver applies the plan to its compact
 //! state and calls again; plans are idempotent for an unchanged input.
@@ -39,6 +50,7 @@ pub mod event;
 pub mod faults;
 pub mod fleet;
 pub mod kubelet;
+pub mod ledger;
 pub mod pod;
 pub mod runtime;
 pub mod state;

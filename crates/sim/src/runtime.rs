@@ -6,6 +6,8 @@
 //!                                          ├─ members: Vec<Member { SimCluster, labels }>
 //!                                          ├─ by_name: HashMap<name, index>
 //!                                          ├─ faults:  RwLock<Arc<FaultModel>>   (swappable at run time)
+//!                                          ├─ ledger(name), ledgers() ─▶ each cluster's ledger
+//!                                          │            (what happened, recorded by its driver)
 //!                                          └─ spawn() ─▶ one `driver::run` task per cluster
 //! ```
 //!
@@ -30,6 +32,7 @@ use crate::backend::{FaultSlot, SimCluster};
 use crate::driver;
 use crate::faults::FaultModel;
 use crate::fleet::{Fleet, NodeClass};
+use crate::ledger::ClusterLedger;
 use crate::state::{NodeProfile, NodeRecord, Value};
 use crate::template::key;
 
@@ -152,6 +155,17 @@ impl Simulation {
 
     pub fn get(&self, name: &str) -> Option<&Member> {
         self.by_name.get(name).map(|i| &self.members[*i])
+    }
+
+    /// What happened in cluster `name` so far (see [`crate::ledger`]); `None` for a
+    /// cluster the simulation does not have.
+    pub fn ledger(&self, name: &str) -> Option<ClusterLedger> {
+        self.get(name).map(|m| m.cluster.ledger())
+    }
+
+    /// Every cluster's ledger, in the fleet's order.
+    pub fn ledgers(&self) -> Vec<ClusterLedger> {
+        self.members.iter().map(|m| m.cluster.ledger()).collect()
     }
 
     pub fn clock(&self) -> &SharedClock {

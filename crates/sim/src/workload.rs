@@ -37,6 +37,7 @@ use shoal_store::Precondition;
 use crate::driver::{Next, NodeInfo, raw};
 use crate::event::{ObjectRef, Recorder};
 use crate::kubelet::PodState;
+use crate::ledger::Target;
 use crate::pod::{NodeView, PodPhase, PodView};
 use crate::state::{ClusterState, PodRecord, PodTemplate, Value};
 use crate::template::{self, Owner};
@@ -212,6 +213,8 @@ struct Pass<'e, 'a> {
     /// Pods by controller uid, indexed on first use: one walk over the pods per step,
     /// not one per workload.
     by_owner: Option<PodIndex>,
+    /// What each controller wanted this pass, for the ledger.
+    targets: Vec<Target>,
 }
 
 impl Workloads {
@@ -252,8 +255,9 @@ impl Workloads {
         !CONTROLLER_KINDS.contains(&kind) || self.uids.contains(uid)
     }
 
-    /// Runs every workload's controller once.
-    pub fn reconcile(&mut self, state: &mut ClusterState, mut env: Env<'_>) {
+    /// Runs every workload's controller once; returns what each DaemonSet, Deployment and
+    /// StatefulSet with a valid spec wanted, for the [`crate::ledger`].
+    pub fn reconcile(&mut self, state: &mut ClusterState, mut env: Env<'_>) -> Vec<Target> {
         let nodes = env.nodes;
         let mut pass = Pass {
             views: nodes
@@ -274,6 +278,7 @@ impl Workloads {
             env: &mut env,
             pods_on: None,
             by_owner: None,
+            targets: Vec::new(),
         };
         for d in &self.daemons {
             daemon::reconcile(state, &mut pass, d);
@@ -296,6 +301,17 @@ impl Workloads {
         }
         let uids = &self.uids;
         pass.env.templates.retain(|(uid, _), _| uids.contains(uid));
+        // A Deployment's pods are its ReplicaSets' (as read after it wrote new ones).
+        let mut targets = pass.targets;
+        for t in targets.iter_mut().filter(|t| t.kind == "Deployment") {
+            t.owners = self
+                .replica_sets
+                .iter()
+                .filter(|rs| rs.deployment.as_deref() == Some(t.uid.as_str()))
+                .map(|rs| rs.o.owner.uid.clone())
+                .collect();
+        }
+        targets
     }
 }
 
@@ -352,6 +368,46 @@ fn view(id: u64, rec: &PodRecord, revision: u32, node_index: &HashMap<&str, u32>
         terminating: false,
         ordinal: 0,
         restarts: rec.state.restarts(),
+    }
+}
+
+/// What the controller of `o` wants, for the ledger: `desired` pods (DaemonSet: nodes,
+/// `per_node`), of which `allowed` may be unavailable.
+fn target(
+    o: &Object,
+    template: &PodTemplateSpec,
+    desired: u32,
+    allowed: u32,
+    min_ready: SignedDuration,
+    per_node: bool,
+) -> Target {
+    let api_version = if o.owner.api_version == "apps/v1" {
+        "apps/v1"
+    } else {
+        "apps.kruise.io/v1alpha1"
+    };
+    let kind = match o.owner.kind.as_str() {
+        "Deployment" => "Deployment",
+        "StatefulSet" => "StatefulSet",
+        _ => "DaemonSet",
+    };
+    Target {
+        api_version,
+        kind,
+        namespace: o.owner.namespace.clone(),
+        name: o.owner.name.clone(),
+        uid: o.owner.uid.clone(),
+        owners: vec![o.owner.uid.clone()],
+        image: template
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
+        desired,
+        allowed,
+        min_ready,
+        per_node,
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use shoal_core::FieldError;
 
 use super::{Object, Pass, REVISION_LABEL, pod_revision_hash, read_kind, view};
-use crate::daemonset::{self, DaemonSetPolicy};
+use crate::daemonset::{self, DaemonSetPolicy, DaemonStrategy};
 use crate::event::Source;
 use crate::pod::PodView;
 use crate::state::ClusterState;
@@ -95,6 +95,19 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, d: &D
         })
         .collect();
     let plan = daemonset::plan(policy, 0, &pass.views, &pod_views, now);
+    let desired = plan.status.desired_number_scheduled;
+    let allowed = match &policy.strategy {
+        DaemonStrategy::RollingUpdate(ru) => daemonset::effective_budget(ru, desired).0,
+        DaemonStrategy::OnDelete => desired,
+    };
+    pass.targets.push(super::target(
+        &d.o,
+        template,
+        desired,
+        allowed,
+        policy.min_ready,
+        true,
+    ));
     pass.env.next.at(plan.requeue_at);
     if !plan.is_empty() {
         // Like the real controller's expectations: look again right after this pass.

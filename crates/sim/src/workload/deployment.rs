@@ -193,6 +193,19 @@ pub(super) fn reconcile(
         })
         .collect();
     let p = plan(&spec.policy, 0, &views);
+    let replicas = spec.policy.replicas;
+    let allowed = match spec.policy.strategy {
+        DeploymentStrategy::RollingUpdate { .. } => surge_unavailable(&spec.policy).1,
+        DeploymentStrategy::Recreate => replicas,
+    };
+    pass.targets.push(super::target(
+        &d.o,
+        &spec.template,
+        replicas,
+        allowed,
+        spec.policy.min_ready,
+        false,
+    ));
     let new_index = views.iter().position(|v| v.revision == 0);
     let max_old = sets
         .iter()

@@ -26,7 +26,7 @@ use super::{Object, Pass, REVISION_LABEL, pod_revision_hash, read_kind, set, vie
 use crate::event::Source;
 use crate::pod::{PodView, Revision};
 use crate::state::{ClusterState, PodRecord, PodTemplate};
-use crate::statefulset::{StatefulSetPolicy, plan};
+use crate::statefulset::{StatefulSetPolicy, StatefulStrategy, plan};
 use crate::template::{pod_template, revision_hash};
 
 const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -135,6 +135,21 @@ pub(super) fn reconcile(state: &mut ClusterState, pass: &mut Pass<'_, '_>, s: &S
         })
         .collect();
     let p = plan(&spec.policy, current, 0, &views, now);
+    let replicas = spec.policy.replicas;
+    let allowed = match spec.policy.strategy {
+        StatefulStrategy::RollingUpdate {
+            max_unavailable, ..
+        } => max_unavailable.scaled(replicas, true).max(1),
+        StatefulStrategy::OnDelete => replicas,
+    };
+    pass.targets.push(super::target(
+        &s.o,
+        &spec.template,
+        replicas,
+        allowed,
+        spec.policy.min_ready,
+        false,
+    ));
     pass.env.next.at(p.requeue_at);
     if !p.is_empty() {
         pass.env.next.at(Some(now));

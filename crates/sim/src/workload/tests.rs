@@ -699,3 +699,214 @@ fn rolling_back_reuses_the_old_replicaset_as_the_newest_revision_and_history_is_
         "web:v4"
     );
 }
+
+// The ledger (crate::ledger), as the driver records it.
+
+fn mk_daemonset(api: &str, image: &str, max_unavailable: Json, partition: Option<u32>) -> Json {
+    let mut ru = json!({"maxUnavailable": max_unavailable});
+    if let Some(p) = partition {
+        ru["partition"] = json!(p);
+    }
+    json!({"apiVersion": api, "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                 "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": ru},
+                 "template": {"metadata": {"labels": {"app": "agent"}},
+                              "spec": {"containers": [{"name": "agent", "image": image}]}}}})
+}
+
+impl World {
+    fn agent(&self) -> crate::ledger::WorkloadLedger {
+        let name = self.sim.members()[0].cluster.name().to_string();
+        let ledger = self.sim.ledger(&name).expect("the cluster has a ledger");
+        assert_eq!(ledger.cluster, name);
+        ledger
+            .workload("DaemonSet", "kube-system", "agent")
+            .cloned()
+            .unwrap_or_else(|| panic!("no ledger of the agent DaemonSet: {ledger:?}"))
+    }
+
+    /// The nodes running a pod of `image`, sorted.
+    fn nodes_running(&self, image_: &str) -> Vec<String> {
+        let mut nodes: Vec<String> = self
+            .pods()
+            .iter()
+            .filter(|p| image(p) == image_)
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap().to_string())
+            .collect();
+        nodes.sort();
+        nodes
+    }
+}
+
+#[test]
+fn ledger_of_a_daemonset_rollout_at_max_unavailable_1_never_shows_more_than_1_unavailable() {
+    let mut w = World::new(5);
+    w.put(
+        "apps",
+        "daemonsets",
+        mk_daemonset("apps/v1", "agent:1", json!(1), None),
+    );
+    w.run(30, |_| {});
+    let l = w.agent();
+    let up = t0() + SignedDuration::from_secs(10);
+    assert_eq!(
+        l.fully_available_at,
+        Some(up),
+        "started 5s + ready 5s: {l:?}"
+    );
+    assert_eq!(l.peak_unavailable.count, 0, "creation is not a disruption");
+    let released = w.now();
+    w.put(
+        "apps",
+        "daemonsets",
+        mk_daemonset("apps/v1", "agent:2", json!(1), None),
+    );
+    w.run(200, |_| {});
+    assert_eq!(w.nodes_running("agent:2").len(), 5, "rolled out");
+    let l = w.agent();
+    assert_eq!(l.peak_unavailable.count, 1, "{l:#?}");
+    assert_eq!(l.peak_unavailable.allowed_at_peak, 1);
+    assert_eq!((l.violations, l.first_violation_at), (0, None));
+    assert_eq!(l.unavailable_from_node_faults.count, 0);
+    assert_eq!(
+        (l.template_version.as_str(), l.desired, l.available),
+        ("2", 5, 5)
+    );
+    let v1 = l.version("1").unwrap();
+    let v2 = l.version("2").unwrap();
+    assert_eq!((v1.nodes_ever, v1.pods), (5, 0));
+    assert_eq!(
+        (v2.nodes_ever, v2.pods, v2.crash_looping_nodes_ever),
+        (5, 5, 0)
+    );
+    assert_eq!(v1.template_since, Some(t0()));
+    assert_eq!(v2.template_since, Some(released));
+    assert!(v2.first_seen.unwrap() > released);
+}
+
+#[test]
+fn ledger_of_an_advanced_daemonset_with_partition_2_counts_only_the_nodes_let_through() {
+    let mut w = World::new(5);
+    let api = "apps.kruise.io/v1alpha1";
+    w.put(
+        "apps.kruise.io",
+        "daemonsets",
+        mk_daemonset(api, "agent:1", json!(1), None),
+    );
+    w.run(30, |_| {});
+    w.put(
+        "apps.kruise.io",
+        "daemonsets",
+        mk_daemonset(api, "agent:2", json!(1), Some(2)),
+    );
+    w.run(200, |_| {});
+    let l = w.agent();
+    assert_eq!(l.api_version, api);
+    let v2 = l.version("2").unwrap();
+    assert_eq!(
+        (v2.nodes_ever, v2.pods),
+        (3, 3),
+        "5 desired − partition 2: {l:#?}"
+    );
+    assert_eq!(l.version("1").unwrap().pods, 2, "the partition stays on v1");
+    assert_eq!(l.violations, 0);
+}
+
+#[test]
+fn ledger_records_where_a_bad_version_crash_loops_the_blast_radius() {
+    let mut w = World::new(6);
+    let profile = FaultProfile::from_yaml(
+        "seed: 1\nfaults:\n  - podCrashLoop: {name: bad-in-a, version: \"2\", \
+         nodeSelector: \"topology.kubernetes.io/zone=sim-1-a\", probability: 1}\n",
+    )
+    .unwrap();
+    w.sim
+        .set_faults(FaultModel::compile(&profile, t0()).unwrap());
+    let api = "apps.kruise.io/v1alpha1";
+    w.put(
+        "apps.kruise.io",
+        "daemonsets",
+        mk_daemonset(api, "agent:1", json!("100%"), None),
+    );
+    w.run(30, |_| {});
+    w.put(
+        "apps.kruise.io",
+        "daemonsets",
+        mk_daemonset(api, "agent:2", json!("100%"), Some(2)),
+    );
+    w.run(300, |_| {});
+    let through = w.nodes_running("agent:2");
+    assert_eq!(through.len(), 4, "6 nodes − partition 2");
+    let zone_a: Vec<String> = w
+        .list("", "nodes")
+        .iter()
+        .filter(|n| n["metadata"]["labels"]["topology.kubernetes.io/zone"] == "sim-1-a")
+        .map(|n| name(n).to_string())
+        .filter(|n| through.contains(n))
+        .collect();
+    assert!(
+        !zone_a.is_empty(),
+        "some updated node is in zone a: {through:?}"
+    );
+    let l = w.agent();
+    let v2 = l.version("2").unwrap();
+    assert_eq!(v2.nodes_ever, 4, "{l:#?}");
+    assert_eq!(v2.crash_looping_nodes, zone_a);
+    assert_eq!(v2.crash_looping_nodes_ever as usize, zone_a.len());
+    assert_eq!(
+        v2.crash_looping as usize,
+        zone_a.len(),
+        "still crash-looping"
+    );
+    assert_eq!(l.version("1").unwrap().crash_looping_nodes_ever, 0);
+    assert_eq!(l.peak_unavailable.allowed_at_peak, 6);
+    assert_eq!(l.violations, 0, "100% may be unavailable");
+}
+
+#[test]
+fn ledger_keeps_pods_down_with_their_node_out_of_the_budget() {
+    let mut w = World::new(6);
+    let profile = FaultProfile::from_yaml(
+        "seed: 1\nfaults:\n  - nodeNotReady: {name: zone-a, zone: sim-1-a, after: 1m, duration: 5m}\n",
+    )
+    .unwrap();
+    w.sim
+        .set_faults(FaultModel::compile(&profile, t0()).unwrap());
+    w.put(
+        "apps",
+        "daemonsets",
+        mk_daemonset("apps/v1", "agent:1", json!(1), None),
+    );
+    w.run(200, |_| {});
+    let l = w.agent();
+    assert!(l.unavailable_from_node_faults.count >= 2, "{l:#?}");
+    assert!(l.unavailable_from_node_faults.at.unwrap() >= t0() + SignedDuration::from_secs(60));
+    assert_eq!((l.peak_unavailable.count, l.violations), (0, 0));
+}
+
+#[test]
+fn ledger_of_deployment_and_statefulset_rollouts_follows_their_pods_through_replicasets() {
+    let mut w = World::new(4);
+    w.put("apps", "deployments", mk_deployment("web:v1", 4, 1, 1));
+    w.put("apps", "statefulsets", mk_statefulset("db:v1", 0));
+    w.run(60, |_| {});
+    w.put("apps", "deployments", mk_deployment("web:v2", 4, 1, 1));
+    w.put("apps", "statefulsets", mk_statefulset("db:v2", 2));
+    w.run(300, |_| {});
+    let name = w.sim.members()[0].cluster.name().to_string();
+    let ledger = w.sim.ledger(&name).unwrap();
+    let web = ledger.workload("Deployment", "default", "web").unwrap();
+    assert_eq!(
+        (web.peak_unavailable.count, web.violations),
+        (1, 0),
+        "{web:#?}"
+    );
+    assert_eq!(web.peak_unavailable.allowed_at_peak, 1);
+    assert_eq!(web.version("v2").unwrap().pods, 4);
+    assert_eq!(web.version("v1").unwrap().pods, 0);
+    let db = ledger.workload("StatefulSet", "default", "db").unwrap();
+    assert_eq!(db.violations, 0, "{db:#?}");
+    assert_eq!(db.version("v2").unwrap().nodes_ever, 2, "ordinals 2 and 3");
+    assert_eq!(db.version("v1").unwrap().pods, 2);
+}
