@@ -126,6 +126,32 @@ async fn clusters(server: &ShoalServer, n: usize) -> Vec<Cluster> {
     .await
 }
 
+/// The simulator's ledger of the node agent, by cluster (`GET /sim/history`).
+async fn agent_ledger(server: &ShoalServer) -> BTreeMap<String, serde_json::Value> {
+    let all: serde_json::Value = reqwest::get(format!("{}/sim/history", server.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    all["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| {
+            let w = c["workloads"].as_array()?.iter().find(|w| {
+                w["name"] == "node-agent" && w["kind"] == "DaemonSet" && w["apiVersion"] == "apps.kruise.io/v1alpha1"
+            })?;
+            Some((c["cluster"].as_str()?.to_string(), w.clone()))
+        })
+        .collect()
+}
+
+/// One version's line of a workload's ledger.
+fn version<'a>(w: &'a serde_json::Value, v: &str) -> Option<&'a serde_json::Value> {
+    w["versions"].as_array()?.iter().find(|x| x["version"] == v)
+}
+
 fn env_rank(c: &str) -> usize {
     ["test-", "staging-", "canary-", "prod-"]
         .iter()
@@ -199,6 +225,24 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
         }
         let peak = peak_overlap(&all);
         assert!((1..=10).contains(&peak), "at most 10 clusters at once, saw {peak}");
+        // The simulator's own record: no workload ever had more pods unavailable than
+        // its maxUnavailable, and the new version reached the clusters wave by wave.
+        let ledger = agent_ledger(&server).await;
+        assert_eq!(ledger.len(), 210);
+        for (c, w) in &ledger {
+            assert_eq!(w["violations"], 0, "{c}: {w}");
+            let peak = &w["peakUnavailable"];
+            assert!(peak["count"].as_i64().unwrap() <= peak["allowedAtPeak"].as_i64().unwrap_or(0), "{c}: {w}");
+            assert_eq!(version(w, "1.5.0").unwrap()["nodesEver"], 4, "{c}: every node got it");
+        }
+        let first_seen = |c: &String| -> Timestamp {
+            version(&ledger[c], "1.5.0").unwrap()["firstSeen"].as_str().unwrap().parse().unwrap()
+        };
+        for pair in status.waves.windows(2) {
+            let last = pair[0].clusters.iter().map(first_seen).max().unwrap();
+            let next = pair[1].clusters.iter().map(first_seen).min().unwrap();
+            assert!(last < next, "a later wave's cluster ran 1.5.0 ({next}) before an earlier wave's ({last})");
+        }
         let after = agent_versions(&fleet).await;
         for (c, v) in &after {
             let (tag, generation) = v.clone().unwrap();
@@ -229,6 +273,31 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
             let rb = rollback.as_ref().unwrap_or_else(|| panic!("{c} was changed and not rolled back"));
             assert_eq!(rb.status.as_ref().unwrap().succeeded().unwrap().status, "True", "{c}");
         }
+        // The blast radius, from the simulator: 1.6.0 crash-looped only on prod nodes,
+        // and on no more nodes than the failing step let through (steps of 1, 2, 4 pods).
+        let ledger = agent_ledger(&server).await;
+        for (c, w) in &ledger {
+            assert_eq!(w["violations"], 0, "{c}: within maxUnavailable even while crash-looping: {w}");
+            let Some(bad) = version(w, "1.6.0") else { continue };
+            assert_eq!(bad["pods"], 0, "{c}: nothing runs 1.6.0 any more");
+            if !c.starts_with("prod-") {
+                assert_eq!(bad["crashLoopingNodesEver"], 0, "{c}: {w}");
+                continue;
+            }
+            let step = status
+                .failures
+                .iter()
+                .find(|f| &f.cluster == c)
+                .map(|f| f.step.trim_start_matches("node-agent-step-").parse::<usize>().unwrap());
+            let allowed = step.map_or(0, |k| [1, 2, 4][k - 1]);
+            assert!(bad["nodesEver"].as_i64().unwrap() <= allowed, "{c}: failed in step {step:?}: {w}");
+        }
+        let hit: usize = ledger
+            .values()
+            .filter_map(|w| version(w, "1.6.0"))
+            .map(|v| v["crashLoopingNodesEver"].as_u64().unwrap() as usize)
+            .sum();
+        assert!(hit >= 1, "the bad version did crash-loop somewhere");
         let waiting = status.clusters.as_ref().unwrap().waiting;
         assert_eq!(waiting as usize, 210 - runs.len(), "the clusters never reached were never started");
         let now = agent_versions(&fleet).await;
