@@ -251,7 +251,10 @@ pub fn decide(
             ..decision(
                 ReleasePhase::Progressing,
                 Some(wave),
-                format!("waiting: {why}"),
+                match opens_at {
+                    Some(at) => format!("waiting: {why}; the window opens at {at}"),
+                    None => format!("waiting: {why}"),
+                },
             )
         };
     }

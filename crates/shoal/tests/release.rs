@@ -29,7 +29,12 @@ fn example(path: &str) -> String {
 }
 
 /// Waits until the release reaches `phase` (failing early on an unexpected terminal one).
-async fn wait_phase(server: &ShoalServer, name: &str, phase: ReleasePhase, limit: Duration) -> Release {
+async fn wait_phase(
+    server: &ShoalServer,
+    name: &str,
+    phase: ReleasePhase,
+    limit: Duration,
+) -> Release {
     let api: Api<Release> = Api::all(server.client());
     let what = format!("release {name} reaches {phase:?}");
     eventually(limit, &what, async || {
@@ -43,7 +48,13 @@ async fn wait_phase(server: &ShoalServer, name: &str, phase: ReleasePhase, limit
             now == Some(phase) || !terminal,
             "release {name} ended {now:?}, not {phase:?}: {:?}\n{}",
             r.status,
-            server.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            server
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         (now == Some(phase)).then_some(r)
     })
@@ -51,7 +62,10 @@ async fn wait_phase(server: &ShoalServer, name: &str, phase: ReleasePhase, limit
 }
 
 /// The release's pipeline runs, by cluster: (change, rollback).
-async fn runs_of(server: &ShoalServer, release: &str) -> BTreeMap<String, (Option<PipelineRun>, Option<PipelineRun>)> {
+async fn runs_of(
+    server: &ShoalServer,
+    release: &str,
+) -> BTreeMap<String, (Option<PipelineRun>, Option<PipelineRun>)> {
     let api: Api<PipelineRun> = Api::namespaced(server.client(), "shoal-system");
     let list = api
         .list(&ListParams::default().labels(&format!("shoal.io/release={release}")))
@@ -76,7 +90,13 @@ fn started(r: &PipelineRun) -> Timestamp {
 }
 
 fn completed(r: &PipelineRun) -> Timestamp {
-    r.status.as_ref().unwrap().completion_time.as_ref().expect("the run completed").0
+    r.status
+        .as_ref()
+        .unwrap()
+        .completion_time
+        .as_ref()
+        .expect("the run completed")
+        .0
 }
 
 /// The most runs in progress at one instant.
@@ -106,7 +126,10 @@ async fn agent_versions(clusters: &[Cluster]) -> BTreeMap<String, Option<(String
             let api: Api<AdvancedDaemonSet> = Api::namespaced(client, "kube-system");
             let ds = api.get_opt("node-agent").await.unwrap();
             let v = ds.map(|d| {
-                let image = d.spec.template.spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+                let image = d.spec.template.spec.as_ref().unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap();
                 let tag = image.rsplit_once(':').unwrap().1.to_string();
                 (tag, d.metadata.generation.unwrap_or(0))
             });
@@ -119,10 +142,14 @@ async fn agent_versions(clusters: &[Cluster]) -> BTreeMap<String, Option<(String
 
 async fn clusters(server: &ShoalServer, n: usize) -> Vec<Cluster> {
     let api: Api<Cluster> = Api::all(server.client());
-    eventually(Duration::from_secs(30), "the fleet is registered", async || {
-        let list = api.list(&ListParams::default()).await.ok()?.items;
-        (list.len() == n).then_some(list)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the fleet is registered",
+        async || {
+            let list = api.list(&ListParams::default()).await.ok()?.items;
+            (list.len() == n).then_some(list)
+        },
+    )
     .await
 }
 
@@ -140,7 +167,9 @@ async fn agent_ledger(server: &ShoalServer) -> BTreeMap<String, serde_json::Valu
         .iter()
         .filter_map(|c| {
             let w = c["workloads"].as_array()?.iter().find(|w| {
-                w["name"] == "node-agent" && w["kind"] == "DaemonSet" && w["apiVersion"] == "apps.kruise.io/v1alpha1"
+                w["name"] == "node-agent"
+                    && w["kind"] == "DaemonSet"
+                    && w["apiVersion"] == "apps.kruise.io/v1alpha1"
             })?;
             Some((c["cluster"].as_str()?.to_string(), w.clone()))
         })
@@ -306,6 +335,233 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
             "every cluster is back on 1.5.0: {:?}",
             now.iter().filter(|(_, v)| v.as_ref().is_none_or(|(t, _)| t != "1.5.0")).collect::<Vec<_>>()
         );
+    })
+    .await;
+}
+
+const COMPONENTS: &str = r#"
+apiVersion: shoal.io/v1alpha1
+kind: Component
+metadata: {name: cni}
+spec:
+  image: registry.example.com/net/cni
+  version: "1.0"
+  checks: [{workload: {kind: DaemonSet, namespace: kube-system, name: cni}}]
+  template: |
+    apiVersion: apps/v1
+    kind: DaemonSet
+    metadata: {name: cni, namespace: kube-system}
+    spec:
+      selector: {matchLabels: {app: cni}}
+      template:
+        metadata: {labels: {app: cni}}
+        spec:
+          containers: [{name: cni, image: "{{ image }}:{{ version }}"}]
+---
+apiVersion: shoal.io/v1alpha1
+kind: Component
+metadata: {name: agent}
+spec:
+  image: registry.example.com/infra/agent
+  version: "1.0"
+  dependsOn: [cni]
+  values: {hostNetwork: true}
+  dangerousFields: [spec.template.spec.hostNetwork]
+  checks: [{workload: {apiVersion: apps.kruise.io/v1alpha1, kind: DaemonSet, namespace: kube-system, name: agent}}]
+  template: |
+    apiVersion: apps.kruise.io/v1alpha1
+    kind: DaemonSet
+    metadata: {name: agent, namespace: kube-system}
+    spec:
+      selector: {matchLabels: {app: agent}}
+      updateStrategy: {type: RollingUpdate, rollingUpdate: {maxUnavailable: 1}}
+      template:
+        metadata: {labels: {app: agent}}
+        spec:
+          hostNetwork: {{ values.hostNetwork }}
+          containers: [{name: agent, image: "{{ image }}:{{ version }}"}]
+---
+apiVersion: shoal.io/v1alpha1
+kind: Component
+metadata: {name: loop-a}
+spec: {image: r/a, version: "1", dependsOn: [loop-b], template: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n"}
+---
+apiVersion: shoal.io/v1alpha1
+kind: Component
+metadata: {name: loop-b}
+spec: {image: r/b, version: "1", dependsOn: [loop-a], template: "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b}\n"}
+"#;
+
+fn release_yaml(name: &str, components: &[(&str, &str)], strategy: &str) -> String {
+    let comps: Vec<String> = components
+        .iter()
+        .map(|(c, v)| format!("{{name: {c}, version: \"{v}\"}}"))
+        .collect();
+    format!(
+        "apiVersion: shoal.io/v1alpha1\nkind: Release\nmetadata: {{name: {name}}}\nspec:\n  components: [{}]\n  strategy: {strategy}\n",
+        comps.join(", ")
+    )
+}
+
+fn task<'a>(run: &'a PipelineRun, name: &str) -> &'a shoal_core::taskflow::PipelineTaskStatus {
+    run.status
+        .as_ref()
+        .unwrap()
+        .tasks
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("no task {name} in {:?}", run.metadata.name))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addons_go_in_dependency_order_and_cycles_dangerous_changes_and_windows_hold_a_release() {
+    within(Duration::from_secs(300), "release rules on a small fleet", async {
+        let server = ShoalServer::start(&["--store", "memory", "--sim-clusters", "3", "--sim-nodes", "3", "--time-scale", "60"]).await;
+        let fleet = clusters(&server, 3).await;
+        let comps = server.write_file("components.yaml", COMPONENTS);
+        server.kubectl_ok(&["apply", "-f", comps.to_str().unwrap()]).await;
+
+        // An addon release, listed in the wrong order, goes in dependsOn order.
+        let addons = server.write_file(
+            "addons.yaml",
+            &release_yaml("addons", &[("agent", "1.0"), ("cni", "1.0")], "{waves: [{percent: 100}], clusterConcurrency: 3, batches: [1, \"100%\"]}"),
+        );
+        server.kubectl_ok(&["apply", "-f", addons.to_str().unwrap()]).await;
+        wait_phase(&server, "addons", ReleasePhase::Succeeded, Duration::from_secs(120)).await;
+        let runs = runs_of(&server, "addons").await;
+        assert_eq!(runs.len(), 3);
+        for (c, (change, _)) in &runs {
+            let run = change.as_ref().unwrap();
+            let cni_done = task(run, "cni-step-2").completion_time.as_ref().unwrap().0;
+            let agent_start = task(run, "agent-step-1").start_time.as_ref().unwrap().0;
+            assert!(cni_done <= agent_start, "{c}: the agent started before its dependency was done");
+        }
+
+        // A dependency cycle is refused before anything starts.
+        let cyc = server.write_file("cycle.yaml", &release_yaml("cyc", &[("loop-a", "2"), ("loop-b", "2")], "{}"));
+        server.kubectl_ok(&["apply", "-f", cyc.to_str().unwrap()]).await;
+        let r = wait_phase(&server, "cyc", ReleasePhase::Failed, Duration::from_secs(30)).await;
+        let msg = r.status.unwrap().message.unwrap();
+        assert!(msg.contains("cycle"), "{msg}");
+        assert!(runs_of(&server, "cyc").await.is_empty());
+
+        // A change of a dangerous field is refused, with a message naming it, and nothing
+        // in that cluster is touched.
+        let target = fleet[0].metadata.name.clone().unwrap();
+        let before = {
+            let config = kube::Config::new(fleet[0].spec.endpoint.server.parse().unwrap());
+            let api: Api<AdvancedDaemonSet> = Api::namespaced(kube::Client::try_from(config).unwrap(), "kube-system");
+            api.get("agent").await.unwrap()
+        };
+        let cfg = server.write_file("cfg.yaml", &format!(
+            "apiVersion: shoal.io/v1alpha1\nkind: ClusterConfig\nmetadata: {{name: agent-no-hostnet}}\n\
+             spec: {{component: agent, cluster: {target}, values: {{hostNetwork: false}}}}\n"));
+        server.kubectl_ok(&["apply", "-f", cfg.to_str().unwrap()]).await;
+        let danger = server.write_file(
+            "danger.yaml",
+            &release_yaml("agent-2", &[("agent", "2.0")], "{waves: [{percent: 100}], clusterConcurrency: 3, failurePolicy: Pause}"),
+        );
+        server.kubectl_ok(&["apply", "-f", danger.to_str().unwrap()]).await;
+        let r = wait_phase(&server, "agent-2", ReleasePhase::Paused, Duration::from_secs(60)).await;
+        let failures = r.status.unwrap().failures;
+        let f = failures.iter().find(|f| f.cluster == target).unwrap_or_else(|| panic!("{failures:?}"));
+        assert_eq!(f.step, "precheck", "{f:?}");
+        assert!(
+            f.message.contains("spec.template.spec.hostNetwork") && f.message.contains("dangerous field"),
+            "{f:?}"
+        );
+        let config = kube::Config::new(fleet[0].spec.endpoint.server.parse().unwrap());
+        let api: Api<AdvancedDaemonSet> = Api::namespaced(kube::Client::try_from(config).unwrap(), "kube-system");
+        let after = api.get("agent").await.unwrap();
+        assert_eq!(after.metadata.generation, before.metadata.generation, "nothing was sent");
+
+        // A release inside a denied window waits, and goes when the window ends.
+        let clock: serde_json::Value = reqwest::get(format!("{}/sim/clock", server.url())).await.unwrap().json().await.unwrap();
+        let now: Timestamp = clock["now"].as_str().unwrap().parse().unwrap();
+        let hour = now.to_zoned(jiff::tz::TimeZone::UTC).hour();
+        let window = format!(
+            "{{waves: [{{percent: 100}}], clusterConcurrency: 3, windows: {{deny: [{{hours: \"{:02}:00-{:02}:00\", timeZone: UTC}}]}}}}",
+            hour,
+            (hour + 2) % 24
+        );
+        let late = server.write_file("late.yaml", &release_yaml("cni-late", &[("cni", "1.1")], &window));
+        server.kubectl_ok(&["apply", "-f", late.to_str().unwrap()]).await;
+        let api: Api<Release> = Api::all(server.client());
+        let waiting = eventually(Duration::from_secs(30), "the release waits for its window", async || {
+            let r = api.get("cni-late").await.ok()?;
+            let s = r.status?;
+            (s.phase == Some(ReleasePhase::Progressing) && s.message.as_deref()?.contains("waiting")).then_some(s)
+        })
+        .await;
+        let why = waiting.message.unwrap();
+        assert!(why.contains("denied window") && why.contains("opens at"), "says why: {why}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(runs_of(&server, "cni-late").await.is_empty(), "nothing starts in a denied window");
+        server.shoal_ok(&["clock", "--advance", "2h", "--server", server.url()]).await;
+        wait_phase(&server, "cni-late", ReleasePhase::Succeeded, Duration::from_secs(60)).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_continues_where_it_was_after_the_control_plane_is_killed_mid_wave() {
+    within(Duration::from_secs(300), "a release across a kill -9", async {
+        use tokio::io::AsyncBufReadExt;
+        let mut control = ShoalServer::start(&["--time-scale", "60"]).await;
+        // The fleet lives in its own process: killing the control plane leaves it be.
+        let mut sim = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["sim", "--clusters", "4", "--nodes", "3", "--listen", "127.0.0.1:0", "--time-scale", "60"])
+            .args(["--control-plane", control.url()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn shoal sim");
+        let mut lines = tokio::io::BufReader::new(sim.stdout.take().unwrap()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.starts_with("registered 4 Cluster objects") {
+                break;
+            }
+        }
+        let fleet = clusters(&control, 4).await;
+        control.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        let base = control.write_file("base.yaml", &release_yaml("base", &[("node-agent", "1.4.0")], "{waves: [{percent: 100}], clusterConcurrency: 4}"));
+        control.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
+        wait_phase(&control, "base", ReleasePhase::Succeeded, Duration::from_secs(60)).await;
+        let before = agent_versions(&fleet).await;
+
+        let up = control.write_file("up.yaml", &release_yaml(
+            "up",
+            &[("node-agent", "1.5.0")],
+            "{waves: [{clusters: 1}, {percent: 100}], clusterConcurrency: 1, batches: [1, 2, \"100%\"], bake: 1m}",
+        ));
+        control.kubectl_ok(&["apply", "-f", up.to_str().unwrap()]).await;
+        let api: Api<Release> = Api::all(control.client());
+        eventually(Duration::from_secs(120), "the release is in the middle of its second wave", async || {
+            let c = api.get("up").await.ok()?.status?.clusters?;
+            (c.succeeded >= 2 && c.running == 1).then_some(())
+        })
+        .await;
+        control.restart().await;
+        let r = wait_phase(&control, "up", ReleasePhase::Succeeded, Duration::from_secs(120)).await;
+        assert_eq!(r.status.unwrap().progress.as_deref(), Some("4/4"));
+        let runs = runs_of(&control, "up").await;
+        assert_eq!(runs.len(), 4, "one run per cluster, none started twice");
+        for (c, (change, rollback)) in &runs {
+            assert!(rollback.is_none());
+            let run = change.as_ref().unwrap();
+            for t in ["precheck", "node-agent-step-1", "node-agent-step-2", "node-agent-step-3"] {
+                assert_eq!(task(run, t).state, shoal_core::taskflow::TaskState::Succeeded, "{c} {t}");
+            }
+        }
+        let after = agent_versions(&fleet).await;
+        for (c, v) in &after {
+            let (tag, generation) = v.clone().unwrap();
+            assert_eq!(tag, "1.5.0", "{c}");
+            assert_eq!(generation, before[c].as_ref().unwrap().1 + 3, "{c}: each step applied exactly once");
+        }
+        sim.kill().await.ok();
     })
     .await;
 }
