@@ -520,6 +520,15 @@ pub(crate) fn spawn_controllers(
         kube::Client::try_from(config).context("failed to build the controllers' client")?;
     let clock = shoal_controllers::Clock::new(clock);
     let executors = shoal_controllers::Registry::builtin();
+    tokio::spawn(
+        shoal_controllers::component::run(
+            client.clone(),
+            clock.clone(),
+            Default::default(),
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("controller", name = "component")),
+    );
     Ok(tokio::spawn(
         shoal_controllers::taskflow::run(client, clock, executors, taskflow, stop)
             .instrument(tracing::info_span!("controller", name = "taskflow")),
