@@ -3,8 +3,10 @@
 //!
 //! ```text
 //!  shoal serve ──► API server ◄──HTTP (kube::Client)── controllers
-//!                     │                                  └─ taskflow: PipelineRun reconciler
-//!                   store                                       └─ executors (tokio tasks)
+//!                     │                                  ├─ taskflow: PipelineRun reconciler
+//!                   store                                  │     └─ executors (tokio tasks)
+//!                                                          └─ component: the fleet view of
+//!                                                             each Component (a periodic pass)
 //! ```
 //!
 //! The key decision: controllers never reach into the store or the API server's
@@ -12,6 +14,7 @@
 //! restart, a second replica or an external controller sees and decides the same.
 
 pub mod clock;
+pub mod component;
 pub mod executor;
 pub mod release;
 pub mod taskflow;

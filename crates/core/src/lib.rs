@@ -15,12 +15,15 @@
 //! - [`diff`]: the three-way diff of `kubectl apply` (live, target, last applied → merge patch);
 //! - [`render`]: a component rendered for one cluster (values merged group → cluster,
 //!   template → checked objects) and the `dependsOn` install order;
+//! - [`inventory`]: the fleet view of a component (versions per cluster and node, drift
+//!   from the last-applied copy), tallied from what was read in each cluster;
 //! - [`plan`]: release planning — waves, order, risk scores;
 //! - [`release`]: the release state machine (which clusters start, gates, failure policy);
 //! - [`window`]: change windows and freezes, in real time zones.
 
 pub mod clock;
 pub mod diff;
+pub mod inventory;
 pub mod kinds;
 pub mod plan;
 pub mod release;

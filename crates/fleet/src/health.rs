@@ -11,7 +11,6 @@
 //! StatefulSets; an OpenKruise Advanced DaemonSet with a partition is ready when every pod
 //! it is *meant* to update is updated and available.
 
-use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use crate::{Error, Fleet, Member, Result};
@@ -109,43 +108,25 @@ pub async fn health(
     };
     h.observed = observed;
     // Crash-looping pods of the workload (by its selector).
-    if let Some(labels) = v
-        .pointer("/spec/selector/matchLabels")
-        .and_then(Value::as_object)
-    {
-        let selector: Vec<String> = labels
-            .iter()
-            .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-            .collect();
-        let pods: Api<k8s_openapi::api::core::v1::Pod> =
-            Api::namespaced(member.client.clone(), namespace);
-        let list = pods
-            .list(&ListParams::default().labels(&selector.join(",")))
-            .await
-            .map_err(|source| Error::Kube {
-                verb: "list pods of",
-                target: target.to_string(),
-                source,
-            })?;
-        for p in list.items {
-            let crashing = p
-                .status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.state
-                            .as_ref()
-                            .and_then(|s| s.waiting.as_ref())
-                            .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
-                    })
-                });
-            if crashing {
-                h.crash_looping += 1;
-                if h.crash_looping_pods.len() < 5 {
-                    h.crash_looping_pods
-                        .push(p.metadata.name.unwrap_or_default());
-                }
+    let pods = crate::workload::pods_of(member, namespace, &v, &target.to_string()).await?;
+    for p in pods {
+        let crashing = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.state
+                        .as_ref()
+                        .and_then(|s| s.waiting.as_ref())
+                        .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+                })
+            });
+        if crashing {
+            h.crash_looping += 1;
+            if h.crash_looping_pods.len() < 5 {
+                h.crash_looping_pods
+                    .push(p.metadata.name.unwrap_or_default());
             }
         }
     }

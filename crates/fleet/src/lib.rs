@@ -7,7 +7,8 @@
 //!      apply(client, object, dangerous) ──────┤  GET live → three_way(live, target, last
 //!                                             │  applied) → merge PATCH (or POST) + record
 //!                                             │  the new last-applied in an annotation
-//!      health(client, workload) ──────────────┘  status counts + crash-looping pods
+//!      health(client, workload) ──────────────┤  status counts + crash-looping pods
+//!      read_workload(client, workload) ───────┘  the object, its last-applied copy, its pods
 //! ```
 //!
 //! The key decision: the last-applied copy lives on the object itself, in the annotation
@@ -26,8 +27,10 @@ use shoal_core::diff::{DroppedChange, FieldPath, three_way};
 use shoal_core::kinds::Cluster;
 
 pub mod health;
+pub mod workload;
 
 pub use health::{WorkloadHealth, health};
+pub use workload::{Workload, last_applied, read_workload};
 
 /// The annotation holding what shoal applied last (JSON).
 pub const LAST_APPLIED: &str = "shoal.io/last-applied";
@@ -231,11 +234,7 @@ impl Fleet {
             });
         };
         let live = serde_json::to_value(&live).map_err(|e| Error::Object(e.to_string()))?;
-        let last: Option<Value> = live
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(LAST_APPLIED))
-            .and_then(Value::as_str)
-            .and_then(|s| serde_json::from_str(s).ok());
+        let last = last_applied(&live);
         // The annotation itself is part of the target (and of no last-applied copy), so
         // it is updated whenever the target changes.
         let mut diff = three_way(&live, &desired, last.as_ref(), dangerous);

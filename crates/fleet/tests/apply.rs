@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shoal_apiserver::{ApiServer, Registry, ServerConfig};
 use shoal_core::clock::{ScaledClock, SharedClock, SystemClock};
-use shoal_fleet::{Action, Fleet, Member, health};
+use shoal_fleet::{Action, Fleet, Member, health, read_workload};
 use shoal_sim::Simulation;
 use shoal_sim::runtime::SimConfig;
 use tokio_util::sync::CancellationToken;
@@ -204,6 +204,52 @@ async fn health_reports_crash_looping_pods_of_a_bad_version() {
         };
         assert!(!h.ready);
         assert!(h.message.contains("crash-looping"), "{}", h.message);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_workload_gives_the_object_its_last_applied_copy_and_its_pods_or_none() {
+    within("read_workload", async {
+        let (url, sim, _stop) = serve(1, None).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let fleet = Fleet::new();
+        let read = || {
+            read_workload(
+                &fleet,
+                &member,
+                "apps/v1",
+                "DaemonSet",
+                "kube-system",
+                "agent",
+            )
+        };
+        assert!(read().await.unwrap().is_none(), "nothing applied yet");
+
+        fleet
+            .apply(&member, &daemonset("agent:1", "agent"), &[], false)
+            .await
+            .unwrap();
+        let w = loop {
+            let w = read().await.unwrap().expect("applied above");
+            if w.pods.len() == 4 {
+                break w;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(w.last_applied, Some(daemonset("agent:1", "agent")));
+        assert_eq!(
+            w.object.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("agent:1"))
+        );
+        assert!(
+            w.pods
+                .iter()
+                .all(|p| p.pointer("/spec/containers/0/image") == Some(&json!("agent:1"))),
+            "{:?}",
+            w.pods
+        );
     })
     .await;
 }

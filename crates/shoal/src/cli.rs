@@ -530,6 +530,22 @@ pub async fn describe(a: DescribeArgs) -> Result<()> {
         print!("{}", crate::pipelinerun::render_dag(&run)?);
         return Ok(());
     }
+    if r.group == "shoal.io" && r.kind == "Component" {
+        let component: shoal_core::kinds::Component =
+            serde_json::from_value(obj.clone()).context("the server sent a malformed Component")?;
+        let text = render_describe(&obj);
+        // The fleet view goes where kubectl would print events: after the object.
+        let (head, events) = text.rsplit_once("Events:").unwrap_or((&text, ""));
+        print!("{head}");
+        print!(
+            "{}",
+            crate::component::render_fleet_view(component.status.as_ref())
+        );
+        if !events.is_empty() {
+            print!("Events:{events}");
+        }
+        return Ok(());
+    }
     print!("{}", render_describe(&obj));
     Ok(())
 }

@@ -20,7 +20,7 @@ use anyhow::{Context, Result, anyhow};
 use kube::api::{Api, ListParams};
 use serde_json::Value;
 use shoal_core::diff::{Change, changes};
-use shoal_core::kinds::{Cluster, ClusterConfig, ClusterGroup, Component};
+use shoal_core::kinds::{Cluster, ClusterConfig, ClusterGroup, Component, ComponentStatus};
 use shoal_core::render::{ClusterFacts, Rendered, render, unrendered_checks};
 use shoal_fleet::{Action, Fleet, LAST_APPLIED};
 
@@ -203,11 +203,7 @@ pub async fn diff(a: RenderArgs) -> Result<Outcome> {
                     .map(|o| serde_json::to_value(o).unwrap_or_default())
                     .unwrap_or_default();
                 out.push_str(&format!("{target}: patch\n  changes:\n"));
-                let last: Option<Value> = live
-                    .pointer("/metadata/annotations")
-                    .and_then(|a| a.get(LAST_APPLIED))
-                    .and_then(Value::as_str)
-                    .and_then(|s| serde_json::from_str(s).ok());
+                let last = shoal_fleet::last_applied(&live);
                 for c in changes(&live, &patch, last.as_ref()) {
                     out.push_str(&format!("    {}\n", change_line(&c)));
                 }
@@ -241,10 +237,96 @@ pub async fn diff(a: RenderArgs) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// The fleet view of a component for `shoal describe component`: the version
+/// distribution (clusters, nodes, share of the clusters that run it) and the drifted
+/// clusters with their fields.
+pub fn render_fleet_view(status: Option<&ComponentStatus>) -> String {
+    let Some(st) = status.filter(|s| s.observed_generation.is_some()) else {
+        return "Fleet:        not observed yet (the component controller fills it in)\n".into();
+    };
+    let mut out = String::from("Fleet:\n");
+    if let Some(c) = st.conditions.iter().find(|c| c.status == "False") {
+        out.push_str(&format!("  {} ({})\n", c.message, c.reason));
+        return out;
+    }
+    let installed: i64 = st.versions.iter().map(|v| v.clusters).sum();
+    let mut rows = vec![["VERSION", "CLUSTERS", "NODES", "SHARE"].map(String::from)];
+    for v in &st.versions {
+        let share = if installed > 0 {
+            format!("{:.1}%", 100.0 * v.clusters as f64 / installed as f64)
+        } else {
+            "-".into()
+        };
+        rows.push([
+            v.version.clone(),
+            v.clusters.to_string(),
+            v.nodes.to_string(),
+            share,
+        ]);
+    }
+    if st.versions.is_empty() {
+        out.push_str("  no cluster runs it\n");
+    } else {
+        let width = |i: usize| rows.iter().map(|r| r[i].len()).max().unwrap_or(0);
+        let widths = [width(0), width(1), width(2)];
+        for r in &rows {
+            out.push_str(&format!(
+                "  {:<w0$}   {:>w1$}   {:>w2$}   {}\n",
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                w0 = widths[0],
+                w1 = widths[1].max(8),
+                w2 = widths[2].max(5)
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "  Not installed: {}\n",
+        st.not_installed.unwrap_or(0)
+    ));
+    if let Some(n) = st.unreachable.filter(|n| *n > 0) {
+        out.push_str(&format!("  Unreachable:   {n}\n"));
+    }
+    let drifted = st.drifted.unwrap_or(0);
+    out.push_str(&format!(
+        "Drift:        {drifted} cluster{} differ from what shoal applied\n",
+        if drifted == 1 { "" } else { "s" }
+    ));
+    for d in &st.drift {
+        out.push_str(&format!("  {}: {}\n", d.cluster, d.fields.join(", ")));
+    }
+    let unlisted = drifted - st.drift.len() as i64;
+    if unlisted > 0 {
+        out.push_str(&format!("  … and {unlisted} more\n"));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_fleet_view_shows_versions_with_their_share_and_the_drift() {
+        let st: ComponentStatus = serde_json::from_value(json!({
+            "versions": [{"version": "v2", "clusters": 3, "nodes": 12},
+                         {"version": "1.4.0", "clusters": 1, "nodes": 4}],
+            "summary": "v2=3 1.4.0=1", "drifted": 1, "notInstalled": 2,
+            "drift": [{"cluster": "c-2", "fields": ["spec.x", "spec.y"]}],
+            "observedGeneration": 1}))
+        .unwrap();
+        let text = render_fleet_view(Some(&st));
+        assert_eq!(
+            text,
+            "Fleet:\n  VERSION   CLUSTERS   NODES   SHARE\n  v2               3      12   75.0%\n\
+             \x20 1.4.0            1       4   25.0%\n  Not installed: 2\n\
+             Drift:        1 cluster differ from what shoal applied\n  c-2: spec.x, spec.y\n"
+        );
+        assert!(render_fleet_view(None).contains("not observed yet"));
+    }
 
     #[test]
     fn bookkeeping_is_not_shown_and_leaves_no_empty_maps() {

@@ -19,6 +19,7 @@ mod cli;
 mod component;
 mod pipelinerun;
 mod plan;
+mod rollout;
 mod serve;
 mod sim;
 
@@ -71,6 +72,8 @@ enum Command {
     /// Operate a pipeline run: pause, resume, cancel, retry or skip a task.
     #[command(alias = "pr")]
     Pipelinerun(pipelinerun::PipelineRunArgs),
+    /// Follow or steer a Release: status, pause, resume, abort, rollback, approve.
+    Rollout(rollout::RolloutArgs),
     /// Benchmarks (`shoal bench api`).
     Bench {
         #[command(subcommand)]
@@ -140,6 +143,10 @@ fn main() -> Result<()> {
                 }
             },
             Command::Pipelinerun(a) => pipelinerun::run(a).await,
+            Command::Rollout(a) => match rollout::run(a).await? {
+                rollout::Outcome::Ok => Ok(()),
+                rollout::Outcome::Failed => std::process::exit(1),
+            },
             Command::Bench { what } => bench::run(what).await,
         }
     })

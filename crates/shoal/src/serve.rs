@@ -524,6 +524,15 @@ pub(crate) fn spawn_controllers(
         shoal_controllers::release::run(client.clone(), clock.clone(), stop.clone())
             .instrument(tracing::info_span!("controller", name = "release")),
     );
+    tokio::spawn(
+        shoal_controllers::component::run(
+            client.clone(),
+            clock.clone(),
+            Default::default(),
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("controller", name = "component")),
+    );
     Ok(tokio::spawn(
         shoal_controllers::taskflow::run(client, clock, executors, taskflow, stop)
             .instrument(tracing::info_span!("controller", name = "taskflow")),

@@ -53,6 +53,8 @@ const TAG_MAX: usize = 128;
     status = "ComponentStatus",
     printcolumn = r#"{"name":"Image","type":"string","jsonPath":".spec.image"}"#,
     printcolumn = r#"{"name":"Version","type":"string","jsonPath":".spec.version"}"#,
+    printcolumn = r#"{"name":"Versions","type":"string","jsonPath":".status.summary"}"#,
+    printcolumn = r#"{"name":"Drifted","type":"integer","jsonPath":".status.drifted"}"#,
     printcolumn = r#"{"name":"Depends-On","type":"string","priority":1,"jsonPath":".spec.dependsOn"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -119,14 +121,31 @@ pub struct WorkloadCheck {
 /// The workload kinds a [`WorkloadCheck`] can read a rollout status from.
 pub const CHECKABLE_KINDS: [&str; 3] = ["DaemonSet", "Deployment", "StatefulSet"];
 
-/// What shoal last observed about a component across the fleet. Written by the release
-/// controller (not built yet).
+/// What shoal last observed about a component across the fleet: which version runs in
+/// how many clusters and on how many nodes, and where the live objects drifted from what
+/// shoal applied. Written by the component controller (`shoal-controllers::component`)
+/// from [`crate::inventory`].
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ComponentStatus {
-    /// How many clusters run each version.
+    /// How many clusters and nodes run each version, most clusters first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<VersionCount>,
+    /// The distribution in one line for `kubectl get`: `v2=180 1.4.0=20`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// How many clusters hold a workload that differs from what shoal last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drifted: Option<i64>,
+    /// The drifted clusters and their fields (the first [`crate::inventory::DRIFT_LISTED`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<ClusterDrift>,
+    /// How many clusters do not have the component's workload at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_installed: Option<i64>,
+    /// How many clusters could not be read in the last pass (see the `Observed` condition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,13 +153,25 @@ pub struct ComponentStatus {
 }
 
 /// One line of a component's version distribution.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct VersionCount {
     /// A version (image tag) of the component.
     pub version: String,
-    /// How many clusters run it.
+    /// How many clusters run it: their workload's pod template names this version.
     pub clusters: i64,
+    /// How many of the workload's pods run it, across the fleet (for a DaemonSet, nodes).
+    #[serde(default)]
+    pub nodes: i64,
+}
+
+/// A cluster whose live workload differs from what shoal last applied there.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterDrift {
+    pub cluster: String,
+    /// The dotted paths that differ (`spec.template.spec.containers[0].args`).
+    pub fields: Vec<String>,
 }
 
 /// The dangerous fields every object of `api_version`/`kind` has, whatever the component
@@ -625,7 +656,14 @@ mod tests {
         for (crd, cols) in [
             (
                 Component::crd(),
-                vec!["Image", "Version", "Depends-On", "Age"],
+                vec![
+                    "Image",
+                    "Version",
+                    "Versions",
+                    "Drifted",
+                    "Depends-On",
+                    "Age",
+                ],
             ),
             (
                 ClusterConfig::crd(),

@@ -21,8 +21,8 @@ pub use cluster::{
     ClusterStatus, CredentialsRef, Endpoint,
 };
 pub use component::{
-    Check, ClusterConfig, ClusterConfigSpec, Component, ComponentSpec, ComponentStatus,
-    VersionCount, WorkloadCheck,
+    Check, ClusterConfig, ClusterConfigSpec, ClusterDrift, Component, ComponentSpec,
+    ComponentStatus, VersionCount, WorkloadCheck,
 };
 pub use kruise::{
     AdvancedDaemonSet, AdvancedDaemonSetSpec, AdvancedDaemonSetStatus, BroadcastJob,

@@ -1,0 +1,432 @@
+//! The component controller: keeps every `Component.status` a fleet view — which
+//! version runs in how many clusters and on how many nodes, and which clusters drifted
+//! from what shoal last applied.
+//!
+//! ```text
+//!  watch Components ── new, or spec changed (generation ≠ observedGeneration) ──┐
+//!  every Config::interval (real time) ─────────────────────────────────────────┤
+//!                                                                                ▼
+//!  pass: LIST Clusters, LIST Components; per Component with a workload check:
+//!     per Cluster (at most Config::concurrency at once, each within read_timeout)
+//!        fleet driver: read_workload(kind, ns/name) → object + last-applied + pods
+//!        shoal_core::inventory: version, pods per version, drift  → ClusterReading
+//!     inventory::tally → ComponentStatus ── differs from the stored one? ── PUT status
+//! ```
+//!
+//! A component without a `spec.checks[].workload` has nothing to look for: its status
+//! says so in the `Observed` condition (reason `NoWorkloadCheck`) and nothing is read.
+//!
+//! # The key decision: a periodic pass, not a watch on every member cluster
+//!
+//! The view is a census, not a control loop: nothing waits on it, and being a few
+//! seconds stale is fine. Watching one workload and its pods in every member cluster
+//! would hold two streams per component per cluster open (hundreds of thousands in a big
+//! fleet); a pass costs two reads per component per cluster, paced by a fixed interval
+//! on *real* time — a census of real clusters does not go faster because a simulated
+//! clock does — and bounded in concurrency. A Component that is created or changed is
+//! looked at again within [`DEBOUNCE`], so `kubectl apply` of a component shows its
+//! view at once. Each pass makes at most one status write per component, and none when
+//! nothing changed (the `Observed` condition keeps its transition time while it holds).
+//!
+//! The status write is a PUT carrying the resourceVersion the pass read: a concurrent
+//! change of the Component makes it fail with a conflict, and the watch brings the
+//! Component back for a fresh pass.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use kube::api::{ListParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use shoal_core::inventory::{
+    ClusterReading, UNKNOWN_VERSION, drift, observed_message, pods_per_version, set_observed,
+    tally, template_version,
+};
+use shoal_core::kinds::{Cluster, Component, ComponentStatus, WorkloadCheck};
+use shoal_fleet::{Fleet, read_workload};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+
+/// How long after a Component changes its pass starts: a `kubectl apply -f` of several
+/// components (or a burst of edits) is looked at in one pass, not one per event.
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// How the controller paces itself.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Between two passes over every component (real time).
+    pub interval: Duration,
+    /// Member clusters read at once within one component's pass: enough to cover a
+    /// thousand clusters in a few seconds, few enough not to exhaust sockets or the
+    /// member API servers' patience.
+    pub concurrency: usize,
+    /// How long one cluster may take to answer before it counts as unreachable, so a
+    /// hung cluster does not hold up the view of the others.
+    pub read_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: Duration::from_secs(10),
+            concurrency: 32,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Errors of one pass; the controller logs them and tries again on the next.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("failed to list {what}")]
+    List {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("failed to write the status of Component {name:?}")]
+    WriteStatus {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Runs the component controller until `stop` is cancelled. `clock` stamps the
+/// conditions' transition times; the pace is [`Config::interval`] of real time.
+///
+/// # Cancel safety
+/// Stops between two reads or writes when `stop` is cancelled; a pass cut short leaves
+/// every status as it was or fully written, never half.
+pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
+    let components: Api<Component> = Api::all(client.clone());
+    let clusters: Api<Cluster> = Api::all(client);
+    let fleet = Arc::new(Fleet::new());
+    let mut changed = watcher(components.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    // The first full pass runs at once: a restarted server shows a fresh view.
+    let mut next_full = Instant::now();
+    let mut pending: BTreeSet<String> = BTreeSet::new();
+    let mut pending_at: Option<Instant> = None;
+    loop {
+        let wake = pending_at.map_or(next_full, |p| p.min(next_full));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = changed.next() => match event {
+                Some(Ok(c)) if c.status.as_ref().and_then(|s| s.observed_generation)
+                    != c.metadata.generation =>
+                {
+                    pending.insert(c.name_any());
+                    pending_at.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "watching Components"),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                let only = if Instant::now() >= next_full {
+                    next_full = Instant::now() + config.interval;
+                    None
+                } else {
+                    Some(std::mem::take(&mut pending))
+                };
+                pending_at = None;
+                if only.is_none() {
+                    pending.clear();
+                }
+                let pass = pass(&components, &clusters, &fleet, &clock, &config, only.as_ref());
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = pass => if let Err(e) = r {
+                        tracing::warn!(error = %report(&e), "component pass failed");
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// An error and its causes on one line.
+fn report(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// One pass over the components named in `only` (all of them when `None`).
+async fn pass(
+    components: &Api<Component>,
+    clusters: &Api<Cluster>,
+    fleet: &Arc<Fleet>,
+    clock: &Clock,
+    config: &Config,
+    only: Option<&BTreeSet<String>>,
+) -> Result<(), Error> {
+    let fleet_clusters = clusters
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            what: "Clusters",
+            source,
+        })?
+        .items;
+    let all = components
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| Error::List {
+            what: "Components",
+            source,
+        })?
+        .items;
+    for component in all {
+        let name = component.name_any();
+        if only.is_some_and(|o| !o.contains(&name)) {
+            continue;
+        }
+        let status = observe(&component, &fleet_clusters, fleet, clock, config).await;
+        if component.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let mut updated = component.clone();
+        updated.status = Some(status);
+        match components
+            .replace_status(&name, &PostParams::default(), &updated)
+            .await
+        {
+            Ok(_) => {}
+            // Someone changed the Component since it was listed: the watch brings it
+            // back for a fresh look.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            // Deleted meanwhile: nothing to show.
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(source) => return Err(Error::WriteStatus { name, source }),
+        }
+    }
+    Ok(())
+}
+
+/// The workload a component's view is read from: its first workload check.
+fn workload_of(component: &Component) -> Option<&WorkloadCheck> {
+    component
+        .spec
+        .checks
+        .iter()
+        .find_map(|c| c.workload.as_ref())
+}
+
+/// The status `component` should have, from a read of every cluster.
+async fn observe(
+    component: &Component,
+    clusters: &[Cluster],
+    fleet: &Arc<Fleet>,
+    clock: &Clock,
+    config: &Config,
+) -> ComponentStatus {
+    let generation = component.metadata.generation;
+    let mut conditions = component
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let Some(check) = workload_of(component) else {
+        set_observed(
+            &mut conditions,
+            false,
+            "NoWorkloadCheck",
+            "spec.checks names no workload: there is nothing to count versions or drift on",
+            generation,
+            clock.now(),
+        );
+        return ComponentStatus {
+            conditions,
+            observed_generation: generation,
+            ..ComponentStatus::default()
+        };
+    };
+    let base = component.spec.image.as_str();
+    // Each read owns what it needs: futures borrowing across `buffer_unordered` make
+    // the controller's future not provably `Send` (a higher-ranked lifetime limitation).
+    let mut readings: Vec<(String, ClusterReading)> = stream::iter(clusters.iter().cloned())
+        .map(|cluster| {
+            let (fleet, check, base) = (fleet.clone(), check.clone(), base.to_string());
+            let limit = config.read_timeout;
+            async move {
+                let reading = read_cluster(&fleet, &cluster, &check, &base, limit).await;
+                (cluster.name_any(), reading)
+            }
+        })
+        .buffer_unordered(config.concurrency.max(1))
+        .collect()
+        .await;
+    readings.sort_by(|a, b| a.0.cmp(&b.0));
+    let view = || readings.iter().map(|(c, r)| (c.as_str(), r));
+    let mut status = tally(view());
+    let message = observed_message(&status, view());
+    let reason = if status.unreachable.unwrap_or(0) > 0 {
+        "SomeClustersUnreachable"
+    } else {
+        "Observed"
+    };
+    set_observed(
+        &mut conditions,
+        true,
+        reason,
+        &message,
+        generation,
+        clock.now(),
+    );
+    status.conditions = conditions;
+    status.observed_generation = generation;
+    status
+}
+
+/// What `cluster` holds of the workload `check` names.
+async fn read_cluster(
+    fleet: &Fleet,
+    cluster: &Cluster,
+    check: &WorkloadCheck,
+    base: &str,
+    limit: Duration,
+) -> ClusterReading {
+    let member = match fleet.member(cluster) {
+        Ok(m) => m,
+        Err(e) => return ClusterReading::Unreachable(report(&e)),
+    };
+    let read = read_workload(
+        fleet,
+        &member,
+        check.api_version.as_deref().unwrap_or("apps/v1"),
+        &check.kind,
+        check.namespace.as_deref().unwrap_or("default"),
+        &check.name,
+    );
+    match tokio::time::timeout(limit, read).await {
+        Err(_) => ClusterReading::Unreachable(format!("no answer within {limit:?}")),
+        Ok(Err(e)) => ClusterReading::Unreachable(report(&e)),
+        Ok(Ok(None)) => ClusterReading::NotInstalled,
+        Ok(Ok(Some(w))) => ClusterReading::Installed {
+            version: template_version(&w.object, base).unwrap_or_else(|| UNKNOWN_VERSION.into()),
+            pods: pods_per_version(&w.pods, base),
+            drift: drift(&w.object, w.last_applied.as_ref()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::kinds::{Check, ClusterSpec, ComponentSpec, Endpoint};
+
+    /// A cluster at a port nothing listens on.
+    fn mk_unreachable_cluster() -> Cluster {
+        Cluster::new(
+            "c-1",
+            ClusterSpec {
+                endpoint: Endpoint {
+                    server: "http://127.0.0.1:1".into(),
+                    certificate_authority_data: None,
+                    insecure_skip_tls_verify: None,
+                },
+                credentials_ref: None,
+            },
+        )
+    }
+
+    fn mk_component(checks: Vec<Check>) -> Component {
+        Component::new(
+            "agent",
+            ComponentSpec {
+                template: "kind: X".into(),
+                image: "r/agent".into(),
+                version: "1".into(),
+                values: None,
+                depends_on: vec![],
+                dangerous_fields: vec![],
+                checks,
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn a_component_without_a_workload_check_says_so_and_reads_nothing() {
+        let c = mk_component(vec![Check {
+            name: Some("nothing".into()),
+            workload: None,
+        }]);
+        // A cluster nobody can reach: reading it would show as unreachable.
+        let cluster = mk_unreachable_cluster();
+        let status = observe(
+            &c,
+            &[cluster],
+            &Arc::new(Fleet::new()),
+            &Clock::system(),
+            &Config::default(),
+        )
+        .await;
+        assert_eq!(status.versions, vec![]);
+        assert_eq!(status.unreachable, None);
+        let cond = &status.conditions[0];
+        assert_eq!(
+            (
+                cond.type_.as_str(),
+                cond.status.as_str(),
+                cond.reason.as_str()
+            ),
+            (
+                shoal_core::inventory::CONDITION_OBSERVED,
+                "False",
+                "NoWorkloadCheck"
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_cluster_is_counted_apart_from_not_installed() {
+        let c = mk_component(vec![Check {
+            name: None,
+            workload: Some(WorkloadCheck {
+                api_version: None,
+                kind: "DaemonSet".into(),
+                namespace: None,
+                name: "agent".into(),
+                min_ready_percent: None,
+            }),
+        }]);
+        let cluster = mk_unreachable_cluster();
+        let config = Config {
+            read_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let status = tokio::time::timeout(
+            Duration::from_secs(20),
+            observe(
+                &c,
+                &[cluster],
+                &Arc::new(Fleet::new()),
+                &Clock::system(),
+                &config,
+            ),
+        )
+        .await
+        .expect("hung: reading a closed port");
+        assert_eq!(status.unreachable, Some(1));
+        assert_eq!(status.not_installed, Some(0));
+        assert_eq!(status.conditions[0].reason, "SomeClustersUnreachable");
+        assert!(
+            status.conditions[0].message.contains("c-1: "),
+            "{}",
+            status.conditions[0].message
+        );
+    }
+}
