@@ -17,7 +17,7 @@ use common::{ShoalServer, eventually, within};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams};
-use shoal_core::kinds::{AdvancedDaemonSet, Cluster, Release, ReleasePhase};
+use shoal_core::kinds::{AdvancedDaemonSet, Cluster, Component, Release, ReleasePhase};
 use shoal_core::taskflow::PipelineRun;
 
 fn example(path: &str) -> String {
@@ -181,6 +181,21 @@ fn version<'a>(w: &'a serde_json::Value, v: &str) -> Option<&'a serde_json::Valu
     w["versions"].as_array()?.iter().find(|x| x["version"] == v)
 }
 
+/// Waits until the Component's fleet view shows every cluster and node on `version`.
+async fn fleet_view_is(server: &ShoalServer, version: &str, clusters: i64, nodes: i64) {
+    let api: Api<Component> = Api::all(server.client());
+    let what = format!("the fleet view shows {clusters} clusters and {nodes} nodes on {version}");
+    eventually(Duration::from_secs(60), &what, async || {
+        let s = api.get("node-agent").await.ok()?.status?;
+        let v = &s.versions;
+        (v.len() == 1 && v[0].version == version && v[0].clusters == clusters && v[0].nodes == nodes)
+            .then_some(())
+    })
+    .await;
+    let text = server.shoal_ok(&["get", "components", "--server", server.url()]).await;
+    assert!(text.contains(&format!("{version}={clusters}")), "{text}");
+}
+
 fn env_rank(c: &str) -> usize {
     ["test-", "staging-", "canary-", "prod-"]
         .iter()
@@ -229,6 +244,9 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
         assert_eq!(status.progress.as_deref(), Some("210/210"));
         // `kubectl wait` sees it too.
         server.kubectl_ok(&["wait", "--for=jsonpath={.status.phase}=Succeeded", "release/agent-1.5.0", "--timeout=5s"]).await;
+
+        // The fleet view: 100 % of the clusters and nodes on the new version.
+        fleet_view_is(&server, "1.5.0", 210, 840).await;
 
         // In the planned order: environments in sequence, each wave after the one before
         // it finished and baked, never more than clusterConcurrency at once.
@@ -329,6 +347,7 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
         assert!(hit >= 1, "the bad version did crash-loop somewhere");
         let waiting = status.clusters.as_ref().unwrap().waiting;
         assert_eq!(waiting as usize, 210 - runs.len(), "the clusters never reached were never started");
+        fleet_view_is(&server, "1.5.0", 210, 840).await;
         let now = agent_versions(&fleet).await;
         assert!(
             now.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.5.0")),
