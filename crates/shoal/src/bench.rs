@@ -7,8 +7,10 @@
 //! 4. watch delivery latency with many watchers, and whether any event was lost.
 //!
 //! `shoal bench taskflow` measures task runs/s through the taskflow engine (see
-//! [`taskflow`]).
+//! [`taskflow`]); `shoal bench release` a release across a simulated fleet (see
+//! [`release`]).
 
+mod release;
 mod taskflow;
 
 use std::sync::Arc;
@@ -31,6 +33,9 @@ pub enum BenchCommand {
     Sim(crate::sim::SimBench),
     /// Task runs/s through the taskflow controller: many one-task runs, and one fan-out.
     Taskflow(taskflow::TaskflowBench),
+    /// A release across a simulated fleet (wall time, control-plane CPU and memory, API
+    /// calls per cluster) and the planning time for a very big fleet.
+    Release(release::ReleaseBench),
 }
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +62,7 @@ pub async fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Api(a) => api(a).await,
         BenchCommand::Sim(a) => crate::sim::bench(a).await,
         BenchCommand::Taskflow(a) => taskflow::run(a).await,
+        BenchCommand::Release(a) => release::run(a).await,
     }
 }
 
