@@ -68,6 +68,10 @@ pub struct ServeArgs {
     pub sim_nodes: u32,
     #[command(flatten)]
     pub sim: crate::sim::FleetFiles,
+    /// Apply these manifests (like `shoal apply -f`) once the server is up and the
+    /// simulated fleet is registered: components, releases… Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub apply: Vec<PathBuf>,
 }
 
 /// Whether `shoal serve` runs its controllers under leader election.
@@ -297,14 +301,44 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tracing::info!(%url, store = %args.store, data_dir = %args.data_dir.display(), "serving");
 
     on_signal(shutdown.clone());
-    if let Some(sim) = simulation.clone() {
-        let client = crate::sim::client(&url, token.as_deref())?;
+    let registration = simulation.clone().map(|sim| {
+        let client = crate::sim::client(&url, token.as_deref());
         let base = url.clone();
         tokio::spawn(async move {
-            match crate::sim::register(&sim, client, &base).await {
-                Ok(n) => tracing::info!(clusters = n, "simulated clusters registered"),
+            match crate::sim::register(&sim, client?, &base).await {
+                Ok(n) => {
+                    tracing::info!(clusters = n, "simulated clusters registered");
+                    Ok(())
+                }
                 Err(e) => {
-                    tracing::error!(error = %format!("{e:#}"), "failed to register the simulated clusters")
+                    tracing::error!(error = %format!("{e:#}"), "failed to register the simulated clusters");
+                    Err(e)
+                }
+            }
+        })
+    });
+    if !args.apply.is_empty() {
+        let files = args.apply.clone();
+        let conn = crate::cli::Conn {
+            server: url.clone(),
+            token: token.clone(),
+        };
+        tokio::spawn(async move {
+            // A release planned before the fleet is registered would cover part of it.
+            if let Some(r) = registration
+                && !matches!(r.await, Ok(Ok(())))
+            {
+                tracing::error!("not applying --apply files: the fleet is not registered");
+                return;
+            }
+            for f in files {
+                let a = crate::cli::ApplyArgs {
+                    filename: f.clone(),
+                    namespace: "default".into(),
+                    conn: conn.clone(),
+                };
+                if let Err(e) = crate::cli::apply(a).await {
+                    tracing::error!(file = %f.display(), error = %format!("{e:#}"), "--apply failed");
                 }
             }
         });

@@ -188,11 +188,16 @@ async fn fleet_view_is(server: &ShoalServer, version: &str, clusters: i64, nodes
     eventually(Duration::from_secs(60), &what, async || {
         let s = api.get("node-agent").await.ok()?.status?;
         let v = &s.versions;
-        (v.len() == 1 && v[0].version == version && v[0].clusters == clusters && v[0].nodes == nodes)
+        (v.len() == 1
+            && v[0].version == version
+            && v[0].clusters == clusters
+            && v[0].nodes == nodes)
             .then_some(())
     })
     .await;
-    let text = server.shoal_ok(&["get", "components", "--server", server.url()]).await;
+    let text = server
+        .shoal_ok(&["get", "components", "--server", server.url()])
+        .await;
     assert!(text.contains(&format!("{version}={clusters}")), "{text}");
 }
 
@@ -581,6 +586,106 @@ async fn a_release_continues_where_it_was_after_the_control_plane_is_killed_mid_
             assert_eq!(generation, before[c].as_ref().unwrap().1 + 3, "{c}: each step applied exactly once");
         }
         sim.kill().await.ok();
+    })
+    .await;
+}
+
+/// The team's own health check and a Prometheus-compatible query endpoint (the services
+/// a release's `strategy.checks` call), recording the webhook calls.
+async fn team_services(
+    bad_cluster: String,
+    error_rate: f64,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use axum::routing::{get, post};
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let seen = seen.clone();
+                let bad = bad_cluster.clone();
+                async move {
+                    seen.lock().unwrap().push(body.clone());
+                    if body["cluster"] == bad.as_str() && body["phase"] == "post" {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "p99 latency doubled since the change",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/v1/query",
+            get(move || async move {
+                axum::Json(
+                    serde_json::json!({"status": "success", "data": {"resultType": "vector",
+                    "result": [{"metric": {}, "value": [1.7e9, error_rate.to_string()]}]}}),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_and_a_metric_threshold_check_every_step() {
+    within(Duration::from_secs(180), "release checks", async {
+        let server = ShoalServer::start(&["--store", "memory", "--sim-clusters", "2", "--sim-nodes", "2", "--time-scale", "60"]).await;
+        let fleet = clusters(&server, 2).await;
+        let bad = fleet[1].metadata.name.clone().unwrap();
+        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        let (hooks, calls) = team_services(bad.clone(), 0.01).await;
+        let checks = format!(
+            "{{waves: [{{percent: 100}}], clusterConcurrency: 1, batches: [1, \"100%\"], failurePolicy: Pause, \
+              checks: [{{name: team-hook, webhook: {{url: \"{hooks}/hook\"}}}}, \
+                       {{name: error-rate, metric: {{prometheus: \"{hooks}\", query: 'rate(errors{{cluster=\"{{{{ cluster }}}}\"}}[5m])', max: 0.05}}}}]}}"
+        );
+        let checked = server.write_file("checked.yaml", &release_yaml("checked", &[("node-agent", "1.4.0")], &checks));
+        server.kubectl_ok(&["apply", "-f", checked.to_str().unwrap()]).await;
+        let r = wait_phase(&server, "checked", ReleasePhase::Paused, Duration::from_secs(90)).await;
+        let status = r.status.unwrap();
+        assert_eq!(status.clusters.as_ref().unwrap().succeeded, 1, "{status:?}");
+        let f = &status.failures[0];
+        assert_eq!((f.cluster.as_str(), f.step.as_str()), (bad.as_str(), "node-agent-step-1"));
+        assert!(
+            f.message.contains("check team-hook failed") && f.message.contains("p99 latency doubled"),
+            "{f:?}"
+        );
+        let calls = calls.lock().unwrap().clone();
+        let good = fleet[0].metadata.name.clone().unwrap();
+        let phases: Vec<(String, i64)> = calls
+            .iter()
+            .filter(|c| c["cluster"] == good.as_str())
+            .map(|c| (c["phase"].as_str().unwrap().to_string(), c["step"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(phases, [("pre".into(), 0), ("post".into(), 1), ("post".into(), 2)], "{calls:?}");
+
+        // A metric over its threshold stops a cluster before anything changes.
+        let (hot, _) = team_services(String::new(), 0.2).await;
+        let checks = format!(
+            "{{waves: [{{percent: 100}}], clusterConcurrency: 2, failurePolicy: Pause, \
+              checks: [{{name: error-rate, metric: {{prometheus: \"{hot}\", query: 'errors', max: 0.05}}}}]}}"
+        );
+        let hot_release = server.write_file("hot.yaml", &release_yaml("hot", &[("node-agent", "1.5.0")], &checks));
+        server.kubectl_ok(&["apply", "-f", hot_release.to_str().unwrap()]).await;
+        let r = wait_phase(&server, "hot", ReleasePhase::Paused, Duration::from_secs(60)).await;
+        let failures = r.status.unwrap().failures;
+        assert!(!failures.is_empty(), "{failures:?}");
+        for f in &failures {
+            assert_eq!(f.step, "precheck");
+            assert!(f.message.contains("errors = 0.2, above the maximum 0.05"), "{f:?}");
+        }
+        let versions = agent_versions(&fleet).await;
+        assert!(versions.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.4.0")), "{versions:?}");
     })
     .await;
 }

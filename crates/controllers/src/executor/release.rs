@@ -55,6 +55,114 @@ pub fn register(r: &mut super::Registry, fleet: Arc<Fleet>) {
     r.register(Rollback(fleet));
 }
 
+/// One HTTP client for the release checks (webhooks, metric queries).
+fn http() -> &'static reqwest::Client {
+    static HTTP: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    HTTP.get_or_init(reqwest::Client::new)
+}
+
+/// Where in a cluster's procedure the release's own checks run.
+struct CheckPoint<'a> {
+    component: &'a str,
+    version: &'a str,
+    /// 0 before the first step; k after step k.
+    step: usize,
+    steps: usize,
+}
+
+/// Runs the release's `strategy.checks` (webhooks, metric thresholds) for `scope`'s
+/// cluster; the first failure fails the step, naming the check.
+async fn release_checks(scope: &Scope, at: &CheckPoint<'_>) -> Result<(), ExecError> {
+    let release = scope.release.metadata.name.as_deref().unwrap_or("");
+    let cluster = &scope.member.name;
+    let phase = if at.step == 0 { "pre" } else { "post" };
+    for c in &scope.release.spec.strategy.checks {
+        let fail = |why: String| {
+            failed(format!(
+                "check {} failed on {cluster} {}: {why}",
+                c.name,
+                if at.step == 0 {
+                    "before the change".to_string()
+                } else {
+                    format!("after step {}/{} of {}", at.step, at.steps, at.component)
+                }
+            ))
+        };
+        if let Some(w) = &c.webhook {
+            let timeout = w
+                .timeout
+                .as_deref()
+                .and_then(|t| duration::parse(t).ok())
+                .and_then(|d| d.try_into().ok())
+                .unwrap_or(std::time::Duration::from_secs(10));
+            let body = json!({"release": release, "cluster": cluster, "component": at.component,
+                "version": at.version, "step": at.step, "steps": at.steps, "phase": phase});
+            let resp = http()
+                .post(&w.url)
+                .json(&body)
+                .timeout(timeout)
+                .send()
+                .await
+                .map_err(|e| fail(format!("{} did not answer: {e}", w.url)))?;
+            let code = resp.status();
+            if !code.is_success() {
+                let text = resp.text().await.unwrap_or_default();
+                let text: String = text.trim().chars().take(300).collect();
+                return Err(fail(format!("{} answered {code}: {text}", w.url)));
+            }
+        }
+        if let Some(m) = &c.metric {
+            let scope_vars = json!({"cluster": cluster, "release": release,
+                "component": at.component, "version": at.version});
+            let query = minijinja::Environment::new()
+                .render_str(&m.query, &scope_vars)
+                .map_err(|e| fail(format!("the query does not render: {e}")))?;
+            let url = format!("{}/api/v1/query", m.prometheus.trim_end_matches('/'));
+            let with_query = reqwest::Url::parse_with_params(&url, [("query", &query)])
+                .map_err(|e| fail(format!("{url}: {e}")))?;
+            let answer: Value = http()
+                .get(with_query)
+                .timeout(std::time::Duration::from_secs(10))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(|e| fail(format!("{url}: {e}")))?
+                .json()
+                .await
+                .map_err(|e| fail(format!("{url}: not a Prometheus answer: {e}")))?;
+            let value = prometheus_value(&answer)
+                .ok_or_else(|| fail(format!("{query:?} returned no sample")))?;
+            if let Some(max) = m.max
+                && value > max
+            {
+                return Err(fail(format!("{query} = {value}, above the maximum {max}")));
+            }
+            if let Some(min) = m.min
+                && value < min
+            {
+                return Err(fail(format!("{query} = {value}, below the minimum {min}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The largest sample of a Prometheus instant-query answer (vector or scalar).
+fn prometheus_value(answer: &Value) -> Option<f64> {
+    let data = answer.get("data")?;
+    let num = |v: &Value| v.get(1)?.as_str()?.parse::<f64>().ok();
+    match data.get("resultType")?.as_str()? {
+        "scalar" => num(data.get("result")?),
+        "vector" => data
+            .get("result")?
+            .as_array()?
+            .iter()
+            .filter_map(|s| num(s.get("value")?))
+            .reduce(f64::max),
+        _ => None,
+    }
+}
+
 /// Everything a step reads from the control plane.
 struct Scope {
     release: Release,
@@ -366,6 +474,11 @@ fn number_param(ctx: &ExecContext, name: &str) -> Result<usize, ExecError> {
     })
 }
 
+/// The in-cluster steps of every component of `release`.
+fn number_of_steps(release: &Release) -> usize {
+    release.spec.strategy.batches.len().max(1)
+}
+
 fn bake_of(release: &Release) -> Result<SignedDuration, ExecError> {
     release
         .spec
@@ -460,6 +573,18 @@ impl Executor for Precheck {
             }
             previous.insert(comp_name(c).to_string(), was);
         }
+        if let Some(first) = scope.components.first() {
+            release_checks(
+                &scope,
+                &CheckPoint {
+                    component: comp_name(first),
+                    version: scope.target_version(first),
+                    step: 0,
+                    steps: number_of_steps(&scope.release),
+                },
+            )
+            .await?;
+        }
         let summary: Vec<String> = previous
             .iter()
             .map(|(c, v)| format!("{c} {}", if v.is_empty() { "not installed" } else { v }))
@@ -498,11 +623,18 @@ impl Executor for Step {
         let version = scope.target_version(component);
         let mut objects = scope.render(component, version)?;
         let what = format!("in step {}/{steps} of {}", step + 1, comp_name(component));
+        let checkpoint = CheckPoint {
+            component: comp_name(component),
+            version,
+            step: step + 1,
+            steps,
+        };
         let Some((i, w)) = Workload::of(component, &objects) else {
             // Nothing to pace or watch: everything goes in the first step.
             if step == 0 {
                 apply_all(&self.0, &scope.member, component, &objects, false).await?;
             }
+            release_checks(&scope, &checkpoint).await?;
             return Ok(Outcome {
                 results: vec![],
                 message: Some(format!("{what}: applied (no workload to check)")),
@@ -556,6 +688,7 @@ impl Executor for Step {
                 &what,
             )
             .await?;
+            release_checks(&scope, &checkpoint).await?;
             return Ok(Outcome {
                 results: vec![result("updated", h.updated), result("total", h.total)],
                 message: Some(format!("{what}: {plan}, healthy")),
@@ -564,6 +697,7 @@ impl Executor for Step {
         apply_all(&self.0, &scope.member, component, &objects, false).await?;
         let bake = bake_of(&scope.release)?;
         let h = settle(&self.0, &ctx, &scope.member, &w, bake, &what).await?;
+        release_checks(&scope, &checkpoint).await?;
         Ok(Outcome {
             results: vec![result("updated", h.updated), result("total", h.total)],
             message: Some(format!(
@@ -655,6 +789,19 @@ impl Executor for Rollback {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metric_check_reads_the_largest_sample_of_a_prometheus_answer() {
+        let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"pod": "a"}, "value": [1.7e9, "0.02"]},
+            {"metric": {"pod": "b"}, "value": [1.7e9, "0.07"]}]}});
+        assert_eq!(prometheus_value(&vector), Some(0.07));
+        let scalar =
+            json!({"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, "3"]}});
+        assert_eq!(prometheus_value(&scalar), Some(3.0));
+        let empty = json!({"status": "success", "data": {"resultType": "vector", "result": []}});
+        assert_eq!(prometheus_value(&empty), None);
+    }
 
     #[test]
     fn the_live_version_is_the_tag_of_the_components_image() {

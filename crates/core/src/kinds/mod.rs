@@ -33,8 +33,8 @@ pub use kruise::{
 };
 pub use release::{
     ClusterCounts, ClusterFailure, ComponentVersion, FailurePolicy as ReleaseFailurePolicy,
-    OrderSpec, Release, ReleasePhase, ReleaseSpec, ReleaseStatus, ReleaseStrategy, WaveSpecSpec,
-    WaveStatus, WindowSpec, WindowsSpec,
+    OrderSpec, Release, ReleaseCheck, ReleasePhase, ReleaseSpec, ReleaseStatus, ReleaseStrategy,
+    WaveSpecSpec, WaveStatus, WindowSpec, WindowsSpec,
 };
 
 /// The API group of every shoal kind.

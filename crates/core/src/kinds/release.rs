@@ -120,6 +120,50 @@ pub struct ReleaseStrategy {
     /// (default `30m`, on the shared clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_timeout: Option<String>,
+    /// Checks of the team's own, besides the components' workload checks: run before a
+    /// cluster's first step and after each step's bake. Any failure fails the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<ReleaseCheck>,
+}
+
+/// One release-wide check: exactly one of `webhook` and `metric`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseCheck {
+    /// A name for messages (a DNS label).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<MetricCheck>,
+}
+
+/// `POST url` with `{release, cluster, component, version, step, steps, phase}`
+/// (`phase`: `pre` or `post`); any 2xx passes, anything else fails with the response body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookCheck {
+    pub url: String,
+    /// The call's timeout (default `10s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A Prometheus instant query whose value must stay within bounds. The query is a
+/// template: `{{ cluster }}`, `{{ release }}`, `{{ component }}` and `{{ version }}` are in
+/// scope. The largest sample of the result is compared; no sample fails the check.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricCheck {
+    /// The Prometheus (or compatible) server, e.g. `http://prometheus:9090`.
+    pub prometheus: String,
+    pub query: String,
+    /// The check fails above this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The check fails below this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
 }
 
 /// One order key.
@@ -436,6 +480,62 @@ impl Validate for Release {
                 format!("{t:?}: {e}"),
             ));
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in s.checks.iter().enumerate() {
+            let field = format!("spec.strategy.checks[{i}]");
+            for e in dns1123_label(&c.name) {
+                errors.push(FieldError::invalid(
+                    format!("{field}.name"),
+                    format!("{:?}: {e}", c.name),
+                ));
+            }
+            if !names.insert(&c.name) {
+                errors.push(FieldError::invalid(
+                    format!("{field}.name"),
+                    format!("{:?} appears twice", c.name),
+                ));
+            }
+            let url_ok = |u: &str| u.starts_with("http://") || u.starts_with("https://");
+            match (&c.webhook, &c.metric) {
+                (Some(w), None) => {
+                    if !url_ok(&w.url) {
+                        errors.push(FieldError::invalid(
+                            format!("{field}.webhook.url"),
+                            format!("{:?}: must be an http(s) URL", w.url),
+                        ));
+                    }
+                    if let Some(t) = &w.timeout
+                        && let Err(e) = duration::parse(t)
+                    {
+                        errors.push(FieldError::invalid(
+                            format!("{field}.webhook.timeout"),
+                            format!("{t:?}: {e}"),
+                        ));
+                    }
+                }
+                (None, Some(m)) => {
+                    if !url_ok(&m.prometheus) {
+                        errors.push(FieldError::invalid(
+                            format!("{field}.metric.prometheus"),
+                            format!("{:?}: must be an http(s) URL", m.prometheus),
+                        ));
+                    }
+                    if m.query.trim().is_empty() {
+                        errors.push(FieldError::required(format!("{field}.metric.query")));
+                    }
+                    if m.max.is_none() && m.min.is_none() {
+                        errors.push(FieldError::invalid(
+                            format!("{field}.metric"),
+                            "set max, min or both",
+                        ));
+                    }
+                }
+                _ => errors.push(FieldError::invalid(
+                    field,
+                    "set exactly one of webhook and metric",
+                )),
+            }
+        }
         if spec.abort && spec.rollback {
             errors.push(FieldError::invalid(
                 "spec.rollback",
@@ -492,6 +592,31 @@ mod tests {
             }
         );
         assert_eq!(r.spec.strategy.calendar().unwrap().allow.len(), 1);
+    }
+
+    #[test]
+    fn release_checks_are_one_kind_each_with_urls_and_bounds() {
+        let r = release(serde_json::json!({
+            "components": [{"name": "a", "version": "1"}],
+            "strategy": {"checks": [
+                {"name": "ok-hook", "webhook": {"url": "http://hooks/x"}},
+                {"name": "ok-metric", "metric": {"prometheus": "http://p:9090", "query": "up", "max": 1.0}},
+                {"name": "both", "webhook": {"url": "http://h"}, "metric": {"prometheus": "http://p", "query": "up", "max": 1.0}},
+                {"name": "ftp", "webhook": {"url": "ftp://h", "timeout": "soon"}},
+                {"name": "unbounded", "metric": {"prometheus": "http://p", "query": " "}}
+            ]}
+        }));
+        let fields: Vec<String> = r.validate().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.strategy.checks[2]",
+                "spec.strategy.checks[3].webhook.url",
+                "spec.strategy.checks[3].webhook.timeout",
+                "spec.strategy.checks[4].metric.query",
+                "spec.strategy.checks[4].metric",
+            ]
+        );
     }
 
     #[test]

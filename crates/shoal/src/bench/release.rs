@@ -176,7 +176,10 @@ async fn wait_succeeded(api: &Api<Release>, name: &str, limit: Duration) -> Resu
             _ => {}
         }
         if t.elapsed() > limit {
-            bail!("release {name} did not finish in {limit:?}: {:?}", s.message);
+            bail!(
+                "release {name} did not finish in {limit:?}: {:?}",
+                s.message
+            );
         }
         if last.elapsed() > Duration::from_secs(10) {
             eprintln!(
