@@ -19,6 +19,7 @@ mod cli;
 mod component;
 mod pipelinerun;
 mod plan;
+mod rehearse;
 mod rollout;
 mod serve;
 mod sim;
@@ -74,6 +75,11 @@ enum Command {
     Pipelinerun(pipelinerun::PipelineRunArgs),
     /// Follow or steer a Release: status, pause, resume, abort, rollback, approve.
     Rollout(rollout::RolloutArgs),
+    /// Releases: `shoal release rehearse -f RELEASE.yaml` on a simulated copy of the fleet.
+    Release {
+        #[command(subcommand)]
+        what: rehearse::ReleaseCommand,
+    },
     /// Benchmarks (`shoal bench api`).
     Bench {
         #[command(subcommand)]
@@ -146,6 +152,15 @@ fn main() -> Result<()> {
             Command::Rollout(a) => match rollout::run(a).await? {
                 rollout::Outcome::Ok => Ok(()),
                 rollout::Outcome::Failed => std::process::exit(1),
+            },
+            Command::Release { what } => match rehearse::run(what).await {
+                Ok(rehearse::Verdict::Completes) => Ok(()),
+                Ok(rehearse::Verdict::DoesNotComplete) => std::process::exit(1),
+                Ok(rehearse::Verdict::Undecided) => std::process::exit(2),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    std::process::exit(2)
+                }
             },
             Command::Bench { what } => bench::run(what).await,
         }

@@ -28,7 +28,8 @@ pub struct PlanArgs {
     pub conn: crate::cli::Conn,
 }
 
-fn label_selector(r: &Release) -> Result<String> {
+/// The release's `spec.clusterSelector` as a label selector string (empty: every cluster).
+pub(crate) fn label_selector(r: &Release) -> Result<String> {
     let Some(sel) = &r.spec.cluster_selector else {
         return Ok(String::new());
     };

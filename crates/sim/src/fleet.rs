@@ -14,7 +14,17 @@
 //!     clustersPer: 2                  # clusters per (region, business)
 //!     nodesPerCluster: 100
 //!     nodes: [{profile: standard, weight: 3}, {profile: modern, weight: 1}]
+//! clusters:                           # explicit clusters, as `shoal release rehearse` copies them
+//!   - name: prod-eu-1
+//!     labels: {env: prod, region: eu-west-1, tier: "1"}
+//!     nodes:                          # runs of nodes, in node order
+//!       - {profile: standard, count: 2, zone: eu-west-1a}
+//!       - {profile: modern, count: 1, zone: eu-west-1b, region: eu-west-1}
 //! ```
+//!
+//! `groups` multiply out; `clusters` are taken as written (labels verbatim, nodes in the
+//! order of their runs). Both go through the same node-class interning below, and a
+//! cluster name may appear once across the two.
 //!
 //! [`expand`] turns a [`FleetSpec`] into a deterministic [`Fleet`]: clusters in a fixed
 //! order, each with its attribute labels (the keys of
@@ -67,7 +77,11 @@ pub struct FleetSpec {
     /// Named node profiles the groups refer to.
     #[serde(default)]
     pub node_profiles: BTreeMap<String, NodeProfile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<ClusterGroupSpec>,
+    /// Explicit clusters, each with its own labels and nodes (expanded after `groups`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ExplicitCluster>,
 }
 
 /// What a kind of node looks like.
@@ -88,7 +102,8 @@ pub struct NodeProfile {
     /// `status.capacity` (and allocatable).
     #[serde(default = "default_capacity")]
     pub capacity: BTreeMap<String, String>,
-    /// Extra node labels.
+    /// Extra node labels (a `shoal.io/kernel` here wins over the one derived from
+    /// `kernel`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -155,6 +170,35 @@ pub struct ClusterGroupSpec {
 
 fn one() -> u32 {
     1
+}
+
+/// One cluster written out: its name, its labels verbatim, its nodes as runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExplicitCluster {
+    pub name: String,
+    /// The Cluster's labels (attribute labels and any others), taken as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Runs of nodes, in node order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeRun>,
+}
+
+/// `count` consecutive nodes of one profile in one zone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeRun {
+    /// An entry of `nodeProfiles` (default: the built-in profile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    pub count: u32,
+    /// The full zone name (default: the cluster's `zone` label, else `<region>-a`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    /// Default: the cluster's `region` label, else `sim-1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -246,6 +290,7 @@ pub fn uniform(clusters: u32, nodes: u32) -> Fleet {
             nodes_per_cluster: nodes,
             nodes: Vec::new(),
         }],
+        clusters: Vec::new(),
     };
     // The spec above is valid by construction.
     expand(&spec).unwrap_or_default()
@@ -272,9 +317,9 @@ fn check_label_value(field: &str, v: &str) -> Result<()> {
 /// Expands a fleet definition into clusters and nodes, deterministically.
 ///
 /// # Errors
-/// [`FleetError::Invalid`] naming the field: an unknown profile, a zero weight, no
-/// regions, a name or attribute that is not a valid label value, or more than 65,535
-/// node classes in one cluster.
+/// [`FleetError::Invalid`] naming the field: an unknown profile, a zero weight or count,
+/// no regions, a name or attribute that is not a valid label value, a cluster name
+/// produced twice, or more than 65,535 node classes in one cluster.
 pub fn expand(spec: &FleetSpec) -> Result<Fleet> {
     let profiles: BTreeMap<&str, Arc<NodeProfile>> = spec
         .node_profiles
@@ -282,7 +327,7 @@ pub fn expand(spec: &FleetSpec) -> Result<Fleet> {
         .map(|(k, v)| (k.as_str(), Arc::new(v.clone())))
         .collect();
     let default_profile = Arc::new(NodeProfile::default());
-    let mut classes: HashMap<(String, String, String), Arc<NodeClass>> = HashMap::new();
+    let mut classes: Classes = HashMap::new();
     let mut fleet = Fleet::default();
     let mut seen_names = std::collections::HashSet::new();
 
@@ -387,7 +432,81 @@ pub fn expand(spec: &FleetSpec) -> Result<Fleet> {
             }
         }
     }
+    for (ci, c) in spec.clusters.iter().enumerate() {
+        let path = format!("clusters[{ci}]");
+        if let Some(e) = shoal_core::validation::dns1123_subdomain(&c.name).first() {
+            return Err(invalid(
+                format!("{path}.name"),
+                format!("{:?}: {e}", c.name),
+            ));
+        }
+        if !seen_names.insert(c.name.clone()) {
+            return Err(invalid(
+                format!("{path}.name"),
+                format!("cluster name {:?} is produced twice", c.name),
+            ));
+        }
+        let cluster = mk_explicit_cluster(&path, c, &profiles, &default_profile, &mut classes)?;
+        fleet.clusters.push(cluster);
+    }
     Ok(fleet)
+}
+
+/// The fleet's node classes, one per (region, zone, profile), shared by every cluster.
+type Classes = HashMap<(String, String, String), Arc<NodeClass>>;
+
+/// The class of nodes of `profile` in `zone`, built on first use and shared after.
+fn shared_class(
+    classes: &mut Classes,
+    region: &str,
+    zone: &str,
+    profile_name: &str,
+    profile: &Arc<NodeProfile>,
+) -> Arc<NodeClass> {
+    classes
+        .entry((
+            region.to_string(),
+            zone.to_string(),
+            profile_name.to_string(),
+        ))
+        .or_insert_with(|| Arc::new(mk_class(region, zone, profile_name, profile.clone())))
+        .clone()
+}
+
+/// One cluster's nodes as they are added: both forms (groups and explicit clusters)
+/// build their clusters through this.
+#[derive(Default)]
+struct ClusterNodes {
+    classes: Vec<Arc<NodeClass>>,
+    nodes: Vec<FleetNode>,
+}
+
+impl ClusterNodes {
+    /// The cluster-local id of `class`, added to the cluster's list on first use (a
+    /// cluster has a handful of classes: a linear search beats hashing).
+    fn class_id(&mut self, field: &str, class: &Arc<NodeClass>) -> Result<u16> {
+        if let Some(i) = self.classes.iter().position(|c| Arc::ptr_eq(c, class)) {
+            return Ok(i as u16);
+        }
+        let id = u16::try_from(self.classes.len())
+            .map_err(|_| invalid(field, "too many node classes"))?;
+        self.classes.push(class.clone());
+        Ok(id)
+    }
+
+    fn push(&mut self, class: u16) {
+        let index = self.nodes.len() as u32;
+        self.nodes.push(FleetNode { index, class });
+    }
+
+    fn into_cluster(self, name: String, labels: BTreeMap<String, String>) -> FleetCluster {
+        FleetCluster {
+            name,
+            labels,
+            classes: self.classes,
+            nodes: self.nodes,
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // one call site; a parameter struct would only rename them
@@ -399,11 +518,13 @@ fn mk_cluster(
     zones: &[&str],
     weighted: &[(String, Arc<NodeProfile>, u32)],
     node_count: u32,
-    classes: &mut HashMap<(String, String, String), Arc<NodeClass>>,
+    classes: &mut Classes,
 ) -> Result<FleetCluster> {
-    let mut local: Vec<Arc<NodeClass>> = Vec::new();
+    let mut built = ClusterNodes {
+        classes: Vec::new(),
+        nodes: Vec::with_capacity(node_count as usize),
+    };
     let mut local_index: HashMap<(usize, usize), u16> = HashMap::new();
-    let mut nodes = Vec::with_capacity(node_count as usize);
     // Smooth weighted round-robin (as nginx balances upstreams): exact proportions,
     // evenly interleaved, no randomness.
     let total: i64 = weighted.iter().map(|w| i64::from(w.2)).sum();
@@ -424,25 +545,71 @@ fn mk_cluster(
             None => {
                 let zone = format!("{region}-{}", zones[zone_i]);
                 let (pname, profile, _) = &weighted[best];
-                let shared = classes
-                    .entry((region.to_string(), zone.clone(), pname.clone()))
-                    .or_insert_with(|| Arc::new(mk_class(region, &zone, pname, profile.clone())))
-                    .clone();
-                let id = u16::try_from(local.len())
-                    .map_err(|_| invalid(format!("{path}.zones"), "too many node classes"))?;
-                local.push(shared);
+                let shared = shared_class(classes, region, &zone, pname, profile);
+                let id = built.class_id(&format!("{path}.zones"), &shared)?;
                 local_index.insert(key, id);
                 id
             }
         };
-        nodes.push(FleetNode { index, class });
+        built.push(class);
     }
-    Ok(FleetCluster {
-        name,
-        labels,
-        classes: local,
-        nodes,
-    })
+    Ok(built.into_cluster(name, labels))
+}
+
+/// An explicit cluster: labels as written, nodes run by run.
+fn mk_explicit_cluster(
+    path: &str,
+    c: &ExplicitCluster,
+    profiles: &BTreeMap<&str, Arc<NodeProfile>>,
+    default_profile: &Arc<NodeProfile>,
+    classes: &mut Classes,
+) -> Result<FleetCluster> {
+    for (k, v) in &c.labels {
+        if let Some(e) = shoal_core::validation::qualified_name(k).first() {
+            return Err(invalid(format!("{path}.labels"), format!("key {k:?}: {e}")));
+        }
+        check_label_value(&format!("{path}.labels.{k}"), v)?;
+    }
+    let mut built = ClusterNodes::default();
+    for (i, run) in c.nodes.iter().enumerate() {
+        let field = format!("{path}.nodes[{i}]");
+        let (pname, profile) = match &run.profile {
+            None => (DEFAULT_PROFILE, default_profile),
+            Some(p) => {
+                let found = profiles.get(p.as_str()).ok_or_else(|| {
+                    invalid(
+                        format!("{field}.profile"),
+                        format!("{p:?}: no such entry in nodeProfiles"),
+                    )
+                })?;
+                (p.as_str(), found)
+            }
+        };
+        if run.count == 0 {
+            return Err(invalid(format!("{field}.count"), "must be greater than 0"));
+        }
+        let region = run
+            .region
+            .as_deref()
+            .or(c.labels.get("region").map(String::as_str))
+            .unwrap_or("sim-1");
+        check_label_value(&format!("{field}.region"), region)?;
+        let zone = match run
+            .zone
+            .as_deref()
+            .or(c.labels.get("zone").map(String::as_str))
+        {
+            Some(z) => z.to_string(),
+            None => format!("{region}-a"),
+        };
+        check_label_value(&format!("{field}.zone"), &zone)?;
+        let shared = shared_class(classes, region, &zone, pname, profile);
+        let id = built.class_id(&field, &shared)?;
+        for _ in 0..run.count {
+            built.push(id);
+        }
+    }
+    Ok(built.into_cluster(c.name.clone(), c.labels.clone()))
 }
 
 fn mk_class(region: &str, zone: &str, profile_name: &str, profile: Arc<NodeProfile>) -> NodeClass {
@@ -452,7 +619,10 @@ fn mk_class(region: &str, zone: &str, profile_name: &str, profile: Arc<NodeProfi
     labels.insert(INSTANCE_TYPE_LABEL.into(), profile.instance_type.clone());
     labels.insert("kubernetes.io/os".into(), "linux".into());
     labels.insert("kubernetes.io/arch".into(), "amd64".into());
-    labels.insert(KERNEL_LABEL.into(), kernel_minor(&profile.kernel));
+    // A profile copied from a real node keeps that node's own kernel label.
+    labels
+        .entry(KERNEL_LABEL.into())
+        .or_insert_with(|| kernel_minor(&profile.kernel));
     NodeClass {
         region: region.into(),
         zone: zone.into(),
@@ -591,5 +761,118 @@ groups:
         }
         let err = FleetSpec::from_yaml(&SPEC.replace("clustersPer", "clusterPer")).unwrap_err();
         assert!(err.to_string().contains("clusterPer"), "{err}");
+    }
+
+    const EXPLICIT: &str = r#"
+nodeProfiles:
+  old: {instanceType: ecs.g6.2xlarge, kernel: 5.10.134-16.al8.x86_64}
+clusters:
+  - name: prod-eu-1
+    labels: {env: prod, region: eu-west-1, zone: eu-west-1a, shoal.io/simulated: "true"}
+    nodes:
+      - {profile: old, count: 2}
+      - {count: 1, zone: eu-west-1b}
+      - {profile: old, count: 1, zone: eu-west-1c}
+  - name: dev-1
+"#;
+
+    #[test]
+    fn explicit_clusters_keep_their_names_labels_and_node_runs() {
+        let fleet = expand(&FleetSpec::from_yaml(EXPLICIT).unwrap()).unwrap();
+        assert_eq!(fleet.clusters.len(), 2);
+        let c = &fleet.clusters[0];
+        assert_eq!(c.name, "prod-eu-1");
+        assert_eq!(c.labels["shoal.io/simulated"], "true");
+        assert_eq!(c.labels.len(), 4, "labels verbatim, nothing added");
+        let shape: Vec<(String, String, String)> = c
+            .nodes
+            .iter()
+            .map(|n| {
+                let k = c.class_of(*n);
+                (
+                    k.profile_name.clone(),
+                    k.zone.clone(),
+                    k.labels[KERNEL_LABEL].clone(),
+                )
+            })
+            .collect();
+        let row = |p: &str, z: &str, k: &str| (p.to_string(), z.to_string(), k.to_string());
+        assert_eq!(
+            shape,
+            [
+                row("old", "eu-west-1a", "5.10"),
+                row("old", "eu-west-1a", "5.10"),
+                row("default", "eu-west-1b", "6.8"),
+                row("old", "eu-west-1c", "5.10"),
+            ]
+        );
+        assert_eq!(c.classes.len(), 3);
+        assert_eq!(c.class_of(c.nodes[0]).region, "eu-west-1");
+        assert!(fleet.clusters[1].nodes.is_empty());
+    }
+
+    #[test]
+    fn explicit_clusters_survive_a_yaml_round_trip_next_to_groups() {
+        let mut spec = FleetSpec::from_yaml(SPEC).unwrap();
+        spec.clusters = FleetSpec::from_yaml(EXPLICIT).unwrap().clusters;
+        spec.node_profiles
+            .get_mut("old")
+            .unwrap()
+            .labels
+            .insert(KERNEL_LABEL.into(), "5.9".into());
+        let text = serde_saphyr::to_string(&spec).unwrap();
+        let back = FleetSpec::from_yaml(&text).unwrap();
+        assert_eq!(back, spec);
+        let fleet = expand(&back).unwrap();
+        assert_eq!(fleet.clusters.len(), 9 + 2);
+        assert_eq!(
+            fleet.clusters[9].name, "prod-eu-1",
+            "explicit clusters after groups"
+        );
+        let k = fleet.clusters[9].class_of(fleet.clusters[9].nodes[0]);
+        assert_eq!(
+            k.labels[KERNEL_LABEL], "5.9",
+            "the profile's own kernel label wins"
+        );
+    }
+
+    #[test]
+    fn bad_explicit_clusters_are_rejected_naming_the_field() {
+        let cases = [
+            (
+                EXPLICIT.replace("{profile: old, count: 2}", "{profile: older, count: 2}"),
+                "clusters[0].nodes[0].profile",
+            ),
+            (
+                EXPLICIT.replace("{count: 1, zone", "{count: 0, zone"),
+                "clusters[0].nodes[1].count",
+            ),
+            (
+                EXPLICIT.replace("name: dev-1", "name: Dev_1"),
+                "clusters[1].name",
+            ),
+            (
+                EXPLICIT.replace("name: dev-1", "name: prod-eu-1"),
+                "clusters[1].name",
+            ),
+            (
+                EXPLICIT.replace("env: prod,", "env: 'prod env',"),
+                "clusters[0].labels.env",
+            ),
+            (
+                EXPLICIT.replace("zone: eu-west-1b", "zone: 'eu west'"),
+                "clusters[0].nodes[1].zone",
+            ),
+            (
+                EXPLICIT.replace("shoal.io/simulated", "a/b/c"),
+                "clusters[0].labels",
+            ),
+        ];
+        for (yaml, field) in cases {
+            let err = expand(&FleetSpec::from_yaml(&yaml).unwrap()).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+        let err = FleetSpec::from_yaml(&EXPLICIT.replace("count: 2", "cnt: 2")).unwrap_err();
+        assert!(err.to_string().contains("cnt"), "{err}");
     }
 }
