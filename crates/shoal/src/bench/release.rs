@@ -39,7 +39,7 @@ pub struct ReleaseBench {
     #[arg(long, default_value_t = 60.0)]
     pub time_scale: f64,
     /// Clusters changed at once.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 500)]
     pub cluster_concurrency: u32,
     /// Clusters in the planning measurement.
     #[arg(long, default_value_t = 10_000)]
