@@ -105,7 +105,7 @@ async fn the_component_status_shows_versions_nodes_missing_and_drifted_clusters(
 
             // A hand edit of a field shoal applied, in the second cluster.
             let member = fleet.member(&fleet_clusters[1]).unwrap();
-            let ds: Api<k8s_openapi::api::apps::v1::DaemonSet> =
+            let ds: Api<shoal_core::kinds::AdvancedDaemonSet> =
                 Api::namespaced(member.client.clone(), "kube-system");
             ds.patch(
                 "node-agent",

@@ -28,37 +28,37 @@ fn example(path: &str) -> String {
         .to_string()
 }
 
-/// Waits until the release reaches `phase` (failing early on an unexpected terminal one).
-async fn wait_phase(
-    server: &ShoalServer,
-    name: &str,
-    phase: ReleasePhase,
-    limit: Duration,
-) -> Release {
+/// Waits until the release reaches `phase` (failing early on an unexpected terminal one,
+/// and with the release's status and the server's log when it gives up).
+async fn wait_phase(server: &ShoalServer, name: &str, phase: ReleasePhase, limit: Duration) -> Release {
     let api: Api<Release> = Api::all(server.client());
-    let what = format!("release {name} reaches {phase:?}");
-    eventually(limit, &what, async || {
-        let r = api.get_opt(name).await.ok()??;
-        let now = r.status.as_ref().and_then(|s| s.phase);
-        let terminal = matches!(
-            now,
-            Some(ReleasePhase::Succeeded | ReleasePhase::Failed | ReleasePhase::RolledBack)
-        );
+    let deadline = std::time::Instant::now() + limit;
+    let mut last = None;
+    loop {
+        if let Ok(Some(r)) = api.get_opt(name).await {
+            let now = r.status.as_ref().and_then(|s| s.phase);
+            let terminal = matches!(
+                now,
+                Some(ReleasePhase::Succeeded | ReleasePhase::Failed | ReleasePhase::RolledBack)
+            );
+            if now == Some(phase) {
+                return r;
+            }
+            assert!(
+                !terminal,
+                "release {name} ended {now:?}, not {phase:?}: {:?}\n{}",
+                r.status,
+                server.log()
+            );
+            last = r.status;
+        }
         assert!(
-            now == Some(phase) || !terminal,
-            "release {name} ended {now:?}, not {phase:?}: {:?}\n{}",
-            r.status,
-            server
-                .log()
-                .lines()
-                .rev()
-                .take(30)
-                .collect::<Vec<_>>()
-                .join("\n")
+            std::time::Instant::now() < deadline,
+            "gave up after {limit:?}: release {name} did not reach {phase:?}; its status: {last:?}\n{}",
+            server.log()
         );
-        (now == Some(phase)).then_some(r)
-    })
-    .await
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// The release's pipeline runs, by cluster: (change, rollback).
