@@ -318,7 +318,7 @@ function fleetPage(params) {
       tiles.clear();
       for (const el of map.querySelectorAll('.tiles i')) tiles.set(el.dataset.n, el);
       if (selected && tiles.has(selected)) tiles.get(selected).classList.add('sel');
-      document.getElementById('fleet-count').textContent = all.length + ' clusters';
+      document.getElementById('fleet-count').textContent = all.length.toLocaleString('en') + ' clusters';
     }
     const state = stateOf();
     const counts = {};
@@ -580,7 +580,7 @@ function runPage(ns, name) {
           const b = t.startTime && t0 ? ((t.completionTime ? new Date(t.completionTime).getTime() : t1) - t0) / span * 100 : 0;
           return `<tr data-task="${esc(n)}"><td>${esc(n)}</td><td class="muted">${esc((deps.get(n) || []).join(', '))}</td>
             <td><span class="legend"><span class="s-${cls}">${esc(t.state)}</span></span></td>
-            <td>${esc(when(t.startTime))}</td><td>${t.startTime ? duration(t.startTime, t.completionTime) : ''}</td>
+            <td class="nowrap">${esc(when(t.startTime))}</td><td class="nowrap">${t.startTime ? duration(t.startTime, t.completionTime) : ''}</td>
             <td><div class="gantt">${t.startTime ? `<div class="s-${cls}" style="left:${a.toFixed(2)}%;width:${Math.max(b - a, 0.5).toFixed(2)}%"></div>` : ''}</div></td>
             <td class="muted">${esc(t.message)}</td></tr>`;
         }).join('') + '</table></div>';

@@ -368,6 +368,31 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
             )
             .await;
             screenshot(b, "fleet-map-by-release.png").await;
+
+            // The first cluster's run: its tasks in dependency order, all succeeded.
+            b.goto(&server.at("/ui/#/release/agent-1.5.0")).await.unwrap();
+            let href = eventually(Duration::from_secs(20), "wave 1 links its run", async || {
+                let v = js(b, "const a = document.querySelector('.wave[data-wave=\"1\"] a'); return a ? a.getAttribute('href') : null").await;
+                v.as_str().map(str::to_string)
+            })
+            .await;
+            b.goto(&server.at(&format!("/ui/{href}"))).await.unwrap();
+            let states = eventually(Duration::from_secs(20), "the run page lists its tasks", async || {
+                let v = js(b, "return [...document.querySelectorAll('#tasks tr[data-task]')].map(r => r.children[2].textContent.trim())").await;
+                v.as_array().filter(|a| !a.is_empty()).cloned()
+            })
+            .await;
+            assert!(states.iter().all(|s| s == "Succeeded"), "{states:?}");
+            screenshot(b, "run.png").await;
+
+            // The component: a bar per version, 1.5.0 among them.
+            b.goto(&server.at("/ui/#/component/node-agent")).await.unwrap();
+            eventually(Duration::from_secs(60), "the component chart shows 1.5.0", async || {
+                let v = js(b, "const s = document.querySelector('#versions'); return s ? s.textContent : null").await;
+                v.as_str().filter(|t| t.contains("1.5.0")).map(|_| ())
+            })
+            .await;
+            screenshot(b, "component.png").await;
         })
         .await;
     })
