@@ -162,16 +162,20 @@ function health(cluster) {
 
 // A cluster's state in a release, from the release's pipeline runs (by cluster:
 // {change, rollback}) and its plan.
-function releaseState(runs, planned, cluster) {
+function releaseState(runs, planned, cluster, ended) {
   if (planned && !planned.has(cluster)) return 'out';
   const r = runs.get(cluster);
-  if (!r || !r.change) return 'waiting';
+  if (!r || !r.change) return ended ? 'notstarted' : 'waiting';
   if (r.rollback) {
     const s = runState(r.rollback);
     return s === 'succeeded' ? 'rolledback' : s === 'failed' ? 'failed' : 'rollingback';
   }
   return runState(r.change);
 }
+
+// The phases after which nothing more happens to a release.
+const ENDED = ['Succeeded', 'Failed', 'RolledBack'];
+const RELEASE_STATES = ['waiting', 'running', 'succeeded', 'failed', 'rollingback', 'rolledback', 'notstarted'];
 
 function runState(run) {
   const c = condition(run, 'Succeeded');
@@ -195,7 +199,7 @@ function runsByCluster(collection) {
 const STATE_LABEL = {
   ready: 'Ready', notready: 'Not ready', unknown: 'No Ready condition', waiting: 'Waiting',
   running: 'Running', succeeded: 'Succeeded', failed: 'Failed', rollingback: 'Rolling back',
-  rolledback: 'Rolled back', out: 'Not in release',
+  rolledback: 'Rolled back', out: 'Not in release', notstarted: 'Never started',
 };
 
 function legend(counts, order) {
@@ -279,7 +283,8 @@ function fleetPage(params) {
     const waves = (rel && rel.status && rel.status.waves) || [];
     const planned = waves.length ? new Set(waves.flatMap((w) => w.clusters)) : null;
     const byCluster = runs ? runsByCluster(runs) : new Map();
-    return (c) => releaseState(byCluster, planned, c.metadata.name);
+    const ended = rel && ENDED.includes(rel.status && rel.status.phase);
+    return (c) => releaseState(byCluster, planned, c.metadata.name, ended);
   }
 
   function draw() {
@@ -330,7 +335,7 @@ function fleetPage(params) {
       if (el && el.className !== cls) el.className = cls;
     }
     document.getElementById('legend').innerHTML = legend(counts, chosen
-      ? ['waiting', 'running', 'succeeded', 'failed', 'rollingback', 'rolledback', 'out']
+      ? ['waiting', 'running', 'succeeded', 'failed', 'rollingback', 'rolledback', 'notstarted', 'out']
       : ['ready', 'notready', 'unknown']);
     if (selected) showDetail(selected);
     if (window.shoalUi.fleetDrawnAt === null && all.length) {
@@ -423,7 +428,7 @@ function releasePage(name) {
     const approved = (k) => [...approvals.items.values()].some((a) =>
       a.spec.release === name && a.spec.wave === k && a.spec.decision === 'Approve');
     const gate = s.phase === 'WaitingForApproval' && waveNo && !approved(waveNo) ? waveNo : 0;
-    const terminal = ['Succeeded', 'Failed', 'RolledBack'].includes(s.phase);
+    const terminal = ENDED.includes(s.phase);
     const comps = (spec.components || []).map((c) => esc(c.name) + ' → <b>' + esc(c.version) + '</b>').join(', ');
 
     let html = `<h1>Release ${esc(name)} <span class="phase ${esc(s.phase)}" id="phase">${esc(s.phase || 'Pending')}</span></h1>
@@ -433,7 +438,7 @@ function releasePage(name) {
           <div><b id="wave">${esc(s.currentWave || '—')}</b><span>wave</span></div>
           <div><b id="progress">${esc(s.progress || '—')}</b><span>clusters done</span></div>
           <div><b>${counts.running || 0}</b><span>running</span></div>
-          <div><b>${counts.waiting || 0}</b><span>waiting</span></div>
+          <div><b>${counts.waiting || 0}</b><span>${terminal ? 'never started' : 'waiting'}</span></div>
           <div><b>${counts.failed || 0}</b><span>failed</span></div>
           <div><b>${(counts.rollingBack || 0) + (counts.rolledBack || 0)}</b><span>rolling/rolled back</span></div>
         </div>
@@ -455,7 +460,7 @@ function releasePage(name) {
     }
     if (s.failures && s.failures.length) {
       html += '<div class="card"><h2 style="margin-top:0">Failures</h2><table id="failures"><tr><th>Cluster</th><th>Step</th><th>Message</th></tr>' +
-        s.failures.map((f) => `<tr><td>${esc(f.cluster)}</td><td>${esc(f.step)}</td><td>${esc(f.message)}</td></tr>`).join('') + '</table></div>';
+        s.failures.map((f) => `<tr><td class="nowrap">${esc(f.cluster)}</td><td class="nowrap">${esc(f.step)}</td><td>${esc(f.message)}</td></tr>`).join('') + '</table></div>';
     }
     html += '<div class="card"><h2 style="margin-top:0">Waves</h2><div class="legend" id="release-legend"></div>';
     const all = {};
@@ -463,7 +468,7 @@ function releasePage(name) {
       const cs = {};
       let tiles = '';
       for (const c of w.clusters) {
-        const st = releaseState(byCluster, null, c);
+        const st = releaseState(byCluster, null, c, terminal);
         cs[st] = (cs[st] || 0) + 1;
         all[st] = (all[st] || 0) + 1;
         const run = byCluster.get(c);
@@ -474,14 +479,14 @@ function releasePage(name) {
       }
       html += `<div class="wave" data-wave="${i + 1}"><div class="head"><b>Wave ${i + 1}${i + 1 === waveNo ? ' ◀' : ''}</b>
         <span class="muted">${plural(w.clusters.length, 'cluster')}${w.approval ? ' · approval gate' + (approved(i + 1) ? ' (approved)' : '') : ''}${w.reason ? ' · ' + esc(w.reason) : ''}</span>
-        <span class="legend">${legend(cs, ['waiting', 'running', 'succeeded', 'failed', 'rollingback', 'rolledback'])}</span></div>
+        <span class="legend">${legend(cs, RELEASE_STATES)}</span></div>
         <div class="tiles">${tiles}</div></div>`;
     });
     if (!waves.length) html += '<p class="muted">Not planned yet.</p>';
     html += '</div>';
     main.innerHTML = html;
     document.getElementById('release-legend').innerHTML =
-      legend(all, ['waiting', 'running', 'succeeded', 'failed', 'rollingback', 'rolledback']);
+      legend(all, RELEASE_STATES);
 
     const act = (id, patch, confirmText) => {
       const b = document.getElementById(id);

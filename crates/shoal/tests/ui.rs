@@ -399,6 +399,44 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_release_shows_its_failures_and_rolled_back_clusters() {
+    within(Duration::from_secs(400), "the failing release test", async {
+        let server = ShoalServer::start(&[
+            "--store", "memory",
+            "--fleet", &example("release/fleet.yaml"),
+            "--faults", &example("release/faults.yaml"),
+            "--time-scale", "600",
+        ])
+        .await;
+        eventually(Duration::from_secs(60), "the 210 simulated clusters are registered", async || {
+            (cluster_count(&server).await == 210).then_some(())
+        })
+        .await;
+        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        server.kubectl_ok(&["apply", "-f", &example("release/release-bad.yaml")]).await;
+        with_browser(async |b| {
+            b.goto(&server.at("/ui/#/release/agent-1.6.0")).await.expect("open the release page");
+            // 1.6.0 crash-loops on prod's 5.10-kernel nodes; RollbackAll undoes the rest.
+            eventually(Duration::from_secs(300), "the page shows the release rolled back", async || {
+                (text_of(b, "#phase").await? == "RolledBack").then_some(())
+            })
+            .await;
+            let failures = js(b, "return [...document.querySelectorAll('#failures tr')].slice(1).map(r => r.children[0].textContent)").await;
+            let failures = failures.as_array().expect("a failures table");
+            assert!(!failures.is_empty() && failures.iter().all(|c| c.as_str().unwrap().starts_with("prod-")), "{failures:?}");
+            eventually(Duration::from_secs(30), "rolled-back tiles", async || {
+                let n = js(b, "return document.querySelectorAll('.wave .tiles i.s-rolledback').length").await;
+                (n.as_u64()? > 0).then_some(())
+            })
+            .await;
+            screenshot(b, "release-rolled-back.png").await;
+        })
+        .await;
+    })
+    .await;
+}
+
 /// The benchmark of the issue: the fleet map at 10,000 clusters, from navigation to every
 /// tile drawn, as the page measures it with performance.now(). Not a timed test: it
 /// prints the figure. `cargo test -p shoal --test ui -- --ignored --nocapture`
