@@ -23,6 +23,7 @@ mod rehearse;
 mod rollout;
 mod serve;
 mod sim;
+mod ui;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -385,7 +385,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = c.await;
         }))
     };
-    let router = server.router_with(crate::sim::routes(&process_clock, simulation));
+    let router = server
+        .router_with(crate::sim::routes(&process_clock, simulation).merge(crate::ui::routes()));
     shoal_apiserver::serve(listener, router, shutdown).await?;
     // Twice the drain: with election, the controllers drain and then the elector resigns.
     if let Some(c) = controllers
