@@ -527,7 +527,8 @@ fn cluster_state(change: Option<&PipelineRun>, rollback: Option<&PipelineRun>) -
     }
 }
 
-/// The first failed task of a run, and its message.
+/// The first failed task of a run, and its message. A run the release cancelled (abort,
+/// or before a rollback) failed no check and is not a failure.
 fn failure(run: &PipelineRun) -> Option<(String, String)> {
     let status = run.status.as_ref()?;
     if let Some(t) = status.tasks.iter().find(|t| t.state == TaskState::Failed) {
@@ -535,6 +536,9 @@ fn failure(run: &PipelineRun) -> Option<(String, String)> {
             t.name.clone(),
             t.message.clone().unwrap_or_else(|| "failed".into()),
         ));
+    }
+    if run.spec.status == Some(PipelineRunSpecStatus::Cancelled) {
+        return None;
     }
     let c = status.succeeded()?;
     (c.status == "False").then(|| ("run".to_string(), c.message.clone()))
@@ -1041,6 +1045,20 @@ mod tests {
                 Some("False")
             )),
             Some(("node-agent-step-2".into(), "2 pods crash-looping".into()))
+        );
+        let mut cancelled = run(
+            json!([{"name": "node-agent-step-1", "state": "Cancelled", "attempts": 1}]),
+            Some("False"),
+        );
+        assert!(
+            failure(&cancelled).is_some(),
+            "a run that failed on its own"
+        );
+        cancelled.spec.status = Some(PipelineRunSpecStatus::Cancelled);
+        assert_eq!(
+            failure(&cancelled),
+            None,
+            "cancelled by the release: no check failed"
         );
     }
 

@@ -4,19 +4,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
-use common::{ShoalServer, TEST_DEADLINE, eventually, within};
+use common::{ShoalServer, TEST_DEADLINE, eventually, example, within};
 use kube::api::{Api, ListParams};
 use shoal_core::kinds::Cluster;
-
-fn example(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(path)
-        .display()
-        .to_string()
-}
 
 #[tokio::test]
 async fn a_release_is_planned_in_environment_order_with_reasons() {

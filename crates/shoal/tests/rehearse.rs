@@ -5,20 +5,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
-use common::{ShoalServer, eventually, within};
+use common::{ShoalServer, eventually, example, within};
 use kube::api::{Api, ListParams};
 use shoal_core::kinds::{AdvancedDaemonSet, Cluster, Release};
-
-fn example(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(path)
-        .display()
-        .to_string()
-}
 
 const FLEET: &str = r#"
 nodeProfiles:

@@ -10,27 +10,23 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
-use common::{ShoalServer, eventually, within};
+use common::{ShoalServer, eventually, example, within};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use shoal_core::kinds::{AdvancedDaemonSet, Cluster, Component, Release, ReleasePhase};
 use shoal_core::taskflow::PipelineRun;
 
-fn example(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(path)
-        .display()
-        .to_string()
-}
-
 /// Waits until the release reaches `phase` (failing early on an unexpected terminal one,
 /// and with the release's status and the server's log when it gives up).
-async fn wait_phase(server: &ShoalServer, name: &str, phase: ReleasePhase, limit: Duration) -> Release {
+async fn wait_phase(
+    server: &ShoalServer,
+    name: &str,
+    phase: ReleasePhase,
+    limit: Duration,
+) -> Release {
     let api: Api<Release> = Api::all(server.client());
     let deadline = std::time::Instant::now() + limit;
     let mut last = None;
@@ -215,7 +211,7 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
             "--store", "memory",
             "--fleet", &example("release/fleet.yaml"),
             "--faults", &example("release/faults.yaml"),
-            "--time-scale", "600",
+            "--time-scale", "300",
         ])
         .await;
         let fleet = clusters(&server, 210).await;
@@ -226,14 +222,14 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
 
         // The baseline: 1.4.0 everywhere, fast.
         let base = server.write_file("base.yaml", "apiVersion: shoal.io/v1alpha1\nkind: Release\nmetadata: {name: base}\n\
-            spec:\n  components: [{name: node-agent, version: \"1.4.0\"}]\n  strategy:\n    waves: [{percent: 100}]\n    clusterConcurrency: 50\n");
+            spec:\n  components: [{name: node-agent, version: \"1.4.0\"}]\n  strategy:\n    waves: [{percent: 100}]\n    clusterConcurrency: 50\n    stepTimeout: 24h\n");
         server.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
         wait_phase(&server, "base", ReleasePhase::Succeeded, Duration::from_secs(180)).await;
         let before = agent_versions(&fleet).await;
         assert!(before.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.4.0")), "{before:?}");
 
         // The good version stops before its gated wave, and goes on once approved.
-        server.kubectl_ok(&["apply", "-f", &example("release/release-good.yaml")]).await;
+        server.kubectl_ok(&["apply", "-f", &server.patient_release("release/release-good.yaml")]).await;
         let r = wait_phase(&server, "agent-1.5.0", ReleasePhase::WaitingForApproval, Duration::from_secs(120)).await;
         let status = r.status.unwrap();
         assert_eq!(status.current_wave.as_deref().map(|w| w.split('/').next().unwrap()), Some("3"));
@@ -305,7 +301,7 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
 
         // The bad version: test, staging and canary pass, the first prod step that puts
         // it on a 5.10 node fails its check, and every changed cluster goes back.
-        server.kubectl_ok(&["apply", "-f", &example("release/release-bad.yaml")]).await;
+        server.kubectl_ok(&["apply", "-f", &server.patient_release("release/release-bad.yaml")]).await;
         let r = wait_phase(&server, "agent-1.6.0", ReleasePhase::RolledBack, Duration::from_secs(300)).await;
         let status = r.status.unwrap();
         assert!(!status.failures.is_empty(), "{status:?}");

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ShoalServer, eventually, within};
+use common::{ShoalServer, eventually, example, within};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use kube::api::Api;
@@ -28,14 +28,6 @@ use shoal_core::taskflow::Approval;
 
 /// How long chromedriver may take to answer `/status`.
 const DRIVER_START: Duration = Duration::from_secs(20);
-
-fn example(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples")
-        .join(path)
-        .display()
-        .to_string()
-}
 
 /// `target/ui-screenshots/`, created on first use.
 fn screenshots() -> PathBuf {
@@ -274,7 +266,7 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
                 .kubectl_ok(&["apply", "-f", &example("release/component.yaml")])
                 .await;
             server
-                .kubectl_ok(&["apply", "-f", &example("release/release-good.yaml")])
+                .kubectl_ok(&["apply", "-f", &server.patient_release("release/release-good.yaml")])
                 .await;
 
             // It runs until the gated wave 3; the page follows without a reload.
@@ -414,7 +406,7 @@ async fn a_failing_release_shows_its_failures_and_rolled_back_clusters() {
         })
         .await;
         server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
-        server.kubectl_ok(&["apply", "-f", &example("release/release-bad.yaml")]).await;
+        server.kubectl_ok(&["apply", "-f", &server.patient_release("release/release-bad.yaml")]).await;
         with_browser(async |b| {
             b.goto(&server.at("/ui/#/release/agent-1.6.0")).await.expect("open the release page");
             // 1.6.0 crash-loops on prod's 5.10-kernel nodes; RollbackAll undoes the rest.

@@ -576,3 +576,29 @@ pub fn mk_cluster_yaml(name: &str, env: &str, region: &str, tier: &str) -> Strin
              server: https://{name}.example.test:6443\n"
     )
 }
+
+/// The path of `path` under the repository's `examples/`.
+pub fn example(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+impl ShoalServer {
+    /// A copy (in the scratch dir) of an example release whose steps may take a virtual
+    /// day: at hundreds of times real speed on a loaded 2-core CI machine the default 30
+    /// virtual minutes are seconds of real time, and a starved step would fail for no
+    /// fault of the fleet.
+    pub fn patient_release(&self, example_path: &str) -> String {
+        let text = std::fs::read_to_string(example(example_path)).expect("read the example");
+        let text = text.replacen("  strategy:\n", "  strategy:\n    stepTimeout: 24h\n", 1);
+        assert!(
+            text.contains("stepTimeout: 24h"),
+            "{example_path} has a strategy"
+        );
+        let name = example_path.rsplit('/').next().unwrap_or("release.yaml");
+        self.write_file(name, &text).display().to_string()
+    }
+}
