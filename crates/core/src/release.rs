@@ -1,13 +1,16 @@
 //! The release state machine: given the plan and where every cluster is, what happens next.
 //!
 //! ```text
-//!  decide(plan, progress, rules, now) ─▶ Decision { start, roll_back, phase, wave, wake_at, message }
+//!  decide(plan, progress, rules, now) ─▶ Decision { start, roll_back, cancel, phase, wave, wake_at, message }
 //!
+//!  abort                          → Failed: the clusters in progress are cancelled
+//!  rollback (by hand)             → as RollbackAll: cancel the running, roll back the changed
 //!  paused                         → Paused, nothing starts
 //!  failed > errorBudget           → Pause: Paused            (a human looks)
 //!                                   Rollback: roll the failed clusters back, then RolledBack
 //!                                   RollbackAll: roll every changed cluster back, then RolledBack
-//!  current wave = first wave with a cluster not Succeeded (none left → Succeeded)
+//!  current wave = first wave with a cluster neither Succeeded nor Failed (a failure
+//!                 within the budget does not hold a wave back; none left → Succeeded)
 //!    needs approval, none given   → WaitingForApproval
 //!    previous wave baking         → wait until its bake ends
 //!    change window closed         → wait until it opens (running clusters finish)

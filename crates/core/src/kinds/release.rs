@@ -48,6 +48,7 @@ use crate::window::{Calendar, Window};
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Wave","type":"string","jsonPath":".status.currentWave"}"#,
     printcolumn = r#"{"name":"Done","type":"string","jsonPath":".status.progress"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
