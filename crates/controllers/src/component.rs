@@ -50,6 +50,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::report;
 
 /// How long after a Component changes its pass starts: a `kubectl apply -f` of several
 /// components (or a burst of edits) is looked at in one pass, not one per event.
@@ -150,18 +151,6 @@ pub async fn run(client: Client, clock: Clock, config: Config, stop: Cancellatio
             }
         }
     }
-}
-
-/// An error and its causes on one line.
-fn report(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// One pass over the components named in `only` (all of them when `None`).

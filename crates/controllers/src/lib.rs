@@ -21,3 +21,15 @@ pub mod taskflow;
 
 pub use clock::Clock;
 pub use executor::{ExecContext, ExecError, Executor, Outcome, Registry};
+
+/// An error and its causes on one line (`a: b: c`), for logs and statuses.
+pub fn report(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}

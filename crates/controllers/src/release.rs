@@ -62,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::clock::Clock;
+use crate::report;
 
 /// Where the release's pipelines and runs live.
 pub const NAMESPACE: &str = "shoal-system";
@@ -199,17 +200,6 @@ where
         .instrument(tracing::info_span!("release_cache")),
     );
     reader
-}
-
-fn report(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 fn error_policy(_: Arc<Release>, e: &Error, _: Arc<Ctx>) -> Action {

@@ -136,14 +136,7 @@ pub enum ExecError {
 impl ExecError {
     /// The message recorded in the task's status: the error and its causes.
     pub fn report(&self) -> String {
-        let mut out = self.to_string();
-        let mut cause = std::error::Error::source(self);
-        while let Some(c) = cause {
-            out.push_str(": ");
-            out.push_str(&c.to_string());
-            cause = c.source();
-        }
-        out
+        crate::report(self)
     }
 }
 
