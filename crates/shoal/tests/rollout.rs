@@ -14,7 +14,7 @@ use shoal_core::kinds::Release;
 use shoal_core::taskflow::{Approval, ApprovalDecision};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-const NAME: &str = "agent-v2";
+const NAME: &str = "agent-1.5.0";
 
 fn example() -> String {
     format!(
@@ -139,17 +139,17 @@ async fn pause_resume_abort_and_rollback_patch_the_release_spec() {
             let server = start_with_release().await;
             let releases: Api<Release> = Api::all(server.client());
             let out = server.shoal_ok(&["rollout", "pause", NAME]).await;
-            assert_eq!(out.trim(), "release.shoal.io/agent-v2 paused");
+            assert_eq!(out.trim(), "release.shoal.io/agent-1.5.0 paused");
             assert!(releases.get(NAME).await.unwrap().spec.paused);
 
             let out = server
                 .shoal_ok(&["rollout", "resume", &format!("release/{NAME}")])
                 .await;
-            assert_eq!(out.trim(), "release.shoal.io/agent-v2 resumed");
+            assert_eq!(out.trim(), "release.shoal.io/agent-1.5.0 resumed");
             assert!(!releases.get(NAME).await.unwrap().spec.paused);
 
             let out = server.shoal_ok(&["rollout", "abort", NAME]).await;
-            assert_eq!(out.trim(), "release.shoal.io/agent-v2 aborted");
+            assert_eq!(out.trim(), "release.shoal.io/agent-1.5.0 aborted");
             let spec = releases.get(NAME).await.unwrap().spec;
             assert!(spec.abort && !spec.paused, "{spec:?}");
 
@@ -196,7 +196,7 @@ async fn approve_opens_the_wave_the_release_waits_for() {
         assert!(!r.status.success(), "{r:?}");
         assert!(
             r.stderr
-                .contains("release \"agent-v2\" is not waiting for an approval (phase: Progressing)"),
+                .contains("release \"agent-1.5.0\" is not waiting for an approval (phase: Progressing)"),
             "{}",
             r.stderr
         );
@@ -212,10 +212,10 @@ async fn approve_opens_the_wave_the_release_waits_for() {
             .await;
         assert_eq!(
             out.trim(),
-            "approval.shoal.io/agent-v2-wave-3 created: wave 3 of release agent-v2 approved by alice"
+            "approval.shoal.io/agent-1.5.0-wave-3 created: wave 3 of release agent-1.5.0 approved by alice"
         );
         let approvals: Api<Approval> = Api::namespaced(server.client(), "default");
-        let a = approvals.get("agent-v2-wave-3").await.unwrap().spec;
+        let a = approvals.get("agent-1.5.0-wave-3").await.unwrap().spec;
         assert_eq!(a.release.as_deref(), Some(NAME));
         assert_eq!(a.wave, Some(3));
         assert_eq!(a.approved_by, "alice");
@@ -225,7 +225,7 @@ async fn approve_opens_the_wave_the_release_waits_for() {
         // A wave named ahead of time, approved by whoever runs the command.
         let r = server.shoal(&["rollout", "approve", NAME, "--wave", "4"]).await;
         assert!(r.status.success(), "{r:?}");
-        let a = approvals.get("agent-v2-wave-4").await.unwrap().spec;
+        let a = approvals.get("agent-1.5.0-wave-4").await.unwrap().spec;
         assert_eq!(a.wave, Some(4));
         assert!(!a.approved_by.is_empty());
     })
@@ -282,7 +282,7 @@ async fn status_prints_once_or_follows_the_release_to_its_end() {
         );
         assert_eq!(
             lines.last().map(String::as_str),
-            Some("release \"agent-v2\" successfully rolled out"),
+            Some("release \"agent-1.5.0\" successfully rolled out"),
             "{lines:?}"
         );
 
@@ -335,7 +335,7 @@ async fn status_prints_once_or_follows_the_release_to_its_end() {
         assert!(!r.status.success(), "{r:?}");
         assert!(
             r.stderr
-                .contains("timed out after 1s waiting for release \"agent-v2\""),
+                .contains("timed out after 1s waiting for release \"agent-1.5.0\""),
             "{}",
             r.stderr
         );
