@@ -685,3 +685,60 @@ async fn a_webhook_and_a_metric_threshold_check_every_step() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
+    within(Duration::from_secs(240), "rollback and abort by hand", async {
+        let server = ShoalServer::start(&["--store", "memory", "--sim-clusters", "3", "--sim-nodes", "2", "--time-scale", "60"]).await;
+        let fleet = clusters(&server, 3).await;
+        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        let base = server.write_file("base.yaml", &release_yaml("base", &[("node-agent", "1.4.0")], "{waves: [{percent: 100}], clusterConcurrency: 3}"));
+        server.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
+        wait_phase(&server, "base", ReleasePhase::Succeeded, Duration::from_secs(60)).await;
+        let api: Api<Release> = Api::all(server.client());
+        let slow = "{waves: [{clusters: 1}, {percent: 100}], clusterConcurrency: 1, batches: [1, \"100%\"], bake: 1m}";
+
+        // Rollback once the first cluster is through: it goes back to 1.4.0, and the
+        // clusters never reached stay untouched.
+        let up = server.write_file("up.yaml", &release_yaml("up", &[("node-agent", "1.5.0")], slow));
+        server.kubectl_ok(&["apply", "-f", up.to_str().unwrap()]).await;
+        eventually(Duration::from_secs(60), "the first cluster is through", async || {
+            (api.get("up").await.ok()?.status?.clusters?.succeeded >= 1).then_some(())
+        })
+        .await;
+        server.shoal_ok(&["rollout", "rollback", "up", "--server", server.url()]).await;
+        wait_phase(&server, "up", ReleasePhase::RolledBack, Duration::from_secs(60)).await;
+        let runs = runs_of(&server, "up").await;
+        assert!(runs.len() < 3, "no new cluster starts once a rollback is asked for: {:?}", runs.keys());
+        for (c, (_, rollback)) in &runs {
+            let rb = rollback.as_ref().unwrap_or_else(|| panic!("{c} was not rolled back"));
+            assert_eq!(rb.status.as_ref().unwrap().succeeded().unwrap().status, "True", "{c}");
+        }
+        let versions = agent_versions(&fleet).await;
+        assert!(versions.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.4.0")), "{versions:?}");
+
+        // Abort while a cluster is in progress: its run is cancelled where it is and the
+        // release ends Failed; no other cluster starts.
+        let again = server.write_file("again.yaml", &release_yaml("again", &[("node-agent", "1.5.0")], slow));
+        server.kubectl_ok(&["apply", "-f", again.to_str().unwrap()]).await;
+        eventually(Duration::from_secs(60), "a cluster is in progress", async || {
+            (api.get("again").await.ok()?.status?.clusters?.running >= 1).then_some(())
+        })
+        .await;
+        server.shoal_ok(&["rollout", "abort", "again", "--server", server.url()]).await;
+        let r = wait_phase(&server, "again", ReleasePhase::Failed, Duration::from_secs(60)).await;
+        let status = r.status.unwrap();
+        assert!(status.message.as_deref().unwrap_or("").contains("aborted"), "{status:?}");
+        assert!(status.failures.is_empty(), "an abort fails no check: {:?}", status.failures);
+        let runs = runs_of(&server, "again").await;
+        assert_eq!(runs.len(), 1, "only the cluster in progress had started");
+        let (change, _) = runs.values().next().unwrap();
+        assert_eq!(
+            change.as_ref().unwrap().spec.status,
+            Some(shoal_core::taskflow::PipelineRunSpecStatus::Cancelled)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(runs_of(&server, "again").await.len(), 1, "nothing starts after an abort");
+    })
+    .await;
+}

@@ -907,6 +907,9 @@ fn ledger_of_deployment_and_statefulset_rollouts_follows_their_pods_through_repl
     assert_eq!(web.version("v1").unwrap().pods, 0);
     let db = ledger.workload("StatefulSet", "default", "db").unwrap();
     assert_eq!(db.violations, 0, "{db:#?}");
-    assert_eq!(db.version("v2").unwrap().nodes_ever, 2, "ordinals 2 and 3");
+    // Ordinals 2 and 3; the scheduler may put both on one node.
+    let v2 = db.version("v2").unwrap();
+    assert_eq!(v2.pods, 2, "ordinals 2 and 3: {db:#?}");
+    assert!((1..=2).contains(&v2.nodes_ever), "{db:#?}");
     assert_eq!(db.version("v1").unwrap().pods, 2);
 }
