@@ -27,9 +27,10 @@
 //! on its own clock, and the real control plane is only ever read. Killing the child
 //! (at the end, on an error, on Ctrl-C: `kill_on_drop`) is the whole cleanup.
 //!
-//! The simulator forgets a workload once it is deleted (a rollback of a first install
-//! deletes it), so the ledger is sampled while the release runs and folded together
-//! ([`merge_ledgers`]): the blast radius counts everything that ever ran the version.
+//! The ledger is sampled while the release runs and folded together ([`merge_ledgers`]):
+//! the blast radius counts everything that ever ran the version. (The simulator keeps
+//! the records of deleted workloads too — a rollback of a first install deletes it — but
+//! only its newest few per cluster.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Between two looks at the rehearsed release.
 const POLL: Duration = Duration::from_millis(250);
 
-/// Between two samples of the simulator's ledger (it forgets deleted workloads).
+/// Between two samples of the simulator's ledger.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 
 /// Between two progress lines on stderr.
@@ -760,9 +761,8 @@ async fn seed(
     }
 }
 
-/// Folds a sample of the simulator's ledger into `seen`. The simulator forgets a deleted
-/// workload (a rollback of a first install deletes it), so the rehearsal keeps what it
-/// saw: per workload, every version ever seen with its largest counts.
+/// Folds a sample of the simulator's ledger into `seen`: per workload (live or deleted),
+/// every version ever seen with its largest counts.
 pub fn merge_ledgers(seen: &mut BTreeMap<String, ClusterLedger>, sample: Vec<ClusterLedger>) {
     for l in sample {
         let Some(acc) = seen.get_mut(&l.cluster) else {

@@ -64,6 +64,9 @@ use crate::kubelet::PodState;
 /// oldest version no pod runs and the template no longer names is forgotten.
 pub const MAX_VERSIONS: usize = 32;
 
+/// Records of deleted workloads kept per cluster.
+pub const MAX_RETIRED: usize = 16;
+
 /// What a controller wants of one workload in this step (pushed by its reconcile).
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -215,6 +218,9 @@ pub struct Ledger {
     node_names: Vec<Arc<str>>,
     node_ids: HashMap<Arc<str>, u32>,
     workloads: BTreeMap<Key, Record>,
+    /// Records of deleted (or recreated) workloads, newest last, with when they went:
+    /// a rollback that removes a first install must not erase what it ran.
+    retired: std::collections::VecDeque<(Key, Record, Timestamp)>,
     /// The cluster revision last observed.
     observed: Option<Revision>,
 }
@@ -234,6 +240,14 @@ impl Ledger {
         self.observed != Some(revision)
     }
 
+    /// Keeps the record of a workload that went away, the newest [`MAX_RETIRED`].
+    fn retire(&mut self, key: Key, record: Record, at: Timestamp) {
+        self.retired.push_back((key, record, at));
+        if self.retired.len() > MAX_RETIRED {
+            self.retired.pop_front();
+        }
+    }
+
     fn node_id(&mut self, name: &Arc<str>) -> u32 {
         if let Some(id) = self.node_ids.get(name) {
             return *id;
@@ -246,7 +260,7 @@ impl Ledger {
 
     /// Records the cluster at `now` (revision `revision`): `targets` are the workloads the
     /// controllers ran this step, `pods` every pod of the cluster. Records of workloads
-    /// that are not `alive` (by uid) are dropped; a workload alive but without a target (an
+    /// that are not `alive` (by uid) are retired (kept, the newest [`MAX_RETIRED`]); a workload alive but without a target (an
     /// invalid spec) keeps its record unchanged.
     pub fn observe<'p>(
         &mut self,
@@ -257,8 +271,17 @@ impl Ledger {
         alive: impl Fn(&str, &str) -> bool,
     ) {
         self.observed = Some(revision);
-        self.workloads
-            .retain(|(_, kind, _, _), r| alive(kind, &r.uid));
+        let gone: Vec<Key> = self
+            .workloads
+            .iter()
+            .filter(|((_, kind, _, _), r)| !alive(kind, &r.uid))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in gone {
+            if let Some(r) = self.workloads.remove(&k) {
+                self.retire(k, r, now);
+            }
+        }
         let owner_of: HashMap<&str, usize> = targets
             .iter()
             .enumerate()
@@ -275,7 +298,11 @@ impl Ledger {
                 .entry(key.clone())
                 .or_insert_with(|| Record::new(&t.uid));
             if rec.uid != t.uid {
-                *rec = Record::new(&t.uid);
+                let old = std::mem::replace(rec, Record::new(&t.uid));
+                self.retired.push_back((key.clone(), old, now));
+                if self.retired.len() > MAX_RETIRED {
+                    self.retired.pop_front();
+                }
             }
             for v in &mut rec.versions {
                 v.pods = 0;
@@ -404,42 +431,47 @@ impl Ledger {
             workloads: self
                 .workloads
                 .iter()
-                .map(|((api_version, kind, namespace, name), r)| WorkloadLedger {
-                    api_version: api_version.to_string(),
-                    kind: kind.to_string(),
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    uid: r.uid.clone(),
-                    template_version: r.template.to_string(),
-                    desired: r.desired,
-                    available: r.available,
-                    fully_available_at: r.settled_at,
-                    peak_unavailable: PeakUnavailable {
-                        count: r.peak.count,
-                        at: r.peak.at,
-                        allowed_at_peak: r.peak.allowed,
+                .map(|(k, r)| (k, r, None))
+                .chain(self.retired.iter().map(|(k, r, at)| (k, r, Some(*at))))
+                .map(
+                    |((api_version, kind, namespace, name), r, deleted_at)| WorkloadLedger {
+                        deleted_at,
+                        api_version: api_version.to_string(),
+                        kind: kind.to_string(),
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        uid: r.uid.clone(),
+                        template_version: r.template.to_string(),
+                        desired: r.desired,
+                        available: r.available,
+                        fully_available_at: r.settled_at,
+                        peak_unavailable: PeakUnavailable {
+                            count: r.peak.count,
+                            at: r.peak.at,
+                            allowed_at_peak: r.peak.allowed,
+                        },
+                        unavailable_from_node_faults: FaultPeak {
+                            count: r.fault_peak.count,
+                            at: r.fault_peak.at,
+                        },
+                        violations: r.violations,
+                        first_violation_at: r.first_violation,
+                        versions: r
+                            .versions
+                            .iter()
+                            .map(|v| VersionLedger {
+                                version: v.version.to_string(),
+                                template_since: v.template_since,
+                                first_seen: v.first_seen,
+                                nodes_ever: v.nodes_ever.len(),
+                                pods: v.pods,
+                                crash_looping: v.crash_looping,
+                                crash_looping_nodes_ever: v.crash_looping_ever.len(),
+                                crash_looping_nodes: names(&v.crash_looping_ever),
+                            })
+                            .collect(),
                     },
-                    unavailable_from_node_faults: FaultPeak {
-                        count: r.fault_peak.count,
-                        at: r.fault_peak.at,
-                    },
-                    violations: r.violations,
-                    first_violation_at: r.first_violation,
-                    versions: r
-                        .versions
-                        .iter()
-                        .map(|v| VersionLedger {
-                            version: v.version.to_string(),
-                            template_since: v.template_since,
-                            first_seen: v.first_seen,
-                            nodes_ever: v.nodes_ever.len(),
-                            pods: v.pods,
-                            crash_looping: v.crash_looping,
-                            crash_looping_nodes_ever: v.crash_looping_ever.len(),
-                            crash_looping_nodes: names(&v.crash_looping_ever),
-                        })
-                        .collect(),
-                })
+                )
                 .collect(),
         }
     }
@@ -473,6 +505,10 @@ pub struct WorkloadLedger {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+    /// When the workload was deleted (or replaced by one of the same name): its record
+    /// is kept, after the live ones, so that what it ran stays on the record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Timestamp>,
     /// The version of the pod template now.
     pub template_version: String,
     /// Pods (DaemonSet: nodes) wanted and available at the last observation.
@@ -628,7 +664,7 @@ mod tests {
     }
 
     #[test]
-    fn a_recreated_workload_starts_afresh_and_a_deleted_one_is_forgotten() {
+    fn a_recreated_workload_starts_afresh_and_a_deleted_one_is_kept_as_retired() {
         let node: Arc<str> = Arc::from("n0");
         let mut l = Ledger::default();
         let target = [mk_target("a:1", 1, 1)];
@@ -638,11 +674,26 @@ mod tests {
         let mut again = mk_target("a:2", 1, 1);
         again.uid = "u2".into();
         l.observe(2, t(5), &[again], [], |_, _| true);
-        let w = &l.snapshot("c").workloads[0];
+        let snap = l.snapshot("c");
+        let w = &snap.workloads[0];
         assert_eq!(w.uid, "u2");
         assert!(w.version("1").is_none());
+        let old = &snap.workloads[1];
+        assert_eq!((old.uid.as_str(), old.deleted_at), ("u1", Some(t(5))));
+        assert_eq!(old.version("1").unwrap().nodes_ever, 1, "what it ran stays");
         l.observe(3, t(6), &[], [], |_, _| false);
-        assert!(l.snapshot("c").workloads.is_empty());
+        let snap = l.snapshot("c");
+        assert_eq!(snap.workloads.len(), 2);
+        assert!(snap.workloads.iter().all(|w| w.deleted_at.is_some()));
         assert!(!l.stale(3) && l.stale(4));
+        for i in 0..(MAX_RETIRED as i64 + 4) {
+            let mut w = mk_target("a:1", 1, 1);
+            w.uid = format!("r{i}");
+            l.observe(10 + i, t(10), &[w], [], |_, _| true);
+        }
+        assert!(
+            l.snapshot("c").workloads.len() <= MAX_RETIRED + 1,
+            "bounded"
+        );
     }
 }
