@@ -474,18 +474,11 @@ fn number_param(ctx: &ExecContext, name: &str) -> Result<usize, ExecError> {
     })
 }
 
-/// The in-cluster steps of every component of `release`.
-fn number_of_steps(release: &Release) -> usize {
-    release.spec.strategy.batches.len().max(1)
-}
-
 fn bake_of(release: &Release) -> Result<SignedDuration, ExecError> {
     release
         .spec
         .strategy
-        .bake
-        .as_deref()
-        .map_or(Ok(SignedDuration::ZERO), duration::parse)
+        .bake_duration()
         .map_err(|e| failed(format!("spec.strategy.bake: {e}")))
 }
 
@@ -580,7 +573,7 @@ impl Executor for Precheck {
                     component: comp_name(first),
                     version: scope.target_version(first),
                     step: 0,
-                    steps: number_of_steps(&scope.release),
+                    steps: scope.release.spec.strategy.steps(),
                 },
             )
             .await?;

@@ -314,6 +314,22 @@ pub struct ClusterFailure {
 }
 
 impl ReleaseStrategy {
+    /// In-cluster steps per component: one per entry of `batches`, at least one.
+    pub fn steps(&self) -> usize {
+        self.batches.len().max(1)
+    }
+
+    /// The bake after each step and wave (zero when unset).
+    ///
+    /// # Errors
+    /// `bake` is not a duration (admission refuses that; an object stored before the
+    /// rule may still have one).
+    pub fn bake_duration(&self) -> Result<jiff::SignedDuration, duration::DurationError> {
+        self.bake
+            .as_deref()
+            .map_or(Ok(jiff::SignedDuration::ZERO), duration::parse)
+    }
+
     /// The planning part, with defaults filled in.
     ///
     /// # Errors

@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use kube::api::{Api, ListParams, PostParams};
+use shoal_core::kinds::ReleaseStrategy;
 use shoal_core::kinds::{Cluster, Component, Release, ReleasePhase};
-use shoal_core::plan::{Candidate, OrderKey, Strategy, WaveSize, WaveSpec, Weights};
+use shoal_core::plan::Candidate;
 use tokio::io::AsyncBufReadExt;
 
 #[derive(clap::Args, Debug)]
@@ -209,38 +210,17 @@ fn planning(n: usize) -> Result<(Duration, usize)> {
             failures: (i % 11 == 0) as u32,
         })
         .collect();
-    let strategy = Strategy {
-        order: vec![
-            OrderKey {
-                label: "env".into(),
-                values: envs.iter().map(|s| s.to_string()).collect(),
-            },
-            OrderKey {
-                label: "region".into(),
-                values: regions.iter().map(|s| s.to_string()).collect(),
-            },
-        ],
-        waves: vec![
-            WaveSpec {
-                size: WaveSize::Count(1),
-                approval: false,
-            },
-            WaveSpec {
-                size: WaveSize::Percent(10),
-                approval: false,
-            },
-            WaveSpec {
-                size: WaveSize::Percent(25),
-                approval: true,
-            },
-            WaveSpec {
-                size: WaveSize::Percent(50),
-                approval: false,
-            },
-        ],
-        wave_boundary: Some("env".into()),
-        weights: Weights::default(),
-    };
+    // The strategy of examples/release/release-good.yaml, through the kind's own
+    // conversion, as the release controller plans it.
+    let strategy: ReleaseStrategy = serde_json::from_value(serde_json::json!({
+        "order": [{"label": "env", "values": envs}, {"label": "region", "values": regions}],
+        "waveBoundary": "env",
+        "waves": [{"clusters": 1}, {"percent": 10}, {"percent": 25, "approval": true},
+                  {"percent": 50}],
+    }))?;
+    let strategy = strategy
+        .plan_strategy()
+        .map_err(|e| anyhow::anyhow!("the bench's strategy: {e:?}"))?;
     let mut best = Duration::MAX;
     let mut waves = 0;
     for _ in 0..5 {
