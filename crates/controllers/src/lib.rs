@@ -13,6 +13,7 @@
 //! internals. Everything they decide is derived from the objects they read, so a
 //! restart, a second replica or an external controller sees and decides the same.
 
+mod cache;
 pub mod clock;
 pub mod component;
 pub mod executor;

@@ -41,8 +41,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use shoal_core::kinds::{
@@ -59,8 +59,8 @@ use shoal_core::taskflow::{
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use crate::cache;
 use crate::clock::Clock;
 use crate::report;
 
@@ -121,19 +121,21 @@ pub async fn run(client: Client, clock: Clock, stop: CancellationToken) {
         tracing::error!(error = %report(&e), "release controller: setup failed; retrying on the first reconcile");
     }
     let (trigger, triggered) = mpsc::channel::<ObjectRef<Release>>(4096);
-    let runs = spawn_cache(
+    let runs = cache::spawn(
         Api::<PipelineRun>::namespaced(client.clone(), NAMESPACE),
         watcher::Config::default().labels(LABEL_RELEASE),
-        trigger.clone(),
-        |r: &PipelineRun| r.labels().get(LABEL_RELEASE).cloned(),
+        tracing::info_span!("release_cache", kind = "pipelineruns"),
         stop.clone(),
+        wake(trigger.clone(), |r: &PipelineRun| {
+            r.labels().get(LABEL_RELEASE).cloned()
+        }),
     );
-    let approvals = spawn_cache(
+    let approvals = cache::spawn(
         Api::<Approval>::all(client.clone()),
         watcher::Config::default(),
-        trigger,
-        |a: &Approval| a.spec.release.clone(),
+        tracing::info_span!("release_cache", kind = "approvals"),
         stop.clone(),
+        wake(trigger, |a: &Approval| a.spec.release.clone()),
     );
     tokio::select! {
         _ = stop.cancelled() => return,
@@ -159,47 +161,17 @@ pub async fn run(client: Client, clock: Clock, stop: CancellationToken) {
     tracing::info!("release controller stopped");
 }
 
-/// A reflector of `api` whose every change wakes the release `owner` names.
-fn spawn_cache<K>(
-    api: Api<K>,
-    config: watcher::Config,
+/// A cache callback: every change of a release's run or Approval wakes the release
+/// `owner` names. A full queue only delays; the resync looks again.
+fn wake<K: 'static>(
     trigger: mpsc::Sender<ObjectRef<Release>>,
     owner: fn(&K) -> Option<String>,
-    stop: CancellationToken,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects()
-        .for_each(move |o| {
-            if let Ok(o) = o
-                && let Some(name) = owner(&o)
-            {
-                // A full queue only delays: the resync looks again.
-                let _ = trigger.try_send(ObjectRef::new(&name));
-            }
-            std::future::ready(())
-        });
-    tokio::spawn(
-        async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = stream => {}
-            }
+) -> impl FnMut(&K) + Send + 'static {
+    move |o| {
+        if let Some(name) = owner(o) {
+            let _ = trigger.try_send(ObjectRef::new(&name));
         }
-        .instrument(tracing::info_span!("release_cache")),
-    );
-    reader
+    }
 }
 
 fn error_policy(_: Arc<Release>, e: &Error, _: Arc<Ctx>) -> Action {
@@ -307,14 +279,12 @@ fn pipelines(release: &Release, order: &[String]) -> Result<(Pipeline, Pipeline)
     let s = &release.spec.strategy;
     let step_timeout = s.step_timeout.as_deref().unwrap_or(DEFAULT_STEP_TIMEOUT);
     let bake = s
-        .bake
-        .as_deref()
-        .map_or(Ok(SignedDuration::ZERO), duration::parse)
+        .bake_duration()
         .map_err(|e| format!("spec.strategy.bake: {e}"))?;
     let timeout =
         duration::parse(step_timeout).map_err(|e| format!("spec.strategy.stepTimeout: {e}"))?;
     let step_limit = duration::format(timeout + bake);
-    let steps = s.batches.len().max(1);
+    let steps = s.steps();
     let p = |n: &str| json!({"name": n, "value": format!("$(params.{n})")});
     let mut tasks = vec![json!({
         "name": PRECHECK, "taskRef": {"name": TASK_PRECHECK},
@@ -751,11 +721,7 @@ fn rules_of(ctx: &Ctx, release: &Release) -> (Rules, Option<String>) {
         cluster_concurrency: s.cluster_concurrency.unwrap_or(1),
         error_budget: s.error_budget.unwrap_or(0),
         failure_policy: s.failure_policy,
-        bake: s
-            .bake
-            .as_deref()
-            .and_then(|b| duration::parse(b).ok())
-            .unwrap_or(SignedDuration::ZERO),
+        bake: s.bake_duration().unwrap_or(SignedDuration::ZERO),
         calendar: s.calendar().unwrap_or_default(),
         paused: release.spec.paused,
         abort: release.spec.abort,

@@ -77,8 +77,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use shoal_core::taskflow::queue::{self, Limits, RunKey, Verdict};
@@ -486,8 +486,20 @@ pub async fn run(
     let shutdown = shutdown.child_token();
     let (trigger, triggered) = mpsc::channel(TRIGGER_QUEUE);
     let (record, records) = mpsc::channel(RECORD_QUEUE);
-    let pipelines = spawn_cache::<Pipeline>(&client, "pipelines", shutdown.clone());
-    let tasks = spawn_cache::<Task>(&client, "tasks", shutdown.clone());
+    let pipelines = crate::cache::spawn(
+        Api::<Pipeline>::all(client.clone()),
+        watcher::Config::default(),
+        tracing::info_span!("taskflow_cache", kind = "pipelines"),
+        shutdown.clone(),
+        |_| {},
+    );
+    let tasks = crate::cache::spawn(
+        Api::<Task>::all(client.clone()),
+        watcher::Config::default(),
+        tracing::info_span!("taskflow_cache", kind = "tasks"),
+        shutdown.clone(),
+        |_| {},
+    );
     let controller = Controller::new(
         Api::<PipelineRun>::all(client.clone()),
         watcher::Config::default(),
@@ -565,34 +577,6 @@ pub async fn run(
     } else {
         Exit::Shutdown
     }
-}
-
-/// A reflector of every `K`, kept by a named task until `shutdown`.
-fn spawn_cache<K>(client: &Client, what: &'static str, shutdown: CancellationToken) -> Store<K>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (reader, writer) = reflector::store();
-    let stream = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .for_each(|_| std::future::ready(()));
-    tokio::spawn(
-        async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = stream => {}
-            }
-        }
-        .instrument(tracing::info_span!("taskflow_cache", kind = what)),
-    );
-    reader
 }
 
 /// Writes TaskRun outcomes, [`WRITE_CONCURRENCY`] at a time, until `shutdown`. Best
