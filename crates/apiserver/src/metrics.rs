@@ -97,7 +97,8 @@ pub async fn record(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let who = Caller::of(req.headers());
+    // Only a request that may change something is audited: reads pay nothing for it.
+    let who = (method != axum::http::Method::GET).then(|| Caller::of(req.headers()));
     let resp = next.run(req).await;
     let info = resp
         .extensions()
@@ -125,7 +126,7 @@ pub async fn record(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -
         })
         .observe(elapsed);
     tracing::debug!(%method, path, verb = info.verb, resource = info.resource, code, elapsed_ms = elapsed * 1e3, "request");
-    if is_write(info.verb) {
+    if let Some(who) = who.filter(|_| is_write(info.verb)) {
         // The audit trail: every change, who asked and what came of it. shoal's own
         // controllers (their writes carry the leadership fence) are logged at debug, as
         // a Kubernetes audit policy leaves out the controller manager's writes.

@@ -459,7 +459,7 @@ fn kv_block(label: &str, map: Option<&Value>) -> String {
 }
 
 /// Renders an object the way `kubectl describe` renders custom resources.
-pub fn render_describe(obj: &Value) -> String {
+pub fn render_describe(obj: &Value, events: &[Value], now: jiff::Timestamp) -> String {
     let meta = &obj["metadata"];
     let mut s = String::new();
     s.push_str(&format!(
@@ -502,8 +502,70 @@ pub fn render_describe(obj: &Value) -> String {
             describe_value(&mut s, v, 2);
         }
     }
-    s.push_str("Events:       <none>\n");
+    s.push_str(&render_events(events, now));
     s
+}
+
+/// kubectl describe's Events section: oldest first, `Type Reason Age From Message`.
+pub fn render_events(events: &[Value], now: jiff::Timestamp) -> String {
+    if events.is_empty() {
+        return "Events:       <none>\n".into();
+    }
+    let when = |e: &Value| {
+        ["lastTimestamp", "eventTime", "firstTimestamp"]
+            .iter()
+            .find_map(|k| e[*k].as_str())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+    };
+    let mut sorted: Vec<&Value> = events.iter().collect();
+    sorted.sort_by_key(|e| when(e));
+    let rows: Vec<[String; 5]> = sorted
+        .iter()
+        .map(|e| {
+            let age = when(e).map_or("<unknown>".into(), |t| {
+                shoal_apiserver::table::human_duration(now.duration_since(t).as_secs())
+            });
+            let from = e["reportingComponent"]
+                .as_str()
+                .or_else(|| e["source"]["component"].as_str())
+                .unwrap_or("");
+            [
+                e["type"].as_str().unwrap_or("").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+                age,
+                from.to_string(),
+                e["message"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    let header = ["Type", "Reason", "Age", "From", "Message"];
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header[i].len()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..4).map(width).collect();
+    let line = |cells: [&str; 5]| {
+        let mut l = String::from("  ");
+        for (i, c) in cells.iter().enumerate().take(4) {
+            l.push_str(&format!("{c:<w$}  ", w = widths[i]));
+        }
+        l.push_str(cells[4]);
+        l.push('\n');
+        l
+    };
+    let mut out = String::from("Events:\n");
+    out.push_str(&line(header));
+    let dashes: Vec<String> = header.iter().map(|h| "-".repeat(h.len())).collect();
+    out.push_str(&line([
+        &dashes[0], &dashes[1], &dashes[2], &dashes[3], &dashes[4],
+    ]));
+    for r in &rows {
+        out.push_str(&line([&r[0], &r[1], &r[2], &r[3], &r[4]]));
+    }
+    out
 }
 
 pub async fn describe(a: DescribeArgs) -> Result<()> {
@@ -512,6 +574,8 @@ pub async fn describe(a: DescribeArgs) -> Result<()> {
     let obj = c
         .request(http::Request::get(r.path(Some(&a.namespace), Some(&a.name))).body(Vec::new())?)
         .await?;
+    let events = events_of(&c, &obj).await;
+    let now = jiff::Timestamp::now();
     if r.group == "shoal.io" && r.kind == "PipelineRun" {
         let run: shoal_core::taskflow::PipelineRun =
             serde_json::from_value(obj).context("the server sent a malformed PipelineRun")?;
@@ -533,8 +597,8 @@ pub async fn describe(a: DescribeArgs) -> Result<()> {
     if r.group == "shoal.io" && r.kind == "Component" {
         let component: shoal_core::kinds::Component =
             serde_json::from_value(obj.clone()).context("the server sent a malformed Component")?;
-        let text = render_describe(&obj);
-        // The fleet view goes where kubectl would print events: after the object.
+        let text = render_describe(&obj, &events, now);
+        // The fleet view goes before the events, as kubectl prints events last.
         let (head, events) = text.rsplit_once("Events:").unwrap_or((&text, ""));
         print!("{head}");
         print!(
@@ -546,8 +610,41 @@ pub async fn describe(a: DescribeArgs) -> Result<()> {
         }
         return Ok(());
     }
-    print!("{}", render_describe(&obj));
+    print!("{}", render_describe(&obj, &events, now));
     Ok(())
+}
+
+/// The Events about `obj`, found as kubectl describe finds them: by the involved
+/// object's kind, name, namespace and uid (in its namespace; in all for a cluster-scoped
+/// object). A server that cannot say gets an empty list: the object is what was asked.
+async fn events_of(c: &Client, obj: &Value) -> Vec<Value> {
+    let meta = &obj["metadata"];
+    let mut fields = vec![
+        format!("involvedObject.kind={}", obj["kind"].as_str().unwrap_or("")),
+        format!(
+            "involvedObject.name={}",
+            meta["name"].as_str().unwrap_or("")
+        ),
+    ];
+    if let Some(uid) = meta["uid"].as_str() {
+        fields.push(format!("involvedObject.uid={uid}"));
+    }
+    let path = match meta["namespace"].as_str() {
+        Some(ns) => {
+            fields.push(format!("involvedObject.namespace={ns}"));
+            format!("/api/v1/namespaces/{ns}/events")
+        }
+        None => "/api/v1/events".to_string(),
+    };
+    let selector = fields.join(",");
+    let query = query(&[("fieldSelector", Some(&selector))]);
+    let Ok(req) = http::Request::get(format!("{path}{query}")).body(Vec::new()) else {
+        return Vec::new();
+    };
+    match c.request(req).await {
+        Ok(list) => list["items"].as_array().cloned().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn read_documents(path: &PathBuf) -> Result<Vec<Value>> {
@@ -670,12 +767,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn describe_lists_events_oldest_first_like_kubectl() {
+        let now: jiff::Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let events = [
+            json!({"type": "Normal", "reason": "Ready", "message": "back",
+                "lastTimestamp": "2026-01-01T00:50:00Z", "reportingComponent": "shoal-cluster-prober"}),
+            json!({"type": "Warning", "reason": "NotReady", "message": "down",
+                "lastTimestamp": "2026-01-01T00:30:00Z", "source": {"component": "shoal-cluster-prober"}}),
+        ];
+        let s = render_events(&events, now);
+        let lines: Vec<&str> = s.lines().collect();
+        assert_eq!(lines[0], "Events:");
+        assert_eq!(
+            lines[1],
+            "  Type     Reason    Age  From                  Message"
+        );
+        assert_eq!(
+            lines[2],
+            "  ----     ------    ---  ----                  -------"
+        );
+        assert_eq!(
+            lines[3],
+            "  Warning  NotReady  30m  shoal-cluster-prober  down"
+        );
+        assert_eq!(
+            lines[4],
+            "  Normal   Ready     10m  shoal-cluster-prober  back"
+        );
+    }
+
+    #[test]
     fn describe_titles_fields_and_lists_labels() {
         let obj = json!({"apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
             "metadata": {"name": "c-1", "labels": {"env": "prod", "tier": "1"}, "uid": "u"},
             "spec": {"endpoint": {"server": "https://x"}},
             "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-        let s = render_describe(&obj);
+        let s = render_describe(&obj, &[], jiff::Timestamp::now());
+        assert!(s.ends_with("Events:       <none>\n"), "{s}");
         assert!(s.contains("Name:         c-1"), "{s}");
         assert!(
             s.contains("Labels:       env=prod\n              tier=1"),

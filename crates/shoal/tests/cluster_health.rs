@@ -166,11 +166,16 @@ async fn a_cluster_whose_api_fails_goes_not_ready_and_back_with_events() {
             about(&test).await.is_empty(),
             "a healthy cluster has nothing to report"
         );
-        let described = server.kubectl_ok(&["describe", "cluster", &prod]).await;
-        assert!(
-            described.contains("NotReady") && described.contains("503"),
-            "{described}"
-        );
+        for described in [
+            server.kubectl_ok(&["describe", "cluster", &prod]).await,
+            server.shoal_ok(&["describe", "cluster", &prod]).await,
+        ] {
+            assert!(
+                described.contains("NotReady") && described.contains("503"),
+                "{described}"
+            );
+            assert!(described.contains("shoal-cluster-prober"), "{described}");
+        }
 
         // A change by kubectl is audited: who, with what, which verb, the answer.
         server
