@@ -86,6 +86,10 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 struct Phase {
     rate: f64,
+    /// Cores busy on average (this process's CPU time / wall time) and CPU time per
+    /// operation, in µs: whether the phase was bound by CPU or by waiting.
+    cores: f64,
+    cpu_per_op_us: f64,
     p50: f64,
     p99: f64,
 }
@@ -109,6 +113,7 @@ where
     let (connect, op) = (Arc::new(connect), Arc::new(op));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
+    let (cpu0, _) = release::usage(std::process::id());
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (connect, op, next) = (connect.clone(), op.clone(), next.clone());
@@ -132,9 +137,12 @@ where
         all.extend(t.await??);
     }
     let elapsed = start.elapsed();
+    let cpu = release::usage(std::process::id()).0 - cpu0;
     all.sort();
     Ok(Phase {
         rate: total as f64 / elapsed.as_secs_f64(),
+        cores: cpu / elapsed.as_secs_f64(),
+        cpu_per_op_us: cpu / total as f64 * 1e6,
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
     })
@@ -264,12 +272,12 @@ async fn api(a: ApiBench) -> Result<()> {
     drop(raw_store);
 
     println!(
-        "  HTTP creates     {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-        h.rate, h.p50, h.p99
+        "  HTTP creates     {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:.1} cores, {:.0} µs CPU/write",
+        h.rate, h.p50, h.p99, h.cores, h.cpu_per_op_us
     );
     println!(
-        "  raw store puts   {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
-        r.rate, r.p50, r.p99
+        "  raw store puts   {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:.1} cores, {:.0} µs CPU/write",
+        r.rate, r.p50, r.p99, r.cores, r.cpu_per_op_us
     );
     println!("  ratio HTTP/raw   {:>9.2}", h.rate / r.rate);
 

@@ -112,7 +112,7 @@ async fn spawn(args: &[&str], prefix: &str, log: &Path) -> Result<(Child, String
 }
 
 /// (CPU seconds, peak RSS bytes) of a process.
-fn usage(pid: u32) -> (f64, u64) {
+pub(super) fn usage(pid: u32) -> (f64, u64) {
     let ticks = 100.0; // USER_HZ on Linux
     let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
