@@ -115,6 +115,12 @@ impl Fleet {
         let mut config =
             member_config(&server).map_err(|e| bad(format!("spec.endpoint.server {e}")))?;
         config.accept_invalid_certs = cluster.spec.endpoint.insecure_skip_tls_verify == Some(true);
+        if let Some(data) = &cluster.spec.endpoint.certificate_authority_data {
+            config.root_cert = Some(
+                ca_bundle(data)
+                    .map_err(|e| bad(format!("spec.endpoint.certificateAuthorityData: {e}")))?,
+            );
+        }
         let client = kube::Client::try_from(config)
             .map_err(|e| bad(format!("failed to build a client: {e}")))?;
         clients.insert(server.clone(), client.clone());
@@ -321,6 +327,36 @@ fn member_config(server: &str) -> std::result::Result<kube::Config, String> {
     let mut config = kube::Config::new(url);
     config.default_retry = false;
     Ok(config)
+}
+
+/// The DER certificates of a CA bundle as a kubeconfig carries it
+/// (`certificate-authority-data`: base64 of PEM).
+///
+/// # Errors
+/// Not base64, not PEM, or no certificate in it.
+pub fn ca_bundle(data: &str) -> std::result::Result<Vec<Vec<u8>>, String> {
+    use base64::Engine;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|e| format!("not base64: {e}"))?;
+    pem_certs(&pem)
+}
+
+/// The DER certificates of a PEM bundle.
+///
+/// # Errors
+/// Not PEM, or no certificate in it.
+pub fn pem_certs(pem: &[u8]) -> std::result::Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    Ok(certs)
 }
 
 /// Sets (or removes, for `None`) a dotted path in an object.

@@ -22,6 +22,10 @@ pub struct Conn {
     /// Bearer token, if the server requires one.
     #[arg(long, env = "SHOAL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CA that signed an `https://` server's certificate (`shoal serve
+    /// --tls` keeps it in DATA_DIR/pki/ca.crt).
+    #[arg(long, env = "SHOAL_CA", value_name = "FILE")]
+    pub certificate_authority: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -136,18 +140,37 @@ pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
 /// # Errors
 /// When `--server` is not a URL.
 pub(crate) fn kube_client(conn: &Conn) -> Result<kube::Client> {
-    let cfg = kube_config(&conn.server, conn.token.as_deref())
+    let ca = conn
+        .certificate_authority
+        .as_ref()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .with_context(|| format!("failed to read --certificate-authority {}", f.display()))
+        })
+        .transpose()?;
+    let cfg = kube_config(&conn.server, conn.token.as_deref(), ca.as_deref())
         .with_context(|| format!("invalid --server {:?}", conn.server))?;
     Ok(kube::Client::try_from(cfg)?)
 }
 
-/// The kube-rs config for a shoal server at `server` with an optional bearer token: the one
+/// The kube-rs config for a shoal server at `server` with an optional bearer token (and
+/// the CA of an `https://` server): the one
 /// place the binary's clients (CLI verbs, in-process controllers, fleet registration) are
 /// configured.
-pub(crate) fn kube_config(server: &str, token: Option<&str>) -> Result<kube::Config> {
+pub(crate) fn kube_config(
+    server: &str,
+    token: Option<&str>,
+    ca_pem: Option<&str>,
+) -> Result<kube::Config> {
     let url = server.parse().context("the server URL is not a URI")?;
     let mut cfg = kube::Config::new(url);
     cfg.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
+    if let Some(pem) = ca_pem {
+        cfg.root_cert = Some(
+            shoal_fleet::pem_certs(pem.as_bytes())
+                .map_err(|e| anyhow!("the certificate authority: {e}"))?,
+        );
+    }
     Ok(cfg)
 }
 

@@ -54,6 +54,10 @@ enum Command {
         /// A file holding the bearer token, if the server requires one.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// The CA (PEM) of an `https://` server (`shoal serve --tls` keeps it in
+        /// DATA_DIR/pki/ca.crt); embedded as certificate-authority-data.
+        #[arg(long, value_name = "FILE")]
+        certificate_authority: Option<PathBuf>,
         /// Where to write it ("-" for stdout).
         #[arg(short, long, default_value = "-")]
         output: String,
@@ -124,10 +128,17 @@ fn main() -> Result<()> {
             Command::Kubeconfig {
                 server,
                 token_file,
+                certificate_authority,
                 output,
             } => {
                 let token = token_file.map(|f| serve::read_token(&f)).transpose()?;
-                let text = serve::kubeconfig(&server, token.as_deref());
+                let ca = certificate_authority
+                    .map(|f| {
+                        std::fs::read_to_string(&f)
+                            .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", f.display()))
+                    })
+                    .transpose()?;
+                let text = serve::kubeconfig(&server, token.as_deref(), ca.as_deref());
                 if output == "-" {
                     print!("{text}");
                 } else {

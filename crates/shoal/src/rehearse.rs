@@ -649,7 +649,7 @@ impl PrivateServer {
     }
 
     fn client(&self) -> Result<kube::Client> {
-        kube::Client::try_from(crate::cli::kube_config(&self.url, None)?)
+        kube::Client::try_from(crate::cli::kube_config(&self.url, None, None)?)
             .context("failed to build a client for the private control plane")
     }
 

@@ -28,6 +28,15 @@ pub struct ServeArgs {
     /// Require `Authorization: Bearer <token>` with the token in this file.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Serve HTTPS, with a CA and serving certificate shoal makes and keeps in
+    /// DATA_DIR/pki (the kubeconfig it writes trusts that CA). kubectl sends a bearer
+    /// token only over HTTPS.
+    #[arg(long)]
+    pub tls: bool,
+    /// With --tls: another name or IP address the serving certificate is for (besides
+    /// localhost, 127.0.0.1, ::1 and the --listen address). Repeatable.
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    pub tls_san: Vec<String>,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -141,14 +150,24 @@ pub(crate) fn client_address(addr: std::net::SocketAddr) -> std::net::SocketAddr
     }
 }
 
-/// A kubeconfig for `server`, with a bearer token if given.
-pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
+/// Base64 of `text`, as a kubeconfig's `certificate-authority-data` holds a PEM bundle.
+pub(crate) fn base64_of(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// A kubeconfig for `server`, with a bearer token and the CA of an `https://` server
+/// (PEM) if given.
+pub fn kubeconfig(server: &str, token: Option<&str>, ca_pem: Option<&str>) -> String {
     let user = match token {
         Some(t) => format!("\n    token: {t}"),
         None => " {}".to_string(),
     };
+    let ca = ca_pem.map_or(String::new(), |pem| {
+        format!("    certificate-authority-data: {}\n", base64_of(pem))
+    });
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n    server: {server}\n\
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: shoal\n  cluster:\n{ca}    server: {server}\n\
          contexts:\n- name: shoal\n  context:\n    cluster: shoal\n    user: shoal\n\
          current-context: shoal\nusers:\n- name: shoal\n  user:{user}\n"
     )
@@ -294,10 +313,27 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = client_address(listener.local_addr()?);
-    let url = format!("http://{addr}");
     std::fs::create_dir_all(&args.data_dir)?;
+    let pki = if args.tls {
+        let mut hosts = args.tls_san.clone();
+        if !args.listen.ip().is_unspecified() {
+            hosts.push(args.listen.ip().to_string());
+        }
+        let dir = args.data_dir.join("pki");
+        Some(
+            shoal_apiserver::tls::Pki::self_signed(&dir, &hosts)
+                .with_context(|| format!("failed to set up TLS in {}", dir.display()))?,
+        )
+    } else {
+        None
+    };
+    let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone());
+    let url = format!("{}://{addr}", if pki.is_some() { "https" } else { "http" });
     let kubeconfig_path = args.data_dir.join("kubeconfig");
-    std::fs::write(&kubeconfig_path, kubeconfig(&url, token.as_deref()))?;
+    std::fs::write(
+        &kubeconfig_path,
+        kubeconfig(&url, token.as_deref(), ca_pem.as_deref()),
+    )?;
     let kubeconfig_path = std::fs::canonicalize(&kubeconfig_path).unwrap_or(kubeconfig_path);
     println!("shoal is serving at {url}");
     println!("kubeconfig: {}", kubeconfig_path.display());
@@ -309,10 +345,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     on_signal(shutdown.clone());
     let registration = simulation.clone().map(|sim| {
-        let client = crate::sim::client(&url, token.as_deref());
+        let client = crate::sim::client(&url, token.as_deref(), ca_pem.as_deref());
         let base = url.clone();
+        let ca_data = ca_pem.as_deref().map(base64_of);
         tokio::spawn(async move {
-            match crate::sim::register(&sim, client?, &base).await {
+            match crate::sim::register(&sim, client?, &base, ca_data.as_deref()).await {
                 Ok(n) => {
                     tracing::info!(clusters = n, "simulated clusters registered");
                     Ok(())
@@ -326,9 +363,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     });
     if !args.apply.is_empty() {
         let files = args.apply.clone();
+        let ca_file = pki
+            .is_some()
+            .then(|| args.data_dir.join("pki").join("ca.crt"));
         let conn = crate::cli::Conn {
             server: url.clone(),
             token: token.clone(),
+            certificate_authority: ca_file,
         };
         tokio::spawn(async move {
             // A release planned before the fleet is registered would cover part of it.
@@ -372,6 +413,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let controllers = Controllers {
             url: url.clone(),
             token: token.clone(),
+            ca_pem: ca_pem.clone(),
             clock: clock.clone(),
             settings,
         };
@@ -389,6 +431,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let c = spawn_controllers(
             &url,
             token.as_deref(),
+            ca_pem.as_deref(),
             None,
             clock.clone(),
             settings,
@@ -403,7 +446,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let router = server
         .router_with(crate::sim::routes(&process_clock, simulation))
         .merge(crate::ui::routes());
-    shoal_apiserver::serve(listener, router, shutdown).await?;
+    match &pki {
+        Some(pki) => {
+            let tls = pki.server_config().context("the TLS configuration")?;
+            shoal_apiserver::tls::serve_tls(listener, router, tls, shutdown).await?;
+        }
+        None => shoal_apiserver::serve(listener, router, shutdown).await?,
+    }
     // Twice the drain: with election, the controllers drain and then the elector resigns.
     if let Some(c) = controllers
         && tokio::time::timeout(2 * CONTROLLERS_DRAIN, c)
@@ -431,6 +480,8 @@ fn default_identity() -> String {
 struct Controllers {
     url: String,
     token: Option<String>,
+    /// The CA of an `https://` url (PEM).
+    ca_pem: Option<String>,
     clock: shoal_core::clock::SharedClock,
     settings: Settings,
 }
@@ -491,6 +542,7 @@ async fn lead(
         let mut running = match spawn_controllers(
             &controllers.url,
             controllers.token.as_deref(),
+            controllers.ca_pem.as_deref(),
             Some((TASKFLOW_ROLE, &fence)),
             controllers.clock.clone(),
             controllers.settings.clone(),
@@ -561,12 +613,13 @@ pub(crate) fn on_signal(stop: CancellationToken) {
 pub(crate) fn spawn_controllers(
     url: &str,
     token: Option<&str>,
+    ca_pem: Option<&str>,
     fence: Option<(&str, &Fence)>,
     clock: shoal_core::clock::SharedClock,
     settings: Settings,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<shoal_controllers::taskflow::Exit>> {
-    let mut config = crate::cli::kube_config(url, token)?;
+    let mut config = crate::cli::kube_config(url, token, ca_pem)?;
     config.headers.push((
         http::HeaderName::from_static("x-shoal-client"),
         http::HeaderValue::from_static(shoal_apiserver::metrics::CONTROLLERS_CLIENT),
@@ -626,10 +679,15 @@ mod tests {
 
     #[test]
     fn kubeconfig_without_token_has_an_empty_user() {
-        let k = kubeconfig("http://127.0.0.1:1", None);
+        let k = kubeconfig("http://127.0.0.1:1", None, None);
         assert!(k.contains("server: http://127.0.0.1:1"));
         assert!(k.contains("user: {}"), "{k}");
-        let k = kubeconfig("http://x", Some("s3cret"));
+        let k = kubeconfig("http://x", Some("s3cret"), None);
         assert!(k.contains("token: s3cret"), "{k}");
+        let k = kubeconfig("https://x", None, Some("PEM"));
+        assert!(
+            k.contains("    certificate-authority-data: UEVN\n    server: https://x"),
+            "{k}"
+        );
     }
 }

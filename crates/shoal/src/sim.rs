@@ -366,13 +366,14 @@ pub fn cluster_object(
     name: &str,
     labels: &std::collections::BTreeMap<String, String>,
     base: &str,
+    ca_data: Option<&str>,
 ) -> Cluster {
     let mut c = Cluster::new(
         name,
         ClusterSpec {
             endpoint: Endpoint {
                 server: format!("{}/clusters/{name}", base.trim_end_matches('/')),
-                certificate_authority_data: None,
+                certificate_authority_data: ca_data.map(String::from),
                 insecure_skip_tls_verify: None,
             },
             credentials_ref: None,
@@ -389,7 +390,13 @@ pub fn cluster_object(
 ///
 /// # Errors
 /// The first request that failed for another reason than "already exists".
-pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Result<usize> {
+/// `ca_data` (base64 of PEM, as in a kubeconfig) is the CA of an `https://` `base`.
+pub async fn register(
+    sim: &Simulation,
+    client: kube::Client,
+    base: &str,
+    ca_data: Option<&str>,
+) -> Result<usize> {
     let api: Api<Cluster> = Api::all(client);
     let objects: Vec<(Cluster, usize)> = sim
         .members()
@@ -398,7 +405,10 @@ pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Res
             let nodes = m
                 .cluster
                 .read(|s| s.range("/registry/core/nodes/", None).count());
-            (cluster_object(m.cluster.name(), &m.labels, base), nodes)
+            (
+                cluster_object(m.cluster.name(), &m.labels, base, ca_data),
+                nodes,
+            )
         })
         .collect();
     let results: Vec<Result<()>> = futures::stream::iter(objects)
@@ -438,9 +448,11 @@ pub async fn register(sim: &Simulation, client: kube::Client, base: &str) -> Res
     Ok(n)
 }
 
-/// A kube client for `url` with an optional bearer token.
-pub fn client(url: &str, token: Option<&str>) -> Result<kube::Client> {
-    kube::Client::try_from(crate::cli::kube_config(url, token)?).context("failed to build a client")
+/// A kube client for `url` with an optional bearer token (and the CA of an `https://`
+/// server, PEM).
+pub fn client(url: &str, token: Option<&str>, ca_pem: Option<&str>) -> Result<kube::Client> {
+    kube::Client::try_from(crate::cli::kube_config(url, token, ca_pem)?)
+        .context("failed to build a client")
 }
 
 /// `shoal sim`.
@@ -500,7 +512,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
         ),
         None => (url.clone(), None),
     };
-    let n = register(&sim, client(&target, token.as_deref())?, &url)
+    let n = register(&sim, client(&target, token.as_deref(), None)?, &url, None)
         .await
         .with_context(|| format!("failed to register the fleet at {target}"))?;
     println!("registered {n} Cluster objects at {target}");

@@ -285,6 +285,7 @@ pub async fn run(a: ReleaseBench) -> Result<()> {
     let client = crate::cli::kube_client(&crate::cli::Conn {
         server: url.clone(),
         token: None,
+        certificate_authority: None,
     })?;
     let cluster_api: Api<Cluster> = Api::all(client.clone());
     let t = Instant::now();

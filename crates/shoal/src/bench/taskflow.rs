@@ -93,6 +93,7 @@ pub async fn run(a: TaskflowBench) -> Result<()> {
         &url,
         None,
         None,
+        None,
         std::sync::Arc::new(shoal_core::clock::SystemClock),
         crate::serve::Settings::default(),
         shutdown.child_token(),

@@ -199,7 +199,7 @@ impl ShoalServer {
             ),
         };
         assert!(
-            url.starts_with("http://127.0.0.1:"),
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
             "unexpected URL {url:?}"
         );
         self.url = url;
@@ -207,11 +207,26 @@ impl ShoalServer {
 
         let http = reqwest::Client::new();
         let ready = format!("{}/readyz", self.url);
+        // Over HTTPS, as a user would: through the kubeconfig the server wrote.
+        let tls_client = if self.url.starts_with("https://") {
+            Some(self.client_from_kubeconfig().await)
+        } else {
+            None
+        };
         let deadline = Instant::now() + START_DEADLINE;
         loop {
-            if let Ok(r) = http.get(&ready).send().await
-                && r.status().is_success()
-            {
+            let answered = match &tls_client {
+                Some(c) => c
+                    .request_text(http::Request::get("/readyz").body(Vec::new()).unwrap())
+                    .await
+                    .is_ok(),
+                None => http
+                    .get(&ready)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+            };
+            if answered {
                 break;
             }
             if let Some(status) = self
@@ -293,6 +308,16 @@ impl ShoalServer {
             out.push_str(&format!("--- server log {n} (last 40 lines) ---\n{tail}\n"));
         }
         out
+    }
+
+    /// A kube-rs client configured from the kubeconfig the server wrote (its CA, token).
+    pub async fn client_from_kubeconfig(&self) -> kube::Client {
+        let kc =
+            kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read the kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("a usable kubeconfig");
+        kube::Client::try_from(config).expect("build a kube client")
     }
 
     /// A kube-rs client for this server.
