@@ -385,8 +385,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             let _ = c.await;
         }))
     };
+    // The dashboard's assets hold no data and need no token (a browser cannot send one
+    // when it opens /ui/); the page asks for the token when the API answers 401.
     let router = server
-        .router_with(crate::sim::routes(&process_clock, simulation).merge(crate::ui::routes()));
+        .router_with(crate::sim::routes(&process_clock, simulation))
+        .merge(crate::ui::routes());
     shoal_apiserver::serve(listener, router, shutdown).await?;
     // Twice the drain: with election, the controllers drain and then the elector resigns.
     if let Some(c) = controllers
