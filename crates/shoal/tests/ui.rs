@@ -429,6 +429,218 @@ async fn a_failing_release_shows_its_failures_and_rolled_back_clusters() {
     .await;
 }
 
+/// Types `text` into the input `css` (after clearing it).
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let e = eventually(
+        Duration::from_secs(20),
+        &format!("find {css}"),
+        async || client.find(Locator::Css(css)).await.ok(),
+    )
+    .await;
+    e.clear()
+        .await
+        .unwrap_or_else(|err| panic!("clear {css}: {err}"));
+    e.send_keys(text)
+        .await
+        .unwrap_or_else(|err| panic!("type into {css}: {err}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_asks_for_the_token_refuses_a_wrong_one_and_works_with_the_right_one() {
+    within(Duration::from_secs(120), "the sign-in test", async {
+        let server = ShoalServer::start_with_token(
+            "s3cret-token",
+            &[
+                "--store",
+                "memory",
+                "--sim-clusters",
+                "3",
+                "--sim-nodes",
+                "1",
+            ],
+        )
+        .await;
+        // The API wants the token; the page itself does not (a browser cannot send one).
+        let http = reqwest::Client::new();
+        let api = http.get(server.at(common::CLUSTERS)).send().await.unwrap();
+        assert_eq!(api.status(), 401, "the API needs the token");
+        let page = http.get(server.at("/ui/")).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the dashboard's assets are public");
+        with_browser(async |b| {
+            b.goto(&server.at("/ui/"))
+                .await
+                .expect("open the dashboard");
+            eventually(Duration::from_secs(20), "the sign-in form", async || {
+                text_of(b, "#signin")
+                    .await
+                    .filter(|t| t.contains("token"))
+                    .map(|_| ())
+            })
+            .await;
+            assert_eq!(
+                js(
+                    b,
+                    "return document.querySelectorAll('#map .tiles i').length"
+                )
+                .await,
+                0,
+                "nothing is shown without the token"
+            );
+            screenshot(b, "sign-in.png").await;
+
+            type_into(b, "#token", "not-the-token").await;
+            click(b, "#signin-submit").await;
+            eventually(
+                Duration::from_secs(20),
+                "a wrong token is refused",
+                async || {
+                    text_of(b, "#signin-error")
+                        .await
+                        .filter(|t| t.contains("refused"))
+                        .map(|_| ())
+                },
+            )
+            .await;
+            assert_eq!(
+                js(b, "return sessionStorage.getItem('shoal.token')").await,
+                Value::Null,
+                "a refused token is not kept"
+            );
+
+            type_into(b, "#token", "s3cret-token").await;
+            click(b, "#signin-submit").await;
+            eventually(
+                Duration::from_secs(30),
+                "the map draws 3 tiles once signed in",
+                async || {
+                    let n = js(
+                        b,
+                        "return document.querySelectorAll('#map .tiles i').length",
+                    )
+                    .await;
+                    (n == 3).then_some(())
+                },
+            )
+            .await;
+            assert_eq!(
+                js(b, "return document.getElementById('signin')").await,
+                Value::Null
+            );
+            eventually(
+                Duration::from_secs(20),
+                "the watches are live",
+                async || (text_of(b, "#conn").await? == "live").then_some(()),
+            )
+            .await;
+
+            // The token lasts as long as the tab: a reload needs no sign-in.
+            b.refresh().await.expect("reload");
+            eventually(
+                Duration::from_secs(30),
+                "the map draws again after a reload",
+                async || {
+                    let n = js(
+                        b,
+                        "return document.querySelectorAll('#map .tiles i').length",
+                    )
+                    .await;
+                    (n == 3).then_some(())
+                },
+            )
+            .await;
+            assert_eq!(
+                js(b, "return document.getElementById('signin')").await,
+                Value::Null
+            );
+
+            // A token the server no longer takes brings the form back, saying so.
+            js(
+                b,
+                "sessionStorage.setItem('shoal.token', 'stale'); return null",
+            )
+            .await;
+            b.refresh().await.expect("reload");
+            eventually(
+                Duration::from_secs(20),
+                "a stale token is refused",
+                async || {
+                    text_of(b, "#signin-error")
+                        .await
+                        .filter(|t| t.contains("refused"))
+                        .map(|_| ())
+                },
+            )
+            .await;
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_page_draws_the_pipeline_as_a_graph_with_a_node_per_task_and_an_edge_per_dependency()
+ {
+    within(Duration::from_secs(120), "the run DAG test", async {
+        let server = ShoalServer::start(&["--store", "memory"]).await;
+        // A diamond, a tail and a finally task: a → (b, c) → d → e; finally f.
+        let yaml = "apiVersion: shoal.io/v1alpha1\nkind: Task\nmetadata: {name: noop}\nspec: {executor: noop}\n---\n\
+            apiVersion: shoal.io/v1alpha1\nkind: Task\nmetadata: {name: wait}\n\
+            spec:\n  executor: wait\n  params: [{name: duration, default: 300ms}]\n---\n\
+            apiVersion: shoal.io/v1alpha1\nkind: Pipeline\nmetadata: {name: diamond}\nspec:\n  tasks:\n\
+            \x20 - {name: fetch, taskRef: {name: noop}}\n\
+            \x20 - {name: build-linux, taskRef: {name: wait}, runAfter: [fetch]}\n\
+            \x20 - {name: build-darwin, taskRef: {name: wait}, runAfter: [fetch]}\n\
+            \x20 - {name: package, taskRef: {name: noop}, runAfter: [build-linux, build-darwin]}\n\
+            \x20 - {name: publish, taskRef: {name: wait}, runAfter: [package]}\n\
+            \x20 finally:\n\
+            \x20 - {name: notify, taskRef: {name: noop}}\n---\n\
+            apiVersion: shoal.io/v1alpha1\nkind: PipelineRun\nmetadata: {name: diamond-1}\n\
+            spec:\n  pipelineRef: {name: diamond}\n";
+        let path = server.write_file("diamond.yaml", yaml);
+        server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]).await;
+        server
+            .kubectl_ok(&["wait", "--for=condition=Succeeded", "pipelinerun/diamond-1", "--timeout=60s"])
+            .await;
+        with_browser(async |b| {
+            b.goto(&server.at("/ui/#/run/default/diamond-1")).await.expect("open the run page");
+            let nodes = eventually(Duration::from_secs(20), "the DAG has its nodes", async || {
+                let v = js(b, "return [...document.querySelectorAll('#dag g.node')].map(g => g.dataset.task)").await;
+                v.as_array().filter(|a| a.len() == 6).cloned()
+            })
+            .await;
+            let mut nodes: Vec<&str> = nodes.iter().map(|v| v.as_str().unwrap()).collect();
+            nodes.sort_unstable();
+            assert_eq!(nodes, ["build-darwin", "build-linux", "fetch", "notify", "package", "publish"]);
+            let edges = js(b, "return [...document.querySelectorAll('#dag path.edge')].map(p => p.dataset.from + '>' + p.dataset.to).sort()").await;
+            assert_eq!(
+                edges,
+                json!(["build-darwin>package", "build-linux>package", "fetch>build-darwin", "fetch>build-linux", "package>publish"]),
+                "one edge per runAfter"
+            );
+            // Columns by dependency depth: the builds side by side, after fetch, before
+            // package; finally last.
+            let x = js(b, "const o = {}; for (const g of document.querySelectorAll('#dag g.node')) o[g.dataset.task] = g.transform.baseVal[0].matrix.e; return o").await;
+            let at = |n: &str| x[n].as_f64().unwrap_or_else(|| panic!("x of {n}: {x}"));
+            assert!(at("fetch") < at("build-linux"), "{x}");
+            assert_eq!(at("build-linux"), at("build-darwin"), "{x}");
+            assert!(at("build-linux") < at("package") && at("package") < at("publish"), "{x}");
+            assert!(at("publish") < at("notify"), "{x}");
+            // Every node is coloured by its state and says how long it took.
+            let states = js(b, "return [...document.querySelectorAll('#dag g.node')].map(g => g.getAttribute('class') + ' ' + g.querySelector('text.info').textContent)").await;
+            for s in states.as_array().unwrap() {
+                let s = s.as_str().unwrap();
+                assert!(s.contains("s-succeeded") && s.contains("Succeeded · ") && s.ends_with('s'), "{s}");
+            }
+            // The timeline table stays below the graph.
+            let rows = js(b, "return document.querySelectorAll('#tasks tr[data-task]').length").await;
+            assert_eq!(rows, 6);
+            screenshot(b, "run-dag.png").await;
+        })
+        .await;
+    })
+    .await;
+}
+
 /// The benchmark of the issue: the fleet map at 10,000 clusters, from navigation to every
 /// tile drawn, as the page measures it with performance.now(). Not a timed test: it
 /// prints the figure. `cargo test -p shoal --test ui -- --ignored --nocapture`
