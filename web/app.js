@@ -4,7 +4,7 @@
 //
 //   route                      watches
 //   #/                         clusters, releases, components, (the chosen release's
-//                              pipeline runs); a cluster's events on hover
+//                              pipeline and task runs); a cluster's events on hover
 //   #/releases                 releases
 //   #/release/NAME             the release, its pipeline runs and task runs, approvals
 //   #/run/NS/NAME              the pipeline run, its task runs
@@ -545,6 +545,7 @@ function fleetPage(params) {
   // '' (health), 'r:RELEASE' or 'c:COMPONENT'.
   let chosen = params.component ? 'c:' + params.component : params.release ? 'r:' + params.release : '';
   let runs = null;
+  let taskRuns = null;
   const mode = () => chosen.slice(0, 1);
   const chosenName = () => chosen.slice(2);
 
@@ -569,11 +570,13 @@ function fleetPage(params) {
   const collections = [clusters, releases, components];
 
   function watchRuns() {
-    if (runs) { runs.stop(); collections.splice(collections.indexOf(runs), 1); runs = null; }
+    for (const c of [runs, taskRuns]) if (c) { c.stop(); collections.splice(collections.indexOf(c), 1); }
+    runs = taskRuns = null;
     if (mode() === 'r') {
-      runs = new Collection(API + '/namespaces/' + RELEASE_NS + '/pipelineruns',
-        { labelSelector: 'shoal.io/release=' + chosenName() }, draw);
-      collections.push(runs);
+      const sel = { labelSelector: 'shoal.io/release=' + chosenName() };
+      runs = new Collection(API + '/namespaces/' + RELEASE_NS + '/pipelineruns', sel, draw);
+      taskRuns = new Collection(API + '/namespaces/' + RELEASE_NS + '/taskruns', sel, draw);
+      collections.push(runs, taskRuns);
     }
   }
   select.addEventListener('change', () => {
@@ -595,12 +598,13 @@ function fleetPage(params) {
       const planned = waves.length ? new Set(waves.flatMap((w) => w.clusters)) : null;
       const byCluster = runs ? runsByCluster(runs) : new Map();
       const ended = rel && ENDED.includes(rel.status && rel.status.phase);
-      const state = (c) => 's-' + releaseState(byCluster, planned, c.metadata.name, ended);
+      const progress = releaseProgress(byCluster, taskRuns);
+      const state = (c) => 's-' + releaseState(byCluster, planned, c.metadata.name, ended, progress);
       return {
         state,
         legend(counts) {
           return legend(Object.fromEntries(Object.entries(counts).map(([k, v]) => [k.slice(2), v])),
-            ['waiting', 'running', 'succeeded', 'failed', 'rollingback', 'rolledback', 'notstarted', 'out']);
+            [...RELEASE_STATES, 'out']);
         },
       };
     }
@@ -735,7 +739,7 @@ function fleetPage(params) {
     if (entry.error) { el.innerHTML = `<p class="muted">${esc(entry.error)}</p>`; return; }
     if (!entry.items.length) { el.innerHTML = '<p class="muted">No events.</p>'; return; }
     el.innerHTML = '<ul class="events">' + entry.items.map(({ e, t }) =>
-      `<li class="ev ${e.type === 'Warning' ? 'warning' : 'normal'}" data-reason="${esc(e.reason)}">
+      `<li class="ev ${e.type === 'Warning' ? 'warning' : 'normal'}" data-reason="${esc(e.reason)}" data-t="${esc(t)}">
         <div><span class="ev-type">${esc(e.type || 'Normal')}</span> <b>${esc(e.reason)}</b>
         <span class="muted" title="${Number.isNaN(t) ? '' : esc(new Date(t).toISOString())}">${esc(ago(t))}${e.count > 1 ? ' · ×' + esc(e.count) : ''}</span></div>
         <div class="ev-msg">${esc(e.message)}</div></li>`).join('') + '</ul>' +
@@ -771,8 +775,14 @@ function fleetPage(params) {
       const relObj = releases.items.get(rel);
       const waves = (relObj && relObj.status && relObj.status.waves) || [];
       const planned = waves.length ? new Set(waves.flatMap((w) => w.clusters)) : null;
-      const st = releaseState(byCluster, planned, name, relObj && ENDED.includes(relObj.status && relObj.status.phase));
+      const progress = releaseProgress(byCluster, taskRuns);
+      const st = releaseState(byCluster, planned, name, relObj && ENDED.includes(relObj.status && relObj.status.phase), progress);
       rows.push(['release ' + rel, esc(STATE_LABEL[st])]);
+      const p = progress.get(name);
+      if (p && p.step) {
+        rows.push(['step', esc(p.step.label) + (p.stage ? ' · ' + esc(p.stage) : '') +
+          (p.stage === 'baking' && !Number.isNaN(p.until) ? ' · ' + countdownSpan(p.until) : '')]);
+      }
       const r = byCluster.get(name);
       if (r && r.change) rows.push(['run', `<a href="#/run/${RELEASE_NS}/${esc(r.change.metadata.name)}">${esc(r.change.metadata.name)}</a>`]);
     }
@@ -814,7 +824,8 @@ function fleetPage(params) {
   // The events of a card that stays open go stale: fetch them again.
   const refresh = setInterval(() => { if (selected && card.name === selected) wantEvents(selected, true); }, EVENTS_FRESH_MS);
 
-  return { collections, stop() { clearInterval(refresh); clearTimeout(card.timer); } };
+  const ticker = setInterval(tickCountdowns, TICK_MS);
+  return { collections, stop() { clearInterval(refresh); clearInterval(ticker); clearTimeout(card.timer); } };
 }
 
 // Environments in the order a release walks them; others after, by name.
@@ -882,7 +893,7 @@ function releasePage(name) {
     let html = `<h1>Release ${esc(name)} <span class="phase ${esc(s.phase)}" id="phase">${esc(s.phase || 'Pending')}</span></h1>
       <div class="card">
         <div>${comps}${spec.paused ? ' · <b>paused</b>' : ''}${spec.abort ? ' · <b>aborting</b>' : ''}${spec.rollback ? ' · <b>rolling back</b>' : ''}
-          <span class="muted">· ${esc(plural((strategy.batches || []).length || 1, 'batch'))} per cluster${strategy.bake ? ' · bake ' + esc(strategy.bake) : ''}</span></div>
+          <span class="muted">· ${esc((strategy.batches || []).length || 1)} ${(strategy.batches || []).length > 1 ? 'batches' : 'batch'} per cluster${strategy.bake ? ' · bake ' + esc(strategy.bake) : ''}</span></div>
         <div class="facts">
           <div><b id="wave">${esc(s.currentWave || '—')}</b><span>wave</span></div>
           <div><b id="progress">${esc(s.progress || '—')}</b><span>clusters done</span></div>
@@ -933,41 +944,7 @@ function releasePage(name) {
         '</div>';
     }
 
-    // The checks: the release's own (webhooks, metrics) and the components' workload
-    // health, each with what it found.
     const failures = s.failures || [];
-    const attributed = new Map();
-    for (const f of failures) {
-      const k = failedCheck(checks, f) || '';
-      if (!attributed.has(k)) attributed.set(k, []);
-      attributed.get(k).push(f);
-    }
-    const passedAll = [...byCluster.values()].filter((x) => x.change && runState(x.change) === 'succeeded' && !x.rollback).length;
-    const checking = [...progress.entries()].filter(([, p]) => p.stage === 'checking');
-    const checkRow = (id, nm, kind, what, threshold, list) => {
-      const last = list.length ? list[list.length - 1] : null;
-      const now = checking.filter(([, p]) => id === '' || (p.message || '').includes(nm));
-      return `<tr data-check="${esc(id)}"><td class="nowrap"><b>${esc(nm)}</b></td><td>${esc(kind)}</td>
-        <td class="muted what">${what}</td><td class="nowrap">${esc(threshold)}</td>
-        <td class="nowrap failed-count">${list.length ? `<span class="error">${plural(list.length, 'cluster')} failed</span>` : 'no failures'}</td>
-        <td class="result">${last ? `<span class="error">${esc(last.cluster)}: ${esc(last.message)}</span>`
-          : now.length ? esc(now[0][0] + ': ' + (now[0][1].message || 'checking')) : '<span class="muted">—</span>'}</td></tr>`;
-    };
-    html += `<div class="card"><h2 style="margin-top:0">Checks</h2>
-      <p class="muted">Before each cluster's first step and after each step's bake. ${plural(passedAll, 'cluster')} passed every check${checking.length ? `; ${checking.length} checking now` : ''}.</p>
-      <table id="checks"><tr><th>Check</th><th>Kind</th><th>What</th><th>Threshold</th><th>Failures</th><th>Latest result</th></tr>` +
-      checks.map((c) => {
-        const kind = c.webhook ? 'webhook' : c.metric ? 'metric' : '—';
-        const what = c.webhook ? `POST <span class="mono">${esc(c.webhook.url)}</span>${c.webhook.timeout ? ' · timeout ' + esc(c.webhook.timeout) : ''}`
-          : c.metric ? `<span class="mono">${esc(c.metric.query)}</span> on ${esc(c.metric.prometheus)}` : '';
-        const m = c.metric || {};
-        const threshold = c.webhook ? 'any 2xx' : m.min !== undefined && m.max !== undefined ? `${m.min} ≤ value ≤ ${m.max}`
-          : m.max !== undefined ? `value ≤ ${m.max}` : m.min !== undefined ? `value ≥ ${m.min}` : '';
-        return checkRow(c.name, c.name, kind, what, threshold, attributed.get(c.name) || []);
-      }).join('') +
-      checkRow('', 'workload health', 'component', 'each component\'s workload checks (ready pods, no crash loops)', '', attributed.get('') || []) +
-      '</table></div>';
-
     if (failures.length) {
       html += '<div class="card"><h2 style="margin-top:0">Failures</h2><table id="failures"><tr><th>Cluster</th><th>Step</th><th>Check</th><th>Message</th></tr>' +
         failures.map((f) => `<tr><td class="nowrap">${esc(f.cluster)}</td><td class="nowrap">${esc(f.step)}</td><td class="nowrap">${esc(failedCheck(checks, f) || 'workload health')}</td><td>${esc(f.message)}</td></tr>`).join('') + '</table></div>';
@@ -996,6 +973,40 @@ function releasePage(name) {
     });
     if (!waves.length) html += '<p class="muted">Not planned yet.</p>';
     html += '</div>';
+
+    // The checks: the release's own (webhooks, metrics) and the components' workload
+    // health, each with what it found.
+    const attributed = new Map();
+    for (const f of failures) {
+      const k = failedCheck(checks, f) || '';
+      if (!attributed.has(k)) attributed.set(k, []);
+      attributed.get(k).push(f);
+    }
+    const passedAll = [...byCluster.values()].filter((x) => x.change && runState(x.change) === 'succeeded' && !x.rollback).length;
+    const checking = [...progress.entries()].filter(([, p]) => p.stage === 'checking');
+    const checkRow = (id, nm, kind, what, threshold, list) => {
+      const last = list.length ? list[list.length - 1] : null;
+      const now = checking.filter(([, p]) => id === '' || (p.message || '').includes(nm));
+      return `<tr data-check="${esc(id)}"><td class="nowrap"><b>${esc(nm)}</b></td><td>${esc(kind)}</td>
+        <td class="muted what">${what}</td><td class="nowrap">${esc(threshold)}</td>
+        <td class="nowrap failed-count">${list.length ? `<span class="error">${plural(list.length, 'cluster')} failed</span>` : 'no failures'}</td>
+        <td class="result">${last ? `<span class="error">${(last.message || '').includes(last.cluster) ? '' : esc(last.cluster) + ': '}${esc(last.message)}</span>`
+          : now.length ? esc(now[0][0] + ': ' + (now[0][1].message || 'checking')) : '<span class="muted">—</span>'}</td></tr>`;
+    };
+    html += `<div class="card"><h2 style="margin-top:0">Checks</h2>
+      <p class="muted">Before each cluster's first step and after each step's bake. ${plural(passedAll, 'cluster')} passed every check${checking.length ? `; ${checking.length} checking now` : ''}.</p>
+      <table id="checks"><tr><th>Check</th><th>Kind</th><th>What</th><th>Threshold</th><th>Failures</th><th>Latest result</th></tr>` +
+      checks.map((c) => {
+        const kind = c.webhook ? 'webhook' : c.metric ? 'metric' : '—';
+        const what = c.webhook ? `POST <span class="mono">${esc(c.webhook.url)}</span>${c.webhook.timeout ? ' · timeout ' + esc(c.webhook.timeout) : ''}`
+          : c.metric ? `<span class="mono">${esc(c.metric.query)}</span> on ${esc(c.metric.prometheus)}` : '';
+        const m = c.metric || {};
+        const threshold = c.webhook ? 'any 2xx' : m.min !== undefined && m.max !== undefined ? `${m.min} ≤ value ≤ ${m.max}`
+          : m.max !== undefined ? `value ≤ ${m.max}` : m.min !== undefined ? `value ≥ ${m.min}` : '';
+        return checkRow(c.name, c.name, kind, what, threshold, attributed.get(c.name) || []);
+      }).join('') +
+      checkRow('', 'workload health', 'component', 'each component\'s workload checks (ready pods, no crash loops)', '', attributed.get('') || []) +
+      '</table></div>';
 
     // A render replaces the page: keep the focus and caret of the approver field.
     const focused = document.activeElement && document.activeElement.id === 'approver'
@@ -1238,7 +1249,7 @@ function runPage(ns, name) {
         const b = !Number.isNaN(ts) && !Number.isNaN(t0) ? (te - t0) / total * 100 : 0;
         const lv = live.get(n);
         const msg = t.state === 'Running' && lv && lv.message ? lv.message : t.message;
-        return `<tr data-task="${esc(n)}"><td>${esc(n)}</td><td class="muted">${esc((deps.get(n) || []).join(', '))}</td>
+        return `<tr data-task="${esc(n)}"><td class="nowrap">${esc(n)}</td><td class="muted">${esc((deps.get(n) || []).join(', '))}</td>
           <td><span class="legend"><span class="s-${cls}">${esc(t.state)}</span></span></td>
           <td class="nowrap">${esc(when(t.startTime))}</td><td class="nowrap">${t.startTime ? duration(t.startTime, t.completionTime) : ''}</td>
           <td><div class="gantt">${t.startTime ? `<div class="s-${cls}" style="left:${a.toFixed(2)}%;width:${Math.max(b - a, 0.5).toFixed(2)}%"></div>` : ''}</div></td>

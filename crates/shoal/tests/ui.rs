@@ -120,6 +120,20 @@ async fn with_browser(body: impl AsyncFnOnce(&Client)) {
     let outcome = std::panic::AssertUnwindSafe(body(&client))
         .catch_unwind()
         .await;
+    if outcome.is_err() {
+        // What the page showed when the test gave up, named after the test (libtest names
+        // the thread that runs it).
+        let test = std::thread::current()
+            .name()
+            .unwrap_or("test")
+            .replace("::", "-");
+        if let Ok(png) = client.screenshot().await {
+            let path = screenshots().join(format!("failed-{test}.png"));
+            if std::fs::write(&path, png).is_ok() {
+                eprintln!("screenshot of the failure: {}", path.display());
+            }
+        }
+    }
     let _ = client.close().await;
     drop(driver);
     if let Err(panic) = outcome {
@@ -635,6 +649,315 @@ async fn the_run_page_draws_the_pipeline_as_a_graph_with_a_node_per_task_and_an_
             let rows = js(b, "return document.querySelectorAll('#tasks tr[data-task]').length").await;
             assert_eq!(rows, 6);
             screenshot(b, "run-dag.png").await;
+        })
+        .await;
+    })
+    .await;
+}
+
+/// A release of node-agent to `version` in `waves` (a YAML flow sequence).
+fn mk_release(name: &str, version: &str, waves: &str) -> String {
+    format!(
+        "apiVersion: shoal.io/v1alpha1\nkind: Release\nmetadata: {{name: {name}}}\nspec:\n  \
+         components: [{{name: node-agent, version: \"{version}\"}}]\n  \
+         strategy: {{stepTimeout: 24h, waves: {waves}, clusterConcurrency: 4}}\n"
+    )
+}
+
+async fn wait_phase(server: &ShoalServer, name: &str, want: ReleasePhase) {
+    eventually(
+        Duration::from_secs(120),
+        &format!("release {name} is {want:?}"),
+        async || {
+            let r = release(server, name).await?;
+            (phase(&r) == Some(want)).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Posts a core/v1 Event about cluster `cluster`, `ago` before the fleet's now.
+async fn post_event(
+    server: &ShoalServer,
+    cluster: &str,
+    name: &str,
+    reason: &str,
+    message: &str,
+    ago: i64,
+) {
+    let at = fleet_now(server).await - jiff::SignedDuration::from_secs(ago);
+    let at = at.round(jiff::Unit::Second).unwrap();
+    let body = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": "default"},
+        "involvedObject": {"apiVersion": "shoal.io/v1alpha1", "kind": "Cluster", "name": cluster},
+        "type": "Warning", "reason": reason, "message": message, "count": 2,
+        "firstTimestamp": at.to_string(), "lastTimestamp": at.to_string(),
+        "source": {"component": "ui-test"},
+    });
+    let r = reqwest::Client::new()
+        .post(server.at("/api/v1/namespaces/default/events"))
+        .json(&body)
+        .send()
+        .await
+        .expect("POST an event");
+    assert!(
+        r.status().is_success(),
+        "POST event: {} {}",
+        r.status(),
+        r.text().await.unwrap_or_default()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleet_map_colours_clusters_by_a_components_version_and_the_card_shows_versions_and_events()
+ {
+    use fantoccini::actions::InputSource as _;
+    within(Duration::from_secs(400), "the colour-by-version test", async {
+        let server = ShoalServer::start(&[
+            "--store", "memory", "--sim-clusters", "4", "--sim-nodes", "2", "--time-scale", "600",
+        ])
+        .await;
+        eventually(Duration::from_secs(60), "4 simulated clusters", async || {
+            (cluster_count(&server).await == 4).then_some(())
+        })
+        .await;
+        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        // A baseline puts 1.4.0 everywhere; then 1.5.0 goes to one cluster and waits.
+        let base = server.write_file("base.yaml", &mk_release("base", "1.4.0", "[{percent: 100}]"));
+        server.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
+        wait_phase(&server, "base", ReleasePhase::Succeeded).await;
+        let up = server.write_file("up.yaml", &mk_release("up", "1.5.0", "[{clusters: 1}, {percent: 100, approval: true}]"));
+        server.kubectl_ok(&["apply", "-f", up.to_str().unwrap()]).await;
+        wait_phase(&server, "up", ReleasePhase::WaitingForApproval).await;
+        let upgraded = release(&server, "up").await.unwrap().status.unwrap().waves[0].clusters[0].clone();
+
+        with_browser(async |b| {
+            b.goto(&server.at("/ui/#/?component=node-agent")).await.expect("open the fleet map");
+            // The legend counts each version; the prober reports them on each Cluster.
+            let legend = eventually(Duration::from_secs(120), "the legend shows 1.5.0 ×1 and 1.4.0 ×3", async || {
+                let v = js(b, "return [...document.querySelectorAll('#legend span[data-version]')].map(s => [s.dataset.version, s.className, s.querySelector('b').textContent])").await;
+                let rows = v.as_array()?.clone();
+                let find = |ver: &str| rows.iter().find(|r| r[0] == ver).cloned();
+                let (new, old) = (find("1.5.0")?, find("1.4.0")?);
+                (new[2] == "1" && old[2] == "3").then_some((new, old))
+            })
+            .await;
+            let (new_class, old_class) = (legend.0[1].as_str().unwrap().to_string(), legend.1[1].as_str().unwrap().to_string());
+            assert_ne!(new_class, old_class, "two versions, two colours");
+            assert_eq!(js(b, "return document.querySelector('#colour').value").await, json!("c:node-agent"));
+            // Each tile wears its version's colour.
+            let classes = js(b, "const o = {}; for (const t of document.querySelectorAll('#map .tiles i')) o[t.dataset.n] = t.className.split(' ')[0]; return o").await;
+            let classes = classes.as_object().unwrap();
+            assert_eq!(classes.len(), 4);
+            for (name, class) in classes {
+                let want = if *name == upgraded { &new_class } else { &old_class };
+                assert_eq!(class.as_str(), Some(want.as_str()), "{name}: {classes:?}");
+            }
+            // The colours are distinct on screen, not only in name.
+            let colours = js(b, &format!("const c = (cls) => getComputedStyle(document.querySelector('#map .tiles i.' + cls)).backgroundColor; return [c('{new_class}'), c('{old_class}')]")).await;
+            assert_ne!(colours[0], colours[1], "{colours}");
+            screenshot(b, "fleet-map-by-version.png").await;
+
+            // Hovering the upgraded cluster: its attributes, Ready condition, versions and
+            // its events, newest first.
+            post_event(&server, &upgraded, "ui-test.older", "DiskPressure", "node sim-2 reports disk pressure", 3600).await;
+            post_event(&server, &upgraded, "ui-test.newer", "ProbeSlow", "the API answered in 2.3s", 60).await;
+            let tile = b.find(Locator::Css(&format!("#map .tiles i[data-n=\"{upgraded}\"]"))).await.unwrap();
+            let hover = fantoccini::actions::MouseActions::new("mouse".into()).then(
+                fantoccini::actions::PointerAction::MoveToElement { element: tile, duration: None, x: 0.0, y: 0.0 },
+            );
+            b.perform_actions(hover).await.expect("hover the tile");
+            eventually(Duration::from_secs(20), "the card names the cluster", async || {
+                (text_of(b, "#detail-name").await? == upgraded).then_some(())
+            })
+            .await;
+            let comps = text_of(b, "#detail-components tr[data-component=\"node-agent\"]").await.unwrap();
+            assert!(comps.contains("1.5.0"), "{comps}");
+            let card = text_of(b, "#detail").await.unwrap();
+            for want in ["endpoint", "Kubernetes", "nodes", "Ready"] {
+                assert!(card.contains(want), "{want} in {card}");
+            }
+            let events = eventually(Duration::from_secs(20), "the card lists the cluster's events", async || {
+                let v = js(b, "return [...document.querySelectorAll('#detail-events li')].map(l => [l.dataset.reason, Number(l.dataset.t)])").await;
+                let rows = v.as_array()?.clone();
+                rows.iter().any(|r| r[0] == "ProbeSlow").then_some(rows)
+            })
+            .await;
+            assert!(events.len() <= 8, "at most 8: {events:?}");
+            let times: Vec<f64> = events.iter().map(|r| r[1].as_f64().unwrap_or(0.0)).collect();
+            assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first: {events:?}");
+            let pos = |reason: &str| events.iter().position(|r| r[0] == reason);
+            if let Some(older) = pos("DiskPressure") {
+                assert!(pos("ProbeSlow").unwrap() < older, "{events:?}");
+            }
+            let text = text_of(b, "#detail-events").await.unwrap();
+            assert!(text.contains("the API answered in 2.3s") && text.contains("×2") && text.contains("ago"), "{text}");
+            screenshot(b, "fleet-hover-card.png").await;
+        })
+        .await;
+    })
+    .await;
+}
+
+/// The team's services a release's checks call: a webhook that fails its `post` check on
+/// the cluster named in `bad` (once the test names one), and a Prometheus-compatible
+/// query endpoint that reads `0.01`.
+async fn team_services() -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
+    use axum::routing::{get, post};
+    let bad = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let failing = bad.clone();
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let failing = failing.clone();
+                async move {
+                    let bad = failing.lock().unwrap().clone();
+                    if !bad.is_empty() && body["cluster"] == bad.as_str() && body["phase"] == "post"
+                    {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "p99 latency doubled since the change",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/v1/query",
+            get(|| async {
+                axum::Json(json!({"status": "success", "data": {"resultType": "vector",
+                    "result": [{"metric": {}, "value": [1.7e9, "0.01"]}]}}))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, bad)
+}
+
+/// Seconds of a span as the page writes it: `42s`, `3m05s`, `1.5h`.
+fn span_secs(text: &str) -> Option<f64> {
+    let t = text.trim().trim_end_matches(" left");
+    if let Some((m, s)) = t.split_once('m') {
+        return Some(m.parse::<f64>().ok()? * 60.0 + s.trim_end_matches('s').parse::<f64>().ok()?);
+    }
+    if let Some(h) = t.strip_suffix('h') {
+        return Some(h.parse::<f64>().ok()? * 3600.0);
+    }
+    t.strip_suffix('s')?.parse().ok()
+}
+
+/// The virtual now of the server's simulated clock.
+async fn fleet_now(server: &ShoalServer) -> jiff::Timestamp {
+    let clock: Value = reqwest::get(server.at("/sim/clock"))
+        .await
+        .expect("GET /sim/clock")
+        .json()
+        .await
+        .expect("the clock as JSON");
+    clock["now"]
+        .as_str()
+        .expect("now")
+        .parse()
+        .expect("an RFC 3339 time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_page_shows_each_clusters_batch_its_bake_counting_down_on_the_fleet_clock_and_the_checks()
+ {
+    within(Duration::from_secs(400), "the mid-bake release page test", async {
+        let server = ShoalServer::start(&[
+            "--store", "memory", "--sim-clusters", "3", "--sim-nodes", "2", "--time-scale", "60",
+        ])
+        .await;
+        eventually(Duration::from_secs(60), "3 simulated clusters", async || {
+            (cluster_count(&server).await == 3).then_some(())
+        })
+        .await;
+        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        let (hooks, bad) = team_services().await;
+        // Two batches per cluster, each baking 10 virtual minutes (10 s at 60×).
+        let yaml = format!(
+            "apiVersion: shoal.io/v1alpha1\nkind: Release\nmetadata: {{name: baked}}\nspec:\n  \
+             components: [{{name: node-agent, version: \"1.5.0\"}}]\n  \
+             strategy:\n    stepTimeout: 24h\n    \
+             waves: [{{clusters: 1}}, {{percent: 100}}]\n    clusterConcurrency: 2\n    \
+             batches: [1, \"100%\"]\n    bake: 10m\n    errorBudget: 0\n    failurePolicy: Pause\n    \
+             checks:\n    - {{name: smoke, webhook: {{url: \"{hooks}/hook\", timeout: 5s}}}}\n    \
+             - {{name: error-rate, metric: {{prometheus: \"{hooks}\", query: 'rate(errors{{cluster=\"{{{{ cluster }}}}\"}}[5m])', max: 0.05}}}}\n"
+        );
+        let path = server.write_file("baked.yaml", &yaml);
+        with_browser(async |b| {
+            b.goto(&server.at("/ui/#/release/baked")).await.expect("open the release page");
+            server.kubectl_ok(&["apply", "-f", path.to_str().unwrap()]).await;
+            // Once planned, the check fails after the first step on the last cluster.
+            let last = eventually(Duration::from_secs(60), "the release is planned", async || {
+                let r = release(&server, "baked").await?;
+                r.status?.waves.last()?.clusters.last().cloned()
+            })
+            .await;
+            *bad.lock().unwrap() = last.clone();
+
+            // The first cluster: batch 1 of 2, then its bake, counting down.
+            let first = eventually(Duration::from_secs(90), "a cluster bakes batch 1 of 2", async || {
+                let v = js(b, "const r = [...document.querySelectorAll('#in-progress tr[data-cluster]')].find(r => r.querySelector('.step').textContent.includes('batch 1 of 2') && r.querySelector('.stage').textContent === 'baking' && r.querySelector('.countdown')); return r ? r.dataset.cluster : null").await;
+                v.as_str().map(str::to_string)
+            })
+            .await;
+            let row = format!("#in-progress tr[data-cluster=\"{first}\"]");
+            let left = |t: Option<String>| t.as_deref().and_then(span_secs);
+            let a = left(text_of(b, &format!("{row} .countdown")).await).expect("a countdown");
+            assert!(a > 0.0 && a <= 600.0, "within the 10m bake: {a}");
+            // It counts fleet time: the page's figure matches the TaskRun's end of bake
+            // against the server's simulated clock (60× real time, so the browser's own
+            // clock would be minutes off).
+            let until = {
+                let api: Api<shoal_core::taskflow::TaskRun> = Api::namespaced(server.client(), "shoal-system");
+                let trs = api.list(&kube::api::ListParams::default().labels(&format!("shoal.io/cluster={first}"))).await.unwrap();
+                let tr = trs.items.into_iter().find(|t| t.spec.pipeline_task.as_deref() == Some("node-agent-step-1")).expect("the step's TaskRun");
+                let v = serde_json::to_value(&tr).unwrap();
+                v["status"]["progress"]["until"].as_str().map(str::to_string)
+            };
+            let until: jiff::Timestamp = until.expect("a baking step's TaskRun has progress.until").parse().unwrap();
+            let expected = until.duration_since(fleet_now(&server).await).as_secs_f64();
+            let shown = left(text_of(b, &format!("{row} .countdown")).await).unwrap_or(0.0);
+            // 45 virtual seconds: three quarters of a real second at 60×.
+            assert!((shown - expected).abs() < 45.0, "the page shows {shown}s left, the fleet clock says {expected}s");
+            screenshot(b, "release-mid-bake.png").await;
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let later = left(text_of(b, &format!("{row} .countdown")).await);
+            assert!(later.is_none_or(|l| l < a), "the bake counts down: {a}s, then {later:?}");
+            // The tile bakes too, in its own colour.
+            eventually(Duration::from_secs(30), "a baking tile", async || {
+                let n = js(b, "return document.querySelectorAll('.wave .tiles i.s-baking').length + document.querySelectorAll('#release-legend [data-state=baking]').length").await;
+                (n.as_u64()? > 0).then_some(())
+            })
+            .await;
+            eventually(Duration::from_secs(90), "batch 2 of 2", async || {
+                let t = text_of(b, "#in-progress").await?;
+                t.contains("batch 2 of 2").then_some(())
+            })
+            .await;
+
+            // The checks: both listed with their kind; the webhook's failure on the last
+            // cluster is its result, and the release pauses on it.
+            let checks = js(b, "return [...document.querySelectorAll('#checks tr[data-check]')].map(r => r.dataset.check + ':' + r.children[1].textContent)").await;
+            assert_eq!(checks, json!(["smoke:webhook", "error-rate:metric", ":component"]));
+            eventually(Duration::from_secs(180), "the smoke check fails on the last cluster", async || {
+                let t = text_of(b, "#checks tr[data-check=\"smoke\"]").await?;
+                (t.contains("1 cluster failed") && t.contains(&last) && t.contains("p99 latency doubled")).then_some(())
+            })
+            .await;
+            let f = js(b, "return [...document.querySelectorAll('#failures tr')].slice(1).map(r => [...r.children].map(c => c.textContent))").await;
+            assert_eq!(f[0][0], json!(last), "{f}");
+            assert_eq!(f[0][2], json!("smoke"), "{f}");
+            let other = text_of(b, "#checks tr[data-check=\"error-rate\"]").await.unwrap();
+            assert!(other.contains("no failures") && other.contains("value ≤ 0.05"), "{other}");
+            screenshot(b, "release-checks.png").await;
         })
         .await;
     })
