@@ -547,6 +547,28 @@ async fn the_dashboard_asks_for_the_token_refuses_a_wrong_one_and_works_with_the
             )
             .await;
 
+            // Every request the page makes, lists and watches alike, carries the token and
+            // names the dashboard for the audit log: record the headers fetch is given,
+            // then make the page list and watch again (a route change) and fetch events.
+            js(b, "window.seen = []; const f = window.fetch; window.fetch = (url, init) => { const h = (init && init.headers) || {}; window.seen.push([String(url), h['X-Shoal-Client'] || null, h.Authorization || null]); return f(url, init); }; location.hash = '#/releases'; return null").await;
+            eventually(Duration::from_secs(20), "the releases page lists", async || {
+                text_of(b, "#releases").await.map(|_| ())
+            })
+            .await;
+            js(b, "location.hash = '#/'; return null").await;
+            click(b, "#map .tiles i").await;
+            let seen = eventually(Duration::from_secs(20), "lists, watches and events were requested", async || {
+                let v = js(b, "return window.seen").await;
+                let rows = v.as_array()?.clone();
+                let has = |part: &str| rows.iter().any(|r| r[0].as_str().is_some_and(|u| u.contains(part)));
+                (has("watch=1") && has("/events") && has("/clusters")).then_some(rows)
+            })
+            .await;
+            for r in &seen {
+                assert_eq!(r[1], "dashboard", "X-Shoal-Client on {r}");
+                assert_eq!(r[2], "Bearer s3cret-token", "the token on {r}");
+            }
+
             // The token lasts as long as the tab: a reload needs no sign-in.
             b.refresh().await.expect("reload");
             eventually(
