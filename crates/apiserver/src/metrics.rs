@@ -97,6 +97,7 @@ pub async fn record(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let who = Caller::of(req.headers());
     let resp = next.run(req).await;
     let info = resp
         .extensions()
@@ -124,5 +125,60 @@ pub async fn record(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -
         })
         .observe(elapsed);
     tracing::debug!(%method, path, verb = info.verb, resource = info.resource, code, elapsed_ms = elapsed * 1e3, "request");
+    if is_write(info.verb) {
+        // The audit trail: every change, who asked and what came of it. shoal's own
+        // controllers (their writes carry the leadership fence) are logged at debug, as
+        // a Kubernetes audit policy leaves out the controller manager's writes.
+        if who.controller {
+            tracing::debug!(target: "shoal::audit", user = %who.user, client = %who.client,
+                verb = %info.verb, resource = %info.resource, %path, code, "write");
+        } else {
+            tracing::info!(target: "shoal::audit", user = %who.user, client = %who.client,
+                verb = %info.verb, resource = %info.resource, %path, code, "write");
+        }
+    }
     resp
+}
+
+/// The `X-Shoal-Client` of shoal's own controllers.
+pub const CONTROLLERS_CLIENT: &str = "shoal-controllers";
+
+/// Verbs that change something.
+fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "create" | "update" | "patch" | "delete" | "deletecollection"
+    )
+}
+
+/// Who made a request, as far as the audit trail can tell.
+struct Caller {
+    /// `bearer` for a request that presented a token (the server then checked it),
+    /// `anonymous` otherwise.
+    user: &'static str,
+    /// `X-Shoal-Client` (the dashboard sends `dashboard`), else the User-Agent.
+    client: String,
+    /// One of shoal's own controllers (writing under its leadership fence, or saying
+    /// so in `X-Shoal-Client`; not a security boundary: such writes are still logged,
+    /// at debug).
+    controller: bool,
+}
+
+impl Caller {
+    fn of(headers: &axum::http::HeaderMap) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let user = if text("authorization").is_some_and(|a| a.starts_with("Bearer ")) {
+            "bearer"
+        } else {
+            "anonymous"
+        };
+        let client = text("x-shoal-client")
+            .or_else(|| text("user-agent"))
+            .unwrap_or("-");
+        Caller {
+            user,
+            client: client.chars().take(120).collect(),
+            controller: headers.contains_key(crate::fence::HEADER) || client == CONTROLLERS_CLIENT,
+        }
+    }
 }

@@ -38,6 +38,9 @@ pub type Validator = Arc<dyn Fn(&Value) -> Vec<FieldError> + Send + Sync>;
 /// Fills in the defaults of an object before it is checked and stored.
 pub type Defaulter = Arc<dyn Fn(&mut Value) + Send + Sync>;
 
+/// How long an Event lives after its last write (kube-apiserver's `--event-ttl`).
+pub const EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Everything the server knows about one resource.
 #[derive(Clone)]
 pub struct ResourceDef {
@@ -71,6 +74,9 @@ pub struct ResourceDef {
     pub read_only: bool,
     /// Has a `scale` subresource reading and writing these paths.
     pub scale: Option<crate::scale::ScalePaths>,
+    /// Objects expire this long after their last write (Events, as kube-apiserver's
+    /// `--event-ttl`); `None` keeps them until deleted.
+    pub ttl: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for ResourceDef {
@@ -196,6 +202,7 @@ impl ResourceDef {
             name_column: true,
             read_only: false,
             scale: None,
+            ttl: None,
         }
     }
 
@@ -257,6 +264,7 @@ impl ResourceDef {
             name_column: true,
             read_only: false,
             scale: None,
+            ttl: None,
         }
     }
 
@@ -299,7 +307,29 @@ impl ResourceDef {
             name_column: true,
             read_only: false,
             scale: None,
+            ttl: None,
         }
+    }
+
+    /// core/v1 Events, with kubectl's columns, expiring [`EVENT_TTL`] after their last
+    /// write as in Kubernetes.
+    pub fn events() -> Self {
+        let mut events = ResourceDef::builtin::<k8s_openapi::api::core::v1::Event>()
+            .short_names(&["ev"])
+            .computed(
+                "Last Seen",
+                "string",
+                0,
+                Arc::new(printers::event_last_seen),
+            )
+            .column("Type", "string", 0, ".type")
+            .column("Reason", "string", 0, ".reason")
+            .computed("Object", "string", 0, Arc::new(printers::event_object))
+            .column("Message", "string", 0, ".message")
+            .column("Name", "string", 1, ".metadata.name");
+        events.name_column = false;
+        events.ttl = Some(EVENT_TTL);
+        events
     }
 
     /// Sets the short names (`po`, `deploy`).
@@ -411,6 +441,8 @@ impl Registry {
         r.add(ResourceDef::from_crd::<shoal_core::kinds::Release>(
             shoal_core::kinds::Release::crd(),
         ));
+        // What controllers record about clusters, releases and runs (`kubectl describe`).
+        r.add(ResourceDef::events());
         // Leader election (shoal_store::election) writes these; users only read them.
         r.add(
             ResourceDef::builtin::<k8s_openapi::api::coordination::v1::Lease>()
@@ -534,21 +566,7 @@ impl Registry {
                 .computed("Data", "integer", 0, Arc::new(printers::data_count))
                 .age(),
         );
-        let mut events = ResourceDef::builtin::<core::Event>()
-            .short_names(&["ev"])
-            .computed(
-                "Last Seen",
-                "string",
-                0,
-                Arc::new(printers::event_last_seen),
-            )
-            .column("Type", "string", 0, ".type")
-            .column("Reason", "string", 0, ".reason")
-            .computed("Object", "string", 0, Arc::new(printers::event_object))
-            .column("Message", "string", 0, ".message")
-            .column("Name", "string", 1, ".metadata.name");
-        events.name_column = false;
-        r.add(events);
+        r.add(ResourceDef::events());
         r.add(workload_wide(
             ResourceDef::builtin::<apps::Deployment>()
                 .short_names(&["deploy"])

@@ -611,11 +611,8 @@ pub async fn create(
         }
         return Ok((obj, warnings));
     }
-    match st
-        .store
-        .put(&key, object::to_bytes(&mut obj), Precondition::Absent, None)
-        .await
-    {
+    let bytes = object::to_bytes(&mut obj);
+    match put_expiring(st, def, &key, bytes, Precondition::Absent).await {
         Ok(resp) => {
             object::set_resource_version(&mut obj, resp.kv.mod_revision);
             Ok((obj, warnings))
@@ -734,6 +731,30 @@ fn without_rv(v: &Value) -> Value {
     v
 }
 
+/// Puts `value` at `key`; an object of a kind that expires ([`ResourceDef::ttl`]) is
+/// attached to a lease so that it lives that long from now. A lease that turned out
+/// gone (the store restarted) is replaced once.
+async fn put_expiring(
+    st: &AppState,
+    def: &ResourceDef,
+    key: &str,
+    value: bytes::Bytes,
+    cond: Precondition,
+) -> shoal_store::Result<shoal_store::PutResponse> {
+    let Some(ttl) = def.ttl else {
+        return st.store.put(key, value, cond, None).await;
+    };
+    let lease = st.store.lease_for(ttl).await?;
+    match st.store.put(key, value.clone(), cond, Some(lease)).await {
+        Err(shoal_store::Error::LeaseNotFound(id)) => {
+            st.store.forget_lease(id).await;
+            let lease = st.store.lease_for(ttl).await?;
+            st.store.put(key, value, cond, Some(lease)).await
+        }
+        other => other,
+    }
+}
+
 /// Writes `new` over `cur` (at `cur_rev`), or deletes it when its last finalizer is gone.
 /// A no-op update writes nothing.
 async fn commit_update(
@@ -761,13 +782,8 @@ async fn commit_update(
             .await
             .map(|r| r.revision)
     } else {
-        st.store
-            .put(
-                &key,
-                object::to_bytes(&mut new),
-                Precondition::ModRevision(cur_rev),
-                None,
-            )
+        let bytes = object::to_bytes(&mut new);
+        put_expiring(st, &rp.def, &key, bytes, Precondition::ModRevision(cur_rev))
             .await
             .map(|r| r.kv.mod_revision)
     };

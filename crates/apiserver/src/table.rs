@@ -281,11 +281,12 @@ mod tests {
         let obj = json!({"metadata": {"name": "c1", "creationTimestamp": "2026-01-01T00:00:00Z",
             "labels": {"env": "prod", "region": "eu-1", "tier": "1"}},
             "spec": {"endpoint": {"server": "https://x"}},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+            "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                "kubernetesVersion": "v1.32.2", "nodeCount": 4}});
         let row = row(def, &obj, now, IncludeObject::Metadata);
         assert_eq!(
             row["cells"],
-            json!(["c1", "prod", "eu-1", "1", "True", "https://x", "60m"])
+            json!(["c1", "prod", "eu-1", "1", "True", "v1.32.2", 4, "https://x", "60m"])
         );
         assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
     }

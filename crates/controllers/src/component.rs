@@ -31,15 +31,21 @@
 //! The status write is a PUT carrying the resourceVersion the pass read: a concurrent
 //! change of the Component makes it fail with a conflict, and the watch brings the
 //! Component back for a fresh pass.
+//!
+//! Each cluster's own view, `Cluster.status.components` (component → version, what the
+//! dashboard colours the fleet map by), is written by the same pass as a JSON merge
+//! patch of just the entries that changed: the cluster prober writes other fields of
+//! that status, and neither needs the other's resourceVersion.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
+use serde_json::Value;
 use shoal_core::inventory::{
     ClusterReading, UNKNOWN_VERSION, drift, observed_message, pods_per_version, set_observed,
     tally, template_version,
@@ -178,12 +184,37 @@ async fn pass(
             source,
         })?
         .items;
+    if only.is_none() {
+        // Versions of components that no longer exist are not shown on clusters.
+        let known: BTreeSet<String> = all.iter().map(ResourceExt::name_any).collect();
+        let stale = fleet_clusters.iter().filter_map(|c| {
+            let gone: serde_json::Map<String, Value> = c
+                .status
+                .iter()
+                .flat_map(|s| s.components.keys())
+                .filter(|k| !known.contains(*k))
+                .map(|k| (k.clone(), Value::Null))
+                .collect();
+            (!gone.is_empty()).then(|| (c.name_any(), Value::Object(gone)))
+        });
+        write_cluster_versions(clusters, stale.collect(), config.concurrency).await;
+    }
     for component in all {
         let name = component.name_any();
         if only.is_some_and(|o| !o.contains(&name)) {
             continue;
         }
-        let status = observe(&component, &fleet_clusters, fleet, clock, config).await;
+        let (status, readings) = observe(&component, &fleet_clusters, fleet, clock, config).await;
+        let changed = fleet_clusters
+            .iter()
+            .filter_map(|c| {
+                let reading = readings.get(&c.name_any())?;
+                let now = c.status.as_ref().and_then(|s| s.components.get(&name));
+                version_change(now.map(String::as_str), reading)
+                    .map(|v| (c.name_any(), serde_json::json!({ name.clone(): v })))
+            })
+            .collect();
+        write_cluster_versions(clusters, changed, config.concurrency).await;
         if component.status.as_ref() == Some(&status) {
             continue;
         }
@@ -205,6 +236,44 @@ async fn pass(
     Ok(())
 }
 
+/// What a cluster's `status.components` entry for a component should become after
+/// `reading`, if it changes: the version found, `null` (removed) when the workload is
+/// gone; a cluster that could not be read keeps what it last showed.
+fn version_change(now: Option<&str>, reading: &ClusterReading) -> Option<Value> {
+    match reading {
+        ClusterReading::Installed { version, .. } if now != Some(version.as_str()) => {
+            Some(Value::String(version.clone()))
+        }
+        ClusterReading::NotInstalled if now.is_some() => Some(Value::Null),
+        _ => None,
+    }
+}
+
+/// Merges `patches` (cluster name → the entries of `status.components` to set, `null`
+/// to remove) into the clusters' statuses, best effort: a failed write is logged and
+/// made again by the next pass, which finds the entry still different.
+async fn write_cluster_versions(
+    clusters: &Api<Cluster>,
+    patches: Vec<(String, Value)>,
+    concurrency: usize,
+) {
+    stream::iter(patches)
+        .for_each_concurrent(concurrency.max(1), |(cluster, entries)| async move {
+            let patch = serde_json::json!({"status": {"components": entries}});
+            match clusters
+                .patch_status(&cluster, &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(%cluster, error = %report(&e), "failed to write the cluster's component versions");
+                }
+            }
+        })
+        .await;
+}
+
 /// The workload a component's view is read from: its first workload check.
 fn workload_of(component: &Component) -> Option<&WorkloadCheck> {
     component
@@ -221,7 +290,7 @@ async fn observe(
     fleet: &Arc<Fleet>,
     clock: &Clock,
     config: &Config,
-) -> ComponentStatus {
+) -> (ComponentStatus, BTreeMap<String, ClusterReading>) {
     let generation = component.metadata.generation;
     let mut conditions = component
         .status
@@ -237,11 +306,12 @@ async fn observe(
             generation,
             clock.now(),
         );
-        return ComponentStatus {
+        let status = ComponentStatus {
             conditions,
             observed_generation: generation,
             ..ComponentStatus::default()
         };
+        return (status, BTreeMap::new());
     };
     let base = component.spec.image.as_str();
     // Each read owns what it needs: futures borrowing across `buffer_unordered` make
@@ -277,7 +347,7 @@ async fn observe(
     );
     status.conditions = conditions;
     status.observed_generation = generation;
-    status
+    (status, readings.into_iter().collect())
 }
 
 /// What `cluster` holds of the workload `check` names.
@@ -355,7 +425,7 @@ mod tests {
         }]);
         // A cluster nobody can reach: reading it would show as unreachable.
         let cluster = mk_unreachable_cluster();
-        let status = observe(
+        let (status, readings) = observe(
             &c,
             &[cluster],
             &Arc::new(Fleet::new()),
@@ -365,6 +435,7 @@ mod tests {
         .await;
         assert_eq!(status.versions, vec![]);
         assert_eq!(status.unreachable, None);
+        assert!(readings.is_empty());
         let cond = &status.conditions[0];
         assert_eq!(
             (
@@ -397,7 +468,7 @@ mod tests {
             read_timeout: Duration::from_secs(5),
             ..Config::default()
         };
-        let status = tokio::time::timeout(
+        let (status, readings) = tokio::time::timeout(
             Duration::from_secs(20),
             observe(
                 &c,
@@ -411,11 +482,44 @@ mod tests {
         .expect("hung: reading a closed port");
         assert_eq!(status.unreachable, Some(1));
         assert_eq!(status.not_installed, Some(0));
+        let reading = &readings["c-1"];
+        assert!(
+            matches!(reading, ClusterReading::Unreachable(_)),
+            "{reading:?}"
+        );
+        assert_eq!(
+            version_change(Some("1.4.0"), reading),
+            None,
+            "an unreachable cluster keeps the version it last showed"
+        );
         assert_eq!(status.conditions[0].reason, "SomeClustersUnreachable");
         assert!(
             status.conditions[0].message.contains("c-1: "),
             "{}",
             status.conditions[0].message
         );
+    }
+
+    #[test]
+    fn a_clusters_version_entry_changes_only_with_what_was_read() {
+        let installed = |v: &str| ClusterReading::Installed {
+            version: v.into(),
+            pods: Default::default(),
+            drift: vec![],
+        };
+        assert_eq!(
+            version_change(None, &installed("1.5.0")),
+            Some(Value::from("1.5.0"))
+        );
+        assert_eq!(
+            version_change(Some("1.4.0"), &installed("1.5.0")),
+            Some(Value::from("1.5.0"))
+        );
+        assert_eq!(version_change(Some("1.5.0"), &installed("1.5.0")), None);
+        assert_eq!(
+            version_change(Some("1.5.0"), &ClusterReading::NotInstalled),
+            Some(Value::Null)
+        );
+        assert_eq!(version_change(None, &ClusterReading::NotInstalled), None);
     }
 }

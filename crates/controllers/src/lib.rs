@@ -5,8 +5,11 @@
 //!  shoal serve ──► API server ◄──HTTP (kube::Client)── controllers
 //!                     │                                  ├─ taskflow: PipelineRun reconciler
 //!                   store                                  │     └─ executors (tokio tasks)
-//!                                                          └─ component: the fleet view of
-//!                                                             each Component (a periodic pass)
+//!                                                          ├─ component: the fleet view of
+//!                                                          │  each Component (a periodic pass)
+//!                                                          ├─ cluster: probes each member,
+//!                                                          │  its Ready condition and Events
+//!                                                          └─ release: gray-scale releases
 //! ```
 //!
 //! The key decision: controllers never reach into the store or the API server's
@@ -15,7 +18,9 @@
 
 mod cache;
 pub mod clock;
+pub mod cluster;
 pub mod component;
+pub mod events;
 pub mod executor;
 pub mod release;
 pub mod taskflow;

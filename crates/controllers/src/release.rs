@@ -31,20 +31,21 @@
 //! one that exists answers 409, which is how a second reconcile racing the first finds
 //! out it has nothing to do.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::{Value, json};
+use shoal_core::condition;
 use shoal_core::kinds::{
     Cluster, ClusterCounts, ClusterFailure, Component, Release, ReleasePhase, ReleaseStatus,
     WaveStatus,
@@ -60,9 +61,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::cache;
 use crate::clock::Clock;
 use crate::report;
+use crate::{cache, events};
 
 /// Where the release's pipelines and runs live.
 pub const NAMESPACE: &str = "shoal-system";
@@ -98,7 +99,38 @@ struct Ctx {
     clock: Clock,
     runs: Store<PipelineRun>,
     approvals: Store<Approval>,
+    /// The Events recorded, per release uid: (cluster, reason), for the newest
+    /// [`NOTED_RELEASES`] releases. A restart (or an old release coming back) forgets
+    /// them; the Events' fixed names then make a second record a harmless 409.
+    noted: Mutex<Noted>,
 }
+
+/// How many releases' recorded Events the controller remembers.
+const NOTED_RELEASES: usize = 64;
+
+/// Which Events were recorded, per release uid, oldest release first.
+#[derive(Default)]
+struct Noted {
+    order: std::collections::VecDeque<String>,
+    by_release: HashMap<String, HashSet<(String, &'static str)>>,
+}
+
+impl Noted {
+    fn of(&mut self, uid: &str) -> &mut HashSet<(String, &'static str)> {
+        if !self.by_release.contains_key(uid) {
+            if self.order.len() >= NOTED_RELEASES
+                && let Some(old) = self.order.pop_front()
+            {
+                self.by_release.remove(&old);
+            }
+            self.order.push_back(uid.to_string());
+        }
+        self.by_release.entry(uid.to_string()).or_default()
+    }
+}
+
+/// The component name the release's Events carry.
+pub const REPORTER: &str = "shoal-release-controller";
 
 #[derive(Debug, thiserror::Error)]
 enum Error {
@@ -146,6 +178,7 @@ pub async fn run(client: Client, clock: Clock, stop: CancellationToken) {
         clock,
         runs,
         approvals,
+        noted: Mutex::default(),
     });
     let shutdown = stop.clone();
     Controller::new(Api::<Release>::all(client), watcher::Config::default())
@@ -504,6 +537,107 @@ fn failure(run: &PipelineRun) -> Option<(String, String)> {
     (c.status == "False").then(|| ("run".to_string(), c.message.clone()))
 }
 
+/// The Event worth recording about a cluster in `state` of `release` (`None` for a
+/// cluster waiting or rolling back: nothing happened yet).
+fn cluster_note(
+    release: &Release,
+    cluster: &str,
+    state: ClusterState,
+    change: Option<&PipelineRun>,
+) -> Option<events::Note> {
+    let name = release.name_any();
+    let what = release
+        .spec
+        .components
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.version))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (type_, reason, message) = match state {
+        ClusterState::Waiting | ClusterState::RollingBack => return None,
+        ClusterState::Running => (
+            "Normal",
+            "ReleaseStarted",
+            format!("release {name} started changing the cluster to {what}"),
+        ),
+        ClusterState::Succeeded => (
+            "Normal",
+            "ReleaseSucceeded",
+            format!("release {name}: the cluster runs {what}"),
+        ),
+        ClusterState::Failed => {
+            let (step, why) = change
+                .and_then(failure)
+                .unwrap_or_else(|| ("run".into(), "cancelled".into()));
+            (
+                "Warning",
+                "ReleaseFailed",
+                format!("release {name} failed at {step}: {why}"),
+            )
+        }
+        ClusterState::RolledBack => (
+            "Normal",
+            "RolledBack",
+            format!("release {name} put back what it changed in the cluster"),
+        ),
+    };
+    let uid = release.uid().unwrap_or_default();
+    let short: String = uid.chars().take(8).collect();
+    Some(events::Note {
+        name: Some(format!(
+            "{cluster}.{name}.{short}.{}",
+            reason.to_lowercase()
+        )),
+        type_,
+        reason,
+        message,
+    })
+}
+
+/// Records, in the background, the Events about clusters whose state in `release`
+/// changed since they were last recorded.
+fn note_clusters(
+    ctx: &Arc<Ctx>,
+    release: &Release,
+    states: &BTreeMap<String, ClusterState>,
+    changes: &HashMap<String, Arc<PipelineRun>>,
+) {
+    let uid = release.uid().unwrap_or_default();
+    let notes: Vec<(String, events::Note)> = {
+        let mut noted = ctx.noted.lock().expect("not poisoned");
+        let seen = noted.of(&uid);
+        states
+            .iter()
+            .filter_map(|(cluster, state)| {
+                let note = cluster_note(
+                    release,
+                    cluster,
+                    *state,
+                    changes.get(cluster).map(AsRef::as_ref),
+                )?;
+                seen.insert((cluster.clone(), note.reason))
+                    .then(|| (cluster.clone(), note))
+            })
+            .collect()
+    };
+    if notes.is_empty() {
+        return;
+    }
+    let (client, now) = (ctx.client.clone(), ctx.clock.now());
+    tokio::spawn(futures::stream::iter(notes).for_each_concurrent(
+        WRITE_CONCURRENCY,
+        move |(cluster, note)| {
+            let client = client.clone();
+            async move {
+                if let Err(e) = events::record(&client, &cluster, None, &note, REPORTER, now).await
+                {
+                    tracing::debug!(%cluster, error = %report(&e), "failed to record an Event");
+                }
+            }
+        },
+    ));
+}
+
 /// What a rollback of a cluster puts back: the versions its precheck found, or
 /// `untouched` when no step of the change began (nothing was changed).
 fn previous_of(change: Option<&PipelineRun>) -> String {
@@ -649,6 +783,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
         d.message = why;
     }
     act(&ctx, &release, &d, &changes, &rollbacks).await?;
+    note_clusters(&ctx, &release, &states, &changes);
 
     // The status: counts, failures, phase.
     let mut counts = ClusterCounts {
@@ -879,17 +1014,19 @@ async fn write_status(
         ReleasePhase::Planned | ReleasePhase::Progressing | ReleasePhase::WaitingForApproval
     );
     let reason = format!("{phase:?}");
-    status.conditions = vec![
-        condition(old, "Progressing", active, &reason, &message, now),
-        condition(
-            old,
-            "Complete",
-            terminal(Some(phase)),
+    status.conditions = old.conditions.clone();
+    let generation = release.meta().generation;
+    for (type_, on) in [("Progressing", active), ("Complete", terminal(Some(phase)))] {
+        condition::set(
+            &mut status.conditions,
+            type_,
+            condition::status(on),
             &reason,
             &message,
+            generation,
             now,
-        ),
-    ];
+        );
+    }
     status.observed_generation = release.meta().generation;
     if &status == old {
         return Ok(());
@@ -914,31 +1051,6 @@ async fn write_status(
     Ok(())
 }
 
-/// A condition, keeping its transition time when its status did not change.
-fn condition(
-    old: &ReleaseStatus,
-    type_: &str,
-    on: bool,
-    reason: &str,
-    message: &str,
-    now: Timestamp,
-) -> Condition {
-    let status = if on { "True" } else { "False" };
-    let since = old
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: since,
-        observed_generation: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -956,6 +1068,56 @@ mod tests {
             "status": status
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn events_say_what_happened_to_a_cluster_once_per_reason() {
+        let release: Release = serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Release",
+            "metadata": {"name": "agent-2", "uid": "0123456789abcdef"},
+            "spec": {"components": [{"name": "node-agent", "version": "2.0"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            cluster_note(&release, "c1", ClusterState::Waiting, None),
+            None
+        );
+        let started = cluster_note(&release, "c1", ClusterState::Running, None).unwrap();
+        assert_eq!(
+            (started.type_, started.reason),
+            ("Normal", "ReleaseStarted")
+        );
+        assert!(
+            started.message.contains("node-agent 2.0"),
+            "{}",
+            started.message
+        );
+        assert_eq!(
+            started.name.as_deref(),
+            Some("c1.agent-2.01234567.releasestarted")
+        );
+        let bad = run(
+            json!([{"name": "node-agent-step-2", "state": "Failed", "message": "2 pods crash-looping"}]),
+            Some("False"),
+        );
+        let failed = cluster_note(&release, "c1", ClusterState::Failed, Some(&bad)).unwrap();
+        assert_eq!((failed.type_, failed.reason), ("Warning", "ReleaseFailed"));
+        assert_eq!(
+            failed.message,
+            "release agent-2 failed at node-agent-step-2: 2 pods crash-looping"
+        );
+
+        let mut noted = Noted::default();
+        assert!(noted.of("u1").insert(("c1".into(), "ReleaseStarted")));
+        assert!(!noted.of("u1").insert(("c1".into(), "ReleaseStarted")));
+        for i in 0..NOTED_RELEASES {
+            noted.of(&format!("other-{i}"));
+        }
+        assert_eq!(noted.by_release.len(), NOTED_RELEASES);
+        assert!(
+            noted.of("u1").is_empty(),
+            "the oldest release was forgotten"
+        );
     }
 
     #[test]

@@ -588,7 +588,9 @@ async fn recorder(ctx: Arc<Ctx>, records: mpsc::Receiver<Record>, shutdown: Canc
             let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &r.namespace);
             let ctx = ctx.clone();
             async move {
-                let patch = json!({ "status": r.status });
+                let mut patch = json!({ "status": r.status });
+                // The attempt is over: what it was doing is no longer news.
+                patch["status"]["progress"] = serde_json::Value::Null;
                 if let Err(err) = api
                     .patch_status(&r.task_run, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -1025,6 +1027,7 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
         clock: ctx.clock.clone(),
         client: ctx.client.clone(),
         cancel: cancel.clone(),
+        task_run: start.task_run.clone(),
     };
     let executor = ctx.executors.get(&start.executor).cloned();
     let ctx = ctx.clone();

@@ -24,7 +24,7 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::Value;
 
 use crate::diff::{changes, three_way};
@@ -210,20 +210,15 @@ pub fn set_observed(
     observed_generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if ok { "True" } else { "False" };
-    let since = conditions
-        .iter()
-        .find(|c| c.type_ == CONDITION_OBSERVED && c.status == status)
-        .map_or(Time(now), |c| c.last_transition_time.clone());
-    conditions.retain(|c| c.type_ != CONDITION_OBSERVED);
-    conditions.push(Condition {
-        type_: CONDITION_OBSERVED.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
+    crate::condition::set(
+        conditions,
+        CONDITION_OBSERVED,
+        crate::condition::status(ok),
+        reason,
+        message,
         observed_generation,
-        last_transition_time: since,
-    });
+        now,
+    );
 }
 
 /// One line for the condition: `3 clusters: 2 with the workload, 1 not installed, 1
@@ -260,6 +255,7 @@ pub fn observed_message<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     const BASE: &str = "registry.example.com/infra/node-agent";

@@ -22,6 +22,7 @@
 //! - [`window`]: change windows and freezes, in real time zones.
 
 pub mod clock;
+pub mod condition;
 pub mod diff;
 pub mod inventory;
 pub mod kinds;

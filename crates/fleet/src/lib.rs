@@ -112,10 +112,8 @@ impl Fleet {
                 client: c.clone(),
             });
         }
-        let url = server
-            .parse()
-            .map_err(|e| bad(format!("spec.endpoint.server {server:?}: {e}")))?;
-        let mut config = kube::Config::new(url);
+        let mut config =
+            member_config(&server).map_err(|e| bad(format!("spec.endpoint.server {e}")))?;
         config.accept_invalid_certs = cluster.spec.endpoint.insecure_skip_tls_verify == Some(true);
         let client = kube::Client::try_from(config)
             .map_err(|e| bad(format!("failed to build a client: {e}")))?;
@@ -302,10 +300,8 @@ impl Member {
             cluster: name.into(),
             problem,
         };
-        let url = server
-            .parse()
-            .map_err(|e| bad(format!("endpoint {server:?}: {e}")))?;
-        let client = kube::Client::try_from(kube::Config::new(url))
+        let config = member_config(server).map_err(|e| bad(format!("endpoint {e}")))?;
+        let client = kube::Client::try_from(config)
             .map_err(|e| bad(format!("failed to build a client: {e}")))?;
         Ok(Member {
             name: name.into(),
@@ -313,6 +309,18 @@ impl Member {
             client,
         })
     }
+}
+
+/// The client configuration for a member cluster at `url`. kube-rs retries 429, 503
+/// and 504 by default, up to 15 times with backoff growing to minutes; against a fleet
+/// that hides a failing cluster behind a hung call. A member's answer comes back at
+/// once instead, and the caller decides (a probe reports it, a step polls again, a task
+/// retries by its own policy).
+fn member_config(server: &str) -> std::result::Result<kube::Config, String> {
+    let url = server.parse().map_err(|e| format!("{server:?}: {e}"))?;
+    let mut config = kube::Config::new(url);
+    config.default_retry = false;
+    Ok(config)
 }
 
 /// Sets (or removes, for `None`) a dotted path in an object.

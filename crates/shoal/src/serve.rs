@@ -68,6 +68,10 @@ pub struct ServeArgs {
     pub sim_nodes: u32,
     #[command(flatten)]
     pub sim: crate::sim::FleetFiles,
+    /// Seconds between two probes of each member cluster (its Ready condition, version
+    /// and node counts in `Cluster.status`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub probe_interval_seconds: u64,
     /// Apply these manifests (like `shoal apply -f`) once the server is up and the
     /// simulated fleet is registered: components, releases… Repeatable.
     #[arg(long, value_name = "FILE")]
@@ -153,8 +157,11 @@ pub fn kubeconfig(server: &str, token: Option<&str>) -> String {
 pub(crate) fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    // Colours for a person at a terminal; plain text for files and log collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -349,9 +356,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         LeaderElect::Off => false,
     };
     let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let taskflow = shoal_controllers::taskflow::Config {
-        max_running_runs: args.max_running_pipelineruns.map(|n| n as usize),
-        identity: Some(identity.clone()),
+    let settings = Settings {
+        taskflow: shoal_controllers::taskflow::Config {
+            max_running_runs: args.max_running_pipelineruns.map(|n| n as usize),
+            identity: Some(identity.clone()),
+        },
+        probe: shoal_controllers::cluster::Config {
+            interval: std::time::Duration::from_secs(args.probe_interval_seconds),
+            ..Default::default()
+        },
     };
     let controllers = if args.no_controllers {
         None
@@ -360,7 +373,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             url: url.clone(),
             token: token.clone(),
             clock: clock.clone(),
-            taskflow,
+            settings,
         };
         let election = ElectorConfig::new(
             TASKFLOW_ROLE,
@@ -378,15 +391,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             token.as_deref(),
             None,
             clock.clone(),
-            taskflow,
+            settings,
             shutdown.child_token(),
         )?;
         Some(tokio::spawn(async move {
             let _ = c.await;
         }))
     };
-    // The dashboard's assets hold no data and need no token (a browser cannot send one
-    // when it opens /ui/); the page asks for the token when the API answers 401.
+    // The dashboard's assets are public (they hold no data), outside the token check,
+    // so that a browser can load the page that then asks for the token.
     let router = server
         .router_with(crate::sim::routes(&process_clock, simulation))
         .merge(crate::ui::routes());
@@ -419,7 +432,14 @@ struct Controllers {
     url: String,
     token: Option<String>,
     clock: shoal_core::clock::SharedClock,
-    taskflow: shoal_controllers::taskflow::Config,
+    settings: Settings,
+}
+
+/// How the controllers pace themselves.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Settings {
+    pub taskflow: shoal_controllers::taskflow::Config,
+    pub probe: shoal_controllers::cluster::Config,
 }
 
 /// Campaigns for the controllers' role and runs them for exactly as long as this replica
@@ -473,7 +493,7 @@ async fn lead(
             controllers.token.as_deref(),
             Some((TASKFLOW_ROLE, &fence)),
             controllers.clock.clone(),
-            controllers.taskflow.clone(),
+            controllers.settings.clone(),
             term.clone(),
         ) {
             Ok(h) => h,
@@ -543,10 +563,14 @@ pub(crate) fn spawn_controllers(
     token: Option<&str>,
     fence: Option<(&str, &Fence)>,
     clock: shoal_core::clock::SharedClock,
-    taskflow: shoal_controllers::taskflow::Config,
+    settings: Settings,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<shoal_controllers::taskflow::Exit>> {
     let mut config = crate::cli::kube_config(url, token)?;
+    config.headers.push((
+        http::HeaderName::from_static("x-shoal-client"),
+        http::HeaderValue::from_static(shoal_apiserver::metrics::CONTROLLERS_CLIENT),
+    ));
     if let Some((role, fence)) = fence {
         config.headers.push((
             http::HeaderName::from_static(shoal_apiserver::fence::HEADER),
@@ -571,8 +595,17 @@ pub(crate) fn spawn_controllers(
         )
         .instrument(tracing::info_span!("controller", name = "component")),
     );
+    tokio::spawn(
+        shoal_controllers::cluster::run(
+            client.clone(),
+            clock.clone(),
+            settings.probe,
+            stop.clone(),
+        )
+        .instrument(tracing::info_span!("controller", name = "cluster")),
+    );
     Ok(tokio::spawn(
-        shoal_controllers::taskflow::run(client, clock, executors, taskflow, stop)
+        shoal_controllers::taskflow::run(client, clock, executors, settings.taskflow, stop)
             .instrument(tracing::info_span!("controller", name = "taskflow")),
     ))
 }

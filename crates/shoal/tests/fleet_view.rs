@@ -189,6 +189,34 @@ async fn the_component_status_shows_versions_nodes_missing_and_drifted_clusters(
                     "{line:?} missing from:\n{described}"
                 );
             }
+
+            // Each cluster's own view: the version the dashboard colours its tile by.
+            let versions = async || {
+                let mut out = Vec::new();
+                for n in &names {
+                    let c = clusters.get(n).await.ok()?;
+                    out.push(c.status?.components.get("node-agent").cloned());
+                }
+                Some(out)
+            };
+            eventually(VIEW_DEADLINE, "the versions on the clusters", async || {
+                let v = versions().await?;
+                (v == [Some("1.4.0".to_string()), Some("v2".to_string()), None]).then_some(())
+            })
+            .await;
+            // A component that is gone is not shown on the clusters any more.
+            server
+                .kubectl_ok(&["delete", "component", "node-agent"])
+                .await;
+            eventually(
+                VIEW_DEADLINE,
+                "the versions gone from the clusters",
+                async || {
+                    let v = versions().await?;
+                    v.iter().all(Option::is_none).then_some(())
+                },
+            )
+            .await;
         },
     )
     .await;

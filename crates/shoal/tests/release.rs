@@ -664,6 +664,39 @@ async fn a_webhook_and_a_metric_threshold_check_every_step() {
             .map(|c| (c["phase"].as_str().unwrap().to_string(), c["step"].as_i64().unwrap()))
             .collect();
         assert_eq!(phases, [("pre".into(), 0), ("post".into(), 1), ("post".into(), 2)], "{calls:?}");
+        // What the checks saw is in the step's results, for people to read.
+        let runs = runs_of(&server, "checked").await;
+        let step = runs[&good].0.as_ref().unwrap().status.as_ref().unwrap().tasks.iter()
+            .find(|t| t.name == "node-agent-step-1").cloned().unwrap();
+        let result = |n: &str| step.results.iter().find(|r| r.name == n).and_then(|r| r.value.as_str().map(String::from));
+        assert_eq!(result("check-team-hook").as_deref(), Some("HTTP 200"), "{step:?}");
+        assert_eq!(result("check-error-rate").as_deref(), Some("0.01 ≤ max 0.05"), "{step:?}");
+        // And each cluster's Events say what the release did to it.
+        let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.client(), "default");
+        let reasons = async |cluster: &str| {
+            events
+                .list(&ListParams::default().fields(&format!("involvedObject.kind=Cluster,involvedObject.name={cluster}")))
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .filter(|e| e.message.as_deref().is_some_and(|m| m.contains("release checked")))
+                .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        let good_events = eventually(Duration::from_secs(20), "the good cluster's events", async || {
+            let r = reasons(&good).await;
+            r.iter().any(|(reason, _)| reason == "ReleaseSucceeded").then_some(r)
+        })
+        .await;
+        assert!(good_events.iter().all(|(r, _)| r != "ReleaseFailed"), "{good_events:?}");
+        let bad_events = eventually(Duration::from_secs(20), "the bad cluster's events", async || {
+            let r = reasons(&bad).await;
+            r.iter().any(|(reason, _)| reason == "ReleaseFailed").then_some(r)
+        })
+        .await;
+        let (_, message) = bad_events.iter().find(|(r, _)| r == "ReleaseFailed").unwrap();
+        assert!(message.contains("node-agent-step-1") && message.contains("team-hook"), "{message}");
 
         // A metric over its threshold stops a cluster before anything changes.
         let (hot, _) = team_services(String::new(), 0.2).await;
@@ -700,6 +733,26 @@ async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
 
         // Rollback once the first cluster is through: it goes back to 1.4.0, and the
         // clusters never reached stay untouched.
+        // Every attempt of the release's steps, watched as the dashboard watches them:
+        // selected by the release's label, with what each is doing while it runs.
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let watch = {
+            let seen = seen.clone();
+            let task_runs: Api<shoal_core::taskflow::TaskRun> =
+                Api::namespaced(server.client(), "shoal-system");
+            let config = kube::runtime::watcher::Config::default().labels("shoal.io/release=up");
+            tokio::spawn(async move {
+                let mut events = kube::runtime::watcher(task_runs, config).boxed();
+                use kube::runtime::watcher::Event;
+                while let Some(event) = events.next().await {
+                    if let Ok(Event::Apply(tr) | Event::InitApply(tr)) = event
+                        && let Some(p) = tr.status.and_then(|s| s.progress)
+                    {
+                        seen.lock().unwrap().push((p.stage, p.until.is_some(), p.message));
+                    }
+                }
+            })
+        };
         let up = server.write_file("up.yaml", &release_yaml("up", &[("node-agent", "1.5.0")], slow));
         server.kubectl_ok(&["apply", "-f", up.to_str().unwrap()]).await;
         eventually(Duration::from_secs(60), "the first cluster is through", async || {
@@ -716,6 +769,13 @@ async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
         }
         let versions = agent_versions(&fleet).await;
         assert!(versions.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.4.0")), "{versions:?}");
+        watch.abort();
+        let seen = seen.lock().unwrap().clone();
+        for stage in ["applying", "settling", "baking"] {
+            assert!(seen.iter().any(|(s, _, _)| s == stage), "no {stage:?} progress in {seen:?}");
+        }
+        let (_, until, message) = seen.iter().find(|(s, _, _)| s == "baking").unwrap();
+        assert!(*until && message.contains("baking 1m"), "the bake says when it ends: {seen:?}");
 
         // Abort while a cluster is in progress: its run is cancelled where it is and the
         // release ends Failed; no other cluster starts.

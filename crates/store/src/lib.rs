@@ -69,6 +69,7 @@ pub mod election;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod history;
+pub mod leases;
 pub mod memory;
 pub mod metered;
 pub mod sqlite;
@@ -430,11 +431,25 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
 /// A cheap-to-clone handle on a store backend.
 #[derive(Clone, Debug)]
-pub struct Store(Arc<dyn Backend>);
+pub struct Store(Arc<dyn Backend>, Arc<leases::LeaseManager>);
 
 impl Store {
     pub fn new(backend: impl Backend) -> Self {
-        Store(Arc::new(backend))
+        Store(Arc::new(backend), Arc::default())
+    }
+
+    /// A lease under which a key written now lives at least `ttl` and at most a minute
+    /// more, shared with the other keys written about now ([`leases`]).
+    ///
+    /// # Errors
+    /// The backend's, from granting a lease.
+    pub async fn lease_for(&self, ttl: std::time::Duration) -> Result<LeaseId> {
+        self.1.lease_for(&*self.0, ttl).await
+    }
+
+    /// Forgets a lease [`Store::lease_for`] gave that turned out gone.
+    pub async fn forget_lease(&self, id: LeaseId) {
+        self.1.forget(id).await;
     }
 
     /// An in-memory store (tests, the simulator).

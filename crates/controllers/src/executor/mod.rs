@@ -4,6 +4,7 @@
 //!
 //! ```text
 //!  Start (from the scheduler) ──► ExecContext { run, task, attempt, params, clock, client, cancel }
+//!                                   └─ ctx.progress(stage, message, until) ──► TaskRun status.progress
 //!                                   └─► Executor::run ──► Ok(Outcome { results, message })
 //!                                                     └─► Err(ExecError) ──► the attempt fails
 //! ```
@@ -55,6 +56,36 @@ pub struct ExecContext {
     /// A client of shoal's own API.
     pub client: kube::Client,
     pub cancel: CancellationToken,
+    /// The TaskRun recording this attempt (in `namespace`).
+    pub task_run: String,
+}
+
+impl ExecContext {
+    /// Tells people what the attempt is doing now: `stage` (one word: `applying`,
+    /// `settling`, `baking`, `checking`), a line, and when the stage ends if known. It
+    /// lands in the TaskRun's `status.progress`, which the dashboard shows; the
+    /// outcome clears it. Best effort: a failed write is logged, the work goes on.
+    pub async fn progress(&self, stage: &str, message: &str, until: Option<Timestamp>) {
+        use kube::api::{Api, Patch, PatchParams};
+        let progress = shoal_core::taskflow::Progress {
+            stage: stage.into(),
+            message: message.into(),
+            until: until.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        };
+        let api: Api<shoal_core::taskflow::TaskRun> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let patch = serde_json::json!({"status": {"progress": progress}});
+        if let Err(e) = api
+            .patch_status(
+                &self.task_run,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            tracing::debug!(task_run = %self.task_run, error = %e, "failed to report progress");
+        }
+    }
 }
 
 impl fmt::Debug for ExecContext {
@@ -208,6 +239,7 @@ pub(crate) mod testing {
             clock: Clock::system(),
             client: kube::Client::try_from(config).unwrap(),
             cancel: CancellationToken::new(),
+            task_run: "r1-t-1".into(),
         }
     }
 }

@@ -71,12 +71,29 @@ struct CheckPoint<'a> {
 }
 
 /// Runs the release's `strategy.checks` (webhooks, metric thresholds) for `scope`'s
-/// cluster; the first failure fails the step, naming the check.
-async fn release_checks(scope: &Scope, at: &CheckPoint<'_>) -> Result<(), ExecError> {
+/// cluster; the first failure fails the step, naming the check. Returns what each check
+/// saw, as results `check-NAME` (`HTTP 200`, `0.01 ≤ max 0.05`), for people to read.
+async fn release_checks(
+    ctx: &ExecContext,
+    scope: &Scope,
+    at: &CheckPoint<'_>,
+) -> Result<Vec<RunResult>, ExecError> {
     let release = scope.release.metadata.name.as_deref().unwrap_or("");
     let cluster = &scope.member.name;
     let phase = if at.step == 0 { "pre" } else { "post" };
-    for c in &scope.release.spec.strategy.checks {
+    let checks = &scope.release.spec.strategy.checks;
+    let mut readings = Vec::with_capacity(checks.len());
+    if !checks.is_empty() {
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        let when = if at.step == 0 {
+            "before the change".to_string()
+        } else {
+            format!("after step {}/{} of {}", at.step, at.steps, at.component)
+        };
+        ctx.progress("checking", &format!("{} {when}", names.join(", ")), None)
+            .await;
+    }
+    for c in checks {
         let fail = |why: String| {
             failed(format!(
                 "check {} failed on {cluster} {}: {why}",
@@ -110,6 +127,10 @@ async fn release_checks(scope: &Scope, at: &CheckPoint<'_>) -> Result<(), ExecEr
                 let text: String = text.trim().chars().take(300).collect();
                 return Err(fail(format!("{} answered {code}: {text}", w.url)));
             }
+            readings.push(result(
+                &format!("check-{}", c.name),
+                format!("HTTP {}", code.as_u16()),
+            ));
         }
         if let Some(m) = &c.metric {
             let scope_vars = json!({"cluster": cluster, "release": release,
@@ -142,9 +163,19 @@ async fn release_checks(scope: &Scope, at: &CheckPoint<'_>) -> Result<(), ExecEr
             {
                 return Err(fail(format!("{query} = {value}, below the minimum {min}")));
             }
+            let bounds: Vec<String> = [("max", m.max, "≤"), ("min", m.min, "≥")]
+                .into_iter()
+                .filter_map(|(n, b, op)| b.map(|b| format!("{op} {n} {b}")))
+                .collect();
+            readings.push(result(
+                &format!("check-{}", c.name),
+                format!("{value} {}", bounds.join(", "))
+                    .trim_end()
+                    .to_string(),
+            ));
         }
     }
-    Ok(())
+    Ok(readings)
 }
 
 /// The largest sample of a Prometheus instant-query answer (vector or scalar).
@@ -417,6 +448,12 @@ async fn settle(
             member.name
         ))
     };
+    ctx.progress(
+        "settling",
+        &format!("{what}: waiting for {} to be healthy", w.describe()),
+        None,
+    )
+    .await;
     let mut h = loop {
         let h = health(fleet, member, w).await?;
         if verdict(&h, w).map_err(&fail)? {
@@ -425,6 +462,19 @@ async fn settle(
         sleep(ctx, POLL).await?;
     };
     let until = ctx.clock.now() + bake;
+    if !bake.is_zero() {
+        ctx.progress(
+            "baking",
+            &format!(
+                "{what}: healthy ({} of {} pods available); baking {}",
+                h.available,
+                h.total,
+                duration::format(bake)
+            ),
+            Some(until),
+        )
+        .await;
+    }
     while ctx.clock.now() < until {
         sleep(ctx, POLL.min(until.duration_since(ctx.clock.now()))).await?;
         h = health(fleet, member, w).await?;
@@ -566,8 +616,10 @@ impl Executor for Precheck {
             }
             previous.insert(comp_name(c).to_string(), was);
         }
+        let mut checked = Vec::new();
         if let Some(first) = scope.components.first() {
-            release_checks(
+            checked = release_checks(
+                &ctx,
                 &scope,
                 &CheckPoint {
                     component: comp_name(first),
@@ -582,11 +634,13 @@ impl Executor for Precheck {
             .iter()
             .map(|(c, v)| format!("{c} {}", if v.is_empty() { "not installed" } else { v }))
             .collect();
+        let mut results = vec![result(
+            "previous",
+            serde_json::to_string(&previous).unwrap_or_default(),
+        )];
+        results.extend(checked);
         Ok(Outcome {
-            results: vec![result(
-                "previous",
-                serde_json::to_string(&previous).unwrap_or_default(),
-            )],
+            results,
             message: Some(format!(
                 "{}: ready for the change ({})",
                 scope.member.name,
@@ -625,11 +679,13 @@ impl Executor for Step {
         let Some((i, w)) = Workload::of(component, &objects) else {
             // Nothing to pace or watch: everything goes in the first step.
             if step == 0 {
+                ctx.progress("applying", &format!("{what}: {version}"), None)
+                    .await;
                 apply_all(&self.0, &scope.member, component, &objects, false).await?;
             }
-            release_checks(&scope, &checkpoint).await?;
+            let checked = release_checks(&ctx, &scope, &checkpoint).await?;
             return Ok(Outcome {
-                results: vec![],
+                results: checked,
                 message: Some(format!("{what}: applied (no workload to check)")),
             });
         };
@@ -681,18 +737,22 @@ impl Executor for Step {
                 &what,
             )
             .await?;
-            release_checks(&scope, &checkpoint).await?;
+            let mut results = vec![result("updated", h.updated), result("total", h.total)];
+            results.extend(release_checks(&ctx, &scope, &checkpoint).await?);
             return Ok(Outcome {
-                results: vec![result("updated", h.updated), result("total", h.total)],
+                results,
                 message: Some(format!("{what}: {plan}, healthy")),
             });
         }
+        ctx.progress("applying", &format!("{what}: {plan} on {version}"), None)
+            .await;
         apply_all(&self.0, &scope.member, component, &objects, false).await?;
         let bake = bake_of(&scope.release)?;
         let h = settle(&self.0, &ctx, &scope.member, &w, bake, &what).await?;
-        release_checks(&scope, &checkpoint).await?;
+        let mut results = vec![result("updated", h.updated), result("total", h.total)];
+        results.extend(release_checks(&ctx, &scope, &checkpoint).await?);
         Ok(Outcome {
-            results: vec![result("updated", h.updated), result("total", h.total)],
+            results,
             message: Some(format!(
                 "{what}: {plan} on {version}, healthy{}",
                 if bake.is_zero() {

@@ -6,6 +6,8 @@
 //! ordering all work on labels, with the same selectors kubectl users already write
 //! (`kubectl get clusters -l env=prod,tier in (1,2)`).
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -33,6 +35,8 @@ pub const ATTRIBUTE_LABELS: [&str; 6] =
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".metadata.labels.region"}"#,
     printcolumn = r#"{"name":"Tier","type":"string","jsonPath":".metadata.labels.tier"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","priority":1,"jsonPath":".status.kubernetesVersion"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"integer","priority":1,"jsonPath":".status.nodeCount"}"#,
     printcolumn = r#"{"name":"Server","type":"string","priority":1,"jsonPath":".spec.endpoint.server"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -91,6 +95,14 @@ pub struct ClusterStatus {
     /// Number of nodes last counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_count: Option<i64>,
+    /// How many of them were Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_nodes: Option<i64>,
+    /// The version of each component found installed, by component name (`unknown`
+    /// when the workload runs no image of the component); kept by the component
+    /// controller. A component missing here is not installed, or was not read yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub components: BTreeMap<String, String>,
 }
 
 impl Validate for Cluster {
@@ -217,7 +229,7 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        assert_eq!(cols, ["Env", "Region", "Tier", "Ready", "Server", "Age"]);
+        assert_eq!(cols, ["Env", "Region", "Tier", "Ready", "Version", "Nodes", "Server", "Age"]);
         let schema = crd.spec.versions[0]
             .schema
             .as_ref()

@@ -93,8 +93,8 @@ pub use pipeline::{
 };
 pub use run::{
     PipelineRef, PipelineRun, PipelineRunRef, PipelineRunSpec, PipelineRunSpecStatus,
-    PipelineRunStatus, PipelineTaskStatus, RunResult, SkipReason, TaskReason, TaskRun, TaskRunSpec,
-    TaskRunStatus, TaskState, TimeoutFields,
+    PipelineRunStatus, PipelineTaskStatus, Progress, RunResult, SkipReason, TaskReason, TaskRun,
+    TaskRunSpec, TaskRunStatus, TaskState, TimeoutFields,
 };
 pub use scheduler::{
     Decision, Decisions, Finish, Input, InstanceId, Outcome, Recovery, RunReason, Start,

@@ -375,6 +375,23 @@ pub struct TaskRunStatus {
     pub results: Vec<RunResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What a running attempt is doing now, as its executor reports it (cleared when
+    /// the attempt ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// What a running attempt is doing now: a stage of its work, a line for people, and
+/// when the stage ends if that is known (a bake), on the fleet's clock.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    /// One word: `applying`, `settling`, `baking`, `checking`, …
+    pub stage: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
 }
 
 impl PipelineRunStatus {
@@ -401,31 +418,15 @@ pub fn set_succeeded(
     observed_generation: Option<i64>,
     now: Timestamp,
 ) {
-    let cond = Condition {
-        type_: CONDITION_SUCCEEDED.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message: message.to_string(),
+    crate::condition::set(
+        conditions,
+        CONDITION_SUCCEEDED,
+        status,
+        reason,
+        message,
         observed_generation,
-        last_transition_time: Time(now),
-    };
-    match conditions
-        .iter_mut()
-        .find(|c| c.type_ == CONDITION_SUCCEEDED)
-    {
-        Some(c) => {
-            let since = if c.status == status {
-                c.last_transition_time.clone()
-            } else {
-                Time(now)
-            };
-            *c = Condition {
-                last_transition_time: since,
-                ..cond
-            };
-        }
-        None => conditions.push(cond),
-    }
+        now,
+    );
 }
 
 /// The name of the TaskRun of one attempt: `RUN-TASK[-INDEX]-ATTEMPT`, shortened with a
@@ -468,12 +469,11 @@ impl TaskRun {
     /// the run and the pipeline task, owned by the run.
     pub fn for_start(run: &PipelineRun, start: &super::scheduler::Start) -> TaskRun {
         let run_name = run.metadata.name.clone().unwrap_or_default();
-        let labels = [
-            (LABEL_PIPELINE_RUN.to_string(), run_name.clone()),
-            (LABEL_PIPELINE_TASK.to_string(), start.instance.task.clone()),
-        ]
-        .into_iter()
-        .collect();
+        // The run's own labels first, as Tekton propagates them, so that the attempts of
+        // (say) one release can be selected the way its runs are.
+        let mut labels = run.metadata.labels.clone().unwrap_or_default();
+        labels.insert(LABEL_PIPELINE_RUN.to_string(), run_name.clone());
+        labels.insert(LABEL_PIPELINE_TASK.to_string(), start.instance.task.clone());
         TaskRun {
             metadata: ObjectMeta {
                 name: Some(start.task_run.clone()),

@@ -94,7 +94,7 @@ pub async fn run(a: TaskflowBench) -> Result<()> {
         None,
         None,
         std::sync::Arc::new(shoal_core::clock::SystemClock),
-        shoal_controllers::taskflow::Config::default(),
+        crate::serve::Settings::default(),
         shutdown.child_token(),
     )?;
     let client = Client::try_from(kube::Config::new(url.parse()?))?;

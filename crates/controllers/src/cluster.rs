@@ -1,0 +1,434 @@
+//! The cluster prober: keeps every `Cluster.status` saying whether the member cluster's
+//! API answers (the `Ready` condition), its Kubernetes version and its node counts, and
+//! records an Event each time a cluster becomes Ready or stops being Ready.
+//!
+//! ```text
+//!  every Config::interval (real time), and soon after a Cluster is added:
+//!    LIST Clusters; per Cluster (at most Config::concurrency at once, each within
+//!    Config::timeout):
+//!       GET /version, LIST nodes ──▶ Probe::Answered{version, nodes, ready}
+//!                     error/timeout ──▶ Probe::Failed(why)
+//!       observe(status, probe) ──▶ the prober's fields ── changed? ── PATCH status
+//!                                └─ Ready flipped? ── POST Event (default namespace)
+//! ```
+//!
+//! The key decision: the prober owns only its fields of the status (conditions, version,
+//! counts, observedGeneration) and writes them with a JSON merge patch, so it never
+//! undoes what the component controller writes into the same status
+//! (`status.components`), and neither needs the other's resourceVersion. A cluster whose
+//! reading did not change costs no write at all.
+//!
+//! Like the component view, the probe paces itself on *real* time: a simulated clock
+//! that runs 60× does not make real API servers answer faster.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use shoal_core::condition;
+use shoal_core::kinds::{Cluster, ClusterStatus};
+use shoal_fleet::Fleet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::{events, report};
+
+/// The condition the prober sets.
+pub const CONDITION_READY: &str = "Ready";
+
+/// The component name Events from the prober carry.
+pub const REPORTER: &str = "shoal-cluster-prober";
+
+/// How the prober paces itself.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Between two probes of the same cluster (real time).
+    pub interval: Duration,
+    /// Clusters probed at once.
+    pub concurrency: usize,
+    /// How long a cluster may take to answer before it counts as not Ready.
+    pub timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            interval: Duration::from_secs(30),
+            concurrency: 32,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one probe of a member cluster found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// The API answered.
+    Answered {
+        /// `gitVersion` of `/version`.
+        version: String,
+        nodes: i64,
+        /// Nodes whose `Ready` condition is `True`.
+        ready: i64,
+    },
+    /// It did not; why.
+    Failed(String),
+}
+
+/// A change of the `Ready` condition worth an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// `Normal` or `Warning`.
+    pub type_: &'static str,
+    /// `Ready` or `NotReady`.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The prober's part of a cluster's status after `probe`, and the Event to record if
+/// the cluster's readiness changed. Fields the prober does not own are left as they were.
+/// A cluster that cannot be read keeps its last known version and node counts: they
+/// are what it was, and the condition says it is not answering now.
+pub fn observe(
+    old: Option<&ClusterStatus>,
+    probe: &Probe,
+    generation: Option<i64>,
+    now: jiff::Timestamp,
+) -> (ClusterStatus, Option<Transition>) {
+    let mut status = old.cloned().unwrap_or_default();
+    let was = condition::get(&status.conditions, CONDITION_READY).map(|c| c.status.clone());
+    let (ready, reason, message) = match probe {
+        Probe::Answered {
+            version,
+            nodes,
+            ready,
+        } => {
+            status.kubernetes_version = Some(version.clone());
+            status.node_count = Some(*nodes);
+            status.ready_nodes = Some(*ready);
+            if *nodes > 0 && *ready == 0 {
+                (
+                    false,
+                    "NoReadyNodes",
+                    format!("the API answers, but none of its {nodes} nodes is Ready"),
+                )
+            } else {
+                (
+                    true,
+                    "Reachable",
+                    format!("the API answers; {ready}/{nodes} nodes Ready"),
+                )
+            }
+        }
+        Probe::Failed(why) => (false, "Unreachable", why.clone()),
+    };
+    condition::set(
+        &mut status.conditions,
+        CONDITION_READY,
+        condition::status(ready),
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    status.observed_generation = generation;
+    let now_status = condition::status(ready);
+    // The first reading of a Ready cluster is not news; a first reading of a cluster
+    // that does not answer is.
+    let transition = match was.as_deref() {
+        Some(s) if s == now_status => None,
+        None if ready => None,
+        _ => Some(Transition {
+            type_: if ready { "Normal" } else { "Warning" },
+            reason: if ready { "Ready" } else { "NotReady" },
+            message: if ready {
+                format!("cluster is Ready: {message}")
+            } else {
+                format!("cluster is not Ready ({reason}): {message}")
+            },
+        }),
+    };
+    (status, transition)
+}
+
+/// The status fields [`observe`] sets, as a merge patch: only those, so that other
+/// writers' fields of the status stay.
+fn patch_of(status: &ClusterStatus) -> serde_json::Value {
+    json!({"status": {
+        "conditions": status.conditions,
+        "kubernetesVersion": status.kubernetes_version,
+        "nodeCount": status.node_count,
+        "readyNodes": status.ready_nodes,
+        "observedGeneration": status.observed_generation,
+    }})
+}
+
+/// Whether two statuses differ in what the prober owns (the condition's transition
+/// time follows its status, so comparing conditions whole is right).
+fn differs(a: Option<&ClusterStatus>, b: &ClusterStatus) -> bool {
+    let Some(a) = a else { return true };
+    a.conditions != b.conditions
+        || a.kubernetes_version != b.kubernetes_version
+        || a.node_count != b.node_count
+        || a.ready_nodes != b.ready_nodes
+        || a.observed_generation != b.observed_generation
+}
+
+/// Probes `cluster` once.
+async fn probe(fleet: &Fleet, cluster: &Cluster, limit: Duration) -> Probe {
+    let member = match fleet.member(cluster) {
+        Ok(m) => m,
+        Err(e) => return Probe::Failed(report(&e)),
+    };
+    let read = async {
+        let version = member.client.apiserver_version().await?;
+        let nodes = Api::<Node>::all(member.client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        Ok::<_, kube::Error>(Probe::Answered {
+            version: version.git_version,
+            nodes: nodes.items.len() as i64,
+            ready: ready as i64,
+        })
+    };
+    match tokio::time::timeout(limit, read).await {
+        Err(_) => Probe::Failed(format!("no answer within {limit:?}")),
+        Ok(Err(e)) => Probe::Failed(report(&e)),
+        Ok(Ok(p)) => p,
+    }
+}
+
+/// Probes `cluster` and writes what changed; best effort (logged).
+async fn probe_one(ctx: &Ctx, cluster: Cluster) {
+    let name = cluster.name_any();
+    let probe = probe(&ctx.fleet, &cluster, ctx.config.timeout).await;
+    let now = ctx.clock.now();
+    let (status, transition) = observe(
+        cluster.status.as_ref(),
+        &probe,
+        cluster.metadata.generation,
+        now,
+    );
+    if differs(cluster.status.as_ref(), &status) {
+        let patched = ctx
+            .clusters
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(patch_of(&status)),
+            )
+            .await;
+        match patched {
+            Ok(_) => {}
+            // Deleted since it was listed.
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => {
+                tracing::warn!(cluster = %name, error = %report(&e), "failed to write the cluster's status");
+                return;
+            }
+        }
+    }
+    if let Some(t) = transition {
+        tracing::info!(cluster = %name, reason = t.reason, message = %t.message, "cluster readiness changed");
+        let note = events::Note {
+            name: None,
+            type_: t.type_,
+            reason: t.reason,
+            message: t.message,
+        };
+        if let Err(e) =
+            events::record(&ctx.client, &name, cluster.uid(), &note, REPORTER, now).await
+        {
+            tracing::debug!(cluster = %name, error = %report(&e), "failed to record an Event");
+        }
+    }
+}
+
+struct Ctx {
+    client: Client,
+    clusters: Api<Cluster>,
+    fleet: Fleet,
+    clock: Clock,
+    config: Config,
+}
+
+/// Runs the prober until `stop` is cancelled.
+///
+/// # Cancel safety
+/// Stops between probes; each write is a single merge patch, whole or not at all.
+pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
+    let ctx = Ctx {
+        clusters: Api::all(client.clone()),
+        client,
+        fleet: Fleet::new(),
+        clock,
+        config,
+    };
+    // New clusters are probed within a second of being added, not at the next round.
+    let mut added = watcher(ctx.clusters.clone(), watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    let mut next_round = Instant::now();
+    let mut fresh: BTreeSet<String> = BTreeSet::new();
+    let mut fresh_at: Option<Instant> = None;
+    loop {
+        let wake = fresh_at.map_or(next_round, |f| f.min(next_round));
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            event = added.next() => match event {
+                Some(Ok(c)) if c.status.as_ref().is_none_or(|s| s.observed_generation != c.metadata.generation) => {
+                    fresh.insert(c.name_any());
+                    fresh_at.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "watching Clusters"),
+                None => return,
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                let full = Instant::now() >= next_round;
+                if full {
+                    next_round = Instant::now() + ctx.config.interval;
+                }
+                let only = std::mem::take(&mut fresh);
+                fresh_at = None;
+                let round = async {
+                    let listed = match ctx.clusters.list(&ListParams::default()).await {
+                        Ok(l) => l.items,
+                        Err(e) => {
+                            tracing::warn!(error = %report(&e), "failed to list Clusters");
+                            return;
+                        }
+                    };
+                    stream::iter(listed.into_iter().filter(|c| full || only.contains(&c.name_any())))
+                        .for_each_concurrent(ctx.config.concurrency.max(1), |c| probe_one(&ctx, c))
+                        .await;
+                };
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    () = round => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn t(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn answered(nodes: i64, ready: i64) -> Probe {
+        Probe::Answered {
+            version: "v1.30.2".into(),
+            nodes,
+            ready,
+        }
+    }
+
+    #[test]
+    fn a_cluster_that_answers_is_ready_and_its_first_reading_is_no_event() {
+        let (s, ev) = observe(None, &answered(4, 3), Some(1), t("2026-01-01T00:00:00Z"));
+        let ready = condition::get(&s.conditions, CONDITION_READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Reachable")
+        );
+        assert!(
+            ready.message.contains("3/4 nodes Ready"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(s.kubernetes_version.as_deref(), Some("v1.30.2"));
+        assert_eq!((s.node_count, s.ready_nodes), (Some(4), Some(3)));
+        assert_eq!(s.observed_generation, Some(1));
+        assert_eq!(ev, None);
+    }
+
+    #[test]
+    fn going_down_and_up_again_are_events_and_keep_the_last_known_counts() {
+        let t0 = t("2026-01-01T00:00:00Z");
+        let t1 = t("2026-01-01T00:01:00Z");
+        let t2 = t("2026-01-01T00:02:00Z");
+        let (up, _) = observe(None, &answered(4, 4), Some(1), t0);
+        let (down, ev) = observe(
+            Some(&up),
+            &Probe::Failed("connection refused".into()),
+            Some(1),
+            t1,
+        );
+        let ev = ev.expect("an event when it stops answering");
+        assert_eq!((ev.type_, ev.reason), ("Warning", "NotReady"));
+        assert!(ev.message.contains("connection refused"), "{}", ev.message);
+        let cond = condition::get(&down.conditions, CONDITION_READY).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "Unreachable")
+        );
+        assert_eq!(cond.last_transition_time, Time(t1));
+        assert_eq!(down.node_count, Some(4), "the last known count stays");
+        let (still_down, ev) = observe(Some(&down), &Probe::Failed("timeout".into()), Some(1), t2);
+        assert_eq!(ev, None, "no event while it stays down");
+        assert_eq!(
+            condition::get(&still_down.conditions, CONDITION_READY)
+                .unwrap()
+                .last_transition_time,
+            Time(t1)
+        );
+        let (_, ev) = observe(Some(&still_down), &answered(4, 4), Some(1), t2);
+        assert_eq!(ev.map(|e| e.reason), Some("Ready"));
+    }
+
+    #[test]
+    fn no_ready_node_is_not_ready_and_a_first_failure_is_news() {
+        let (s, ev) = observe(None, &answered(3, 0), None, t("2026-01-01T00:00:00Z"));
+        let cond = condition::get(&s.conditions, CONDITION_READY).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "NoReadyNodes")
+        );
+        assert_eq!(ev.map(|e| e.reason), Some("NotReady"));
+        let (s, _) = observe(None, &answered(0, 0), None, t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            condition::get(&s.conditions, CONDITION_READY)
+                .unwrap()
+                .status,
+            "True"
+        );
+    }
+
+    #[test]
+    fn other_writers_fields_are_kept_and_not_patched() {
+        let mut old = ClusterStatus::default();
+        old.components.insert("node-agent".into(), "1.5.0".into());
+        let (s, _) = observe(Some(&old), &answered(1, 1), None, t("2026-01-01T00:00:00Z"));
+        assert_eq!(
+            s.components.get("node-agent").map(String::as_str),
+            Some("1.5.0")
+        );
+        let patch = patch_of(&s);
+        assert!(patch["status"].get("components").is_none(), "{patch}");
+        assert!(differs(Some(&old), &s));
+        assert!(!differs(Some(&s), &s));
+    }
+}

@@ -1,0 +1,201 @@
+//! The cluster prober through the real binary: every Cluster's status says whether its
+//! API answers (the `Ready` condition), its Kubernetes version and node counts; a
+//! cluster whose API server starts failing (a simulator fault) goes not Ready and back,
+//! with a Warning and a Normal Event that `kubectl describe cluster` shows; and a
+//! change made with kubectl lands in the audit trail.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ShoalServer, eventually, parse_table, within};
+use k8s_openapi::api::core::v1::Event;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use shoal_core::kinds::Cluster;
+
+const FLEET: &str = "nodeProfiles:
+  std:
+    instanceType: ecs.g8i.4xlarge
+    kernel: 6.6.71-3.al8.x86_64
+    osImage: Alibaba Cloud Linux 4
+    kubeletVersion: v1.32.2
+    capacity: {cpu: \"16\", memory: 64Gi, pods: \"110\"}
+groups:
+  - {name: test, env: test, regions: [cn-hangzhou], zones: [a], clustersPer: 1,
+     nodesPerCluster: 3, nodes: [{profile: std, weight: 1}]}
+  - {name: prod, env: prod, regions: [cn-hangzhou], zones: [a], clustersPer: 1,
+     nodesPerCluster: 3, nodes: [{profile: std, weight: 1}]}
+";
+
+/// The prod cluster's API server answers 503 to everything from 1m to 5m of virtual
+/// time: 3 s to 15 s of real time at 20×.
+const FAULTS: &str = "seed: 7
+faults:
+  - apiServer: {name: prod-api-down, clusterSelector: env=prod, errorRate: 1.0,
+                errorCode: 503, after: 1m, duration: 4m}
+";
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn ready(c: &Cluster) -> Option<(String, String)> {
+    let cond = c
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((cond.status.clone(), cond.reason.clone()))
+}
+
+#[tokio::test]
+async fn a_cluster_whose_api_fails_goes_not_ready_and_back_with_events() {
+    within(DEADLINE * 3, "cluster health", async {
+        let files = tempfile::tempdir().unwrap();
+        let fleet = files.path().join("fleet.yaml");
+        let faults = files.path().join("faults.yaml");
+        std::fs::write(&fleet, FLEET).unwrap();
+        std::fs::write(&faults, FAULTS).unwrap();
+        let server = ShoalServer::start(&[
+            "--store",
+            "memory",
+            "--time-scale",
+            "20",
+            "--probe-interval-seconds",
+            "1",
+            "--fleet",
+            fleet.to_str().unwrap(),
+            "--faults",
+            faults.to_str().unwrap(),
+        ])
+        .await;
+        let clusters: Api<Cluster> = Api::all(server.client());
+        let (test, prod) = eventually(DEADLINE, "two clusters", async || {
+            let list = clusters.list(&ListParams::default()).await.ok()?.items;
+            let by_env = |env: &str| {
+                list.iter()
+                    .find(|c| c.labels().get("env").map(String::as_str) == Some(env))
+                    .and_then(|c| c.metadata.name.clone())
+            };
+            Some((by_env("test")?, by_env("prod")?))
+        })
+        .await;
+
+        // The healthy cluster: Ready, with its version and nodes, in kubectl's wide table.
+        let healthy = eventually(DEADLINE, "the test cluster probed", async || {
+            let c = clusters.get(&test).await.ok()?;
+            (ready(&c)? == ("True".into(), "Reachable".into())).then_some(c)
+        })
+        .await;
+        let st = healthy.status.unwrap();
+        assert_eq!((st.node_count, st.ready_nodes), (Some(3), Some(3)));
+        assert!(
+            st.kubernetes_version
+                .as_deref()
+                .is_some_and(|v| v.starts_with('v')),
+            "{:?}",
+            st.kubernetes_version
+        );
+        let table = server.kubectl_ok(&["get", "clusters", "-o", "wide"]).await;
+        let rows = parse_table(&table);
+        let row = rows.iter().find(|r| r["NAME"] == test).expect(&table);
+        assert_eq!(
+            (row["READY"].as_str(), row["NODES"].as_str()),
+            ("True", "3"),
+            "{table}"
+        );
+        assert!(row["VERSION"].starts_with('v'), "{table}");
+
+        // The prod cluster's API fails: not Ready, naming why; then it answers again.
+        let down = eventually(DEADLINE, "prod not Ready", async || {
+            let c = clusters.get(&prod).await.ok()?;
+            (ready(&c)? == ("False".into(), "Unreachable".into())).then_some(c)
+        })
+        .await;
+        let cond = down
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap()
+            .clone();
+        assert!(cond.message.contains("503"), "{}", cond.message);
+        eventually(DEADLINE, "prod Ready again", async || {
+            let c = clusters.get(&prod).await.ok()?;
+            (ready(&c)?.0 == "True").then_some(())
+        })
+        .await;
+
+        // Its Events: NotReady then Ready; none about the healthy cluster.
+        let events: Api<Event> = Api::namespaced(server.client(), "default");
+        let about = |name: &str| {
+            let name = name.to_string();
+            let events = events.clone();
+            async move {
+                let mut list: Vec<Event> = events
+                    .list(&ListParams::default().fields(&format!(
+                        "involvedObject.kind=Cluster,involvedObject.name={name}"
+                    )))
+                    .await
+                    .unwrap()
+                    .items;
+                list.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+                list
+            }
+        };
+        let prod_events = eventually(DEADLINE, "prod's events", async || {
+            let list = about(&prod).await;
+            (list.len() >= 2).then_some(list)
+        })
+        .await;
+        let reasons: Vec<(String, String)> = prod_events
+            .iter()
+            .map(|e| (e.type_.clone().unwrap(), e.reason.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("Warning".to_string(), "NotReady".to_string()),
+                ("Normal".to_string(), "Ready".to_string())
+            ],
+            "{prod_events:?}"
+        );
+        assert!(
+            about(&test).await.is_empty(),
+            "a healthy cluster has nothing to report"
+        );
+        let described = server.kubectl_ok(&["describe", "cluster", &prod]).await;
+        assert!(
+            described.contains("NotReady") && described.contains("503"),
+            "{described}"
+        );
+
+        // A change by kubectl is audited: who, with what, which verb, the answer.
+        server
+            .kubectl_ok(&["label", "cluster", &test, "owner=sre"])
+            .await;
+        let log = eventually(DEADLINE, "the audit line", async || {
+            let log = server.log();
+            log.lines()
+                .any(|l| l.contains("shoal::audit") && l.contains("kubectl") && l.contains("patch"))
+                .then_some(log)
+        })
+        .await;
+        let line = log
+            .lines()
+            .find(|l| l.contains("shoal::audit") && l.contains("kubectl"))
+            .unwrap();
+        for want in ["user=anonymous", "resource=clusters", "code=200", &test] {
+            assert!(line.contains(want), "{want:?} missing from {line}");
+        }
+        assert!(
+            !log.lines().any(|l| l.contains("shoal::audit")
+                && l.contains(" INFO")
+                && l.contains("shoal-controllers")),
+            "the controllers' own writes are not in the info-level audit trail"
+        );
+    })
+    .await;
+}
