@@ -409,7 +409,7 @@ function legend(counts, order) {
     `<span class="s-${s}" data-state="${s}">${STATE_LABEL[s]} <b>${counts[s].toLocaleString('en')}</b></span>`).join('');
 }
 
-const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : 's');
+const plural = (n, word) => n + ' ' + word + (n === 1 ? '' : /(s|ch)$/.test(word) ? 'es' : 's');
 
 function when(t) {
   const ms = parseTime(t);
@@ -793,7 +793,7 @@ function fleetPage(params) {
       const target = components.items.get(n);
       const tv = target && target.spec && target.spec.version;
       const v = comps[n];
-      const note = tv && v !== tv ? ` <span class="muted">→ ${esc(tv)}</span>` : '';
+      const note = tv && v !== tv ? ` <span class="muted">target ${esc(tv)}</span>` : '';
       return `<tr data-component="${esc(n)}"${n === highlight ? ' class="hl"' : ''}><td>${esc(n)}</td><td><b>${esc(v)}</b>${note}</td></tr>`;
     }).join('');
     const missing = highlight && !(highlight in comps) ? `<tr class="hl"><td>${esc(highlight)}</td><td class="muted">not installed</td></tr>` : '';
@@ -893,7 +893,7 @@ function releasePage(name) {
     let html = `<h1>Release ${esc(name)} <span class="phase ${esc(s.phase)}" id="phase">${esc(s.phase || 'Pending')}</span></h1>
       <div class="card">
         <div>${comps}${spec.paused ? ' · <b>paused</b>' : ''}${spec.abort ? ' · <b>aborting</b>' : ''}${spec.rollback ? ' · <b>rolling back</b>' : ''}
-          <span class="muted">· ${esc((strategy.batches || []).length || 1)} ${(strategy.batches || []).length > 1 ? 'batches' : 'batch'} per cluster${strategy.bake ? ' · bake ' + esc(strategy.bake) : ''}</span></div>
+          <span class="muted">· ${esc(plural((strategy.batches || []).length || 1, 'batch'))} per cluster${strategy.bake ? ' · bake ' + esc(strategy.bake) : ''}</span></div>
         <div class="facts">
           <div><b id="wave">${esc(s.currentWave || '—')}</b><span>wave</span></div>
           <div><b id="progress">${esc(s.progress || '—')}</b><span>clusters done</span></div>
@@ -927,16 +927,14 @@ function releasePage(name) {
     const active = [...progress.entries()].sort(([a], [b]) => (waveOf.get(a) || 0) - (waveOf.get(b) || 0) || a.localeCompare(b));
     if (active.length) {
       html += `<div class="card"><h2 style="margin-top:0">In progress <span class="muted">${active.length}</span></h2>
-        <table id="in-progress"><tr><th>Cluster</th><th>Wave</th><th>Step</th><th>Stage</th><th>Bake</th><th>Pods</th><th>Message</th></tr>` +
+        <table id="in-progress"><tr><th>Cluster</th><th>Wave</th><th>Step</th><th>Stage</th><th>Bake</th><th>Message</th></tr>` +
         active.slice(0, PROGRESS_ROWS).map(([c, p]) => {
           const step = p.rollback ? 'rollback' : p.step ? p.step.label : 'starting';
-          const pods = podsOf(p.run);
           return `<tr data-cluster="${esc(c)}"><td class="nowrap"><a href="#/run/${RELEASE_NS}/${esc(p.run.metadata.name)}">${esc(c)}</a></td>
             <td>${esc(waveOf.get(c) || '')}</td>
             <td class="nowrap step">${esc(step)}${p.step && p.step.attempts > 1 ? ` <span class="muted">(try ${esc(p.step.attempts)})</span>` : ''}</td>
             <td class="nowrap stage">${p.stage ? `<span class="stage-${esc(p.stage)}">${esc(p.stage)}</span>` : '<span class="muted">—</span>'}</td>
             <td class="nowrap bake">${p.stage === 'baking' && !Number.isNaN(p.until) ? countdownSpan(p.until) : ''}</td>
-            <td class="nowrap">${esc(pods)}</td>
             <td class="muted">${esc(p.message)}</td></tr>`;
         }).join('') + '</table>' +
         (active.length > PROGRESS_ROWS ? `<p class="muted">and ${active.length - PROGRESS_ROWS} more</p>` : '') +
@@ -984,18 +982,39 @@ function releasePage(name) {
     }
     const passedAll = [...byCluster.values()].filter((x) => x.change && runState(x.change) === 'succeeded' && !x.rollback).length;
     const checking = [...progress.entries()].filter(([, p]) => p.stage === 'checking');
+    // What each check read where it passed: the step results `check-NAME` of every
+    // change run (`HTTP 200`, `0.01 ≤ max 0.05`).
+    const readings = new Map(); // check → [{cluster, task, value, at}]
+    for (const [cluster, x] of byCluster) {
+      for (const t of (x.change && x.change.status && x.change.status.tasks) || []) {
+        for (const res of t.results || []) {
+          if (!res.name.startsWith('check-')) continue;
+          const k = res.name.slice(6);
+          if (!readings.has(k)) readings.set(k, []);
+          readings.get(k).push({ cluster, task: t.name, value: res.value, at: parseTime(t.completionTime) || 0 });
+        }
+      }
+    }
     const checkRow = (id, nm, kind, what, threshold, list) => {
       const last = list.length ? list[list.length - 1] : null;
       const now = checking.filter(([, p]) => id === '' || (p.message || '').includes(nm));
+      const read = (readings.get(id) || []).sort((a, b) => b.at - a.at);
+      const passedOn = id === '' ? passedAll : new Set(read.map((r) => r.cluster)).size;
+      const passes = id === '' ? ''
+        : read.length ? `${plural(read.length, 'pass')} on ${plural(passedOn, 'cluster')}` : 'not run yet';
+      let result = '<span class="muted">—</span>';
+      if (last) result = `<span class="error">${(last.message || '').includes(last.cluster) ? '' : esc(last.cluster) + ': '}${esc(last.message)}</span>`;
+      else if (now.length) result = esc(now[0][0] + ': ' + (now[0][1].message || 'checking'));
+      else if (read.length) result = `${esc(read[0].cluster)} · ${esc(read[0].task)}: <b>${esc(read[0].value)}</b>`;
       return `<tr data-check="${esc(id)}"><td class="nowrap"><b>${esc(nm)}</b></td><td>${esc(kind)}</td>
         <td class="muted what">${what}</td><td class="nowrap">${esc(threshold)}</td>
+        <td class="nowrap passes">${esc(passes)}</td>
         <td class="nowrap failed-count">${list.length ? `<span class="error">${plural(list.length, 'cluster')} failed</span>` : 'no failures'}</td>
-        <td class="result">${last ? `<span class="error">${(last.message || '').includes(last.cluster) ? '' : esc(last.cluster) + ': '}${esc(last.message)}</span>`
-          : now.length ? esc(now[0][0] + ': ' + (now[0][1].message || 'checking')) : '<span class="muted">—</span>'}</td></tr>`;
+        <td class="result">${result}</td></tr>`;
     };
     html += `<div class="card"><h2 style="margin-top:0">Checks</h2>
       <p class="muted">Before each cluster's first step and after each step's bake. ${plural(passedAll, 'cluster')} passed every check${checking.length ? `; ${checking.length} checking now` : ''}.</p>
-      <table id="checks"><tr><th>Check</th><th>Kind</th><th>What</th><th>Threshold</th><th>Failures</th><th>Latest result</th></tr>` +
+      <table id="checks"><tr><th>Check</th><th>Kind</th><th>What</th><th>Threshold</th><th>Passed</th><th>Failures</th><th>Latest result</th></tr>` +
       checks.map((c) => {
         const kind = c.webhook ? 'webhook' : c.metric ? 'metric' : '—';
         const what = c.webhook ? `POST <span class="mono">${esc(c.webhook.url)}</span>${c.webhook.timeout ? ' · timeout ' + esc(c.webhook.timeout) : ''}`
@@ -1060,16 +1079,6 @@ function releasePage(name) {
   const approvals = new Collection(API + '/approvals', {}, render);
   const ticker = setInterval(tickCountdowns, TICK_MS);
   return { collections: [release, runs, taskRuns, approvals], stop() { clearInterval(ticker); } };
-}
-
-// "updated/total" pods of the newest step of a release run that reported them.
-function podsOf(run) {
-  const tasks = (run.status && run.status.tasks) || [];
-  for (let i = tasks.length - 1; i >= 0; i--) {
-    const res = Object.fromEntries((tasks[i].results || []).map((x) => [x.name, x.value]));
-    if (res.updated !== undefined && res.total !== undefined) return `${res.updated}/${res.total} updated`;
-  }
-  return '';
 }
 
 // Tasks in dependency order: a topological order of runAfter, ties by spec order.

@@ -286,7 +286,17 @@ mod tests {
         let row = row(def, &obj, now, IncludeObject::Metadata);
         assert_eq!(
             row["cells"],
-            json!(["c1", "prod", "eu-1", "1", "True", "v1.32.2", 4, "https://x", "60m"])
+            json!([
+                "c1",
+                "prod",
+                "eu-1",
+                "1",
+                "True",
+                "v1.32.2",
+                4,
+                "https://x",
+                "60m"
+            ])
         );
         assert_eq!(row["object"]["kind"], "PartialObjectMetadata");
     }

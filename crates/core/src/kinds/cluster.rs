@@ -229,7 +229,12 @@ mod tests {
             .flatten()
             .map(|c| c.name.clone())
             .collect();
-        assert_eq!(cols, ["Env", "Region", "Tier", "Ready", "Version", "Nodes", "Server", "Age"]);
+        assert_eq!(
+            cols,
+            [
+                "Env", "Region", "Tier", "Ready", "Version", "Nodes", "Server", "Age"
+            ]
+        );
         let schema = crd.spec.versions[0]
             .schema
             .as_ref()
