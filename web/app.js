@@ -742,7 +742,7 @@ function fleetPage(params) {
       `<li class="ev ${e.type === 'Warning' ? 'warning' : 'normal'}" data-reason="${esc(e.reason)}" data-t="${esc(t)}">
         <div><span class="ev-type">${esc(e.type || 'Normal')}</span> <b>${esc(e.reason)}</b>
         <span class="muted" title="${Number.isNaN(t) ? '' : esc(new Date(t).toISOString())}">${esc(ago(t))}${e.count > 1 ? ' · ×' + esc(e.count) : ''}</span></div>
-        <div class="ev-msg">${esc(e.message)}</div></li>`).join('') + '</ul>' +
+        <div class="ev-msg clamp" title="${esc(e.message)}">${esc(e.message)}</div></li>`).join('') + '</ul>' +
       (entry.total > entry.items.length ? `<p class="muted">${entry.total - entry.items.length} older not shown</p>` : '');
   }
 
@@ -802,7 +802,7 @@ function fleetPage(params) {
       <div class="ready"><span class="legend"><span class="s-${h}">${esc(ready ? 'Ready ' + ready.status : 'No Ready condition')}</span></span>
         ${ready && ready.reason ? `<b>${esc(ready.reason)}</b>` : ''}
         ${ready && ready.lastTransitionTime ? `<span class="muted">since ${esc(ago(parseTime(ready.lastTransitionTime)))}</span>` : ''}
-        ${ready && ready.message ? `<div class="muted">${esc(ready.message)}</div>` : ''}</div>
+        ${ready && ready.message ? `<div class="muted clamp" title="${esc(ready.message)}">${esc(ready.message)}</div>` : ''}</div>
       <dl>${rows.map(([k, v]) => `<dt>${esc(k)}</dt><dd>${v}</dd>`).join('')}</dl>
       <h3>Components</h3>
       ${compRows || missing ? `<table class="comps" id="detail-components">${compRows}${missing}</table>` : '<p class="muted">None observed.</p>'}`;

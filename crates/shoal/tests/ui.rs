@@ -224,9 +224,29 @@ async fn walkthrough_server() -> ShoalServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_fleet_map_draws_every_cluster_grouped_by_env_and_region() {
+async fn the_fleet_map_draws_every_cluster_grouped_by_env_and_region_coloured_by_health() {
     within(Duration::from_secs(180), "the fleet map test", async {
-        let server = walkthrough_server().await;
+        // The API servers of canary's cn-beijing clusters answer every request with a 503:
+        // the prober finds those 10 clusters not Ready.
+        let root = tempfile::tempdir().expect("a temp dir");
+        let faults = root.path().join("faults.yaml");
+        std::fs::write(
+            &faults,
+            "seed: 1\nfaults:\n  - apiServer:\n      name: beijing-canary-down\n      \
+             clusterSelector: env=canary,region=cn-beijing\n      errorRate: 1.0\n      errorCode: 503\n",
+        )
+        .expect("write the faults");
+        let server = ShoalServer::start(&[
+            "--store", "memory",
+            "--fleet", &example("release/fleet.yaml"),
+            "--faults", faults.to_str().unwrap(),
+            "--time-scale", "600",
+        ])
+        .await;
+        eventually(Duration::from_secs(60), "the 210 simulated clusters are registered", async || {
+            (cluster_count(&server).await == 210).then_some(())
+        })
+        .await;
         with_browser(async |b| {
             b.goto(&server.at("/ui/")).await.expect("open the dashboard");
             eventually(Duration::from_secs(30), "the map draws 210 tiles", async || {
@@ -236,19 +256,36 @@ async fn the_fleet_map_draws_every_cluster_grouped_by_env_and_region() {
             .await;
             let envs = js(b, "return [...document.querySelectorAll('#map .env > h2')].map(h => h.firstChild.textContent.trim())").await;
             assert_eq!(envs, json!(["test", "staging", "canary", "prod"]), "in release order");
-            // Every tile is coloured by health: the Ready condition, or unknown without one
-            // (no controller sets Cluster conditions yet).
-            eventually(Duration::from_secs(30), "every tile is coloured by health", async || {
-                let n = js(b, "return document.querySelectorAll('#map .tiles i:is(.s-ready, .s-notready, .s-unknown)').length").await;
-                (n == 210).then_some(())
+            // Every tile is coloured by health, the Ready condition the prober sets: the
+            // clusters whose API fails are red, the rest green.
+            eventually(Duration::from_secs(60), "200 tiles ready and 10 not", async || {
+                let v = js(b, "return [document.querySelectorAll('#map .tiles i.s-ready').length, document.querySelectorAll('#map .tiles i.s-notready').length]").await;
+                (v == json!([200, 10])).then_some(())
             })
             .await;
-            // Hovering shows the cluster's attributes and node count.
-            let tile = b.find(Locator::Css("#map .tiles i")).await.unwrap();
-            let name = tile.attr("data-n").await.unwrap().unwrap();
-            tile.click().await.unwrap();
-            let detail = b.find(Locator::Css("#detail")).await.unwrap().text().await.unwrap();
-            assert!(detail.contains(&name) && detail.contains("nodes") && detail.contains("region"), "{detail}");
+            let down = js(b, "return [...document.querySelectorAll('#map .tiles i.s-notready')].map(t => t.dataset.n)").await;
+            assert!(
+                down.as_array().unwrap().iter().all(|n| n.as_str().unwrap().starts_with("canary-cn-beijing-")),
+                "{down}"
+            );
+            assert_eq!(
+                js(b, "return [...document.querySelectorAll('#legend span')].map(s => s.dataset.state + ' ' + s.querySelector('b').textContent)").await,
+                json!(["ready 200", "notready 10"])
+            );
+            // Clicking a red tile shows the cluster's attributes, its Ready condition and why.
+            let name = down[0].as_str().unwrap().to_string();
+            click(b, &format!("#map .tiles i[data-n=\"{name}\"]")).await;
+            eventually(Duration::from_secs(20), "the card of the cluster that is down", async || {
+                let detail = text_of(b, "#detail").await?;
+                (detail.contains(&name) && detail.contains("Ready False") && detail.contains("region") && detail.contains("nodes"))
+                    .then_some(())
+            })
+            .await;
+            eventually(Duration::from_secs(30), "its NotReady event", async || {
+                let v = js(b, "return [...document.querySelectorAll('#detail-events li')].map(l => l.dataset.reason)").await;
+                v.as_array()?.iter().any(|r| r == "NotReady").then_some(())
+            })
+            .await;
             screenshot(b, "fleet-map.png").await;
         })
         .await;
@@ -348,6 +385,15 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
             )
             .await;
             screenshot(b, "release-paused.png").await;
+            // The server's audit trail names the dashboard as the client of that write.
+            let log = server.scratch().join("server-1.log");
+            eventually(Duration::from_secs(10), "the audit log records the dashboard's patch", async || {
+                let text = std::fs::read_to_string(&log).ok()?;
+                text.lines()
+                    .any(|l| l.contains("shoal::audit") && l.contains("dashboard") && l.contains("patch") && l.contains("agent-1.5.0"))
+                    .then_some(())
+            })
+            .await;
             click(b, "#resume").await;
             eventually(
                 Duration::from_secs(20),
