@@ -514,7 +514,7 @@ const main = document.getElementById('main');
 let page = null; // { collections: [...], stop() } of the page on screen
 
 // Exposed for tests and the benchmark: when the fleet map first drew every cluster.
-window.shoalUi = { fleetDrawnAt: null, fleetTiles: 0 };
+window.shoalUi = { fleetDrawnAt: null, fleetTiles: 0, fleetListedAt: null };
 
 // How long a cluster's events stay fresh in the hover card, and how long the pointer
 // rests on a tile before they are fetched (a sweep across the map fetches nothing).
@@ -641,6 +641,7 @@ function fleetPage(params) {
 
   function draw() {
     if (!clusters.synced) return;
+    if (window.shoalUi.fleetListedAt === null) window.shoalUi.fleetListedAt = performance.now();
     const all = [...clusters.items.values()];
     // Group by env, then region; a change of membership redraws, anything else recolours.
     const groups = new Map();
