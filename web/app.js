@@ -444,9 +444,18 @@ function countdownSpan(until) {
   return `<span class="countdown" data-until="${until}">${esc(countdown(until))}</span>`;
 }
 
+// Time since `since` (ms on the fleet clock), which the page's ticker keeps counting.
+function elapsedSpan(since) {
+  return `<span class="elapsed" data-since="${since}">${esc(span(fleetClock.now() - since))}</span>`;
+}
+
 function tickCountdowns() {
   for (const el of document.querySelectorAll('.countdown[data-until]')) {
     const text = countdown(Number(el.dataset.until));
+    if (el.textContent !== text) el.textContent = text;
+  }
+  for (const el of document.querySelectorAll('.elapsed[data-since]')) {
+    const text = span(fleetClock.now() - Number(el.dataset.since));
     if (el.textContent !== text) el.textContent = text;
   }
 }
@@ -1186,8 +1195,9 @@ function dagSvg(layout, instances, live) {
   }
   for (const [n, p] of pos) {
     const t = instances.get(n) || { state: 'Pending', n: 0 };
-    const cls = TASK_STATE[t.state] || 'unknown';
     const l = live && live.get(n);
+    // A bake is running too, but it has a colour of its own, as on the release page.
+    const cls = t.state === 'Running' && l && l.stage === 'baking' ? 'baking' : TASK_STATE[t.state] || 'unknown';
     let second = t.state + (t.startTime ? ' · ' + duration(t.startTime, t.completionTime) : '');
     if (l && l.stage && t.state === 'Running') {
       second = l.stage + (l.stage === 'baking' && !Number.isNaN(l.until) ? ' · ' : '');
@@ -1252,16 +1262,17 @@ function runPage(ns, name) {
       <div class="card"><table id="tasks"><tr><th>Task</th><th>After</th><th>State</th><th>Started</th><th>Took</th><th style="width:30%">Timeline</th><th>Message</th></tr>` +
       order.map((n) => {
         const t = instances.get(n) || { state: 'Pending' };
-        const cls = TASK_STATE[t.state] || 'unknown';
+        const lv = live.get(n);
+        const baking = t.state === 'Running' && lv && lv.stage === 'baking';
+        const cls = baking ? 'baking' : TASK_STATE[t.state] || 'unknown';
         const ts = parseTime(t.startTime);
         const te = t.completionTime ? parseTime(t.completionTime) : t1;
         const a = !Number.isNaN(ts) && !Number.isNaN(t0) ? (ts - t0) / total * 100 : 0;
         const b = !Number.isNaN(ts) && !Number.isNaN(t0) ? (te - t0) / total * 100 : 0;
-        const lv = live.get(n);
         const msg = t.state === 'Running' && lv && lv.message ? lv.message : t.message;
         return `<tr data-task="${esc(n)}"><td class="nowrap">${esc(n)}</td><td class="muted">${esc((deps.get(n) || []).join(', '))}</td>
-          <td><span class="legend"><span class="s-${cls}">${esc(t.state)}</span></span></td>
-          <td class="nowrap">${esc(when(t.startTime))}</td><td class="nowrap">${t.startTime ? duration(t.startTime, t.completionTime) : ''}</td>
+          <td class="nowrap"><span class="legend"><span class="s-${cls}">${esc(t.state)}${baking ? ' (baking)' : ''}</span></span></td>
+          <td class="nowrap">${esc(when(t.startTime))}</td><td class="nowrap">${!t.startTime ? '' : t.completionTime ? duration(t.startTime, t.completionTime) : elapsedSpan(parseTime(t.startTime))}</td>
           <td><div class="gantt">${t.startTime ? `<div class="s-${cls}" style="left:${a.toFixed(2)}%;width:${Math.max(b - a, 0.5).toFixed(2)}%"></div>` : ''}</div></td>
           <td class="muted">${esc(msg)}</td></tr>`;
       }).join('') + '</table></div>';
@@ -1306,6 +1317,7 @@ function componentPage(name) {
       }).join('') + '</svg>';
     main.innerHTML = `<h1>Component ${esc(name)}</h1>
       <div class="card">target version <b>${esc(c.spec.version)}</b> · image ${esc(c.spec.image)}
+        · <a href="#/?component=${encodeURIComponent(name)}">fleet map by version</a>
         <p class="muted">${esc(s.summary || '')}</p></div>
       <div class="card"><h2 style="margin-top:0">Versions across the fleet</h2>${versions.length ? svg : '<p class="muted">Not observed yet.</p>'}
         ${s.notInstalled ? `<p class="muted">not installed on ${s.notInstalled} clusters</p>` : ''}

@@ -1020,6 +1020,16 @@ async fn a_release_page_shows_each_clusters_batch_its_bake_counting_down_on_the_
                 (n.as_u64()? > 0).then_some(())
             })
             .await;
+            // The cluster's run: its DAG's baking node counts down too.
+            let href = js(b, &format!("return document.querySelector('{row} a').getAttribute('href')")).await;
+            b.goto(&server.at(&format!("/ui/{}", href.as_str().unwrap()))).await.unwrap();
+            eventually(Duration::from_secs(30), "the run's DAG shows a bake counting down", async || {
+                let v = js(b, "const c = document.querySelector('#dag g.node .countdown'); return c ? c.closest('g.node').textContent : null").await;
+                v.as_str().filter(|t| t.contains("baking") && t.contains("left")).map(|_| ())
+            })
+            .await;
+            screenshot(b, "run-dag-baking.png").await;
+            b.goto(&server.at("/ui/#/release/baked")).await.unwrap();
             eventually(Duration::from_secs(90), "batch 2 of 2", async || {
                 let t = text_of(b, "#in-progress").await?;
                 t.contains("batch 2 of 2").then_some(())
