@@ -15,6 +15,12 @@
 //! Everything it shows comes from the same endpoints kubectl uses, and every button goes
 //! through the same admission, authorization and audit chain, so the page can never see
 //! or do more than the user's credentials allow.
+//!
+//! So the assets themselves are public: `shoal serve` mounts these routes outside the
+//! bearer-token check, because a browser opening `/ui/` has no way to send a token. When
+//! the API answers 401 the page shows a sign-in form, keeps the token in
+//! `sessionStorage` and sends it on every request, watches included, along with
+//! `X-Shoal-Client: dashboard` so that the audit log can tell the page from kubectl.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
