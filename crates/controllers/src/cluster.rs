@@ -209,8 +209,24 @@ async fn probe(fleet: &Fleet, cluster: &Cluster, limit: Duration) -> Probe {
     };
     match tokio::time::timeout(limit, read).await {
         Err(_) => Probe::Failed(format!("no answer within {limit:?}")),
-        Ok(Err(e)) => Probe::Failed(report(&e)),
+        Ok(Err(e)) => Probe::Failed(brief(&e)),
         Ok(Ok(p)) => p,
+    }
+}
+
+/// One short line for a failed read: the status code and message the cluster answered
+/// (a `kube::Error`'s own text repeats the whole Status object), or the error chain.
+fn brief(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => {
+            let message = s.message.trim();
+            if message.is_empty() || message == s.reason {
+                format!("the API answered {} {}", s.code, s.reason)
+            } else {
+                format!("the API answered {} {}: {message}", s.code, s.reason)
+            }
+        }
+        other => report(other),
     }
 }
 

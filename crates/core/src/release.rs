@@ -99,6 +99,11 @@ fn settled(s: ClusterState) -> bool {
 }
 
 /// Decides the next step of a release. `states` has every planned cluster (missing ones
+/// `1 cluster`, `3 clusters`.
+fn clusters(n: usize) -> String {
+    format!("{n} cluster{}", if n == 1 { "" } else { "s" })
+}
+
 /// count as Waiting); `wave_done_at[w]` is when wave `w` finished, if it has.
 pub fn decide(
     plan: &Plan,
@@ -143,13 +148,14 @@ pub fn decide(
             "rollback requested".to_string()
         } else if failed > rules.error_budget as usize {
             format!(
-                "{failed} clusters failed, over the error budget of {}",
+                "{} failed, over the error budget of {}",
+                clusters(failed),
                 rules.error_budget
             )
         } else {
             format!(
-                "the failure policy acted when more than {} clusters failed",
-                rules.error_budget
+                "the failure policy acted when more than {} failed",
+                clusters(rules.error_budget as usize)
             )
         };
         let changed = |s: ClusterState| match policy {
@@ -175,7 +181,7 @@ pub fn decide(
             Some(_) if roll_back.is_empty() && rolling_back == 0 && running == 0 => decision(
                 ReleasePhase::RolledBack,
                 None,
-                format!("{rolled_back} clusters rolled back ({why})"),
+                format!("{} rolled back ({why})", clusters(rolled_back)),
             ),
             Some(_) => Decision {
                 roll_back,
@@ -197,7 +203,8 @@ pub fn decide(
             "every cluster runs the new version".to_string()
         } else {
             format!(
-                "done: {failed} clusters failed, within the error budget of {}",
+                "done: {} failed, within the error budget of {}",
+                clusters(failed),
                 rules.error_budget
             )
         };
@@ -444,7 +451,7 @@ mod tests {
         states.insert("c003".into(), ClusterState::Succeeded);
         let d = decide(&plan, &states, &done, &r, t0());
         assert_eq!(d.phase, ReleasePhase::Succeeded);
-        assert!(d.message.contains("1 clusters failed"), "{}", d.message);
+        assert!(d.message.contains("1 cluster failed"), "{}", d.message);
     }
 
     #[test]
