@@ -460,10 +460,12 @@ async fn plan_release(ctx: &Ctx, release: &Release) -> Result<Planned, Error> {
                         .filter(|(_, v)| !v.is_empty())
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect();
+                    let n = w.clusters.len();
+                    let clusters = format!("{n} cluster{}", if n == 1 { "" } else { "s" });
                     if group.is_empty() {
-                        format!("{} clusters, least risky first", w.clusters.len())
+                        format!("{clusters}, least risky first")
                     } else {
-                        format!("{} clusters of {}", w.clusters.len(), group.join(", "))
+                        format!("{clusters} of {}", group.join(", "))
                     }
                 }),
             })
