@@ -12,7 +12,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{ShoalServer, eventually, example, within};
+use common::{ShoalServer, eventually, example, team_services, within};
 use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, ListParams};
@@ -586,52 +586,6 @@ async fn a_release_continues_where_it_was_after_the_control_plane_is_killed_mid_
     .await;
 }
 
-/// The team's own health check and a Prometheus-compatible query endpoint (the services
-/// a release's `strategy.checks` call), recording the webhook calls.
-async fn team_services(
-    bad_cluster: String,
-    error_rate: f64,
-) -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
-) {
-    use axum::routing::{get, post};
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = calls.clone();
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-                let seen = seen.clone();
-                let bad = bad_cluster.clone();
-                async move {
-                    seen.lock().unwrap().push(body.clone());
-                    if body["cluster"] == bad.as_str() && body["phase"] == "post" {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "p99 latency doubled since the change",
-                        )
-                    } else {
-                        (axum::http::StatusCode::OK, "ok")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/api/v1/query",
-            get(move || async move {
-                axum::Json(
-                    serde_json::json!({"status": "success", "data": {"resultType": "vector",
-                    "result": [{"metric": {}, "value": [1.7e9, error_rate.to_string()]}]}}),
-                )
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, calls)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_and_a_metric_threshold_check_every_step() {
     within(Duration::from_secs(180), "release checks", async {
@@ -639,7 +593,9 @@ async fn a_webhook_and_a_metric_threshold_check_every_step() {
         let fleet = clusters(&server, 2).await;
         let bad = fleet[1].metadata.name.clone().unwrap();
         server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
-        let (hooks, calls) = team_services(bad.clone(), 0.01).await;
+        let team = team_services(0.01).await;
+        *team.failing.lock().unwrap() = bad.clone();
+        let (hooks, calls) = (team.url, team.calls);
         let checks = format!(
             "{{waves: [{{percent: 100}}], clusterConcurrency: 1, batches: [1, \"100%\"], failurePolicy: Pause, \
               checks: [{{name: team-hook, webhook: {{url: \"{hooks}/hook\"}}}}, \
@@ -699,7 +655,7 @@ async fn a_webhook_and_a_metric_threshold_check_every_step() {
         assert!(message.contains("node-agent-step-1") && message.contains("team-hook"), "{message}");
 
         // A metric over its threshold stops a cluster before anything changes.
-        let (hot, _) = team_services(String::new(), 0.2).await;
+        let hot = team_services(0.2).await.url;
         let checks = format!(
             "{{waves: [{{percent: 100}}], clusterConcurrency: 2, failurePolicy: Pause, \
               checks: [{{name: error-rate, metric: {{prometheus: \"{hot}\", query: 'errors', max: 0.05}}}}]}}"

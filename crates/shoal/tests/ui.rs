@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ShoalServer, eventually, example, within};
+use common::{ShoalServer, eventually, example, team_services, within};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
 use kube::api::Api;
@@ -249,11 +249,7 @@ async fn the_fleet_map_draws_every_cluster_grouped_by_env_and_region_coloured_by
         .await;
         with_browser(async |b| {
             b.goto(&server.at("/ui/")).await.expect("open the dashboard");
-            eventually(Duration::from_secs(30), "the map draws 210 tiles", async || {
-                let n = js(b, "return document.querySelectorAll('#map .tiles i').length").await;
-                (n == 210).then_some(())
-            })
-            .await;
+            tiles_drawn(b, 210, Duration::from_secs(30), "the map draws 210 tiles").await;
             let envs = js(b, "return [...document.querySelectorAll('#map .env > h2')].map(h => h.firstChild.textContent.trim())").await;
             assert_eq!(envs, json!(["test", "staging", "canary", "prod"]), "in release order");
             // Every tile is coloured by health, the Ready condition the prober sets: the
@@ -582,19 +578,7 @@ async fn the_dashboard_asks_for_the_token_refuses_a_wrong_one_and_works_with_the
 
             type_into(b, "#token", "s3cret-token").await;
             click(b, "#signin-submit").await;
-            eventually(
-                Duration::from_secs(30),
-                "the map draws 3 tiles once signed in",
-                async || {
-                    let n = js(
-                        b,
-                        "return document.querySelectorAll('#map .tiles i').length",
-                    )
-                    .await;
-                    (n == 3).then_some(())
-                },
-            )
-            .await;
+            tiles_drawn(b, 3, Duration::from_secs(30), "the map draws 3 tiles once signed in").await;
             assert_eq!(
                 js(b, "return document.getElementById('signin')").await,
                 Value::Null
@@ -630,19 +614,7 @@ async fn the_dashboard_asks_for_the_token_refuses_a_wrong_one_and_works_with_the
 
             // The token lasts as long as the tab: a reload needs no sign-in.
             b.refresh().await.expect("reload");
-            eventually(
-                Duration::from_secs(30),
-                "the map draws again after a reload",
-                async || {
-                    let n = js(
-                        b,
-                        "return document.querySelectorAll('#map .tiles i').length",
-                    )
-                    .await;
-                    (n == 3).then_some(())
-                },
-            )
-            .await;
+            tiles_drawn(b, 3, Duration::from_secs(30), "the map draws again after a reload").await;
             assert_eq!(
                 js(b, "return document.getElementById('signin')").await,
                 Value::Null
@@ -881,43 +853,17 @@ async fn the_fleet_map_colours_clusters_by_a_components_version_and_the_card_sho
     .await;
 }
 
-/// The team's services a release's checks call: a webhook that fails its `post` check on
-/// the cluster named in `bad` (once the test names one), and a Prometheus-compatible
-/// query endpoint that reads `0.01`.
-async fn team_services() -> (String, std::sync::Arc<std::sync::Mutex<String>>) {
-    use axum::routing::{get, post};
-    let bad = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let failing = bad.clone();
-    let app = axum::Router::new()
-        .route(
-            "/hook",
-            post(move |axum::Json(body): axum::Json<Value>| {
-                let failing = failing.clone();
-                async move {
-                    let bad = failing.lock().unwrap().clone();
-                    if !bad.is_empty() && body["cluster"] == bad.as_str() && body["phase"] == "post"
-                    {
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "p99 latency doubled since the change",
-                        )
-                    } else {
-                        (axum::http::StatusCode::OK, "ok")
-                    }
-                }
-            }),
+/// Waits until the fleet map draws `n` tiles.
+async fn tiles_drawn(b: &Client, n: u64, limit: Duration, what: &str) {
+    eventually(limit, what, async || {
+        let drawn = js(
+            b,
+            "return document.querySelectorAll('#map .tiles i').length",
         )
-        .route(
-            "/api/v1/query",
-            get(|| async {
-                axum::Json(json!({"status": "success", "data": {"resultType": "vector",
-                    "result": [{"metric": {}, "value": [1.7e9, "0.01"]}]}}))
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, bad)
+        .await;
+        (drawn == n).then_some(())
+    })
+    .await;
 }
 
 /// Seconds of a span as the page writes it: `42s`, `3m05s`, `1.5h`.
@@ -960,7 +906,8 @@ async fn a_release_page_shows_each_clusters_batch_its_bake_counting_down_on_the_
         })
         .await;
         server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
-        let (hooks, bad) = team_services().await;
+        let team = team_services(0.01).await;
+        let (hooks, bad) = (team.url, team.failing);
         // Two batches per cluster, each baking 10 virtual minutes (10 s at 60×).
         let yaml = format!(
             "apiVersion: shoal.io/v1alpha1\nkind: Release\nmetadata: {{name: baked}}\nspec:\n  \

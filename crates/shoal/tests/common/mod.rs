@@ -627,3 +627,58 @@ impl ShoalServer {
         self.write_file(name, &text).display().to_string()
     }
 }
+
+/// A team's own services, as release checks call them: a webhook at `/hook` that answers
+/// 503 ("p99 latency doubled since the change") after a step (`phase: post`) on the
+/// cluster named in `failing` (none while it is empty) and 200 otherwise, recording every
+/// call; and a Prometheus at `/api/v1/query` whose every query returns `error_rate`.
+pub struct TeamServices {
+    pub url: String,
+    pub failing: std::sync::Arc<std::sync::Mutex<String>>,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+/// Starts [`TeamServices`] on a free loopback port.
+pub async fn team_services(error_rate: f64) -> TeamServices {
+    use axum::routing::{get, post};
+    let failing = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (bad, seen) = (failing.clone(), calls.clone());
+    let app = axum::Router::new()
+        .route(
+            "/hook",
+            post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let (bad, seen) = (bad.clone(), seen.clone());
+                async move {
+                    seen.lock().unwrap().push(body.clone());
+                    let bad = bad.lock().unwrap().clone();
+                    if !bad.is_empty() && body["cluster"] == bad.as_str() && body["phase"] == "post"
+                    {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "p99 latency doubled since the change",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ok")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/api/v1/query",
+            get(move || async move {
+                axum::Json(
+                    serde_json::json!({"status": "success", "data": {"resultType": "vector",
+                    "result": [{"metric": {}, "value": [1.7e9, error_rate.to_string()]}]}}),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    TeamServices {
+        url,
+        failing,
+        calls,
+    }
+}
