@@ -190,6 +190,33 @@ async fn cluster_count(server: &ShoalServer) -> usize {
         .unwrap_or(0)
 }
 
+/// A server with `n` simulated clusters of 2 nodes, its clock at `scale`, all registered,
+/// and the example node agent Component applied.
+async fn small_fleet_with_the_agent(n: usize, scale: &str) -> ShoalServer {
+    let count = n.to_string();
+    let server = ShoalServer::start(&[
+        "--store",
+        "memory",
+        "--sim-clusters",
+        &count,
+        "--sim-nodes",
+        "2",
+        "--time-scale",
+        scale,
+    ])
+    .await;
+    eventually(
+        Duration::from_secs(60),
+        "the simulated clusters register",
+        async || (cluster_count(&server).await == n).then_some(()),
+    )
+    .await;
+    server
+        .kubectl_ok(&["apply", "-f", &example("release/component.yaml")])
+        .await;
+    server
+}
+
 async fn release(server: &ShoalServer, name: &str) -> Option<Release> {
     let api: Api<Release> = Api::all(server.client());
     api.get_opt(name).await.ok()?
@@ -298,17 +325,7 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
             b.goto(&server.at("/ui/#/release/agent-1.5.0"))
                 .await
                 .expect("open the release page");
-            eventually(
-                Duration::from_secs(20),
-                "the page says there is no such release yet",
-                async || {
-                    text_of(b, "main")
-                        .await
-                        .filter(|t| t.contains("No such release"))
-                        .map(|_| ())
-                },
-            )
-            .await;
+            text_shows(b, "main", "No such release", Duration::from_secs(20), "the page says there is no such release yet").await;
             server
                 .kubectl_ok(&["apply", "-f", &example("release/component.yaml")])
                 .await;
@@ -369,17 +386,7 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
                     .then_some(())
             })
             .await;
-            eventually(
-                Duration::from_secs(30),
-                "the page shows the release paused",
-                async || {
-                    text_of(b, "main")
-                        .await
-                        .filter(|t| t.contains("paused"))
-                        .map(|_| ())
-                },
-            )
-            .await;
+            text_shows(b, "main", "paused", Duration::from_secs(30), "the page shows the release paused").await;
             screenshot(b, "release-paused.png").await;
             // The server's audit trail names the dashboard as the client of that write.
             let log = server.scratch().join("server-1.log");
@@ -559,17 +566,7 @@ async fn the_dashboard_asks_for_the_token_refuses_a_wrong_one_and_works_with_the
 
             type_into(b, "#token", "not-the-token").await;
             click(b, "#signin-submit").await;
-            eventually(
-                Duration::from_secs(20),
-                "a wrong token is refused",
-                async || {
-                    text_of(b, "#signin-error")
-                        .await
-                        .filter(|t| t.contains("refused"))
-                        .map(|_| ())
-                },
-            )
-            .await;
+            text_shows(b, "#signin-error", "refused", Duration::from_secs(20), "a wrong token is refused").await;
             assert_eq!(
                 js(b, "return sessionStorage.getItem('shoal.token')").await,
                 Value::Null,
@@ -627,17 +624,7 @@ async fn the_dashboard_asks_for_the_token_refuses_a_wrong_one_and_works_with_the
             )
             .await;
             b.refresh().await.expect("reload");
-            eventually(
-                Duration::from_secs(20),
-                "a stale token is refused",
-                async || {
-                    text_of(b, "#signin-error")
-                        .await
-                        .filter(|t| t.contains("refused"))
-                        .map(|_| ())
-                },
-            )
-            .await;
+            text_shows(b, "#signin-error", "refused", Duration::from_secs(20), "a stale token is refused").await;
         })
         .await;
     })
@@ -767,15 +754,7 @@ async fn the_fleet_map_colours_clusters_by_a_components_version_and_the_card_sho
  {
     use fantoccini::actions::InputSource as _;
     within(Duration::from_secs(400), "the colour-by-version test", async {
-        let server = ShoalServer::start(&[
-            "--store", "memory", "--sim-clusters", "4", "--sim-nodes", "2", "--time-scale", "600",
-        ])
-        .await;
-        eventually(Duration::from_secs(60), "4 simulated clusters", async || {
-            (cluster_count(&server).await == 4).then_some(())
-        })
-        .await;
-        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        let server = small_fleet_with_the_agent(4, "600").await;
         // A baseline puts 1.4.0 everywhere; then 1.5.0 goes to one cluster and waits.
         let base = server.write_file("base.yaml", &mk_release("base", "1.4.0", "[{percent: 100}]"));
         server.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
@@ -853,6 +832,17 @@ async fn the_fleet_map_colours_clusters_by_a_components_version_and_the_card_sho
     .await;
 }
 
+/// Waits until the text of `selector` contains `needle`.
+async fn text_shows(b: &Client, selector: &str, needle: &str, limit: Duration, what: &str) {
+    eventually(limit, what, async || {
+        text_of(b, selector)
+            .await
+            .filter(|t| t.contains(needle))
+            .map(|_| ())
+    })
+    .await;
+}
+
 /// Waits until the fleet map draws `n` tiles.
 async fn tiles_drawn(b: &Client, n: u64, limit: Duration, what: &str) {
     eventually(limit, what, async || {
@@ -897,15 +887,7 @@ async fn fleet_now(server: &ShoalServer) -> jiff::Timestamp {
 async fn a_release_page_shows_each_clusters_batch_its_bake_counting_down_on_the_fleet_clock_and_the_checks()
  {
     within(Duration::from_secs(400), "the mid-bake release page test", async {
-        let server = ShoalServer::start(&[
-            "--store", "memory", "--sim-clusters", "3", "--sim-nodes", "2", "--time-scale", "60",
-        ])
-        .await;
-        eventually(Duration::from_secs(60), "3 simulated clusters", async || {
-            (cluster_count(&server).await == 3).then_some(())
-        })
-        .await;
-        server.kubectl_ok(&["apply", "-f", &example("release/component.yaml")]).await;
+        let server = small_fleet_with_the_agent(3, "60").await;
         let team = team_services(0.01).await;
         let (hooks, bad) = (team.url, team.failing);
         // Two batches per cluster, each baking 10 virtual minutes (10 s at 60×).
