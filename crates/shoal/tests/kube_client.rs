@@ -20,6 +20,11 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 use shoal_core::kinds::Cluster;
 
+/// The API alone: these tests are about API semantics (resourceVersions, watch events,
+/// the tests' own controllers), which shoal's controllers (the cluster prober writes every
+/// Cluster's status) would make nondeterministic.
+const API_ONLY: &[&str] = &["--no-controllers"];
+
 fn clusters(client: Client) -> Api<Cluster> {
     Api::all(client)
 }
@@ -35,7 +40,7 @@ fn api_code(r: Result<impl std::fmt::Debug, kube::Error>, what: &str) -> u16 {
 #[tokio::test]
 async fn clusters_can_be_created_listed_fetched_patched_and_deleted() {
     within(TEST_DEADLINE, "typed Cluster CRUD through kube-rs", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         let pp = PostParams::default();
 
@@ -138,7 +143,7 @@ async fn replacing_with_a_stale_resource_version_is_rejected_with_409() {
         TEST_DEADLINE,
         "replace with a stale resourceVersion",
         async {
-            let s = ShoalServer::start(&[]).await;
+            let s = ShoalServer::start(API_ONLY).await;
             let api = clusters(s.client());
             let stale = api
                 .create(
@@ -178,7 +183,7 @@ async fn replacing_with_a_stale_resource_version_is_rejected_with_409() {
 #[tokio::test]
 async fn listing_by_label_and_in_pages_of_three_returns_every_match_once() {
     within(TEST_DEADLINE, "list with labels and paging", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         for i in 0..7 {
             let env = if i % 2 == 0 { "prod" } else { "dev" };
@@ -248,7 +253,7 @@ async fn listing_by_label_and_in_pages_of_three_returns_every_match_once() {
 #[tokio::test]
 async fn a_continued_list_is_a_snapshot_at_the_first_pages_revision() {
     within(TEST_DEADLINE, "list consistency across pages", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         for name in ["snap-a", "snap-b", "snap-c", "snap-d"] {
             api.create(
@@ -318,7 +323,7 @@ async fn a_continued_list_is_a_snapshot_at_the_first_pages_revision() {
 #[tokio::test]
 async fn namespaces_can_be_created_and_deleted() {
     within(TEST_DEADLINE, "Namespace create/delete", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api: Api<Namespace> = Api::all(s.client());
         let names = async || -> BTreeSet<String> {
             api.list(&ListParams::default())
@@ -368,7 +373,7 @@ async fn namespaces_can_be_created_and_deleted() {
 #[tokio::test]
 async fn the_watcher_sees_the_initial_list_then_an_update_and_a_delete() {
     within(TEST_DEADLINE, "kube::runtime::watcher events", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         for name in ["watch-1", "watch-2"] {
             api.create(
@@ -438,7 +443,8 @@ async fn the_watcher_sees_the_initial_list_then_an_update_and_a_delete() {
 #[tokio::test]
 async fn a_watch_from_a_compacted_revision_ends_with_410_gone() {
     within(TEST_DEADLINE, "a watch from a compacted revision", async {
-        let s = ShoalServer::start(&["--compaction-interval-seconds", "1"]).await;
+        let s =
+            ShoalServer::start(&["--no-controllers", "--compaction-interval-seconds", "1"]).await;
         let api = clusters(s.client());
         let old_rv = api
             .list(&ListParams::default())
@@ -521,7 +527,7 @@ async fn concurrent_merge_patches_without_a_resource_version_all_succeed() {
         TEST_DEADLINE,
         "32 concurrent label patches of one cluster",
         async {
-            let s = ShoalServer::start(&[]).await;
+            let s = ShoalServer::start(API_ONLY).await;
             let api = clusters(s.client());
             api.create(&PostParams::default(), &mk_cluster("contended", &[]))
                 .await
@@ -564,7 +570,7 @@ async fn concurrent_merge_patches_without_a_resource_version_all_succeed() {
 #[tokio::test]
 async fn an_idle_watch_with_bookmarks_gets_them_at_the_interval() {
     within(TEST_DEADLINE, "watch bookmarks", async {
-        let s = ShoalServer::start(&["--bookmark-interval-seconds", "1"]).await;
+        let s = ShoalServer::start(&["--no-controllers", "--bookmark-interval-seconds", "1"]).await;
         let api = clusters(s.client());
         api.create(&PostParams::default(), &mk_cluster("b-1", &[]))
             .await
@@ -602,7 +608,7 @@ async fn an_idle_watch_with_bookmarks_gets_them_at_the_interval() {
 #[tokio::test]
 async fn a_watch_ends_when_its_timeout_passes() {
     within(TEST_DEADLINE, "watch with timeoutSeconds=1", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         let started = std::time::Instant::now();
         let mut stream = api
@@ -629,7 +635,7 @@ async fn a_watch_ends_when_its_timeout_passes() {
 #[tokio::test]
 async fn the_watcher_works_with_streaming_lists() {
     within(TEST_DEADLINE, "watcher with sendInitialEvents", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         api.create(&PostParams::default(), &mk_cluster("stream-1", &[]))
             .await
@@ -668,7 +674,7 @@ async fn the_watcher_works_with_streaming_lists() {
 #[tokio::test]
 async fn no_finalizer_can_be_added_to_a_cluster_being_deleted() {
     within(TEST_DEADLINE, "finalizers during deletion", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         let mut c = mk_cluster("fin-1", &[]);
         c.metadata.finalizers = Some(vec!["shoal.io/a".into()]);
@@ -714,7 +720,7 @@ async fn no_finalizer_can_be_added_to_a_cluster_being_deleted() {
 #[tokio::test]
 async fn generate_name_and_dry_run_behave_as_in_kubernetes() {
     within(TEST_DEADLINE, "generateName and dryRun", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         let mut c = mk_cluster("", &[]);
         c.metadata.name = None;
@@ -762,7 +768,7 @@ async fn generate_name_and_dry_run_behave_as_in_kubernetes() {
 #[tokio::test]
 async fn the_status_subresource_ignores_spec_and_checks_the_resource_version() {
     within(TEST_DEADLINE, "replace_status", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let api = clusters(s.client());
         let created = api
             .create(&PostParams::default(), &mk_cluster("st-1", &[]))
@@ -861,7 +867,7 @@ async fn a_controller_sets_status_on_every_cluster_and_follows_spec_changes() {
         TEST_DEADLINE,
         "a kube-runtime Controller against shoal",
         async {
-            let s = ShoalServer::start(&[]).await;
+            let s = ShoalServer::start(API_ONLY).await;
             let api = clusters(s.client());
             api.create(
                 &PostParams::default(),

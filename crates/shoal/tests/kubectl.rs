@@ -13,6 +13,11 @@ use common::{ShoalServer, TEST_DEADLINE, apply_flags, mk_cluster_yaml, parse_tab
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// The API alone: these tests are about API semantics (resourceVersions, watch events,
+/// the tests' own controllers), which shoal's controllers (the cluster prober writes every
+/// Cluster's status) would make nondeterministic.
+const API_ONLY: &[&str] = &["--no-controllers"];
+
 /// Applies `manifest` (written to `file` in the scratch dir) and returns kubectl's stdout.
 async fn apply(s: &ShoalServer, file: &str, manifest: &str) -> String {
     let path = s.write_file(file, manifest);
@@ -39,7 +44,7 @@ fn json(text: &str) -> Value {
 #[tokio::test]
 async fn api_resources_lists_clusters_with_their_short_name_and_namespaces() {
     within(TEST_DEADLINE, "kubectl api-resources", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let out = s.kubectl_ok(&["api-resources"]).await;
         let rows = parse_table(&out);
         let find = |name: &str| {
@@ -64,7 +69,7 @@ async fn api_resources_lists_clusters_with_their_short_name_and_namespaces() {
 #[tokio::test]
 async fn get_clusters_prints_the_attribute_columns_and_their_values() {
     within(TEST_DEADLINE, "kubectl get clusters (table)", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "fleet.yaml", &mk_fleet()).await;
         let out = s.kubectl_ok(&["get", "clusters"]).await;
         assert_eq!(
@@ -93,7 +98,7 @@ async fn get_clusters_prints_the_attribute_columns_and_their_values() {
 #[tokio::test]
 async fn get_clusters_as_yaml_and_jsonpath_shows_the_stored_object() {
     within(TEST_DEADLINE, "kubectl get -o yaml / -o jsonpath", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "fleet.yaml", &mk_fleet()).await;
 
         let yaml = s
@@ -145,7 +150,7 @@ async fn get_clusters_as_yaml_and_jsonpath_shows_the_stored_object() {
 #[tokio::test]
 async fn a_label_selector_filters_the_listed_clusters() {
     within(TEST_DEADLINE, "kubectl get -l", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "fleet.yaml", &mk_fleet()).await;
         let names = |out: &str| {
             let mut n: Vec<String> = parse_table(out).iter().map(|r| r["NAME"].clone()).collect();
@@ -171,7 +176,7 @@ async fn a_label_selector_filters_the_listed_clusters() {
 #[tokio::test]
 async fn watching_clusters_prints_an_update_made_after_the_watch_started() {
     within(TEST_DEADLINE, "kubectl get cl -w", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(
             &s,
             "w.yaml",
@@ -229,7 +234,7 @@ async fn watching_clusters_prints_an_update_made_after_the_watch_started() {
 #[tokio::test]
 async fn applying_twice_creates_then_configures_and_the_change_is_visible() {
     within(TEST_DEADLINE, "kubectl apply twice", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let manifest = mk_cluster_yaml("a-1", "prod", "eu-west", "1");
         let out = apply(&s, "a.yaml", &manifest).await;
         assert_eq!(out.trim(), "cluster.shoal.io/a-1 created");
@@ -268,7 +273,7 @@ async fn applying_a_file_with_an_unknown_field_fails_naming_the_field() {
         TEST_DEADLINE,
         "kubectl apply with an unknown field",
         async {
-            let s = ShoalServer::start(&[]).await;
+            let s = ShoalServer::start(API_ONLY).await;
             let manifest = format!(
                 "{}  colour: red\n",
                 mk_cluster_yaml("u-1", "prod", "eu-west", "1")
@@ -295,7 +300,7 @@ async fn applying_a_file_with_an_unknown_field_fails_naming_the_field() {
 #[tokio::test]
 async fn explain_cluster_spec_documents_the_required_endpoint() {
     within(TEST_DEADLINE, "kubectl explain cluster.spec", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let out = s.kubectl_ok(&["explain", "cluster.spec"]).await;
         assert!(out.contains("KIND:") && out.contains("Cluster"), "{out}");
         let endpoint = out
@@ -319,7 +324,7 @@ async fn explain_cluster_spec_documents_the_required_endpoint() {
 #[tokio::test]
 async fn describe_cluster_shows_name_labels_and_spec() {
     within(TEST_DEADLINE, "kubectl describe cluster", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "fleet.yaml", &mk_fleet()).await;
         let out = s.kubectl_ok(&["describe", "cluster", "prod-us-1"]).await;
         let name = out
@@ -341,7 +346,7 @@ async fn describe_cluster_shows_name_labels_and_spec() {
 #[tokio::test]
 async fn a_deleted_cluster_is_not_found() {
     within(TEST_DEADLINE, "kubectl delete cluster", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "fleet.yaml", &mk_fleet()).await;
         let out = s.kubectl_ok(&["delete", "cluster", "dev-eu-1"]).await;
         assert_eq!(out.trim(), r#"cluster.shoal.io "dev-eu-1" deleted"#);
@@ -364,7 +369,7 @@ async fn replacing_with_a_stale_resource_version_is_a_conflict() {
         TEST_DEADLINE,
         "kubectl replace with a stale resourceVersion",
         async {
-            let s = ShoalServer::start(&[]).await;
+            let s = ShoalServer::start(API_ONLY).await;
             apply(
                 &s,
                 "c.yaml",
@@ -397,7 +402,7 @@ async fn replacing_with_a_stale_resource_version_is_a_conflict() {
 #[tokio::test]
 async fn patching_the_status_subresource_sets_the_ready_column() {
     within(TEST_DEADLINE, "kubectl patch --subresource=status", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "c.yaml", &mk_cluster_yaml("s-1", "prod", "eu-west", "1")).await;
         let patch = r#"{"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"True","reason":"Reachable","message":"the API answers","lastTransitionTime":"2025-01-01T00:00:00Z"}]}}"#;
         let out = s
@@ -440,7 +445,7 @@ async fn patching_the_status_subresource_sets_the_ready_column() {
 #[tokio::test]
 async fn a_finalizer_holds_a_deleted_cluster_until_it_is_removed() {
     within(TEST_DEADLINE, "finalizers with kubectl delete", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let manifest = mk_cluster_yaml("f-1", "prod", "eu-west", "1").replace(
             "metadata:\n",
             "metadata:\n  finalizers:\n  - shoal.io/hold\n",
@@ -479,7 +484,7 @@ async fn a_finalizer_holds_a_deleted_cluster_until_it_is_removed() {
 #[tokio::test]
 async fn a_chunked_get_pages_through_every_cluster() {
     within(TEST_DEADLINE, "kubectl get --chunk-size=2", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let manifest: Vec<String> = (1..=5)
             .map(|i| mk_cluster_yaml(&format!("page-{i}"), "prod", "eu-west", "1"))
             .collect();
@@ -515,7 +520,7 @@ async fn a_chunked_get_pages_through_every_cluster() {
 #[tokio::test]
 async fn kubectl_wait_returns_once_the_ready_condition_is_set() {
     within(TEST_DEADLINE, "kubectl wait --for=condition=Ready", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         apply(&s, "c.yaml", &mk_cluster_yaml("wait-1", "prod", "eu-west", "1")).await;
         let waiter = s
             .kubectl_command(&[
@@ -565,7 +570,7 @@ async fn namespaces_can_be_created_from_a_file_listed_and_deleted() {
         TEST_DEADLINE,
         "kubectl create -f / get / delete namespace",
         async {
-            let s = ShoalServer::start(&[]).await;
+            let s = ShoalServer::start(API_ONLY).await;
             let rows = parse_table(&s.kubectl_ok(&["get", "namespaces"]).await);
             let names: Vec<&str> = rows.iter().map(|r| r["NAME"].as_str()).collect();
             assert_eq!(
@@ -599,7 +604,7 @@ async fn namespaces_can_be_created_from_a_file_listed_and_deleted() {
 #[tokio::test]
 async fn kubectl_create_namespace_works() {
     within(TEST_DEADLINE, "kubectl create namespace", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let r = s.kubectl(&["create", "namespace", "team-b"]).await;
         assert!(r.status.success(), "{}", r.stderr);
         assert_eq!(r.stdout.trim(), "namespace/team-b created");
@@ -612,7 +617,7 @@ async fn kubectl_create_namespace_works() {
 #[tokio::test]
 async fn the_default_namespace_cannot_be_deleted() {
     within(TEST_DEADLINE, "kubectl delete namespace default", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let err = s.kubectl_fails(&["delete", "namespace", "default"]).await;
         assert!(err.contains("Forbidden"), "{err}");
         let out = s.kubectl_ok(&["get", "ns", "default", "-o", "name"]).await;
@@ -624,7 +629,7 @@ async fn the_default_namespace_cannot_be_deleted() {
 #[tokio::test]
 async fn a_pipeline_with_a_cycle_or_an_unknown_task_is_refused_naming_the_fields() {
     within(TEST_DEADLINE, "kubectl apply of taskflow kinds", async {
-        let s = ShoalServer::start(&[]).await;
+        let s = ShoalServer::start(API_ONLY).await;
         let good = s.write_file(
             "expand.yaml",
             "apiVersion: shoal.io/v1alpha1\nkind: Task\nmetadata: {name: step}\nspec: {executor: noop}\n\
