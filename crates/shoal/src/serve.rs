@@ -30,8 +30,9 @@ pub struct ServeArgs {
     pub token_file: Option<PathBuf>,
     /// Serve HTTPS, with a CA and serving certificate shoal makes and keeps in
     /// DATA_DIR/pki (the kubeconfig it writes trusts that CA). kubectl sends a bearer
-    /// token only over HTTPS.
-    #[arg(long)]
+    /// token only over HTTPS. Needs --token-file: kubectl facing an HTTPS server with no
+    /// credentials in its kubeconfig stops to ask for a username and password.
+    #[arg(long, requires = "token_file")]
     pub tls: bool,
     /// With --tls: another name or IP address the serving certificate is for (besides
     /// localhost, 127.0.0.1, ::1 and the --listen address). Repeatable.

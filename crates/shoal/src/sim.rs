@@ -74,6 +74,10 @@ pub struct SimArgs {
     /// Bearer token file for --control-plane.
     #[arg(long)]
     pub control_plane_token_file: Option<PathBuf>,
+    /// The CA (PEM) of an `https://` control plane (`shoal serve --tls` keeps it in
+    /// DATA_DIR/pki/ca.crt).
+    #[arg(long, value_name = "FILE", requires = "control_plane")]
+    pub control_plane_ca: Option<PathBuf>,
 }
 
 /// The process clock, and its controls when it is virtual.
@@ -512,7 +516,14 @@ pub async fn run(args: SimArgs) -> Result<()> {
         ),
         None => (url.clone(), None),
     };
-    let n = register(&sim, client(&target, token.as_deref(), None)?, &url, None)
+    let ca = args
+        .control_plane_ca
+        .as_deref()
+        .map(|f| {
+            std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))
+        })
+        .transpose()?;
+    let n = register(&sim, client(&target, token.as_deref(), ca.as_deref())?, &url, None)
         .await
         .with_context(|| format!("failed to register the fleet at {target}"))?;
     println!("registered {n} Cluster objects at {target}");
