@@ -523,9 +523,14 @@ pub async fn run(args: SimArgs) -> Result<()> {
             std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))
         })
         .transpose()?;
-    let n = register(&sim, client(&target, token.as_deref(), ca.as_deref())?, &url, None)
-        .await
-        .with_context(|| format!("failed to register the fleet at {target}"))?;
+    let n = register(
+        &sim,
+        client(&target, token.as_deref(), ca.as_deref())?,
+        &url,
+        None,
+    )
+    .await
+    .with_context(|| format!("failed to register the fleet at {target}"))?;
     println!("registered {n} Cluster objects at {target}");
     serving.await??;
     Ok(())
