@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Pki {
     /// The CA certificate (PEM) that clients verify the server with.
     pub ca_pem: String,
+    /// Where that certificate is kept (for clients given a file).
+    pub ca_file: std::path::PathBuf,
     server_cert_pem: String,
     server_key_pem: String,
 }
@@ -163,6 +165,7 @@ impl Pki {
             };
         Ok(Pki {
             ca_pem,
+            ca_file: dir.join("ca.crt"),
             server_cert_pem,
             server_key_pem,
         })

@@ -137,17 +137,22 @@ pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
 
 /// A kube-rs client for the server `conn` names.
 ///
+/// The PEM text of a CA file given on the command line, if one was.
+///
+/// # Errors
+/// The file cannot be read.
+pub(crate) fn read_ca(path: Option<&std::path::Path>) -> Result<Option<String>> {
+    path.map(|f| {
+        std::fs::read_to_string(f)
+            .with_context(|| format!("failed to read the certificate authority {}", f.display()))
+    })
+    .transpose()
+}
+
 /// # Errors
 /// When `--server` is not a URL.
 pub(crate) fn kube_client(conn: &Conn) -> Result<kube::Client> {
-    let ca = conn
-        .certificate_authority
-        .as_ref()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .with_context(|| format!("failed to read --certificate-authority {}", f.display()))
-        })
-        .transpose()?;
+    let ca = read_ca(conn.certificate_authority.as_deref())?;
     let cfg = kube_config(&conn.server, conn.token.as_deref(), ca.as_deref())
         .with_context(|| format!("invalid --server {:?}", conn.server))?;
     Ok(kube::Client::try_from(cfg)?)

@@ -132,12 +132,7 @@ fn main() -> Result<()> {
                 output,
             } => {
                 let token = token_file.map(|f| serve::read_token(&f)).transpose()?;
-                let ca = certificate_authority
-                    .map(|f| {
-                        std::fs::read_to_string(&f)
-                            .map_err(|e| anyhow::anyhow!("failed to read {}: {e}", f.display()))
-                    })
-                    .transpose()?;
+                let ca = cli::read_ca(certificate_authority.as_deref())?;
                 let text = serve::kubeconfig(&server, token.as_deref(), ca.as_deref());
                 if output == "-" {
                     print!("{text}");

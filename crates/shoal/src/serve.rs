@@ -364,9 +364,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     });
     if !args.apply.is_empty() {
         let files = args.apply.clone();
-        let ca_file = pki
-            .is_some()
-            .then(|| args.data_dir.join("pki").join("ca.crt"));
+        let ca_file = pki.as_ref().map(|p| p.ca_file.clone());
         let conn = crate::cli::Conn {
             server: url.clone(),
             token: token.clone(),

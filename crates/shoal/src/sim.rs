@@ -516,13 +516,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
         ),
         None => (url.clone(), None),
     };
-    let ca = args
-        .control_plane_ca
-        .as_deref()
-        .map(|f| {
-            std::fs::read_to_string(f).with_context(|| format!("failed to read {}", f.display()))
-        })
-        .transpose()?;
+    let ca = crate::cli::read_ca(args.control_plane_ca.as_deref())?;
     let n = register(
         &sim,
         client(&target, token.as_deref(), ca.as_deref())?,
