@@ -9,7 +9,7 @@
 //!
 //! And the graceful path: SIGTERM with watches open ends them and exits 0, with nothing lost.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! with a Warning and a Normal Event that `kubectl describe cluster` shows; and a
 //! change made with kubectl lands in the audit trail.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

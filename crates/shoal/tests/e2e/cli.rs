@@ -1,7 +1,7 @@
 //! The `shoal` CLI verbs (`apply`, `get`, `describe`, `delete`) against a real server,
 //! checked on what a user reads: their stdout, stderr and exit code.
 
-mod common;
+use crate::common;
 
 use common::{ShoalServer, TEST_DEADLINE, mk_cluster_yaml, parse_table, table_header, within};
 use serde_json::Value;

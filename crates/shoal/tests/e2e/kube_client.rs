@@ -2,7 +2,7 @@
 //! and JSON patches, optimistic concurrency, label selectors and paging, the runtime
 //! `watcher`, a raw watch from a compacted revision, and a `Controller` that writes status.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! cluster: taskflow's fleet executors end to end, on the success path and on the failure
 //! path that rolls the pool back.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

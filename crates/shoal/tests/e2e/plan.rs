@@ -1,7 +1,7 @@
 //! `shoal plan` against the release walk-through's fleet: waves in environment order, least risky first,
 //! never crossing the environment boundary, every selected cluster exactly once.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

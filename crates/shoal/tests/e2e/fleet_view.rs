@@ -5,7 +5,7 @@
 //! both versions with their cluster and node counts, the cluster without it, and the
 //! drifted one with its field.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

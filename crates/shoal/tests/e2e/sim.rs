@@ -2,7 +2,7 @@
 //! kube-rs against simulated clusters, Advanced DaemonSet partition stepping observed pod
 //! by pod, and a fault profile that crash-loops one version on one kernel only.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -13,7 +13,7 @@
 //! how to get one.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use common::{
     ShoalServer, TEST_DEADLINE, apply_flags, mk_cluster, mk_cluster_yaml, parse_table, within,

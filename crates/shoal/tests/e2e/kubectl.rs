@@ -5,7 +5,7 @@
 //! Each test starts its own server and talks to it only through kubectl (plus the
 //! server's own kubeconfig), as a user would.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@
 //!  kill -9 mid-run ──► restart on the same data dir ──► the run completes from its stored status
 //! ```
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

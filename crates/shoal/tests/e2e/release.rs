@@ -7,7 +7,7 @@
 //!   dangerous-field change refused, a change window;
 //! - a control plane killed mid-wave and restarted, against a fleet that lives on.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! through, a bad one stopped by its crash-loop check with a bounded blast radius — and
 //! the real control plane and its clusters untouched by either.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -11,10 +11,10 @@
 //!  kill -9 a / SIGSTOP a ──► b takes over within the TTL; a never writes as leader again
 //! ```
 //!
-//! Built only with the `etcd` feature, like tests/etcd.rs.
+//! Built only with the `etcd` feature, like etcd.rs.
 #![cfg(feature = "etcd")]
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! approve creates the Approval for the wave the release waits for, and status follows
 //! a status the test writes through the status subresource until it ends.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 

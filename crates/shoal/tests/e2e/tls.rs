@@ -3,7 +3,7 @@
 //! over HTTPS) and kube-rs through the kubeconfig the server writes; the in-process
 //! controllers and the simulated members are reached over HTTPS with the same CA.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@
 //! tests never skip: without Chromium and chromedriver (Debian's `chromium` and
 //! `chromium-driver`, which scripts/test installs) they fail and say so.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -996,7 +996,7 @@ async fn a_release_page_shows_each_clusters_batch_its_bake_counting_down_on_the_
 
 /// The benchmark of the issue: the fleet map at 10,000 clusters, from navigation to every
 /// tile drawn, as the page measures it with performance.now(). Not a timed test: it
-/// prints the figure. `cargo test -p shoal --test ui -- --ignored --nocapture`
+/// prints the figure. `cargo test -p shoal --test e2e ui:: -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: starts 10,000 simulated clusters"]
 async fn fleet_map_render_time_at_10000_clusters() {

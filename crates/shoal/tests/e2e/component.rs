@@ -2,7 +2,7 @@
 //! ClusterConfigs, `shoal diff` it against a simulated cluster (create → unchanged after
 //! the rendered objects are applied → a patch of only the image for a new version).
 
-mod common;
+use crate::common;
 
 use common::{ShoalServer, TEST_DEADLINE, apply_flags, eventually, within};
 use kube::api::{Api, ListParams, PostParams};

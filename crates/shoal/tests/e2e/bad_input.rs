@@ -2,7 +2,7 @@
 //! (code, reason, and a message or cause that names the problem), and the server stays
 //! healthy afterwards.
 
-mod common;
+use crate::common;
 
 use common::{CLUSTERS, ShoalServer, TEST_DEADLINE, mk_cluster_json, within};
 use reqwest::header::CONTENT_TYPE;
