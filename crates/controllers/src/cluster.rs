@@ -3,9 +3,9 @@
 //! records an Event each time a cluster becomes Ready or stops being Ready.
 //!
 //! ```text
-//!  every Config::interval (real time), and soon after a Cluster is added:
-//!    LIST Clusters; per Cluster (at most Config::concurrency at once, each within
-//!    Config::timeout):
+//!  every Config::interval (real time): LIST Clusters; and soon after a Cluster is added
+//!  or its spec changed: that Cluster, as the watch saw it (crate::passes).
+//!    per Cluster (at most Config::concurrency at once, each within Config::timeout):
 //!       GET /version, LIST nodes ──▶ Probe::Answered{version, nodes, ready}
 //!                     error/timeout ──▶ Probe::Failed(why)
 //!       observe(status, probe) ──▶ the prober's fields ── changed? ── PATCH status
@@ -21,22 +21,20 @@
 //! Like the component view, the probe paces itself on *real* time: a simulated clock
 //! that runs 60× does not make real API servers answer faster.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use shoal_core::condition;
 use shoal_core::kinds::{Cluster, ClusterStatus};
 use shoal_fleet::Fleet;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::passes::{self, Pace, Scope};
 use crate::{events, report};
 
 /// The condition the prober sets.
@@ -296,53 +294,40 @@ pub async fn run(client: Client, clock: Clock, config: Config, stop: Cancellatio
         clock,
         config,
     };
-    // New clusters are probed within a second of being added, not at the next round.
-    let mut added = watcher(ctx.clusters.clone(), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let mut next_round = Instant::now();
-    let mut fresh: BTreeSet<String> = BTreeSet::new();
-    let mut fresh_at: Option<Instant> = None;
-    loop {
-        let wake = fresh_at.map_or(next_round, |f| f.min(next_round));
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            event = added.next() => match event {
-                Some(Ok(c)) if c.status.as_ref().is_none_or(|s| s.observed_generation != c.metadata.generation) => {
-                    fresh.insert(c.name_any());
-                    fresh_at.get_or_insert_with(|| Instant::now() + Duration::from_millis(500));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "watching Clusters"),
-                None => return,
-            },
-            _ = tokio::time::sleep_until(wake) => {
-                let full = Instant::now() >= next_round;
-                if full {
-                    next_round = Instant::now() + ctx.config.interval;
-                }
-                let only = std::mem::take(&mut fresh);
-                fresh_at = None;
-                let round = async {
-                    let listed = match ctx.clusters.list(&ListParams::default()).await {
-                        Ok(l) => l.items,
-                        Err(e) => {
-                            tracing::warn!(error = %report(&e), "failed to list Clusters");
-                            return;
-                        }
-                    };
-                    stream::iter(listed.into_iter().filter(|c| full || only.contains(&c.name_any())))
-                        .for_each_concurrent(ctx.config.concurrency.max(1), |c| probe_one(&ctx, c))
-                        .await;
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    () = round => {}
-                }
-            }
-        }
-    }
+    // New clusters are probed within a second of being added, not at the next round;
+    // the watch's copy is probed as it is, without listing the fleet.
+    let pace = Pace {
+        interval: ctx.config.interval,
+        debounce: Duration::from_millis(500),
+    };
+    let fresh = |c: &Cluster| {
+        c.status
+            .as_ref()
+            .is_none_or(|s| s.observed_generation != c.metadata.generation)
+    };
+    let ctx = &ctx;
+    passes::run(
+        ctx.clusters.clone(),
+        pace,
+        fresh,
+        &stop,
+        |scope| async move {
+            let clusters = match scope {
+                Scope::Changed(clusters) => clusters,
+                Scope::All => match ctx.clusters.list(&ListParams::default()).await {
+                    Ok(l) => l.items,
+                    Err(e) => {
+                        tracing::warn!(error = %report(&e), "failed to list Clusters");
+                        return;
+                    }
+                },
+            };
+            stream::iter(clusters)
+                .for_each_concurrent(ctx.config.concurrency.max(1), |c| probe_one(ctx, c))
+                .await;
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -43,7 +43,6 @@ use std::time::Duration;
 
 use futures::{StreamExt, stream};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::Value;
 use shoal_core::inventory::{
@@ -52,10 +51,10 @@ use shoal_core::inventory::{
 };
 use shoal_core::kinds::{Cluster, Component, ComponentStatus, WorkloadCheck};
 use shoal_fleet::{Fleet, read_workload};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
+use crate::passes::{self, Pace, Scope};
 use crate::report;
 
 /// How long after a Component changes its pass starts: a `kubectl apply -f` of several
@@ -113,60 +112,38 @@ pub async fn run(client: Client, clock: Clock, config: Config, stop: Cancellatio
     let components: Api<Component> = Api::all(client.clone());
     let clusters: Api<Cluster> = Api::all(client);
     let fleet = Arc::new(Fleet::new());
-    let mut changed = watcher(components.clone(), watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    // The first full pass runs at once: a restarted server shows a fresh view.
-    let mut next_full = Instant::now();
-    let mut pending: BTreeSet<String> = BTreeSet::new();
-    let mut pending_at: Option<Instant> = None;
-    loop {
-        let wake = pending_at.map_or(next_full, |p| p.min(next_full));
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            event = changed.next() => match event {
-                Some(Ok(c)) if c.status.as_ref().and_then(|s| s.observed_generation)
-                    != c.metadata.generation =>
-                {
-                    pending.insert(c.name_any());
-                    pending_at.get_or_insert_with(|| Instant::now() + DEBOUNCE);
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "watching Components"),
-                None => return,
-            },
-            _ = tokio::time::sleep_until(wake) => {
-                let only = if Instant::now() >= next_full {
-                    next_full = Instant::now() + config.interval;
-                    None
-                } else {
-                    Some(std::mem::take(&mut pending))
-                };
-                pending_at = None;
-                if only.is_none() {
-                    pending.clear();
-                }
-                let pass = pass(&components, &clusters, &fleet, &clock, &config, only.as_ref());
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = pass => if let Err(e) = r {
-                        tracing::warn!(error = %report(&e), "component pass failed");
-                    },
-                }
+    let pace = Pace {
+        interval: config.interval,
+        debounce: DEBOUNCE,
+    };
+    let changed = |c: &Component| {
+        c.status.as_ref().and_then(|s| s.observed_generation) != c.metadata.generation
+    };
+    let (components, clusters, fleet, clock, config) =
+        (&components, &clusters, &fleet, &clock, &config);
+    passes::run(
+        components.clone(),
+        pace,
+        changed,
+        &stop,
+        |scope| async move {
+            if let Err(e) = pass(components, clusters, fleet, clock, config, &scope).await {
+                tracing::warn!(error = %report(&e), "component pass failed");
             }
-        }
-    }
+        },
+    )
+    .await;
 }
 
-/// One pass over the components named in `only` (all of them when `None`).
+/// One pass over the components in `scope`; the periodic one also removes the versions
+/// of deleted components from the clusters.
 async fn pass(
     components: &Api<Component>,
     clusters: &Api<Cluster>,
     fleet: &Arc<Fleet>,
     clock: &Clock,
     config: &Config,
-    only: Option<&BTreeSet<String>>,
+    scope: &Scope<Component>,
 ) -> Result<(), Error> {
     let fleet_clusters = clusters
         .list(&ListParams::default())
@@ -184,7 +161,7 @@ async fn pass(
             source,
         })?
         .items;
-    if only.is_none() {
+    if matches!(scope, Scope::All) {
         // Versions of components that no longer exist are not shown on clusters.
         let known: BTreeSet<String> = all.iter().map(ResourceExt::name_any).collect();
         let stale = fleet_clusters.iter().filter_map(|c| {
@@ -201,7 +178,7 @@ async fn pass(
     }
     for component in all {
         let name = component.name_any();
-        if only.is_some_and(|o| !o.contains(&name)) {
+        if !scope.covers(&name) {
             continue;
         }
         let (status, readings) = observe(&component, &fleet_clusters, fleet, clock, config).await;

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod component;
 pub mod events;
 pub mod executor;
+pub mod passes;
 pub mod release;
 pub mod taskflow;
 

@@ -208,3 +208,67 @@ async fn a_cluster_whose_api_fails_goes_not_ready_and_back_with_events() {
     })
     .await;
 }
+
+/// A Cluster registered while shoal runs is probed within seconds, not at the next
+/// round: with rounds ten minutes apart, a copy of a simulated cluster (same endpoint)
+/// goes Ready, and one whose endpoint refuses connections goes not Ready, both with
+/// the same node count as what they point at.
+#[tokio::test]
+async fn a_cluster_registered_later_is_probed_at_once_not_at_the_next_round() {
+    within(DEADLINE * 2, "late cluster probed", async {
+        let files = tempfile::tempdir().unwrap();
+        let fleet = files.path().join("fleet.yaml");
+        std::fs::write(&fleet, FLEET).unwrap();
+        let server = ShoalServer::start(&[
+            "--store",
+            "memory",
+            "--probe-interval-seconds",
+            "600",
+            "--fleet",
+            fleet.to_str().unwrap(),
+        ])
+        .await;
+        let clusters: Api<Cluster> = Api::all(server.client());
+        // The first round, at start, probes the simulated clusters.
+        let first = eventually(DEADLINE, "the first round", async || {
+            let list = clusters.list(&ListParams::default()).await.ok()?.items;
+            let probed = list.iter().filter(|c| ready(c).is_some()).count();
+            (list.len() == 2 && probed == 2).then(|| list[0].clone())
+        })
+        .await;
+        let endpoint = &first.spec.endpoint.server;
+        let yaml = format!(
+            "apiVersion: shoal.io/v1alpha1\nkind: Cluster\nmetadata: {{name: late}}\n\
+             spec: {{endpoint: {{server: \"{endpoint}\"}}}}\n---\n\
+             apiVersion: shoal.io/v1alpha1\nkind: Cluster\nmetadata: {{name: gone}}\n\
+             spec: {{endpoint: {{server: \"http://127.0.0.1:1\"}}}}\n"
+        );
+        let file = server.write_file("late.yaml", &yaml);
+        server
+            .kubectl_ok(&["apply", "-f", file.to_str().unwrap()])
+            .await;
+        let late = eventually(
+            Duration::from_secs(20),
+            "the late cluster Ready",
+            async || {
+                let c = clusters.get("late").await.ok()?;
+                (ready(&c)? == ("True".into(), "Reachable".into())).then_some(c)
+            },
+        )
+        .await;
+        assert_eq!(
+            late.status.as_ref().and_then(|s| s.node_count),
+            first.status.as_ref().and_then(|s| s.node_count)
+        );
+        eventually(
+            Duration::from_secs(20),
+            "the unreachable one not Ready",
+            async || {
+                let c = clusters.get("gone").await.ok()?;
+                (ready(&c)? == ("False".into(), "Unreachable".into())).then_some(())
+            },
+        )
+        .await;
+    })
+    .await;
+}
