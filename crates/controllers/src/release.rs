@@ -99,6 +99,8 @@ struct Ctx {
     clock: Clock,
     runs: Store<PipelineRun>,
     approvals: Store<Approval>,
+    /// Where the Events about a cluster find its uid without a GET each.
+    clusters: Store<Cluster>,
     /// The Events recorded, per release uid: (cluster, reason), for the newest
     /// [`NOTED_RELEASES`] releases. A restart (or an old release coming back) forgets
     /// them; the Events' fixed names then make a second record a harmless 409.
@@ -169,15 +171,29 @@ pub async fn run(client: Client, clock: Clock, stop: CancellationToken) {
         stop.clone(),
         wake(trigger, |a: &Approval| a.spec.release.clone()),
     );
+    let clusters = cache::spawn(
+        Api::<Cluster>::all(client.clone()),
+        watcher::Config::default(),
+        tracing::info_span!("release_cache", kind = "clusters"),
+        stop.clone(),
+        |_: &Cluster| {},
+    );
     tokio::select! {
         _ = stop.cancelled() => return,
-        _ = async { let _ = futures::join!(runs.wait_until_ready(), approvals.wait_until_ready()); } => {}
+        _ = async {
+            let _ = futures::join!(
+                runs.wait_until_ready(),
+                approvals.wait_until_ready(),
+                clusters.wait_until_ready()
+            );
+        } => {}
     }
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         clock,
         runs,
         approvals,
+        clusters,
         noted: Mutex::default(),
     });
     let shutdown = stop.clone();
@@ -605,7 +621,7 @@ fn note_clusters(
     changes: &HashMap<String, Arc<PipelineRun>>,
 ) {
     let uid = release.uid().unwrap_or_default();
-    let notes: Vec<(String, events::Note)> = {
+    let notes: Vec<(String, Option<String>, events::Note)> = {
         let mut noted = ctx.noted.lock().expect("not poisoned");
         let seen = noted.of(&uid);
         states
@@ -617,8 +633,14 @@ fn note_clusters(
                     *state,
                     changes.get(cluster).map(AsRef::as_ref),
                 )?;
-                seen.insert((cluster.clone(), note.reason))
-                    .then(|| (cluster.clone(), note))
+                seen.insert((cluster.clone(), note.reason)).then(|| {
+                    // A cluster the cache has not seen yet is looked up by `record`.
+                    let uid = ctx
+                        .clusters
+                        .get(&ObjectRef::new(cluster))
+                        .and_then(|c| c.uid());
+                    (cluster.clone(), uid, note)
+                })
             })
             .collect()
     };
@@ -628,11 +650,10 @@ fn note_clusters(
     let (client, now) = (ctx.client.clone(), ctx.clock.now());
     tokio::spawn(futures::stream::iter(notes).for_each_concurrent(
         WRITE_CONCURRENCY,
-        move |(cluster, note)| {
+        move |(cluster, uid, note)| {
             let client = client.clone();
             async move {
-                if let Err(e) = events::record(&client, &cluster, None, &note, REPORTER, now).await
-                {
+                if let Err(e) = events::record(&client, &cluster, uid, &note, REPORTER, now).await {
                     tracing::debug!(%cluster, error = %report(&e), "failed to record an Event");
                 }
             }

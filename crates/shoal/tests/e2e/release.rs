@@ -15,6 +15,7 @@ use std::time::Duration;
 use common::{ShoalServer, eventually, example, team_services, within};
 use futures::StreamExt;
 use jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use shoal_core::kinds::{AdvancedDaemonSet, Cluster, Component, Release, ReleasePhase};
 use shoal_core::taskflow::PipelineRun;
@@ -628,10 +629,15 @@ async fn a_webhook_and_a_metric_threshold_check_every_step() {
         assert_eq!(result("check-team-hook").as_deref(), Some("HTTP 200"), "{step:?}");
         assert_eq!(result("check-error-rate").as_deref(), Some("0.01 ≤ max 0.05"), "{step:?}");
         // And each cluster's Events say what the release did to it.
+        // They name the cluster by uid too, which is what kubectl describe selects by.
         let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(server.client(), "default");
+        let clusters: Api<Cluster> = Api::all(server.client());
         let reasons = async |cluster: &str| {
+            let uid = clusters.get(cluster).await.unwrap().uid().unwrap();
             events
-                .list(&ListParams::default().fields(&format!("involvedObject.kind=Cluster,involvedObject.name={cluster}")))
+                .list(&ListParams::default().fields(&format!(
+                    "involvedObject.kind=Cluster,involvedObject.name={cluster},involvedObject.uid={uid}"
+                )))
                 .await
                 .unwrap()
                 .items
