@@ -21,12 +21,16 @@
 //! Like the component view, the probe paces itself on *real* time: a simulated clock
 //! that runs 60× does not make real API servers answer faster.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
+use k8s_openapi::ClusterResourceScope;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Deserialize;
 use serde_json::json;
 use shoal_core::condition;
 use shoal_core::kinds::{Cluster, ClusterStatus};
@@ -178,6 +182,65 @@ fn differs(a: Option<&ClusterStatus>, b: &ClusterStatus) -> bool {
         || a.observed_generation != b.observed_generation
 }
 
+/// What the prober reads of a Node: its `Ready` condition. Everything else in the list
+/// (labels, capacity, images, addresses: several KiB a node) is skipped by the parser
+/// rather than built into a full `Node` each round, a million of them at 10,000 clusters
+/// of 100 nodes.
+#[derive(Clone, Debug, Deserialize)]
+struct NodeReadiness {
+    #[serde(skip)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    status: Option<NodeReadinessStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct NodeReadinessStatus {
+    #[serde(default)]
+    conditions: Vec<NodeCondition>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct NodeCondition {
+    #[serde(rename = "type")]
+    type_: String,
+    status: String,
+}
+
+impl NodeReadiness {
+    fn is_ready(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    }
+}
+
+impl Resource for NodeReadiness {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Node::kind(&())
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Node::group(&())
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Node::version(&())
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Node::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// Probes `cluster` once.
 async fn probe(fleet: &Fleet, cluster: &Cluster, limit: Duration) -> Probe {
     let member = match fleet.member(cluster) {
@@ -186,19 +249,12 @@ async fn probe(fleet: &Fleet, cluster: &Cluster, limit: Duration) -> Probe {
     };
     let read = async {
         let version = member.client.apiserver_version().await?;
-        let nodes = Api::<Node>::all(member.client.clone())
-            .list(&ListParams::default())
+        // Any resourceVersion: a count does not need a quorum read, and a real API
+        // server answers it from its watch cache instead of etcd.
+        let nodes = Api::<NodeReadiness>::all(member.client.clone())
+            .list(&ListParams::default().match_any())
             .await?;
-        let ready = nodes
-            .items
-            .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .count();
+        let ready = nodes.items.iter().filter(|n| n.is_ready()).count();
         Ok::<_, kube::Error>(Probe::Answered {
             version: version.git_version,
             nodes: nodes.items.len() as i64,
@@ -416,6 +472,27 @@ mod tests {
                 .status,
             "True"
         );
+    }
+
+    #[test]
+    fn a_node_is_read_for_its_ready_condition_alone() {
+        let list: kube::core::ObjectList<NodeReadiness> = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "NodeList", "metadata": {"resourceVersion": "7"},
+            "items": [
+                {"metadata": {"name": "a", "labels": {"zone": "a"}},
+                 "status": {"conditions": [
+                     {"type": "MemoryPressure", "status": "False"},
+                     {"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                  "images": [{"names": ["registry/agent:1.4.0"], "sizeBytes": 1}],
+                  "capacity": {"cpu": "16"}}},
+                {"metadata": {"name": "b"},
+                 "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}},
+                {"metadata": {"name": "c"}}
+            ]
+        }))
+        .unwrap();
+        let ready: Vec<bool> = list.items.iter().map(NodeReadiness::is_ready).collect();
+        assert_eq!(ready, [true, false, false]);
     }
 
     #[test]
