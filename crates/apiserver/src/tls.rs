@@ -12,6 +12,19 @@
 //! The key decision: like kube-apiserver without `--tls-cert-file`, shoal makes its own
 //! CA and serving certificate in the data directory, and hands the CA to clients in the
 //! kubeconfig it writes (`certificate-authority-data`), so HTTPS needs no setup.
+//!
+//! With a certificate of the operator's own ([`Pki::with_serving_cert`], `shoal serve
+//! --tls-cert-file --tls-private-key-file`) that one is what clients see. shoal's own
+//! in-process clients (its controllers, the simulated fleet's registration, and the
+//! simulated member clusters' endpoints) still reach it on loopback, which that
+//! certificate need not name: as kube-apiserver does for its loopback client, they ask
+//! for [`LOOPBACK_SERVER_NAME`] by SNI and are answered with the self-made certificate,
+//! which names it.
+//!
+//! ```text
+//!  TLS ClientHello ── SNI = shoal-loopback-client ──▶ the self-made certificate
+//!                  └─ anything else ────────────────▶ --tls-cert-file (or the self-made one)
+//! ```
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -25,15 +38,32 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+/// The server name shoal's own in-process clients ask for (SNI) and verify the
+/// self-made serving certificate against, whatever certificate other clients are served.
+pub const LOOPBACK_SERVER_NAME: &str = "shoal-loopback-client";
+
 /// A serving certificate and the CA clients trust it by.
 #[derive(Clone)]
 pub struct Pki {
-    /// The CA certificate (PEM) that clients verify the server with.
+    /// The self-made CA certificate (PEM) that shoal's in-process clients verify the
+    /// server with (by [`LOOPBACK_SERVER_NAME`]).
     pub ca_pem: String,
     /// Where that certificate is kept (for clients given a file).
     pub ca_file: std::path::PathBuf,
     server_cert_pem: String,
     server_key_pem: String,
+    /// The operator's own certificate, served to every other client.
+    own: Option<OwnCert>,
+}
+
+/// A serving certificate the operator brought.
+#[derive(Clone)]
+struct OwnCert {
+    cert_pem: String,
+    key_pem: String,
+    /// The last certificate of the chain when the file holds more than the leaf: what
+    /// the kubeconfig shoal writes trusts. `None`: clients use their system's roots.
+    issuer_pem: Option<String>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -57,6 +87,11 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
     #[error("{what} is not valid PEM: {detail}")]
     Pem { what: &'static str, detail: String },
+    #[error("the key of {key} is not the key of {cert}'s certificate")]
+    KeyMismatch {
+        cert: &'static str,
+        key: &'static str,
+    },
 }
 
 fn read(dir: &Path, name: &str) -> Result<Option<String>, TlsError> {
@@ -87,7 +122,7 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), TlsErro
 
 /// The names the serving certificate is for: loopback always, and `hosts`.
 fn subject_names(hosts: &[String]) -> Vec<String> {
-    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1", LOOPBACK_SERVER_NAME]
         .into_iter()
         .map(String::from)
         .chain(hosts.iter().cloned())
@@ -168,32 +203,159 @@ impl Pki {
             ca_file: dir.join("ca.crt"),
             server_cert_pem,
             server_key_pem,
+            own: None,
         })
     }
 
-    /// The rustls configuration serving this certificate, offering HTTP/2 and 1.1.
+    /// Serves the operator's certificate (`cert_file`: PEM, the leaf first, then any
+    /// intermediates) and key (`key_file`: PEM, PKCS#8, PKCS#1 or SEC1) to every client
+    /// but shoal's own (see the module docs).
     ///
     /// # Errors
-    /// The certificate or key does not parse.
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-        let pem = |what, detail: rustls::pki_types::pem::Error| TlsError::Pem {
-            what,
-            detail: detail.to_string(),
+    /// A file cannot be read, is not PEM of the right kind, or the key is not the
+    /// certificate's.
+    pub fn with_serving_cert(
+        mut self,
+        cert_file: &Path,
+        key_file: &Path,
+    ) -> Result<Self, TlsError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| TlsError::Io {
+                path: path.display().to_string(),
+                source,
+            })
         };
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(|e| pem("the serving certificate", e))?;
-        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
-            .map_err(|e| pem("the serving key", e))?;
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        let (cert_pem, key_pem) = (read(cert_file)?, read(key_file)?);
+        let chain = certs(&cert_pem, "--tls-cert-file")?;
+        if chain.is_empty() {
+            return Err(TlsError::Pem {
+                what: "--tls-cert-file",
+                detail: "no CERTIFICATE block".into(),
+            });
+        }
+        let issuer_pem = (chain.len() > 1).then(|| {
+            let last = chain.last().expect("not empty");
+            pem_block("CERTIFICATE", last.as_ref())
+        });
+        let own = OwnCert {
+            cert_pem,
+            key_pem,
+            issuer_pem,
+        };
+        // The key must be the certificate's: found now, not at the first handshake.
+        certified_key(
+            &own.cert_pem,
+            &own.key_pem,
+            "--tls-cert-file",
+            "--tls-private-key-file",
+        )?;
+        self.own = Some(own);
+        Ok(self)
+    }
+
+    /// The CA (PEM) a kubeconfig for users trusts: the self-made CA, or with the
+    /// operator's certificate the last certificate of its chain (`None` when the file
+    /// holds the leaf alone: clients then verify with their system's roots).
+    pub fn client_ca_pem(&self) -> Option<&str> {
+        match &self.own {
+            None => Some(&self.ca_pem),
+            Some(own) => own.issuer_pem.as_deref(),
+        }
+    }
+
+    /// The rustls configuration serving these certificates, offering HTTP/2 and 1.1.
+    ///
+    /// # Errors
+    /// A certificate or key does not parse, or a key is not its certificate's.
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        let loopback = Arc::new(certified_key(
+            &self.server_cert_pem,
+            &self.server_key_pem,
+            "the serving certificate",
+            "the serving key",
+        )?);
+        let own = match &self.own {
+            Some(o) => Some(Arc::new(certified_key(
+                &o.cert_pem,
+                &o.key_pem,
+                "--tls-cert-file",
+                "--tls-private-key-file",
+            )?)),
+            None => None,
+        };
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(BySni { loopback, own }));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates of a PEM text, in order.
+fn certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            what,
+            detail: e.to_string(),
+        })
+}
+
+/// A certificate chain and its key, checked to belong together.
+fn certified_key(
+    cert_pem: &str,
+    key_pem: &str,
+    cert_what: &'static str,
+    key_what: &'static str,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let chain = certs(cert_pem, cert_what)?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Pem {
+        what: key_what,
+        detail: e.to_string(),
+    })?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert: cert_what,
+            key: key_what,
+        },
+        other => other.into(),
+    })
+}
+
+/// One PEM block of `der`.
+fn pem_block(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Picks the certificate by the name the client asked for (see the module docs).
+#[derive(Debug)]
+struct BySni {
+    loopback: Arc<rustls::sign::CertifiedKey>,
+    own: Option<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for BySni {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        match (&self.own, hello.server_name()) {
+            (Some(own), name) if name != Some(LOOPBACK_SERVER_NAME) => Some(own.clone()),
+            _ => Some(self.loopback.clone()),
+        }
     }
 }
 
@@ -278,5 +440,79 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(mode.permissions().mode() & 0o777, 0o600);
         assert!(is_ip("10.0.0.7") && !is_ip("shoal.example.com"));
+    }
+
+    /// A certificate for `names` signed by a fresh CA: (CA PEM, leaf PEM, leaf key PEM).
+    fn signed(names: &[&str]) -> (String, String, String) {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params().unwrap();
+        let ca_pem = ca.clone().self_signed(&ca_key).unwrap().pem();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        (ca_pem, leaf.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn an_operators_chain_is_trusted_by_its_last_certificate_and_a_bare_leaf_by_system_roots() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, leaf, key) = signed(&["shoal.example"]);
+        let path = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let (chain, bare, key) = (
+            path("chain.crt", &format!("{leaf}{ca}")),
+            path("leaf.crt", &leaf),
+            path("tls.key", &key),
+        );
+        let pki = || Pki::self_signed(&dir.path().join("pki"), &[]).unwrap();
+        assert_eq!(
+            pki().client_ca_pem(),
+            Some(pki().ca_pem.as_str()),
+            "self-made"
+        );
+        let own = pki().with_serving_cert(&chain, &key).unwrap();
+        let body = |pem: &str| {
+            pem.lines()
+                .filter(|l| !l.starts_with("-----"))
+                .collect::<String>()
+        };
+        assert_eq!(body(own.client_ca_pem().unwrap()), body(&ca));
+        own.server_config().expect("a usable rustls config");
+        let own = pki().with_serving_cert(&bare, &key).unwrap();
+        assert_eq!(own.client_ca_pem(), None);
+    }
+
+    #[test]
+    fn a_key_not_the_certificates_or_a_file_without_a_certificate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, leaf, _) = signed(&["a.example"]);
+        let (_, _, other_key) = signed(&["b.example"]);
+        let (cert, key, empty) = (
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            dir.path().join("empty.crt"),
+        );
+        std::fs::write(&cert, leaf).unwrap();
+        std::fs::write(&key, other_key).unwrap();
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let pki = || Pki::self_signed(&dir.path().join("pki"), &[]).unwrap();
+        let mismatch = pki().with_serving_cert(&cert, &key).unwrap_err();
+        assert!(
+            matches!(mismatch, TlsError::KeyMismatch { .. }),
+            "{mismatch}"
+        );
+        let none = pki().with_serving_cert(&empty, &key).unwrap_err();
+        assert!(none.to_string().contains("no CERTIFICATE"), "{none}");
+        let missing = pki()
+            .with_serving_cert(&dir.path().join("nope.crt"), &key)
+            .unwrap_err();
+        assert!(missing.to_string().contains("nope.crt"), "{missing}");
     }
 }

@@ -373,6 +373,7 @@ mod tests {
                     server: "http://127.0.0.1:1".into(),
                     certificate_authority_data: None,
                     insecure_skip_tls_verify: None,
+                    tls_server_name: None,
                 },
                 credentials_ref: None,
             },

@@ -115,6 +115,7 @@ impl Fleet {
         let mut config =
             member_config(&server).map_err(|e| bad(format!("spec.endpoint.server {e}")))?;
         config.accept_invalid_certs = cluster.spec.endpoint.insecure_skip_tls_verify == Some(true);
+        config.tls_server_name = cluster.spec.endpoint.tls_server_name.clone();
         if let Some(data) = &cluster.spec.endpoint.certificate_authority_data {
             config.root_cert = Some(
                 ca_bundle(data)

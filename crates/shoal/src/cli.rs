@@ -26,6 +26,10 @@ pub struct Conn {
     /// --tls` keeps it in DATA_DIR/pki/ca.crt).
     #[arg(long, env = "SHOAL_CA", value_name = "FILE")]
     pub certificate_authority: Option<PathBuf>,
+    /// The name the server's certificate is verified against, when not the URL's host
+    /// (shoal's own clients of its server; not a flag).
+    #[arg(skip)]
+    pub tls_server_name: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -153,8 +157,9 @@ pub(crate) fn read_ca(path: Option<&std::path::Path>) -> Result<Option<String>> 
 /// When `--server` is not a URL.
 pub(crate) fn kube_client(conn: &Conn) -> Result<kube::Client> {
     let ca = read_ca(conn.certificate_authority.as_deref())?;
-    let cfg = kube_config(&conn.server, conn.token.as_deref(), ca.as_deref())
+    let mut cfg = kube_config(&conn.server, conn.token.as_deref(), ca.as_deref())
         .with_context(|| format!("invalid --server {:?}", conn.server))?;
+    cfg.tls_server_name = conn.tls_server_name.clone();
     Ok(kube::Client::try_from(cfg)?)
 }
 

@@ -38,6 +38,15 @@ pub struct ServeArgs {
     /// localhost, 127.0.0.1, ::1 and the --listen address). Repeatable.
     #[arg(long, value_name = "NAME", requires = "tls")]
     pub tls_san: Vec<String>,
+    /// Serve HTTPS with this certificate (PEM: the leaf, then any intermediates) rather
+    /// than one shoal makes, as kube-apiserver's --tls-cert-file. The kubeconfig shoal
+    /// writes trusts the last certificate of the file's chain, or the system's roots when
+    /// the file holds the leaf alone. Needs --tls-private-key-file and --token-file.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_private_key_file", "token_file"], conflicts_with = "tls_san")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert-file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -315,25 +324,35 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = client_address(listener.local_addr()?);
     std::fs::create_dir_all(&args.data_dir)?;
-    let pki = if args.tls {
+    let pki = if args.tls || args.tls_cert_file.is_some() {
         let mut hosts = args.tls_san.clone();
         if !args.listen.ip().is_unspecified() {
             hosts.push(args.listen.ip().to_string());
         }
         let dir = args.data_dir.join("pki");
-        Some(
-            shoal_apiserver::tls::Pki::self_signed(&dir, &hosts)
-                .with_context(|| format!("failed to set up TLS in {}", dir.display()))?,
-        )
+        let mut pki = shoal_apiserver::tls::Pki::self_signed(&dir, &hosts)
+            .with_context(|| format!("failed to set up TLS in {}", dir.display()))?;
+        if let (Some(cert), Some(key)) = (&args.tls_cert_file, &args.tls_private_key_file) {
+            pki = pki
+                .with_serving_cert(cert, key)
+                .context("failed to load --tls-cert-file and --tls-private-key-file")?;
+        }
+        Some(pki)
     } else {
         None
     };
+    // shoal's own clients (controllers, the fleet's registration, --apply, and the fleet
+    // driver for simulated members) verify the self-made certificate by the loopback
+    // name; users' kubeconfig trusts what users are served.
     let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone());
+    let user_ca_pem = pki
+        .as_ref()
+        .and_then(|p| p.client_ca_pem().map(String::from));
     let url = format!("{}://{addr}", if pki.is_some() { "https" } else { "http" });
     let kubeconfig_path = args.data_dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig_path,
-        kubeconfig(&url, token.as_deref(), ca_pem.as_deref()),
+        kubeconfig(&url, token.as_deref(), user_ca_pem.as_deref()),
     )?;
     let kubeconfig_path = std::fs::canonicalize(&kubeconfig_path).unwrap_or(kubeconfig_path);
     println!("shoal is serving at {url}");
@@ -346,11 +365,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     on_signal(shutdown.clone());
     let registration = simulation.clone().map(|sim| {
-        let client = crate::sim::client(&url, token.as_deref(), ca_pem.as_deref());
+        let client = loopback_config(&url, token.as_deref(), ca_pem.as_deref())
+            .and_then(|c| kube::Client::try_from(c).context("failed to build a client"));
         let base = url.clone();
-        let ca_data = ca_pem.as_deref().map(base64_of);
+        let tls = crate::sim::EndpointTls {
+            ca_data: ca_pem.as_deref().map(base64_of),
+            server_name: ca_pem
+                .is_some()
+                .then(|| shoal_apiserver::tls::LOOPBACK_SERVER_NAME.to_string()),
+        };
         tokio::spawn(async move {
-            match crate::sim::register(&sim, client?, &base, ca_data.as_deref()).await {
+            match crate::sim::register(&sim, client?, &base, &tls).await {
                 Ok(n) => {
                     tracing::info!(clusters = n, "simulated clusters registered");
                     Ok(())
@@ -369,6 +394,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             server: url.clone(),
             token: token.clone(),
             certificate_authority: ca_file,
+            tls_server_name: ca_pem
+                .is_some()
+                .then(|| shoal_apiserver::tls::LOOPBACK_SERVER_NAME.to_string()),
         };
         tokio::spawn(async move {
             // A release planned before the fleet is registered would cover part of it.
@@ -605,6 +633,19 @@ pub(crate) fn on_signal(stop: CancellationToken) {
     });
 }
 
+/// The kube-rs config of shoal's own clients of its server at `url`: with TLS (`ca_pem`
+/// is the self-made CA) they verify it by [`LOOPBACK_SERVER_NAME`], which the self-made
+/// certificate names whatever certificate other clients are served.
+///
+/// [`LOOPBACK_SERVER_NAME`]: shoal_apiserver::tls::LOOPBACK_SERVER_NAME
+fn loopback_config(url: &str, token: Option<&str>, ca_pem: Option<&str>) -> Result<kube::Config> {
+    let mut config = crate::cli::kube_config(url, token, ca_pem)?;
+    if ca_pem.is_some() {
+        config.tls_server_name = Some(shoal_apiserver::tls::LOOPBACK_SERVER_NAME.into());
+    }
+    Ok(config)
+}
+
 /// Starts the in-process controllers against the server's own URL, as any client would
 /// reach it (DESIGN.md: controllers talk to shoal's API through kube-rs). With `fence`
 /// (a role and its leader term), every request carries it and the API refuses the
@@ -618,7 +659,7 @@ pub(crate) fn spawn_controllers(
     settings: Settings,
     stop: CancellationToken,
 ) -> Result<tokio::task::JoinHandle<shoal_controllers::taskflow::Exit>> {
-    let mut config = crate::cli::kube_config(url, token, ca_pem)?;
+    let mut config = loopback_config(url, token, ca_pem)?;
     config.headers.push((
         http::HeaderName::from_static("x-shoal-client"),
         http::HeaderValue::from_static(shoal_apiserver::metrics::CONTROLLERS_CLIENT),

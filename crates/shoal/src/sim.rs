@@ -366,19 +366,29 @@ fn spawn_fault_reloader(
 }
 
 /// The `Cluster` object of a simulated cluster reached at `base`/clusters/`name`.
+/// How the control plane's fleet driver verifies simulated members served at an
+/// `https://` base: the CA (base64 of PEM, as in a kubeconfig) and the name the serving
+/// certificate is checked against when it is not the base's host.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointTls {
+    pub ca_data: Option<String>,
+    pub server_name: Option<String>,
+}
+
 pub fn cluster_object(
     name: &str,
     labels: &std::collections::BTreeMap<String, String>,
     base: &str,
-    ca_data: Option<&str>,
+    tls: &EndpointTls,
 ) -> Cluster {
     let mut c = Cluster::new(
         name,
         ClusterSpec {
             endpoint: Endpoint {
                 server: format!("{}/clusters/{name}", base.trim_end_matches('/')),
-                certificate_authority_data: ca_data.map(String::from),
+                certificate_authority_data: tls.ca_data.clone(),
                 insecure_skip_tls_verify: None,
+                tls_server_name: tls.server_name.clone(),
             },
             credentials_ref: None,
         },
@@ -394,12 +404,12 @@ pub fn cluster_object(
 ///
 /// # Errors
 /// The first request that failed for another reason than "already exists".
-/// `ca_data` (base64 of PEM, as in a kubeconfig) is the CA of an `https://` `base`.
+/// `tls` says how the members at an `https://` `base` are verified.
 pub async fn register(
     sim: &Simulation,
     client: kube::Client,
     base: &str,
-    ca_data: Option<&str>,
+    tls: &EndpointTls,
 ) -> Result<usize> {
     let api: Api<Cluster> = Api::all(client);
     let objects: Vec<(Cluster, usize)> = sim
@@ -410,7 +420,7 @@ pub async fn register(
                 .cluster
                 .read(|s| s.range("/registry/core/nodes/", None).count());
             (
-                cluster_object(m.cluster.name(), &m.labels, base, ca_data),
+                cluster_object(m.cluster.name(), &m.labels, base, tls),
                 nodes,
             )
         })
@@ -521,7 +531,7 @@ pub async fn run(args: SimArgs) -> Result<()> {
         &sim,
         client(&target, token.as_deref(), ca.as_deref())?,
         &url,
-        None,
+        &EndpointTls::default(),
     )
     .await
     .with_context(|| format!("failed to register the fleet at {target}"))?;

@@ -63,6 +63,10 @@ pub struct Endpoint {
     /// Skip TLS verification (test clusters only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_tls_verify: Option<bool>,
+    /// The name the server's certificate is checked against (and asked for by SNI) when
+    /// it is not the host of `server`, as a kubeconfig's `tls-server-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_server_name: Option<String>,
 }
 
 /// A reference to the Secret with a cluster's credentials.
@@ -198,6 +202,7 @@ mod tests {
                     server: server.into(),
                     certificate_authority_data: None,
                     insecure_skip_tls_verify: None,
+                    tls_server_name: None,
                 },
                 credentials_ref: None,
             },

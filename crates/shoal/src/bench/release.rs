@@ -286,6 +286,7 @@ pub async fn run(a: ReleaseBench) -> Result<()> {
         server: url.clone(),
         token: None,
         certificate_authority: None,
+        tls_server_name: None,
     })?;
     let cluster_api: Api<Cluster> = Api::all(client.clone());
     let t = Instant::now();

@@ -1,7 +1,9 @@
 //! `shoal serve --tls`: HTTPS with a CA shoal makes and keeps in DATA_DIR/pki, so that a
 //! token-protected server works with the real kubectl (which sends bearer tokens only
 //! over HTTPS) and kube-rs through the kubeconfig the server writes; the in-process
-//! controllers and the simulated members are reached over HTTPS with the same CA.
+//! controllers and the simulated members are reached over HTTPS with the same CA; and
+//! `--tls-cert-file`: an operator's own certificate served to users, while shoal's own
+//! clients still reach it by the loopback name.
 
 use crate::common;
 
@@ -105,4 +107,168 @@ async fn kubectl_and_kube_rs_use_a_token_over_https_and_the_fleet_is_probed_over
         assert!(names.contains("cluster.shoal.io/extra"), "{names}");
     })
     .await;
+}
+
+/// An operator's CA, and a serving certificate it signed for `shoal.example` alone (not
+/// 127.0.0.1, where the test reaches the server): (CA PEM, chain PEM, key PEM).
+fn operators_certificate() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "operators-ca");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["shoal.example".to_string()]).unwrap();
+    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let leaf = leaf.signed_by(&key, &issuer).unwrap();
+    (
+        ca_cert.pem(),
+        format!("{}{}", leaf.pem(), ca_cert.pem()),
+        key.serialize_pem(),
+    )
+}
+
+#[tokio::test]
+async fn an_operators_certificate_is_served_to_users_and_shoal_still_reaches_itself() {
+    within(DEADLINE * 2, "own certificate", async {
+        let files = tempfile::tempdir().unwrap();
+        let (ca, chain, key) = operators_certificate();
+        let (cert_file, key_file) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+        std::fs::write(&cert_file, &chain).unwrap();
+        std::fs::write(&key_file, &key).unwrap();
+        let server = ShoalServer::start_with_token(
+            "s3cret-token",
+            &[
+                "--tls-cert-file",
+                cert_file.to_str().unwrap(),
+                "--tls-private-key-file",
+                key_file.to_str().unwrap(),
+                "--store",
+                "memory",
+                "--sim-clusters",
+                "2",
+                "--sim-nodes",
+                "2",
+                "--probe-interval-seconds",
+                "1",
+            ],
+        )
+        .await;
+        assert!(server.url().starts_with("https://"), "{}", server.url());
+
+        // The kubeconfig trusts the operator's CA (the last certificate of the file), and
+        // users are served the operator's certificate: verified as shoal.example it works,
+        // verified as the URL's 127.0.0.1 it does not.
+        let mut config = server.config_from_kubeconfig().await;
+        let pool = config.root_cert.clone().expect("a CA in the kubeconfig");
+        assert_eq!(pool.len(), 1);
+        assert!(
+            ca.contains(&base64_der_prefix(&pool[0])),
+            "the operator's CA is trusted"
+        );
+        let names = server
+            .kubectl_ok(&[
+                "get",
+                "clusters",
+                "-o",
+                "name",
+                "--tls-server-name",
+                "shoal.example",
+            ])
+            .await;
+        assert_eq!(names.lines().count(), 2, "{names}");
+        let refused = server.kubectl_fails(&["get", "clusters"]).await;
+        assert!(
+            refused.contains("x509") || refused.contains("certificate"),
+            "{refused}"
+        );
+
+        // shoal's own clients reach it by the loopback name: the controllers run and the
+        // fleet driver probes the simulated members (under the same HTTPS listener).
+        config.tls_server_name = Some("shoal.example".into());
+        let clusters: Api<Cluster> = Api::all(kube::Client::try_from(config).unwrap());
+        eventually(
+            DEADLINE,
+            "both simulated clusters Ready over HTTPS",
+            async || {
+                let list = clusters.list(&ListParams::default()).await.ok()?;
+                let ready = list
+                    .items
+                    .iter()
+                    .filter(|c| {
+                        c.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                    })
+                    .count();
+                (list.items.len() == 2 && ready == 2).then_some(())
+            },
+        )
+        .await;
+        let sim = clusters.list(&ListParams::default()).await.unwrap();
+        assert!(
+            sim.items.iter().all(
+                |c| c.spec.endpoint.tls_server_name.as_deref() == Some("shoal-loopback-client")
+            ),
+            "{:?}",
+            sim.items
+                .iter()
+                .map(|c| &c.spec.endpoint)
+                .collect::<Vec<_>>()
+        );
+    })
+    .await;
+}
+
+/// The first characters of a certificate's PEM body (enough to tell certificates apart).
+fn base64_der_prefix(der: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(der)[..40].to_string()
+}
+
+#[tokio::test]
+async fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_the_flags() {
+    let files = tempfile::tempdir().unwrap();
+    let (_, chain, _) = operators_certificate();
+    let (_, _, other_key) = operators_certificate();
+    let (cert_file, key_file) = (files.path().join("tls.crt"), files.path().join("tls.key"));
+    std::fs::write(&cert_file, &chain).unwrap();
+    std::fs::write(&key_file, &other_key).unwrap();
+    std::fs::write(files.path().join("token"), "t\n").unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "memory",
+            "--no-controllers",
+        ])
+        .arg("--data-dir")
+        .arg(files.path().join("data"))
+        .arg("--token-file")
+        .arg(files.path().join("token"))
+        .arg("--tls-cert-file")
+        .arg(&cert_file)
+        .arg("--tls-private-key-file")
+        .arg(&key_file)
+        .output();
+    let out = tokio::time::timeout(DEADLINE, out)
+        .await
+        .expect("shoal serve with a wrong key did not exit")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--tls-private-key-file") && stderr.contains("key"),
+        "{stderr}"
+    );
 }
