@@ -19,6 +19,33 @@
 
 use serde_json::{Map, Value, json};
 
+/// A Secret's `stringData` is write-only: its entries go into `data` (base64), over any
+/// of the same key, and it is not kept, as Kubernetes converts it. Values that are not
+/// strings are left for the schema check to name.
+fn merge_string_data(root: &mut Map<String, Value>) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = root.get("stringData") else {
+        return;
+    };
+    if strings.values().any(|v| !v.is_string()) || root.get("data").is_some_and(|d| !d.is_object())
+    {
+        return;
+    }
+    let Some(Value::Object(strings)) = root.remove("stringData") else {
+        return;
+    };
+    let data = root
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .expect("checked above");
+    for (key, value) in strings {
+        let text = value.as_str().unwrap_or_default();
+        let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+        data.insert(key, Value::String(encoded));
+    }
+}
+
 /// Fills in the defaults of a built-in kind (`group`, `kind`); other kinds are left
 /// alone, and so are parts of the wrong type (the schema check names those).
 pub fn apply(group: &str, kind: &str, obj: &mut Value) {
@@ -27,6 +54,7 @@ pub fn apply(group: &str, kind: &str, obj: &mut Value) {
     };
     if (group, kind) == ("", "Secret") {
         or_insert(root, "type", json!("Opaque"));
+        merge_string_data(root);
         return;
     }
     let has_spec_defaults = matches!(
@@ -175,6 +203,29 @@ fn service_spec(spec: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secrets_string_data_goes_into_data_over_the_same_key_and_is_not_kept() {
+        let mut secret = json!({
+            "data": {"a": "b2xk", "keep": "eA=="},
+            "stringData": {"a": "new", "kubeconfig": "apiVersion: v1"}
+        });
+        apply("", "Secret", &mut secret);
+        assert_eq!(
+            secret,
+            json!({
+                "type": "Opaque",
+                "data": {"a": "bmV3", "keep": "eA==", "kubeconfig": "YXBpVmVyc2lvbjogdjE="}
+            })
+        );
+        let mut odd = json!({"stringData": {"n": 1}});
+        apply("", "Secret", &mut odd);
+        assert_eq!(
+            odd["stringData"],
+            json!({"n": 1}),
+            "left for the schema check"
+        );
+    }
 
     #[test]
     fn a_daemonset_gets_a_rolling_update_strategy_so_rollout_status_works() {
