@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// When set, every request but the health checks needs `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// When set, requests to the member clusters mounted under `/clusters/` need this
+    /// bearer token instead (members are separate APIs with credentials of their own).
+    pub member_token: Option<String>,
     /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
     pub bookmark_interval: Duration,
     /// How long a watch lasts when the client sets no `timeoutSeconds`.
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             // for YAML and patches while refusing accidental uploads.
             max_body_bytes: 3 * 1024 * 1024,
             token: None,
+            member_token: None,
             bookmark_interval: Duration::from_secs(10),
             default_watch_timeout: Duration::from_secs(30 * 60),
             compaction_interval: Some(Duration::from_secs(5 * 60)),
@@ -342,15 +346,20 @@ pub async fn serve(
 type St = Extension<Arc<AppState>>;
 
 async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Some(token) = &st.config.token else {
+    // The member clusters mounted under /clusters/ (simulated clusters, each its own API
+    // as a real member would be, not the control plane's) ask for their own token, which
+    // shoal's fleet driver presents from the Cluster's credentialsRef, or for none.
+    let path = req.uri().path();
+    let member = path == "/clusters" || path.starts_with("/clusters/");
+    let token = if member {
+        &st.config.member_token
+    } else {
+        &st.config.token
+    };
+    let Some(token) = token else {
         return next.run(req).await;
     };
-    // Health checks, and the member clusters mounted under /clusters/ (simulated
-    // clusters, each its own API as a real member would be, not the control plane's:
-    // shoal's fleet driver reaches them as it reaches any member, with the member's
-    // credentials, which simulated clusters do not ask for).
-    let path = req.uri().path();
-    if is_health_check(path) || path == "/clusters" || path.starts_with("/clusters/") {
+    if is_health_check(path) {
         return next.run(req).await;
     }
     let presented = req

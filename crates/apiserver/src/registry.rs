@@ -419,8 +419,8 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The registry of everything shoal serves today: Namespace, shoal's kinds, and
-    /// leader election's Leases (read-only).
+    /// The registry of everything shoal serves today: Namespace, shoal's kinds, Events,
+    /// Secrets (members' credentials) and leader election's Leases (read-only).
     pub fn shoal() -> Self {
         use kube::CustomResourceExt;
         use shoal_core::kinds::{
@@ -443,6 +443,13 @@ impl Registry {
         ));
         // What controllers record about clusters, releases and runs (`kubectl describe`).
         r.add(ResourceDef::events());
+        // Member clusters' credentials: a Cluster's spec.credentialsRef names one.
+        r.add(
+            ResourceDef::builtin::<k8s_openapi::api::core::v1::Secret>()
+                .column("Type", "string", 0, ".type")
+                .computed("Data", "integer", 0, Arc::new(printers::data_count))
+                .age(),
+        );
         // Leader election (shoal_store::election) writes these; users only read them.
         r.add(
             ResourceDef::builtin::<k8s_openapi::api::coordination::v1::Lease>()

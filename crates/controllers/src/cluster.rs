@@ -243,7 +243,7 @@ impl Resource for NodeReadiness {
 
 /// Probes `cluster` once.
 async fn probe(fleet: &Fleet, cluster: &Cluster, limit: Duration) -> Probe {
-    let member = match fleet.member(cluster) {
+    let member = match fleet.member(cluster).await {
         Ok(m) => m,
         Err(e) => return Probe::Failed(report(&e)),
     };
@@ -345,8 +345,8 @@ struct Ctx {
 pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
     let ctx = Ctx {
         clusters: Api::all(client.clone()),
+        fleet: Fleet::with_credentials(client.clone()),
         client,
-        fleet: Fleet::new(),
         clock,
         config,
     };

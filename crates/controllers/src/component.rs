@@ -110,8 +110,8 @@ pub enum Error {
 /// every status as it was or fully written, never half.
 pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
     let components: Api<Component> = Api::all(client.clone());
+    let fleet = Arc::new(Fleet::with_credentials(client.clone()));
     let clusters: Api<Cluster> = Api::all(client);
-    let fleet = Arc::new(Fleet::new());
     let pace = Pace {
         interval: config.interval,
         debounce: DEBOUNCE,
@@ -335,7 +335,7 @@ async fn read_cluster(
     base: &str,
     limit: Duration,
 ) -> ClusterReading {
-    let member = match fleet.member(cluster) {
+    let member = match fleet.member(cluster).await {
         Ok(m) => m,
         Err(e) => return ClusterReading::Unreachable(report(&e)),
     };

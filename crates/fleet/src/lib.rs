@@ -2,7 +2,10 @@
 //! ones.
 //!
 //! ```text
-//!  Cluster (shoal.io) ──spec.endpoint──▶ Fleet::client ──▶ kube::Client (cached per server)
+//!  Cluster (shoal.io): spec.endpoint, and the kubeconfig in its credentialsRef Secret
+//!        │
+//!  Fleet::member ──▶ kube::Client (cached per cluster; the Secret is read again after
+//!                                  │   CREDENTIALS_FRESH, so a rotated token is used)
 //!                                             │
 //!      apply(client, object, dangerous) ──────┤  GET live → three_way(live, target, last
 //!                                             │  applied) → merge PATCH (or POST) + record
@@ -18,13 +21,17 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
 use shoal_core::diff::{DroppedChange, FieldPath, three_way};
-use shoal_core::kinds::Cluster;
+use shoal_core::kinds::{Cluster, CredentialsRef, Endpoint};
 
 pub mod health;
 pub mod workload;
@@ -66,12 +73,34 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// (server URL, apiVersion, kind): where a discovered kind is cached.
 type KindKey = (String, String, String);
 
-/// Clients for member clusters, built once per endpoint, and their discovered kinds.
+/// Clients for member clusters, built once per cluster (and again when its spec or its
+/// credentials change), and their discovered kinds.
 #[derive(Default)]
 pub struct Fleet {
-    clients: Mutex<HashMap<String, kube::Client>>,
+    clients: Mutex<HashMap<String, Cached>>,
     kinds: Mutex<HashMap<KindKey, (ApiResource, ApiCapabilities)>>,
+    /// The control plane, where the Secrets that `spec.credentialsRef` names are read.
+    control_plane: std::sync::OnceLock<kube::Client>,
 }
+
+/// A member's client and what it was built from.
+struct Cached {
+    client: kube::Client,
+    /// The Cluster's spec and its credentials Secret's resourceVersion, as built.
+    built_from: String,
+    /// When the credentials Secret was last read.
+    checked: Instant,
+}
+
+/// The namespace of a `credentialsRef` Secret that names none.
+pub const CREDENTIALS_NAMESPACE: &str = "shoal-system";
+
+/// The key of a `credentialsRef` Secret holding the kubeconfig, when it names none.
+pub const CREDENTIALS_KEY: &str = "kubeconfig";
+
+/// How long a member's credentials are used before their Secret is read again: a
+/// rotated token is picked up within this, without a read of the Secret per request.
+pub const CREDENTIALS_FRESH: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,53 +112,139 @@ impl std::fmt::Debug for Fleet {
 }
 
 impl Fleet {
+    /// A fleet driver for members reached without credentials; a Cluster with a
+    /// `credentialsRef` is refused (see [`Fleet::with_credentials`]).
     pub fn new() -> Self {
         Fleet::default()
     }
 
-    /// How to reach `cluster`'s API server.
+    /// A fleet driver that reads members' credentials (`spec.credentialsRef`: a Secret
+    /// holding a kubeconfig) from the control plane `control_plane`.
+    pub fn with_credentials(control_plane: kube::Client) -> Self {
+        let fleet = Fleet::default();
+        fleet.read_credentials_from(&control_plane);
+        fleet
+    }
+
+    /// Reads members' credentials from `control_plane` from now on, unless a control
+    /// plane was given already (for drivers built before a client exists, such as the
+    /// executors', which get one with each task).
+    pub fn read_credentials_from(&self, control_plane: &kube::Client) {
+        self.control_plane.get_or_init(|| control_plane.clone());
+    }
+
+    /// How to reach `cluster`'s API server: its endpoint, with the credentials of the
+    /// kubeconfig its `credentialsRef` Secret holds (the endpoint's server, CA and TLS
+    /// settings win over the kubeconfig's).
     ///
     /// # Errors
-    /// [`Error::Cluster`] when the endpoint is not a URL or the cluster needs credentials
-    /// (a `credentialsRef`, not supported yet).
-    pub fn member(&self, cluster: &Cluster) -> Result<Member> {
+    /// [`Error::Cluster`] when the endpoint is not a URL, or the credentials cannot be
+    /// read or used; the problem names the field.
+    pub async fn member(&self, cluster: &Cluster) -> Result<Member> {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         let bad = |problem: String| Error::Cluster {
             cluster: name.clone(),
             problem,
         };
-        if cluster.spec.credentials_ref.is_some() {
-            return Err(bad(
-                "spec.credentialsRef is not supported yet: only unauthenticated endpoints".into(),
-            ));
-        }
         let server = cluster.spec.endpoint.server.clone();
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&server) {
-            return Ok(Member {
-                name,
-                server,
-                client: c.clone(),
-            });
+        let spec = serde_json::to_string(&cluster.spec).unwrap_or_default();
+        let member = |client: &kube::Client| Member {
+            name: name.clone(),
+            server: server.clone(),
+            client: client.clone(),
+        };
+        let needs_credentials = cluster.spec.credentials_ref.is_some();
+        {
+            let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = clients.get(&name)
+                && c.built_from.starts_with(&spec)
+                && (!needs_credentials || c.checked.elapsed() < CREDENTIALS_FRESH)
+            {
+                return Ok(member(&c.client));
+            }
         }
-        let mut config =
-            member_config(&server).map_err(|e| bad(format!("spec.endpoint.server {e}")))?;
-        config.accept_invalid_certs = cluster.spec.endpoint.insecure_skip_tls_verify == Some(true);
-        config.tls_server_name = cluster.spec.endpoint.tls_server_name.clone();
-        if let Some(data) = &cluster.spec.endpoint.certificate_authority_data {
-            config.root_cert = Some(
-                ca_bundle(data)
-                    .map_err(|e| bad(format!("spec.endpoint.certificateAuthorityData: {e}")))?,
-            );
+        let (kubeconfig, built_from) = match &cluster.spec.credentials_ref {
+            None => (None, spec),
+            Some(r) => {
+                let (version, text) = self.credentials(r).await.map_err(&bad)?;
+                (Some(text), format!("{spec}{version}"))
+            }
+        };
+        {
+            let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = clients.get_mut(&name)
+                && c.built_from == built_from
+            {
+                // The same Secret as before: the client stays (and its connections).
+                c.checked = Instant::now();
+                return Ok(member(&c.client));
+            }
         }
+        let config = config_for(&cluster.spec.endpoint, kubeconfig.as_deref())
+            .await
+            .map_err(&bad)?;
         let client = kube::Client::try_from(config)
             .map_err(|e| bad(format!("failed to build a client: {e}")))?;
-        clients.insert(server.clone(), client.clone());
-        Ok(Member {
-            name,
-            server,
-            client,
-        })
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                name.clone(),
+                Cached {
+                    client: client.clone(),
+                    built_from,
+                    checked: Instant::now(),
+                },
+            );
+        Ok(member(&client))
+    }
+
+    /// The kubeconfig text of a `credentialsRef` Secret, and the Secret's
+    /// resourceVersion; errors name the field and the Secret.
+    async fn credentials(
+        &self,
+        r: &CredentialsRef,
+    ) -> std::result::Result<(String, String), String> {
+        let ns = r.namespace.as_deref().unwrap_or(CREDENTIALS_NAMESPACE);
+        let key = r.key.as_deref().unwrap_or(CREDENTIALS_KEY);
+        let Some(control_plane) = self.control_plane.get() else {
+            return Err("spec.credentialsRef: this fleet driver does not read credentials".into());
+        };
+        let secret = Api::<Secret>::namespaced(control_plane.clone(), ns)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| {
+                format!(
+                    "spec.credentialsRef: failed to read Secret {ns}/{}: {e}",
+                    r.name
+                )
+            })?
+            .ok_or_else(|| format!("spec.credentialsRef: Secret {ns}/{} not found", r.name))?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(key))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .ok_or_else(|| {
+                format!(
+                    "spec.credentialsRef: Secret {ns}/{} has no key {key:?}",
+                    r.name
+                )
+            })?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!(
+                "spec.credentialsRef: Secret {ns}/{} key {key:?} is not text",
+                r.name
+            )
+        })?;
+        Ok((secret.metadata.resource_version.unwrap_or_default(), text))
     }
 
     /// The API resource of `api_version`/`kind` on the cluster behind `client`.
@@ -318,6 +433,43 @@ impl Member {
     }
 }
 
+/// The client configuration for a member cluster with `endpoint`, authenticated as the
+/// `kubeconfig` (its current context) says: a token, a client certificate, an exec
+/// plugin. The endpoint's server always wins, and its CA and TLS settings when set.
+async fn config_for(
+    endpoint: &Endpoint,
+    kubeconfig: Option<&str>,
+) -> std::result::Result<kube::Config, String> {
+    let server = endpoint.server.as_str();
+    let mut config = match kubeconfig {
+        None => member_config(server).map_err(|e| format!("spec.endpoint.server {e}"))?,
+        Some(text) => {
+            let kc = Kubeconfig::from_yaml(text)
+                .map_err(|e| format!("spec.credentialsRef: the kubeconfig is not valid: {e}"))?;
+            let mut c = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("spec.credentialsRef: the kubeconfig is not usable: {e}"))?;
+            c.cluster_url = server
+                .parse()
+                .map_err(|e| format!("spec.endpoint.server {server:?}: {e}"))?;
+            c.default_retry = false;
+            c
+        }
+    };
+    if endpoint.insecure_skip_tls_verify == Some(true) {
+        config.accept_invalid_certs = true;
+    }
+    if let Some(name) = &endpoint.tls_server_name {
+        config.tls_server_name = Some(name.clone());
+    }
+    if let Some(data) = &endpoint.certificate_authority_data {
+        config.root_cert = Some(
+            ca_bundle(data).map_err(|e| format!("spec.endpoint.certificateAuthorityData: {e}"))?,
+        );
+    }
+    Ok(config)
+}
+
 /// The client configuration for a member cluster at `url`. kube-rs retries 429, 503
 /// and 504 by default, up to 15 times with backoff growing to minutes; against a fleet
 /// that hides a failing cluster behind a hung call. A member's answer comes back at
@@ -438,4 +590,94 @@ pub struct Applied {
     pub patch: Value,
     /// Dangerous-field changes that were not sent.
     pub dropped: Vec<DroppedChange>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn endpoint(server: &str) -> Endpoint {
+        Endpoint {
+            server: server.into(),
+            certificate_authority_data: None,
+            insecure_skip_tls_verify: None,
+            tls_server_name: None,
+        }
+    }
+
+    const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: m\n  cluster:\n    \
+        server: https://elsewhere.example:6443\n    tls-server-name: kubernetes\n\
+        contexts:\n- name: m\n  context: {cluster: m, user: m}\ncurrent-context: m\n\
+        users:\n- name: m\n  user: {token: t0ken}\n";
+
+    #[tokio::test]
+    async fn credentials_come_from_the_kubeconfig_and_the_endpoint_wins_where_it_speaks() {
+        let plain = config_for(&endpoint("https://10.0.0.1:6443"), None)
+            .await
+            .unwrap();
+        assert!(plain.auth_info.token.is_none());
+        assert!(!plain.default_retry);
+
+        let c = config_for(&endpoint("https://10.0.0.1:6443"), Some(KUBECONFIG))
+            .await
+            .unwrap();
+        assert_eq!(c.cluster_url.to_string(), "https://10.0.0.1:6443/");
+        assert_eq!(
+            c.auth_info
+                .token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string()),
+            Some("t0ken".into())
+        );
+        assert_eq!(
+            c.tls_server_name.as_deref(),
+            Some("kubernetes"),
+            "the kubeconfig's"
+        );
+        assert!(!c.default_retry);
+
+        let mut e = endpoint("https://10.0.0.1:6443");
+        e.tls_server_name = Some("member.example".into());
+        e.insecure_skip_tls_verify = Some(true);
+        let c = config_for(&e, Some(KUBECONFIG)).await.unwrap();
+        assert_eq!(
+            c.tls_server_name.as_deref(),
+            Some("member.example"),
+            "the endpoint's"
+        );
+        assert!(c.accept_invalid_certs);
+    }
+
+    #[tokio::test]
+    async fn a_kubeconfig_that_is_not_one_is_refused_naming_the_field() {
+        let e = config_for(&endpoint("https://10.0.0.1:6443"), Some("users: [oops"))
+            .await
+            .unwrap_err();
+        assert!(e.starts_with("spec.credentialsRef"), "{e}");
+        let e = config_for(&endpoint("not a url"), Some(KUBECONFIG))
+            .await
+            .unwrap_err();
+        assert!(e.contains("spec.endpoint.server"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_fleet_without_a_control_plane_refuses_a_credentials_ref() {
+        let mut cluster = Cluster::new(
+            "c",
+            shoal_core::kinds::ClusterSpec {
+                endpoint: endpoint("https://10.0.0.1:6443"),
+                credentials_ref: Some(CredentialsRef {
+                    name: "s".into(),
+                    namespace: None,
+                    key: None,
+                }),
+            },
+        );
+        let err = Fleet::new().member(&cluster).await.unwrap_err().to_string();
+        assert!(err.contains("credentialsRef"), "{err}");
+        cluster.spec.credentials_ref = None;
+        let m = Fleet::new().member(&cluster).await.unwrap();
+        assert_eq!(m.server, "https://10.0.0.1:6443");
+    }
 }

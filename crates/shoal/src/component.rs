@@ -73,7 +73,7 @@ where
 }
 
 /// Reads everything rendering needs from the control plane and renders.
-async fn load(a: &RenderArgs) -> Result<(Component, Cluster, Rendered)> {
+async fn load(a: &RenderArgs) -> Result<(Component, Cluster, Rendered, kube::Client)> {
     let client = crate::cli::kube_client(&a.conn)?;
     let component = get(
         &Api::<Component>::all(client.clone()),
@@ -83,7 +83,7 @@ async fn load(a: &RenderArgs) -> Result<(Component, Cluster, Rendered)> {
     .await?;
     let cluster = get(&Api::<Cluster>::all(client.clone()), "Cluster", &a.cluster).await?;
     let groups = list(&Api::<ClusterGroup>::all(client.clone()), "ClusterGroups").await?;
-    let configs = list(&Api::<ClusterConfig>::all(client), "ClusterConfigs").await?;
+    let configs = list(&Api::<ClusterConfig>::all(client.clone()), "ClusterConfigs").await?;
     let rendered = render(
         &component,
         &ClusterFacts::of(&cluster),
@@ -97,7 +97,7 @@ async fn load(a: &RenderArgs) -> Result<(Component, Cluster, Rendered)> {
             a.component, a.cluster
         )
     })?;
-    Ok((component, cluster, rendered))
+    Ok((component, cluster, rendered, client))
 }
 
 /// `shoal render`: prints the objects as YAML documents.
@@ -105,7 +105,7 @@ async fn load(a: &RenderArgs) -> Result<(Component, Cluster, Rendered)> {
 /// # Errors
 /// Reading the control plane, or rendering.
 pub async fn render_cmd(a: RenderArgs) -> Result<()> {
-    let (_, _, rendered) = load(&a).await?;
+    let (_, _, rendered, _) = load(&a).await?;
     let mut out = String::new();
     for (i, o) in rendered.objects.iter().enumerate() {
         if i > 0 {
@@ -158,10 +158,12 @@ fn change_line(c: &Change) -> String {
 /// # Errors
 /// Reading the control plane, rendering, or reaching the member cluster.
 pub async fn diff(a: RenderArgs) -> Result<Outcome> {
-    let (component, cluster, rendered) = load(&a).await?;
-    let fleet = Fleet::new();
+    let (component, cluster, rendered, client) = load(&a).await?;
+    // The member's credentials (credentialsRef) are read from the control plane.
+    let fleet = Fleet::with_credentials(client);
     let member = fleet
         .member(&cluster)
+        .await
         .context("failed to reach the member cluster")?;
     let configs = if rendered.configs.is_empty() {
         "component defaults only".to_string()

@@ -350,7 +350,7 @@ fn seed_object(live: &serde_json::Value) -> serde_json::Value {
 
 /// Every node of the member `cluster`, through its own API server.
 async fn read_nodes(fleet: &shoal_fleet::Fleet, cluster: &Cluster) -> Result<Vec<Node>, String> {
-    let member = fleet.member(cluster).map_err(|e| e.to_string())?;
+    let member = fleet.member(cluster).await.map_err(|e| e.to_string())?;
     let api: Api<Node> = Api::all(member.client);
     let read = async {
         let mut out = Vec::new();
@@ -402,7 +402,7 @@ async fn read_workloads(
     cluster: &Cluster,
     workloads: &[(String, String, String, String)],
 ) -> Result<Vec<serde_json::Value>, String> {
-    let member = fleet.member(cluster).map_err(|e| e.to_string())?;
+    let member = fleet.member(cluster).await.map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for (av, kind, ns, name) in workloads {
         let read = shoal_fleet::read_workload(fleet, &member, av, kind, ns, name);
@@ -448,7 +448,7 @@ async fn read_fleet(
         .context("failed to list the clusters the release selects")?
         .items;
     clusters.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let fleet = shoal_fleet::Fleet::new();
+    let fleet = shoal_fleet::Fleet::with_credentials(client.clone());
     let fleet = &fleet;
     let members: Vec<MemberNodes> = futures::stream::iter(clusters)
         .map(|cluster| async move {

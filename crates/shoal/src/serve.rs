@@ -275,8 +275,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let mut registry = prometheus_client::registry::Registry::default();
     store_metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
+    let member_token = args
+        .sim
+        .member_token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
     let config = ServerConfig {
         token: token.clone(),
+        member_token: member_token.clone(),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval_seconds.max(1)),
         compaction_interval: (args.compaction_interval_seconds > 0)
             .then(|| std::time::Duration::from_secs(args.compaction_interval_seconds)),
@@ -368,14 +375,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let client = loopback_config(&url, token.as_deref(), ca_pem.as_deref())
             .and_then(|c| kube::Client::try_from(c).context("failed to build a client"));
         let base = url.clone();
-        let tls = crate::sim::EndpointTls {
-            ca_data: ca_pem.as_deref().map(base64_of),
+        let access = crate::sim::MemberAccess {
+            ca_pem: ca_pem.clone(),
             server_name: ca_pem
                 .is_some()
                 .then(|| shoal_apiserver::tls::LOOPBACK_SERVER_NAME.to_string()),
+            token: member_token,
         };
         tokio::spawn(async move {
-            match crate::sim::register(&sim, client?, &base, &tls).await {
+            match crate::sim::register(&sim, client?, &base, &access).await {
                 Ok(n) => {
                     tracing::info!(clusters = n, "simulated clusters registered");
                     Ok(())

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use shoal_core::clock::{ScaledClock, SharedClock, SystemClock};
-use shoal_core::kinds::{Cluster, ClusterSpec, Endpoint};
+use shoal_core::kinds::{Cluster, ClusterSpec, CredentialsRef, Endpoint};
 use shoal_sim::Simulation;
 use shoal_sim::faults::{FaultModel, FaultProfile};
 use shoal_sim::fleet::{self, Fleet, FleetSpec};
@@ -51,7 +51,17 @@ pub struct FleetFiles {
     /// second). Everything in the process uses this clock.
     #[arg(long, default_value_t = 1.0)]
     pub time_scale: f64,
+    /// The simulated member clusters ask for this bearer token (a file holding it), as
+    /// real members ask for credentials. Their Clusters are registered with a
+    /// `credentialsRef` to the Secret `shoal-system/simulated-members`, which holds a
+    /// kubeconfig with the token.
+    #[arg(long, value_name = "FILE")]
+    pub member_token_file: Option<PathBuf>,
 }
+
+/// The Secret (in `shoal-system`) with the kubeconfig of simulated members that ask for a
+/// token (`--member-token-file`).
+pub const MEMBER_CREDENTIALS: &str = "simulated-members";
 
 /// `shoal sim`: a standalone simulated fleet.
 #[derive(clap::Args, Debug, Clone)]
@@ -366,31 +376,36 @@ fn spawn_fault_reloader(
 }
 
 /// The `Cluster` object of a simulated cluster reached at `base`/clusters/`name`.
-/// How the control plane's fleet driver verifies simulated members served at an
-/// `https://` base: the CA (base64 of PEM, as in a kubeconfig) and the name the serving
-/// certificate is checked against when it is not the base's host.
+/// How the control plane's fleet driver reaches the simulated members: for an
+/// `https://` base the CA (PEM) and the name the serving certificate is checked against
+/// when it is not the base's host, and the members' bearer token if they ask for one.
 #[derive(Clone, Debug, Default)]
-pub struct EndpointTls {
-    pub ca_data: Option<String>,
+pub struct MemberAccess {
+    pub ca_pem: Option<String>,
     pub server_name: Option<String>,
+    pub token: Option<String>,
 }
 
 pub fn cluster_object(
     name: &str,
     labels: &std::collections::BTreeMap<String, String>,
     base: &str,
-    tls: &EndpointTls,
+    access: &MemberAccess,
 ) -> Cluster {
     let mut c = Cluster::new(
         name,
         ClusterSpec {
             endpoint: Endpoint {
                 server: format!("{}/clusters/{name}", base.trim_end_matches('/')),
-                certificate_authority_data: tls.ca_data.clone(),
+                certificate_authority_data: access.ca_pem.as_deref().map(crate::serve::base64_of),
                 insecure_skip_tls_verify: None,
-                tls_server_name: tls.server_name.clone(),
+                tls_server_name: access.server_name.clone(),
             },
-            credentials_ref: None,
+            credentials_ref: access.token.as_ref().map(|_| CredentialsRef {
+                name: MEMBER_CREDENTIALS.into(),
+                namespace: None,
+                key: None,
+            }),
         },
     );
     let mut l = labels.clone();
@@ -404,13 +419,17 @@ pub fn cluster_object(
 ///
 /// # Errors
 /// The first request that failed for another reason than "already exists".
-/// `tls` says how the members at an `https://` `base` are verified.
+/// `access` says how the members at `base` are reached; when they ask for a token, the
+/// Secret with their kubeconfig is written first.
 pub async fn register(
     sim: &Simulation,
     client: kube::Client,
     base: &str,
-    tls: &EndpointTls,
+    access: &MemberAccess,
 ) -> Result<usize> {
+    if let Some(token) = &access.token {
+        write_member_credentials(&client, base, token, access.ca_pem.as_deref()).await?;
+    }
     let api: Api<Cluster> = Api::all(client);
     let objects: Vec<(Cluster, usize)> = sim
         .members()
@@ -420,7 +439,7 @@ pub async fn register(
                 .cluster
                 .read(|s| s.range("/registry/core/nodes/", None).count());
             (
-                cluster_object(m.cluster.name(), &m.labels, base, tls),
+                cluster_object(m.cluster.name(), &m.labels, base, access),
                 nodes,
             )
         })
@@ -462,6 +481,52 @@ pub async fn register(
     Ok(n)
 }
 
+/// Creates or replaces the Secret `shoal-system/simulated-members`: a kubeconfig with
+/// the members' token (and CA), as an operator stores a real member's credentials.
+async fn write_member_credentials(
+    client: &kube::Client,
+    base: &str,
+    token: &str,
+    ca_pem: Option<&str>,
+) -> Result<()> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(client.clone(), shoal_fleet::CREDENTIALS_NAMESPACE);
+    let kubeconfig = crate::serve::kubeconfig(base, Some(token), ca_pem);
+    let mut secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(MEMBER_CREDENTIALS.into()),
+            ..Default::default()
+        },
+        data: Some(
+            [(
+                shoal_fleet::CREDENTIALS_KEY.to_string(),
+                ByteString(kubeconfig.into_bytes()),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    let what = || {
+        format!(
+            "failed to write Secret {}/{MEMBER_CREDENTIALS}",
+            shoal_fleet::CREDENTIALS_NAMESPACE
+        )
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let live = api.get(MEMBER_CREDENTIALS).await.with_context(what)?;
+            secret.metadata.resource_version = live.metadata.resource_version;
+            api.replace(MEMBER_CREDENTIALS, &PostParams::default(), &secret)
+                .await
+                .map(drop)
+                .with_context(what)
+        }
+        Err(e) => Err(e).with_context(what),
+    }
+}
+
 /// A kube client for `url` with an optional bearer token (and the CA of an `https://`
 /// server, PEM).
 pub fn client(url: &str, token: Option<&str>, ca_pem: Option<&str>) -> Result<kube::Client> {
@@ -482,11 +547,20 @@ pub async fn run(args: SimArgs) -> Result<()> {
     let sim = start(&fleet, &args.files, clock.clone(), &shutdown)?;
     // The simulator's own top level: shoal's kinds in memory, so `kubectl get clusters`
     // against it lists the fleet when no control plane is given.
+    let member_token = args
+        .files
+        .member_token_file
+        .as_deref()
+        .map(crate::serve::read_token)
+        .transpose()?;
     let server = shoal_apiserver::ApiServer::new(
         shoal_store::Store::memory(),
         shoal_apiserver::Registry::shoal(),
         clock.clone(),
-        shoal_apiserver::ServerConfig::default(),
+        shoal_apiserver::ServerConfig {
+            member_token: member_token.clone(),
+            ..shoal_apiserver::ServerConfig::default()
+        },
         prometheus_client::registry::Registry::default(),
         shutdown.clone(),
     )
@@ -531,7 +605,10 @@ pub async fn run(args: SimArgs) -> Result<()> {
         &sim,
         client(&target, token.as_deref(), ca.as_deref())?,
         &url,
-        &EndpointTls::default(),
+        &MemberAccess {
+            token: member_token,
+            ..MemberAccess::default()
+        },
     )
     .await
     .with_context(|| format!("failed to register the fleet at {target}"))?;

@@ -48,7 +48,8 @@ async fn member(fleet: &Fleet, ctx: &ExecContext) -> Result<Member, ExecError> {
             name: "cluster".into(),
             problem: format!("names no Cluster: {name:?} does not exist"),
         })?;
-    fleet.member(&cluster).map_err(ExecError::from)
+    fleet.read_credentials_from(&ctx.client);
+    fleet.member(&cluster).await.map_err(ExecError::from)
 }
 
 fn result(name: &str, value: impl ToString) -> RunResult {

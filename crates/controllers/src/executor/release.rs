@@ -223,7 +223,8 @@ async fn load(fleet: &Fleet, ctx: &ExecContext) -> Result<Scope, ExecError> {
         .await
         .map_err(ExecError::Kube)?
         .ok_or_else(|| failed(format!("Cluster {cluster_name:?} does not exist")))?;
-    let member = fleet.member(&cluster)?;
+    fleet.read_credentials_from(&client);
+    let member = fleet.member(&cluster).await?;
     let comps = Api::<Component>::all(client.clone());
     let mut components = Vec::new();
     for c in &release.spec.components {

@@ -272,3 +272,128 @@ async fn a_cluster_registered_later_is_probed_at_once_not_at_the_next_round() {
     })
     .await;
 }
+
+fn not_ready_message(c: &Cluster) -> Option<String> {
+    let cond = c
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "False")?;
+    Some(cond.message.clone())
+}
+
+/// Members that ask for credentials: with `--member-token-file` the simulated members
+/// want a bearer token, their Clusters are registered with a `credentialsRef` to a
+/// Secret holding a kubeconfig with it, and the prober reaches them with it. A Cluster
+/// whose Secret holds a wrong token, or names no Secret that exists, is not Ready and
+/// says why.
+#[tokio::test]
+async fn members_that_ask_for_a_token_are_reached_with_the_credentials_their_cluster_names() {
+    within(DEADLINE * 2, "member credentials", async {
+        let files = tempfile::tempdir().unwrap();
+        let fleet = files.path().join("fleet.yaml");
+        std::fs::write(&fleet, FLEET).unwrap();
+        let token = files.path().join("member-token");
+        std::fs::write(&token, "member-s3cret\n").unwrap();
+        let server = ShoalServer::start(&[
+            "--store",
+            "memory",
+            "--probe-interval-seconds",
+            "1",
+            "--fleet",
+            fleet.to_str().unwrap(),
+            "--member-token-file",
+            token.to_str().unwrap(),
+        ])
+        .await;
+        let clusters: Api<Cluster> = Api::all(server.client());
+        let sim = eventually(
+            DEADLINE,
+            "both members Ready with their credentials",
+            async || {
+                let list = clusters.list(&ListParams::default()).await.ok()?.items;
+                let ready = list
+                    .iter()
+                    .filter(|c| ready(c) == Some(("True".into(), "Reachable".into())))
+                    .count();
+                (list.len() == 2 && ready == 2).then_some(list)
+            },
+        )
+        .await;
+        let member = &sim[0];
+        assert_eq!(
+            member
+                .spec
+                .credentials_ref
+                .as_ref()
+                .map(|r| r.name.as_str()),
+            Some("simulated-members")
+        );
+        let secrets = server
+            .kubectl_ok(&["get", "secrets", "-n", "shoal-system"])
+            .await;
+        assert!(secrets.contains("simulated-members"), "{secrets}");
+
+        // The member's API itself wants the token.
+        let nodes = format!("{}/api/v1/nodes", member.spec.endpoint.server);
+        let http = reqwest::Client::new();
+        let without = http.get(&nodes).send().await.unwrap();
+        assert_eq!(without.status(), 401);
+        let with = http
+            .get(&nodes)
+            .bearer_auth("member-s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(with.status(), 200);
+
+        // A Secret with a wrong token (made with kubectl, as an operator would), and a
+        // Cluster naming a Secret that does not exist.
+        let kubeconfig = server.write_file(
+            "wrong-kubeconfig",
+            &format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: m\n  cluster:\n    server: {}\n\
+                 contexts:\n- name: m\n  context: {{cluster: m, user: m}}\ncurrent-context: m\n\
+                 users:\n- name: m\n  user: {{token: not-the-token}}\n",
+                member.spec.endpoint.server
+            ),
+        );
+        server
+            .kubectl_ok(&[
+                "create",
+                "secret",
+                "generic",
+                "wrong",
+                "-n",
+                "shoal-system",
+                &format!("--from-file=kubeconfig={}", kubeconfig.display()),
+            ])
+            .await;
+        let endpoint = &member.spec.endpoint.server;
+        let yaml = format!(
+            "apiVersion: shoal.io/v1alpha1\nkind: Cluster\nmetadata: {{name: borrowed}}\n\
+             spec: {{endpoint: {{server: \"{endpoint}\"}}, credentialsRef: {{name: wrong}}}}\n---\n\
+             apiVersion: shoal.io/v1alpha1\nkind: Cluster\nmetadata: {{name: orphan}}\n\
+             spec: {{endpoint: {{server: \"{endpoint}\"}}, credentialsRef: {{name: missing}}}}\n"
+        );
+        let file = server.write_file("more.yaml", &yaml);
+        server
+            .kubectl_ok(&["apply", "-f", file.to_str().unwrap()])
+            .await;
+        let refused = eventually(DEADLINE, "the wrong token refused", async || {
+            not_ready_message(&clusters.get("borrowed").await.ok()?)
+        })
+        .await;
+        assert!(refused.contains("401"), "{refused}");
+        let orphan = eventually(DEADLINE, "the missing Secret named", async || {
+            not_ready_message(&clusters.get("orphan").await.ok()?)
+        })
+        .await;
+        assert!(
+            orphan.contains("credentialsRef") && orphan.contains("shoal-system/missing"),
+            "{orphan}"
+        );
+    })
+    .await;
+}

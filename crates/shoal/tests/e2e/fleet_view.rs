@@ -43,7 +43,10 @@ async fn install(server: &ShoalServer, fleet: &Fleet, cluster: &Cluster, version
             version,
         ])
         .await;
-    let member = fleet.member(cluster).expect("reach the simulated cluster");
+    let member = fleet
+        .member(cluster)
+        .await
+        .expect("reach the simulated cluster");
     let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).expect("render prints YAML");
     for doc in docs.iter().filter(|d| !d.is_null()) {
         fleet
@@ -104,7 +107,7 @@ async fn the_component_status_shows_versions_nodes_missing_and_drifted_clusters(
             install(&server, &fleet, &fleet_clusters[1], "v2").await;
 
             // A hand edit of a field shoal applied, in the second cluster.
-            let member = fleet.member(&fleet_clusters[1]).unwrap();
+            let member = fleet.member(&fleet_clusters[1]).await.unwrap();
             let ds: Api<shoal_core::kinds::AdvancedDaemonSet> =
                 Api::namespaced(member.client.clone(), "kube-system");
             ds.patch(
