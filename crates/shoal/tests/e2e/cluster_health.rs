@@ -8,7 +8,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{ShoalServer, eventually, parse_table, within};
+use common::{ShoalServer, clusters_ready, eventually, parse_table, within};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -308,19 +308,8 @@ async fn members_that_ask_for_a_token_are_reached_with_the_credentials_their_clu
         ])
         .await;
         let clusters: Api<Cluster> = Api::all(server.client());
-        let sim = eventually(
-            DEADLINE,
-            "both members Ready with their credentials",
-            async || {
-                let list = clusters.list(&ListParams::default()).await.ok()?.items;
-                let ready = list
-                    .iter()
-                    .filter(|c| ready(c) == Some(("True".into(), "Reachable".into())))
-                    .count();
-                (list.len() == 2 && ready == 2).then_some(list)
-            },
-        )
-        .await;
+        // Both members Ready: reached with their credentials.
+        let sim = clusters_ready(&clusters, "", 2, DEADLINE).await;
         let member = &sim[0];
         assert_eq!(
             member

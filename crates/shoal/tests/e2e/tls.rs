@@ -9,8 +9,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{ShoalServer, eventually, within};
-use kube::api::{Api, ListParams};
+use common::{ShoalServer, clusters_ready, within};
+use kube::api::Api;
 use shoal_core::kinds::Cluster;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -64,22 +64,8 @@ async fn kubectl_and_kube_rs_use_a_token_over_https_and_the_fleet_is_probed_over
         // the CA the registration put in their endpoints, are probed Ready.
         let client = server.client_from_kubeconfig().await;
         let clusters: Api<Cluster> = Api::all(client);
-        eventually(DEADLINE, "both simulated clusters Ready over HTTPS", async || {
-            let list = clusters.list(&ListParams::default().labels("env=sim")).await.ok()?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|c| {
-                    c.status.as_ref().is_some_and(|s| {
-                        s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-                })
-                .count();
-            (list.items.len() == 2 && ready == 2).then_some(())
-        })
-        .await;
-        let sim = clusters.list(&ListParams::default().labels("env=sim")).await.unwrap();
-        assert!(sim.items.iter().all(|c| {
+        let sim = clusters_ready(&clusters, "env=sim", 2, DEADLINE).await;
+        assert!(sim.iter().all(|c| {
             c.spec.endpoint.server.starts_with("https://")
                 && c.spec.endpoint.certificate_authority_data.is_some()
         }));
@@ -193,36 +179,13 @@ async fn an_operators_certificate_is_served_to_users_and_shoal_still_reaches_its
         // fleet driver probes the simulated members (under the same HTTPS listener).
         config.tls_server_name = Some("shoal.example".into());
         let clusters: Api<Cluster> = Api::all(kube::Client::try_from(config).unwrap());
-        eventually(
-            DEADLINE,
-            "both simulated clusters Ready over HTTPS",
-            async || {
-                let list = clusters.list(&ListParams::default()).await.ok()?;
-                let ready = list
-                    .items
-                    .iter()
-                    .filter(|c| {
-                        c.status.as_ref().is_some_and(|s| {
-                            s.conditions
-                                .iter()
-                                .any(|c| c.type_ == "Ready" && c.status == "True")
-                        })
-                    })
-                    .count();
-                (list.items.len() == 2 && ready == 2).then_some(())
-            },
-        )
-        .await;
-        let sim = clusters.list(&ListParams::default()).await.unwrap();
+        let sim = clusters_ready(&clusters, "", 2, DEADLINE).await;
+        let endpoints: Vec<_> = sim.iter().map(|c| &c.spec.endpoint).collect();
         assert!(
-            sim.items.iter().all(
-                |c| c.spec.endpoint.tls_server_name.as_deref() == Some("shoal-loopback-client")
-            ),
-            "{:?}",
-            sim.items
+            endpoints
                 .iter()
-                .map(|c| &c.spec.endpoint)
-                .collect::<Vec<_>>()
+                .all(|e| e.tls_server_name.as_deref() == Some("shoal-loopback-client")),
+            "{endpoints:?}"
         );
     })
     .await;

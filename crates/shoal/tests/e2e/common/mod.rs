@@ -52,6 +52,36 @@ pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output
     }
 }
 
+/// Waits until exactly `n` Clusters match `selector` and the prober has found every one
+/// Ready (condition `Ready=True`); returns them.
+pub async fn clusters_ready(
+    clusters: &kube::Api<Cluster>,
+    selector: &str,
+    n: usize,
+    limit: Duration,
+) -> Vec<Cluster> {
+    let lp = kube::api::ListParams::default().labels(selector);
+    eventually(
+        limit,
+        &format!("{n} clusters Ready ({selector:?})"),
+        async || {
+            let list = clusters.list(&lp).await.ok()?.items;
+            let ready = list
+                .iter()
+                .filter(|c| {
+                    c.status.as_ref().is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                })
+                .count();
+            (list.len() == n && ready == n).then_some(list)
+        },
+    )
+    .await
+}
+
 /// Polls `probe` until it returns `Some`, failing the test with `what` after `limit`.
 pub async fn eventually<T>(
     limit: Duration,
