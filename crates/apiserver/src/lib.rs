@@ -21,6 +21,7 @@
 //! kind's validator (from `shoal-core`) adds semantic rules. HTTP codes and Kubernetes
 //! `Status` reasons are decided in one place, [`error`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,8 +64,10 @@ pub use registry::{Registry, ResourceDef};
 pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413 RequestEntityTooLarge.
     pub max_body_bytes: usize,
-    /// When set, every request but the health checks needs `Authorization: Bearer <token>`.
-    pub token: Option<String>,
+    /// When not empty, every request but the health checks needs `Authorization:
+    /// Bearer <token>` with one of these tokens; each stands for the user it maps to,
+    /// whom the audit trail names.
+    pub tokens: BTreeMap<String, String>,
     /// When set, requests to the member clusters mounted under `/clusters/` need this
     /// bearer token instead (members are separate APIs with credentials of their own).
     pub member_token: Option<String>,
@@ -84,7 +87,7 @@ impl Default for ServerConfig {
             // Kubernetes' limit for a single object is ~1.5 MiB in etcd; 3 MiB leaves room
             // for YAML and patches while refusing accidental uploads.
             max_body_bytes: 3 * 1024 * 1024,
-            token: None,
+            tokens: BTreeMap::new(),
             member_token: None,
             bookmark_interval: Duration::from_secs(10),
             default_watch_timeout: Duration::from_secs(30 * 60),
@@ -351,36 +354,51 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
     // shoal's fleet driver presents from the Cluster's credentialsRef, or for none.
     let path = req.uri().path();
     let member = path == "/clusters" || path.starts_with("/clusters/");
-    let token = if member {
-        &st.config.member_token
-    } else {
-        &st.config.token
-    };
-    let Some(token) = token else {
-        return next.run(req).await;
-    };
-    if is_health_check(path) {
-        return next.run(req).await;
-    }
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // Compare without short-circuiting on the first differing byte.
-    let ok = presented.is_some_and(|p| {
-        p.len() == token.len()
-            && p.bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    });
-    if ok {
-        next.run(req).await
+    let user = if member {
+        match &st.config.member_token {
+            None => None,
+            Some(token) if presented.is_some_and(|p| same(p, token)) => None,
+            Some(_) if is_health_check(path) => None,
+            Some(_) => return ApiError::Unauthorized.into_response(),
+        }
+    } else if st.config.tokens.is_empty() || is_health_check(path) {
+        None
     } else {
-        ApiError::Unauthorized.into_response()
+        // Every token is compared, each without short-circuiting, so the time taken
+        // does not tell which one came close.
+        let found = presented.and_then(|p| {
+            st.config.tokens.iter().fold(
+                None,
+                |hit, (token, user)| if same(p, token) { Some(user) } else { hit },
+            )
+        });
+        match found {
+            Some(user) => Some(user.clone()),
+            None => return ApiError::Unauthorized.into_response(),
+        }
+    };
+    let mut resp = next.run(req).await;
+    if let Some(user) = user {
+        resp.extensions_mut().insert(metrics::User(user));
     }
+    resp
+}
+
+/// Whether `presented` is `token`, compared without short-circuiting on the first
+/// differing byte.
+fn same(presented: &str, token: &str) -> bool {
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// Health checks answer without a token, at the top level and in member clusters.

@@ -126,7 +126,11 @@ pub async fn record(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -
         })
         .observe(elapsed);
     tracing::debug!(%method, path, verb = info.verb, resource = info.resource, code, elapsed_ms = elapsed * 1e3, "request");
-    if let Some(who) = who.filter(|_| is_write(info.verb)) {
+    if let Some(mut who) = who.filter(|_| is_write(info.verb)) {
+        if let Some(User(user)) = resp.extensions().get::<User>() {
+            who.user.clone_from(user);
+            who.controller |= user == SHOAL_USER;
+        }
         // The audit trail: every change, who asked and what came of it. shoal's own
         // controllers (their writes carry the leadership fence) are logged at debug, as
         // a Kubernetes audit policy leaves out the controller manager's writes.
@@ -152,11 +156,20 @@ fn is_write(verb: &str) -> bool {
     )
 }
 
+/// The user shoal's own clients of its API are (controllers, the fleet's registration,
+/// `--apply`), with a token the server makes at each start, as kube-apiserver's loopback
+/// client. Their writes are audited at debug, as the controllers' are.
+pub const SHOAL_USER: &str = "system:shoal";
+
+/// The user a request's bearer token stands for, as authentication found it (set on the
+/// response, where the audit trail reads it).
+#[derive(Clone, Debug)]
+pub struct User(pub String);
+
 /// Who made a request, as far as the audit trail can tell.
 struct Caller {
-    /// `bearer` for a request that presented a token (the server then checked it),
-    /// `anonymous` otherwise.
-    user: &'static str,
+    /// The user its token stands for; `anonymous` when the server asks for none.
+    user: String,
     /// `X-Shoal-Client` (the dashboard sends `dashboard`), else the User-Agent.
     client: String,
     /// One of shoal's own controllers (writing under its leadership fence, or saying
@@ -168,11 +181,7 @@ struct Caller {
 impl Caller {
     fn of(headers: &axum::http::HeaderMap) -> Self {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let user = if text("authorization").is_some_and(|a| a.starts_with("Bearer ")) {
-            "bearer"
-        } else {
-            "anonymous"
-        };
+        let user = "anonymous".to_string();
         let client = text("x-shoal-client")
             .or_else(|| text("user-agent"))
             .unwrap_or("-");

@@ -131,7 +131,11 @@ fn main() -> Result<()> {
                 certificate_authority,
                 output,
             } => {
-                let token = token_file.map(|f| serve::read_token(&f)).transpose()?;
+                // A --token-file of several users: the first one's token.
+                let token = token_file
+                    .map(|f| serve::read_token_users(&f))
+                    .transpose()?
+                    .map(|users| users[0].0.clone());
                 let ca = cli::read_ca(certificate_authority.as_deref())?;
                 let text = serve::kubeconfig(&server, token.as_deref(), ca.as_deref());
                 if output == "-" {

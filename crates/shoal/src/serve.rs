@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use shoal_apiserver::metrics::SHOAL_USER;
 use shoal_apiserver::{ApiServer, Registry, ServerConfig};
 use shoal_store::election::{Elector, ElectorConfig, Fence, Leadership};
 use shoal_store::{Store, StoreMetrics};
@@ -25,7 +26,10 @@ pub struct ServeArgs {
     pub store: String,
     #[command(flatten)]
     pub etcd: EtcdArgs,
-    /// Require `Authorization: Bearer <token>` with the token in this file.
+    /// Require `Authorization: Bearer <token>` with a token from this file: one token
+    /// (user `admin`), or kube-apiserver's --token-auth-file CSV, a line per user:
+    /// `token,user,uid,"group1,group2"` (uid and groups optional). The audit trail names
+    /// the user; the kubeconfig shoal writes carries the first token.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
     /// Serve HTTPS, with a CA and serving certificate shoal makes and keeps in
@@ -137,6 +141,50 @@ impl EtcdArgs {
     fn any(&self) -> bool {
         self.etcd_cacert.is_some() || self.etcd_cert.is_some() || self.etcd_user.is_some()
     }
+}
+
+/// The user a `--token-file` holding a single token stands for.
+pub const SINGLE_TOKEN_USER: &str = "admin";
+
+/// The (token, user) pairs of a `--token-file`: a single token, or kube-apiserver's
+/// static token CSV (`token,user,uid,"groups"`), in the file's order.
+pub fn read_token_users(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read token file {}", path.display()))?;
+    token_users(&text).with_context(|| format!("token file {}", path.display()))
+}
+
+fn token_users(text: &str) -> Result<Vec<(String, String)>> {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    if lines.is_empty() {
+        bail!("it is empty");
+    }
+    if lines.len() == 1 && !lines[0].1.contains(',') {
+        return Ok(vec![(lines[0].1.to_string(), SINGLE_TOKEN_USER.into())]);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut users = Vec::new();
+    for (n, line) in lines {
+        let mut fields = line.splitn(3, ',').map(str::trim);
+        let token = fields.next().unwrap_or_default();
+        let user = fields.next().unwrap_or_default().trim_matches('"');
+        if token.is_empty() || user.is_empty() {
+            bail!("line {n}: want token,user[,uid[,\"groups\"]]");
+        }
+        if user == SHOAL_USER {
+            bail!("line {n}: the user {SHOAL_USER} is shoal's own");
+        }
+        if !seen.insert(token) {
+            bail!("line {n}: the token is on an earlier line too");
+        }
+        users.push((token.to_string(), user.to_string()));
+    }
+    Ok(users)
 }
 
 pub fn read_token(path: &Path) -> Result<String> {
@@ -269,7 +317,22 @@ async fn open_etcd(url: &str, _args: &EtcdArgs, _metrics: &StoreMetrics) -> Resu
 
 pub async fn run(args: ServeArgs) -> Result<()> {
     init_logs(&args.log_format);
-    let token = args.token_file.as_deref().map(read_token).transpose()?;
+    let users = args
+        .token_file
+        .as_deref()
+        .map(read_token_users)
+        .transpose()?;
+    // The kubeconfig shoal writes carries the file's first token; shoal's own clients
+    // use one made now, so the audit trail tells them from people.
+    let token = users.as_ref().map(|u| u[0].0.clone());
+    let own_token = users
+        .as_ref()
+        .map(|_| uuid::Uuid::new_v4().simple().to_string());
+    let mut tokens: std::collections::BTreeMap<String, String> =
+        users.into_iter().flatten().collect();
+    if let Some(t) = &own_token {
+        tokens.insert(t.clone(), SHOAL_USER.into());
+    }
     let store_metrics = StoreMetrics::new();
     let store = open_store(&args.store, &args.data_dir, &args.etcd, &store_metrics).await?;
     let mut registry = prometheus_client::registry::Registry::default();
@@ -282,7 +345,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .map(read_token)
         .transpose()?;
     let config = ServerConfig {
-        token: token.clone(),
+        tokens,
         member_token: member_token.clone(),
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval_seconds.max(1)),
         compaction_interval: (args.compaction_interval_seconds > 0)
@@ -372,7 +435,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
 
     on_signal(shutdown.clone());
     let registration = simulation.clone().map(|sim| {
-        let client = loopback_config(&url, token.as_deref(), ca_pem.as_deref())
+        let client = loopback_config(&url, own_token.as_deref(), ca_pem.as_deref())
             .and_then(|c| kube::Client::try_from(c).context("failed to build a client"));
         let base = url.clone();
         let access = crate::sim::MemberAccess {
@@ -400,7 +463,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let ca_file = pki.as_ref().map(|p| p.ca_file.clone());
         let conn = crate::cli::Conn {
             server: url.clone(),
-            token: token.clone(),
+            token: own_token.clone(),
             certificate_authority: ca_file,
             tls_server_name: ca_pem
                 .is_some()
@@ -447,7 +510,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     } else if elect {
         let controllers = Controllers {
             url: url.clone(),
-            token: token.clone(),
+            token: own_token.clone(),
             ca_pem: ca_pem.clone(),
             clock: clock.clone(),
             settings,
@@ -465,7 +528,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     } else {
         let c = spawn_controllers(
             &url,
-            token.as_deref(),
+            own_token.as_deref(),
             ca_pem.as_deref(),
             None,
             clock.clone(),
@@ -714,6 +777,31 @@ pub(crate) fn spawn_controllers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_file_is_one_token_or_kube_apiservers_csv_of_users() {
+        assert_eq!(
+            token_users("  s3cret \n").unwrap(),
+            [("s3cret".to_string(), "admin".to_string())]
+        );
+        let csv = "t-alice,alice,1001,\"sre,oncall\"\n\nt-bob,\"bob\"\n";
+        assert_eq!(
+            token_users(csv).unwrap(),
+            [
+                ("t-alice".to_string(), "alice".to_string()),
+                ("t-bob".to_string(), "bob".to_string())
+            ]
+        );
+        for (bad, why) in [
+            ("", "empty"),
+            ("t-1,alice\nt-2\n", "line 2"),
+            ("t-1,alice\nt-1,bob\n", "earlier line"),
+            ("t-1,system:shoal\n", "shoal's own"),
+        ] {
+            let e = format!("{:#}", token_users(bad).unwrap_err());
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn clients_reach_a_wildcard_listener_on_loopback() {

@@ -235,3 +235,82 @@ async fn a_key_that_is_not_the_certificates_is_refused_at_start_naming_the_flags
         "{stderr}"
     );
 }
+
+/// A token file of several users (kube-apiserver's static token CSV): each token is the
+/// user it names in the audit trail, the kubeconfig carries the first, and shoal's own
+/// controllers use a token of their own (`system:shoal`), never one of the file's.
+#[tokio::test]
+async fn each_token_of_a_token_file_is_its_own_user_in_the_audit_trail() {
+    within(DEADLINE * 2, "token users", async {
+        let files = tempfile::tempdir().unwrap();
+        let users = files.path().join("users.csv");
+        std::fs::write(&users, "t-alice,alice,1001,\"sre\"\nt-bob,bob,1002\n").unwrap();
+        let mut args = vec![
+            "--tls",
+            "--store",
+            "memory",
+            "--sim-clusters",
+            "1",
+            "--sim-nodes",
+            "1",
+        ];
+        args.extend([
+            "--probe-interval-seconds",
+            "1",
+            "--token-file",
+            users.to_str().unwrap(),
+        ]);
+        let server = ShoalServer::start(&args).await;
+        let kubeconfig = std::fs::read_to_string(server.kubeconfig()).unwrap();
+        assert!(kubeconfig.contains("token: t-alice"), "{kubeconfig}");
+
+        let cluster = server.write_file(
+            "c.yaml",
+            "apiVersion: shoal.io/v1alpha1\nkind: Cluster\nmetadata: {name: audited}\n\
+             spec: {endpoint: {server: \"https://10.0.0.1:6443\"}}\n",
+        );
+        server
+            .kubectl_ok(&["apply", "-f", cluster.to_str().unwrap()])
+            .await;
+        server
+            .kubectl_ok(&[
+                "label", "cluster", "audited", "env=prod", "--token", "t-bob",
+            ])
+            .await;
+        let refused = server
+            .kubectl_fails(&["get", "clusters", "--token", "t-carol"])
+            .await;
+        assert!(refused.contains("Unauthorized"), "{refused}");
+
+        // The controllers work (the simulated cluster is probed: their writes are
+        // accepted with their own token).
+        clusters_ready(
+            &Api::<Cluster>::all(server.client_from_kubeconfig().await),
+            "env=sim",
+            1,
+            DEADLINE,
+        )
+        .await;
+        let log = server.log();
+        let audit: Vec<&str> = log.lines().filter(|l| l.contains("shoal::audit")).collect();
+        let by = |user: &str| {
+            audit
+                .iter()
+                .filter(|l| l.contains(&format!("user={user} ")))
+                .count()
+        };
+        assert!(by("alice") >= 1 && by("bob") == 1, "{audit:#?}");
+        assert_eq!(
+            by("system:shoal"),
+            0,
+            "controllers' writes are not at info: {audit:#?}"
+        );
+        assert!(
+            audit
+                .iter()
+                .all(|l| !l.contains("t-alice") && !l.contains("t-bob")),
+            "no token in the log"
+        );
+    })
+    .await;
+}
