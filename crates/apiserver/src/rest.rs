@@ -10,7 +10,9 @@
 //! `/api/v1/namespaces/x/status` is a subresource or a collection depends on the registry.
 //! Every write is a compare-and-swap on the key's `mod_revision`, so two writers never
 //! silently overwrite each other: a stale `resourceVersion` answers 409, and patches retry
-//! on races they did not ask to detect.
+//! on races they did not ask to detect. A server-side apply (`application/apply-patch+yaml`)
+//! is a patch whose merge, removals and conflicts [`crate::apply`] decides; every other
+//! write records its manager's fields in `metadata.managedFields` on the way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
