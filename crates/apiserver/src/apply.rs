@@ -74,6 +74,22 @@ impl FieldSet {
         self.node(path).is_some_and(|n| !n.is_empty())
     }
 
+    /// Whether the field at `path` or one of its ancestors is a member (an atomic
+    /// list, say, owns everything in it).
+    pub fn covers(&self, path: &[String]) -> bool {
+        let mut n = self;
+        for pe in path {
+            if n.member {
+                return true;
+            }
+            match n.children.get(pe) {
+                Some(c) => n = c,
+                None => return false,
+            }
+        }
+        n.member
+    }
+
     /// Adds the field at `path`.
     pub fn insert(&mut self, path: &[String]) {
         let mut n = self;
@@ -880,6 +896,31 @@ pub struct Conflict {
     pub manager: String,
     /// `.spec.replicas`
     pub field: String,
+    /// The field's path.
+    pub path: FieldPath,
+}
+
+/// The annotation client-side `kubectl apply` keeps its last configuration in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Whether `conflicts` of an apply over `live` only stand between kubectl's server-side
+/// apply and fields its client-side apply set, as its last-applied annotation records:
+/// kube-apiserver then lets the server-side apply take them, so that moving from
+/// `kubectl apply` to `kubectl apply --server-side` with a changed file works.
+pub fn upgrades_client_side_apply(live: &Value, conflicts: &[Conflict], w: &Writer) -> bool {
+    if w.manager != "kubectl" || conflicts.is_empty() {
+        return false;
+    }
+    let Some(last) = live
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .and_then(Value::as_str)
+        .and_then(|s| serde_json::from_str::<Value>(s).ok())
+    else {
+        return false;
+    };
+    let allowed = field_set(&last, w.meta, w.scope);
+    conflicts.iter().all(|c| allowed.contains(&c.path))
 }
 
 /// The message Kubernetes gives a failed apply.
@@ -957,6 +998,7 @@ pub fn apply(
             .map(|(i, path)| Conflict {
                 manager: entries[i].describe(),
                 field: display_path(&path),
+                path,
             })
             .collect());
     }
@@ -972,7 +1014,9 @@ pub fn apply(
         }
     }
     for path in previous.difference(&applied).paths() {
-        if !others.touches(&path) && !applied.touches(&path) {
+        // Kept if anyone owns it or something below it, or if this apply owns it
+        // under another shape (a map that became a scalar, say).
+        if !others.touches(&path) && !applied.touches(&path) && !applied.covers(&path) {
             remove_at(&mut merged, &path, w.meta);
         }
     }
@@ -1230,7 +1274,8 @@ mod tests {
             err,
             [Conflict {
                 manager: "\"ctl\"".into(),
-                field: ".spec.replicas".into()
+                field: ".spec.replicas".into(),
+                path: path(&["f:spec", "f:replicas"]),
             }]
         );
         assert_eq!(
@@ -1242,6 +1287,37 @@ mod tests {
         let mf = v2["metadata"]["managedFields"].as_array().unwrap();
         assert_eq!(mf.len(), 1, "ctl owned nothing else: {mf:?}");
         assert_eq!(mf[0]["manager"], "other");
+    }
+
+    #[test]
+    fn kubectl_takes_over_fields_its_client_side_apply_recorded_as_last_applied() {
+        let meta = deploy_meta();
+        let mut live = mk_deploy(1, json!({"a": "1"}), "nginx");
+        let managed = record_create(&live, &w("kubectl-client-side-apply", &meta));
+        set_managed_fields(&mut live, managed);
+        let cfg = json!({"metadata": {"labels": {"a": "2"}}});
+        let conflicts = applied(&live, &cfg, "kubectl", false).unwrap_err();
+        assert!(
+            !upgrades_client_side_apply(&live, &conflicts, &w("kubectl", &meta)),
+            "no annotation"
+        );
+        live["metadata"]["annotations"] =
+            json!({LAST_APPLIED: r#"{"metadata":{"labels":{"a":"1"}}}"#});
+        assert!(upgrades_client_side_apply(
+            &live,
+            &conflicts,
+            &w("kubectl", &meta)
+        ));
+        assert!(
+            !upgrades_client_side_apply(&live, &conflicts, &w("someone", &meta)),
+            "kubectl only"
+        );
+        live["metadata"]["annotations"] =
+            json!({LAST_APPLIED: r#"{"metadata":{"labels":{"b":"1"}}}"#});
+        assert!(
+            !upgrades_client_side_apply(&live, &conflicts, &w("kubectl", &meta)),
+            "a not in it"
+        );
     }
 
     #[test]

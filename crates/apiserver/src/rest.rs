@@ -592,11 +592,15 @@ pub async fn server_side_apply(
         {
             return Err(conflict(&rp.def, name));
         }
-        let (merged, managed) = apply::apply(&cur, &cfg, &w, opts.force).map_err(|conflicts| {
-            ApiError::ApplyConflict {
-                target: object::target(&rp.def, name),
-                conflicts,
+        let (merged, managed) = match apply::apply(&cur, &cfg, &w, opts.force) {
+            Err(c) if apply::upgrades_client_side_apply(&cur, &c, &w) => {
+                apply::apply(&cur, &cfg, &w, true)
             }
+            other => other,
+        }
+        .map_err(|conflicts| ApiError::ApplyConflict {
+            target: object::target(&rp.def, name),
+            conflicts,
         })?;
         let mut new = merge_for_update(&rp.def, &cur, merged, rp.subresource.is_some())?;
         let warnings = object::admit(&rp.def, &mut new, opts.fv)?;

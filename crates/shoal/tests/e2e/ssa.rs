@@ -203,7 +203,7 @@ async fn a_value_edited_by_another_manager_conflicts_with_the_next_apply() {
 }
 
 #[tokio::test]
-async fn client_side_apply_then_server_side_apply_of_the_same_file_works() {
+async fn client_side_apply_then_server_side_apply_takes_over_the_fields_it_set() {
     within(
         TEST_DEADLINE,
         "kubectl apply, then apply --server-side",
@@ -231,18 +231,24 @@ async fn client_side_apply_then_server_side_apply_of_the_same_file_works() {
             );
             assert_eq!(got["metadata"]["labels"], json!({"env": "prod"}));
 
-            // A later server-side apply of a new label works; client-side apply still does.
+            // Changing a field the client-side apply set (it is in the last-applied annotation)
+            // is no conflict for kubectl, as with kube-apiserver; client-side apply still works.
             let v2 = cluster_yaml(
                 "ssa-3",
-                &[("env", "prod"), ("tier", "1")],
+                &[("env", "staging"), ("tier", "1")],
                 "https://10.0.0.1:6443",
             );
             let r = ssa(&s, "v2.yaml", &v2, &[]).await;
             assert!(r.status.success(), "{}", r.stderr);
+            let got = get_json(&s, "ssa-3").await;
             assert_eq!(
-                get_json(&s, "ssa-3").await["metadata"]["labels"]["tier"],
-                "1"
+                got["metadata"]["labels"],
+                json!({"env": "staging", "tier": "1"})
             );
+            // Another manager gets no such pass.
+            let v3 = cluster_yaml("ssa-3", &[("env", "dev")], "https://10.0.0.1:6443");
+            let r = ssa(&s, "v3.yaml", &v3, &["--field-manager", "other"]).await;
+            assert!(!r.status.success(), "other took env without force");
             s.kubectl_ok(&args).await;
         },
     )
