@@ -74,12 +74,13 @@ impl FieldSet {
         self.node(path).is_some_and(|n| !n.is_empty())
     }
 
-    /// Whether the field at `path` or one of its ancestors is a member (an atomic
-    /// list, say, owns everything in it).
+    /// Whether the field at `path` is a member, or one of its ancestors is a leaf
+    /// member (an atomic list or a scalar, which owns whatever is in it). A list
+    /// element owned along with fields below it does not cover its other fields.
     pub fn covers(&self, path: &[String]) -> bool {
         let mut n = self;
         for pe in path {
-            if n.member {
+            if n.member && n.children.is_empty() {
                 return true;
             }
             match n.children.get(pe) {
@@ -1202,6 +1203,33 @@ mod tests {
             v2["metadata"]["managedFields"][0]["fieldsV1"],
             json!({"f:metadata": {"f:labels": {"f:a": {}}}})
         );
+    }
+
+    #[test]
+    fn a_field_covers_what_is_in_it_unless_it_is_an_element_owned_field_by_field() {
+        let mut fs = FieldSet::default();
+        fs.insert(&path(&["f:spec", "f:tolerations"]));
+        fs.insert(&path(&["f:spec", "f:containers", "k:{\"name\":\"app\"}"]));
+        fs.insert(&path(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"app\"}",
+            "f:image",
+        ]));
+        assert!(fs.covers(&path(&["f:spec", "f:tolerations", "i:0"])));
+        assert!(fs.covers(&path(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"app\"}",
+            "f:image"
+        ])));
+        assert!(!fs.covers(&path(&[
+            "f:spec",
+            "f:containers",
+            "k:{\"name\":\"app\"}",
+            "f:env"
+        ])));
+        assert!(!fs.covers(&path(&["f:spec", "f:replicas"])));
     }
 
     #[test]
