@@ -1,7 +1,8 @@
 //! Server-side apply against a real `shoal serve`: `kubectl apply --server-side` (create,
 //! removal of a dropped field, conflicts between managers, `--force-conflicts`, managed
-//! fields in `-o yaml`), kube-rs' `Patch::Apply` on the object and on its status, and
-//! the bad inputs an apply can carry, each a 4xx naming the problem.
+//! fields in `-o yaml`), kube-rs' `Patch::Apply` on the object and on its status, the
+//! bad inputs an apply can carry, each a 4xx naming the problem, and managedFields a
+//! client sends, which the server ignores.
 
 use crate::common;
 
@@ -489,6 +490,54 @@ async fn bad_applies_get_a_4xx_naming_the_problem_and_change_nothing() {
         assert_eq!(
             got["spec"]["endpoint"]["server"], "https://10.0.0.1:6443",
             "{got}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn managed_fields_sent_by_a_client_are_ignored() {
+    within(TEST_DEADLINE, "forging managedFields", async {
+        let s = ShoalServer::start(API_ONLY).await;
+        let good = cluster_yaml("forge-1", &[("env", "prod")], "https://10.0.0.1:6443");
+        let (code, _) = apply_raw(&s, "forge-1", "?fieldManager=owner", &good).await;
+        assert_eq!(code, 201);
+        let forged = json!({"metadata": {
+            "labels": {"team": "a"},
+            "managedFields": [{"manager": "forger", "operation": "Apply",
+                "apiVersion": "shoal.io/v1alpha1", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:spec": {"f:endpoint": {"f:server": {}}}}}]}});
+        let r = reqwest::Client::new()
+            .patch(s.at(&format!("{CLUSTERS}/forge-1?fieldManager=editor")))
+            .header(CONTENT_TYPE, "application/merge-patch+json")
+            .body(forged.to_string())
+            .send()
+            .await
+            .expect("send the patch");
+        assert_eq!(r.status(), 200);
+        let got = get_json(&s, "forge-1").await;
+        assert_eq!(
+            managers(&got),
+            ["owner/Apply", "editor/Update"],
+            "the forged entry was dropped, the edit recorded: {got}"
+        );
+        assert_eq!(
+            got["metadata"]["managedFields"][1]["fieldsV1"],
+            json!({"f:metadata": {"f:labels": {"f:team": {}}}})
+        );
+        // The owner still owns the server: another applier conflicts with it.
+        let theirs = cluster_yaml("forge-1", &[], "https://10.0.0.9:6443");
+        let (code, st) = apply_raw(&s, "forge-1", "?fieldManager=forger", &theirs).await;
+        assert_eq!(
+            (code, st["reason"].as_str()),
+            (409, Some("Conflict")),
+            "{st}"
+        );
+        assert_eq!(
+            st["details"]["causes"][0],
+            json!({"reason": "FieldManagerConflict", "field": ".spec.endpoint.server",
+                   "message": "conflict with \"owner\""}),
+            "{st}"
         );
     })
     .await
