@@ -43,6 +43,12 @@ pub enum ApiError {
         .target.qualified(), .target.name, .message
     )]
     Conflict { target: Target, message: String },
+    /// A server-side apply would change fields other managers own.
+    #[error("{}", crate::apply::conflicts_message(.conflicts))]
+    ApplyConflict {
+        target: Target,
+        conflicts: Vec<crate::apply::Conflict>,
+    },
     #[error("{} {:?} is invalid: {}", .target.kind, .target.name, join_causes(.causes))]
     Invalid {
         target: Target,
@@ -132,7 +138,9 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) | ApiError::NoRoute => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
-            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Forbidden { .. } => (StatusCode::FORBIDDEN, "Forbidden"),
@@ -172,6 +180,7 @@ impl ApiError {
         let target = match self {
             ApiError::NotFound(t) | ApiError::AlreadyExists(t) => Some(t),
             ApiError::Conflict { target, .. }
+            | ApiError::ApplyConflict { target, .. }
             | ApiError::Invalid { target, .. }
             | ApiError::Forbidden { target, .. }
             | ApiError::ReadOnly { target, .. } => Some(target),
@@ -188,6 +197,16 @@ impl ApiError {
                 details["causes"] = causes
                     .iter()
                     .map(|c| json!({"reason": c.kind.reason(), "message": c.detail, "field": c.field}))
+                    .collect();
+            }
+            if let ApiError::ApplyConflict { conflicts, .. } = self {
+                details["causes"] = conflicts
+                    .iter()
+                    .map(|c| {
+                        json!({"reason": "FieldManagerConflict",
+                               "message": format!("conflict with {}", c.manager),
+                               "field": c.field})
+                    })
                     .collect();
             }
             status["details"] = details;

@@ -37,6 +37,7 @@ use shoal_store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+pub mod apply;
 pub mod cluster;
 pub mod defaults;
 pub mod discovery;
@@ -144,7 +145,8 @@ impl Surface {
         };
         for ns in self.default_namespaces {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-            match rest::create(&st, &rp, obj, object::FieldValidation::Strict, false).await {
+            let opts = rest::WriteOptions::internal("shoal");
+            match rest::create(&st, &rp, obj, &opts).await {
                 Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),
             }

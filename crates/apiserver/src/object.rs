@@ -4,7 +4,8 @@
 //! resourceVersion of an object is the store's `mod_revision` of its key, injected on
 //! every read. Everything else the server owns in `metadata` (`uid`,
 //! `creationTimestamp`, `generation`, `deletionTimestamp`) is set here, and user input
-//! for those fields is ignored, as in Kubernetes.
+//! for those fields is ignored, as in Kubernetes. `managedFields` is kept by
+//! [`crate::apply`]; client input for it is ignored too (Kubernetes would accept it).
 
 use std::collections::BTreeMap;
 
@@ -252,6 +253,8 @@ pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult
             unknown.push(format!("metadata.{k}"));
         }
     }
+    // managedFields are the server's: what a client sends is dropped here, and rest.rs
+    // records the write's own after admission (see crate::apply).
     meta.remove("managedFields");
     meta.remove("selfLink");
     let name = meta

@@ -10,7 +10,9 @@
 //! `/api/v1/namespaces/x/status` is a subresource or a collection depends on the registry.
 //! Every write is a compare-and-swap on the key's `mod_revision`, so two writers never
 //! silently overwrite each other: a stale `resourceVersion` answers 409, and patches retry
-//! on races they did not ask to detect.
+//! on races they did not ask to detect. A server-side apply (`application/apply-patch+yaml`)
+//! is a patch whose merge, removals and conflicts [`crate::apply`] decides; every other
+//! write records its manager's fields in `metadata.managedFields` on the way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use shoal_core::{FieldError, FieldErrorKind};
 use shoal_store::{Precondition, RangeRequest};
 
 use crate::AppState;
+use crate::apply;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::RequestInfo;
 use crate::object::{self, FieldValidation};
@@ -262,31 +265,40 @@ async fn handle_inner(
         (&Method::POST, None) => {
             info.verb = "create";
             let body = decode_body(&rp.def, &content_type(headers), &read_body(st, body).await?)?;
-            let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
-            let (obj, warnings) = create(st, &rp, body, fv, dry_run(&params)?).await?;
+            let opts = WriteOptions::parse(&params, headers)?;
+            let (obj, warnings) = create(st, &rp, body, &opts).await?;
             Ok(json_response(StatusCode::CREATED, &obj, &warnings))
         }
         (&Method::PUT, Some(name)) => {
             info.verb = "update";
             let body = decode_body(&rp.def, &content_type(headers), &read_body(st, body).await?)?;
-            let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
-            let (obj, warnings) = update(st, &rp, name, body, fv, dry_run(&params)?).await?;
+            let opts = WriteOptions::parse(&params, headers)?;
+            let (obj, warnings) = update(st, &rp, name, body, &opts).await?;
             Ok(json_response(StatusCode::OK, &obj, &warnings))
         }
         (&Method::PATCH, Some(name)) => {
             info.verb = "patch";
             let raw = read_body(st, body).await?;
-            let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
-            let (obj, warnings) = patch(
-                st,
-                &rp,
-                name,
-                &content_type(headers),
-                &raw,
-                fv,
-                dry_run(&params)?,
-            )
-            .await?;
+            let opts = WriteOptions::parse(&params, headers)?;
+            let ctype = content_type(headers);
+            if is_apply(&ctype) {
+                let (obj, warnings, created) =
+                    server_side_apply(st, &rp, name, &raw, &opts).await?;
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(json_response(code, &obj, &warnings));
+            }
+            if opts.force {
+                return Err(patch_options_invalid(
+                    "force",
+                    FieldErrorKind::Forbidden,
+                    "may not be specified for non-apply patch",
+                ));
+            }
+            let (obj, warnings) = patch(st, &rp, name, &ctype, &raw, &opts).await?;
             Ok(json_response(StatusCode::OK, &obj, &warnings))
         }
         (&Method::DELETE, Some(name)) if rp.subresource.is_none() => {
@@ -320,6 +332,285 @@ fn dry_run(params: &Params) -> ApiResult<bool> {
         Some(other) => Err(ApiError::BadRequest(format!(
             "unsupported dryRun value {other:?}, only 'All' is supported"
         ))),
+    }
+}
+
+/// What a write asked for besides its body: `?fieldValidation=`, `?dryRun=`,
+/// `?fieldManager=` and `?force=`.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    pub fv: FieldValidation,
+    pub dry_run: bool,
+    /// `?fieldManager=`, else the User-Agent's product name (`kubectl` of
+    /// `kubectl/v1.32.4 (linux/amd64)`), as Kubernetes derives it.
+    pub manager: String,
+    /// Whether `?fieldManager=` named the manager: server-side apply requires it.
+    pub manager_given: bool,
+    /// `?force=true`: an apply takes conflicting fields from their other managers.
+    pub force: bool,
+}
+
+/// The longest field manager name Kubernetes accepts.
+const MAX_FIELD_MANAGER: usize = 128;
+
+impl WriteOptions {
+    /// The options of a request.
+    ///
+    /// # Errors
+    /// `BadRequest` for a malformed `fieldValidation`, `dryRun` or `force`; `Invalid`
+    /// (naming `fieldManager`) for a manager name longer than 128 characters.
+    pub fn parse(params: &Params, headers: &HeaderMap) -> ApiResult<Self> {
+        let given = params.get("fieldManager").filter(|m| !m.is_empty());
+        if let Some(m) = given
+            && m.chars().count() > MAX_FIELD_MANAGER
+        {
+            return Err(patch_options_invalid(
+                "fieldManager",
+                FieldErrorKind::TooLong,
+                "may not be longer than 128 characters",
+            ));
+        }
+        let manager = match given {
+            Some(m) => m.clone(),
+            None => {
+                let ua = headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                let product: String = ua
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .chars()
+                    .take(MAX_FIELD_MANAGER)
+                    .collect();
+                if product.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    product
+                }
+            }
+        };
+        let force = match params.get("force").map(String::as_str) {
+            None | Some("" | "false" | "0") => false,
+            Some("true" | "1") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid force {other:?}: must be true or false"
+                )));
+            }
+        };
+        Ok(WriteOptions {
+            fv: FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?,
+            dry_run: dry_run(params)?,
+            manager,
+            manager_given: given.is_some(),
+            force,
+        })
+    }
+
+    /// The options of a write the server makes itself, as `manager`.
+    pub fn internal(manager: &str) -> Self {
+        WriteOptions {
+            fv: FieldValidation::Strict,
+            dry_run: false,
+            manager: manager.to_string(),
+            manager_given: true,
+            force: false,
+        }
+    }
+}
+
+/// A 422 about the request's options, as Kubernetes words it
+/// (`PatchOptions.meta.k8s.io "" is invalid: fieldManager: Required value`).
+fn patch_options_invalid(field: &str, kind: FieldErrorKind, detail: &str) -> ApiError {
+    ApiError::Invalid {
+        target: crate::error::Target {
+            group: "meta.k8s.io".into(),
+            plural: "patchoptions".into(),
+            kind: "PatchOptions.meta.k8s.io".into(),
+            name: String::new(),
+        },
+        causes: vec![FieldError::new(field, kind, detail)],
+    }
+}
+
+fn is_apply(ctype: &str) -> bool {
+    ctype.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml"
+}
+
+/// The list strategies server-side apply uses for a kind: its strategic-merge table,
+/// and at least ObjectMeta's (finalizers a set, ownerReferences keyed by uid) for the
+/// kinds that have none.
+fn ssa_meta(def: &ResourceDef) -> &crate::strategic::PatchMeta {
+    static OBJECT_ONLY: std::sync::LazyLock<crate::strategic::PatchMeta> =
+        std::sync::LazyLock::new(|| {
+            crate::strategic::PatchMeta::default().with("metadata", crate::strategic::object_meta())
+        });
+    if def.patch_meta.fields.contains_key("metadata") {
+        &def.patch_meta
+    } else {
+        &OBJECT_ONLY
+    }
+}
+
+/// The managedFields context of a write through `rp` by `manager`.
+fn writer<'a>(
+    rp: &'a ResourcePath,
+    manager: &'a str,
+    api_version: &'a str,
+    now: &'a str,
+) -> apply::Writer<'a> {
+    let scope = match rp.subresource.as_deref() {
+        Some("status") => apply::Scope::Status,
+        _ if rp.def.has_status => apply::Scope::Main,
+        _ => apply::Scope::Whole,
+    };
+    apply::Writer {
+        manager,
+        api_version,
+        subresource: rp.subresource.as_deref(),
+        scope,
+        now,
+        meta: ssa_meta(&rp.def),
+    }
+}
+
+/// Records a non-apply write turning `cur` into `new` in `new`'s managedFields (which
+/// admission cleared: clients do not write them).
+fn record_update(st: &AppState, rp: &ResourcePath, manager: &str, cur: &Value, new: &mut Value) {
+    let (api_version, now) = (rp.def.api_version(), object::rfc3339(st.clock.now()));
+    let managed = apply::record_update(cur, new, &writer(rp, manager, &api_version, &now));
+    apply::set_managed_fields(new, managed);
+}
+
+/// Server-side apply (`PATCH` with `application/apply-patch+yaml`): merges the applied
+/// configuration into the object as `?fieldManager=`, or creates the object when it is
+/// missing (the returned flag). Retried on write races, as a patch is.
+///
+/// # Errors
+/// `Invalid` without a fieldManager; `BadRequest` for a configuration that is not a YAML
+/// or JSON object of this kind and name; `Conflict` (with `FieldManagerConflict`
+/// causes) when another manager owns a field the apply would change and `force` is not
+/// set; whatever create or update would answer for the resulting object.
+pub async fn server_side_apply(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    raw: &Bytes,
+    opts: &WriteOptions,
+) -> ApiResult<(Value, Vec<String>, bool)> {
+    if !opts.manager_given {
+        return Err(patch_options_invalid(
+            "fieldManager",
+            FieldErrorKind::Required,
+            "is required for apply patch",
+        ));
+    }
+    let text = std::str::from_utf8(raw)
+        .map_err(|_| ApiError::BadRequest("the apply configuration is not valid UTF-8".into()))?;
+    let mut cfg: Value = serde_saphyr::from_str(text).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the apply configuration is not valid YAML or JSON: {e}"
+        ))
+    })?;
+    if !cfg.is_object() {
+        return Err(ApiError::BadRequest(
+            "the apply configuration must be an object with apiVersion, kind and metadata".into(),
+        ));
+    }
+    object::check_type_meta(&rp.def, &mut cfg)?;
+    apply::drop_nulls(&mut cfg);
+    let meta = object::meta_mut(&mut cfg);
+    match meta.get("name").and_then(Value::as_str) {
+        None | Some("") => {
+            meta.insert("name".into(), json!(name));
+        }
+        Some(n) if n != name => {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+    }
+    if let (Some(n), Some(ns)) = (
+        meta.get("namespace")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty()),
+        &rp.namespace,
+    ) && n != ns
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the namespace of the provided object ({n}) does not match the namespace sent on the request ({ns})"
+        )));
+    }
+    // A resourceVersion in the configuration is a precondition, as in a patch.
+    let pinned = meta
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
+        .map(String::from);
+    for server_owned in [
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+        "generateName",
+    ] {
+        meta.remove(server_owned);
+    }
+    apply::check_config(&cfg, ssa_meta(&rp.def)).map_err(|e| {
+        ApiError::BadRequest(format!("the apply configuration cannot be merged: {e}"))
+    })?;
+    let (api_version, now) = (rp.def.api_version(), object::rfc3339(st.clock.now()));
+    let w = writer(rp, &opts.manager, &api_version, &now);
+    const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + RETRY_FOR;
+    loop {
+        let retry = || std::time::Instant::now() < deadline;
+        let (cur, cur_rev) = match get(st, rp, name).await {
+            Err(ApiError::NotFound(_)) if rp.subresource.is_none() && pinned.is_none() => {
+                let managed = apply::record_apply_create(&cfg, &w);
+                let collection = ResourcePath {
+                    name: None,
+                    ..rp.clone()
+                };
+                match create_managed(st, &collection, cfg.clone(), opts, Some(managed)).await {
+                    Err(ApiError::AlreadyExists(_)) if retry() => continue,
+                    other => return other.map(|(o, warnings)| (o, warnings, true)),
+                }
+            }
+            other => other?,
+        };
+        if let Some(rv) = &pinned
+            && *rv != cur_rev.to_string()
+        {
+            return Err(conflict(&rp.def, name));
+        }
+        let (merged, managed) = match apply::apply(&cur, &cfg, &w, opts.force) {
+            Err(c) if apply::upgrades_client_side_apply(&cur, &c, &w) => {
+                apply::apply(&cur, &cfg, &w, true)
+            }
+            other => other,
+        }
+        .map_err(|conflicts| ApiError::ApplyConflict {
+            target: object::target(&rp.def, name),
+            conflicts,
+        })?;
+        let mut new = merge_for_update(&rp.def, &cur, merged, rp.subresource.is_some())?;
+        let warnings = object::admit(&rp.def, &mut new, opts.fv)?;
+        apply::set_managed_fields(&mut new, managed);
+        match commit_update(st, rp, &cur, cur_rev, new, opts.dry_run).await {
+            Err(ApiError::Conflict { .. }) if pinned.is_none() && retry() => {
+                tokio::task::yield_now().await;
+            }
+            other => return other.map(|o| (o, warnings, false)),
+        }
     }
 }
 
@@ -538,14 +829,27 @@ async fn check_namespace(st: &AppState, ns: &str) -> ApiResult<()> {
     }
 }
 
-/// Creates an object.
+/// Creates an object; its creator owns every field it set (an `Update` entry of
+/// `metadata.managedFields`).
 pub async fn create(
     st: &AppState,
     rp: &ResourcePath,
-    mut obj: Value,
-    fv: FieldValidation,
-    dry_run: bool,
+    obj: Value,
+    opts: &WriteOptions,
 ) -> ApiResult<(Value, Vec<String>)> {
+    create_managed(st, rp, obj, opts, None).await
+}
+
+/// Creates an object with `managed` as its managedFields, or the creator's `Update`
+/// entry when `None`.
+async fn create_managed(
+    st: &AppState,
+    rp: &ResourcePath,
+    mut obj: Value,
+    opts: &WriteOptions,
+    managed: Option<Value>,
+) -> ApiResult<(Value, Vec<String>)> {
+    let (fv, dry_run) = (opts.fv, opts.dry_run);
     let def = &rp.def;
     object::check_type_meta(def, &mut obj)?;
     let meta = object::meta_mut(&mut obj);
@@ -600,6 +904,14 @@ pub async fn create(
         obj["status"] = json!({"phase": "Active"});
     }
     let warnings = object::admit(def, &mut obj, fv)?;
+    let managed = match managed {
+        Some(m) => m,
+        None => {
+            let (api_version, now) = (def.api_version(), object::rfc3339(st.clock.now()));
+            apply::record_create(&obj, &writer(rp, &opts.manager, &api_version, &now))
+        }
+    };
+    apply::set_managed_fields(&mut obj, managed);
     let name = object::name(&obj).to_string();
     if let Some(ns) = &rp.namespace {
         check_namespace(st, ns).await?;
@@ -806,8 +1118,7 @@ pub async fn update(
     rp: &ResourcePath,
     name: &str,
     mut body: Value,
-    fv: FieldValidation,
-    dry_run: bool,
+    opts: &WriteOptions,
 ) -> ApiResult<(Value, Vec<String>)> {
     object::check_type_meta(&rp.def, &mut body)?;
     let (cur, cur_rev) = get(st, rp, name).await?;
@@ -821,9 +1132,10 @@ pub async fn update(
     }
     let status_sub = rp.subresource.is_some();
     let mut new = merge_for_update(&rp.def, &cur, body, status_sub)?;
-    let warnings = object::admit(&rp.def, &mut new, fv)?;
+    let warnings = object::admit(&rp.def, &mut new, opts.fv)?;
+    record_update(st, rp, &opts.manager, &cur, &mut new);
     Ok((
-        commit_update(st, rp, &cur, cur_rev, new, dry_run).await?,
+        commit_update(st, rp, &cur, cur_rev, new, opts.dry_run).await?,
         warnings,
     ))
 }
@@ -874,7 +1186,7 @@ fn apply_patch(
         }
         "application/apply-patch+yaml" => {
             return Err(ApiError::UnsupportedMediaType(
-                "server-side apply (application/apply-patch+yaml) is not supported by shoal; use client-side `kubectl apply` (the default)".into(),
+                "server-side apply (application/apply-patch+yaml) is not supported on the scale subresource; apply to the object itself".into(),
             ));
         }
         other => {
@@ -907,8 +1219,7 @@ pub async fn patch(
     name: &str,
     ctype: &str,
     raw: &Bytes,
-    fv: FieldValidation,
-    dry_run: bool,
+    opts: &WriteOptions,
 ) -> ApiResult<(Value, Vec<String>)> {
     // A patch that did not pin a resourceVersion is retried on write races until it
     // wins, as Kubernetes' GuaranteedUpdate does: each round one contender commits, so
@@ -932,8 +1243,9 @@ pub async fn patch(
                 .is_some_and(|p| p.pointer("/metadata/resourceVersion").is_some())
         });
         let mut new = merge_for_update(&rp.def, &cur, doc, rp.subresource.is_some())?;
-        let warnings = object::admit(&rp.def, &mut new, fv)?;
-        match commit_update(st, rp, &cur, cur_rev, new, dry_run).await {
+        let warnings = object::admit(&rp.def, &mut new, opts.fv)?;
+        record_update(st, rp, &opts.manager, &cur, &mut new);
+        match commit_update(st, rp, &cur, cur_rev, new, opts.dry_run).await {
             Err(ApiError::Conflict { .. }) if !pinned && std::time::Instant::now() < deadline => {
                 tokio::task::yield_now().await;
                 continue;
@@ -957,8 +1269,8 @@ async fn scale_request(
     params: &Params,
     info: &mut RequestInfo,
 ) -> ApiResult<Response> {
-    let fv = FieldValidation::parse(params.get("fieldValidation").map(String::as_str))?;
-    let dry = dry_run(params)?;
+    let opts = WriteOptions::parse(params, headers)?;
+    let (fv, dry) = (opts.fv, opts.dry_run);
     let edit: Box<dyn Fn(Value) -> ApiResult<Value> + Send + Sync> = match *method {
         Method::GET => {
             info.verb = "get";
@@ -1010,6 +1322,7 @@ async fn scale_request(
         crate::scale::apply_scale(&rp.def, &mut new, &wanted, paths)?;
         let mut new = merge_for_update(&rp.def, &cur, new, false)?;
         let warnings = object::admit(&rp.def, &mut new, fv)?;
+        record_update(st, rp, &opts.manager, &cur, &mut new);
         match commit_update(st, &main, &cur, cur_rev, new, dry).await {
             Err(ApiError::Conflict { .. })
                 if pinned.is_none() && std::time::Instant::now() < deadline =>

@@ -133,7 +133,7 @@ impl PatchMeta {
 }
 
 /// `ObjectMeta`'s strategies.
-fn object_meta() -> PatchMeta {
+pub fn object_meta() -> PatchMeta {
     PatchMeta::default()
         .with("finalizers", PatchMeta::set())
         .with(

@@ -138,6 +138,50 @@ spec:
 }
 
 #[tokio::test]
+async fn server_side_apply_merges_containers_by_name_and_removes_a_dropped_env_var() {
+    within(TEST_DEADLINE, "kubectl apply --server-side twice", async {
+        let f = Fleet::start().await;
+        let path = f.write("deploy.yaml", &mk_deployment("web:1", "info"));
+        f.ok(&["apply", "--server-side", "-f", &path]).await;
+        // Another manager adds an env var to the same container.
+        f.ok(&["set", "env", "deployment/web", "-c", "app", "FEATURE=on"])
+            .await;
+        let without_region = mk_deployment("web:2", "debug")
+            .replace("        - name: REGION\n          value: eu\n", "");
+        let path = f.write("deploy.yaml", &without_region);
+        f.ok(&["apply", "--server-side", "-f", &path]).await;
+
+        let d = f.json(&["get", "deployment", "web", "--show-managed-fields"]).await;
+        let containers = d["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .expect("containers");
+        let app = &containers[0];
+        assert_eq!(app["image"], "web:2", "{d:#}");
+        let env: Vec<&str> = app["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(env, ["LOG_LEVEL", "FEATURE"], "REGION dropped, FEATURE kept: {app:#}");
+        assert_eq!(containers[1]["image"], "envoy:1.30");
+        let mf = d["metadata"]["managedFields"].as_array().expect("managedFields");
+        let applier = mf
+            .iter()
+            .find(|e| e["manager"] == "kubectl" && e["operation"] == "Apply")
+            .unwrap_or_else(|| panic!("no kubectl Apply entry: {mf:#?}"));
+        let app_fields = &applier["fieldsV1"]["f:spec"]["f:template"]["f:spec"]["f:containers"]
+            ["k:{\"name\":\"app\"}"];
+        assert!(app_fields["f:image"].is_object(), "{applier:#}");
+        assert!(
+            app_fields["f:env"]["k:{\"name\":\"LOG_LEVEL\"}"].is_object(),
+            "{applier:#}"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
 async fn reapplying_a_deployment_merges_containers_and_env_by_name() {
     within(TEST_DEADLINE, "kubectl apply twice", async {
         let f = Fleet::start().await;

@@ -356,6 +356,13 @@ pub async fn get(a: GetArgs) -> Result<()> {
             print_columns(&header, &rows);
         }
         "yaml" | "json" => {
+            // As kubectl without --show-managed-fields: who owns which field is noise here.
+            for v in &mut results {
+                match v["items"].as_array_mut() {
+                    Some(items) => items.iter_mut().for_each(hide_managed_fields),
+                    None => hide_managed_fields(v),
+                }
+            }
             let out = if a.names.len() == 1 {
                 results.remove(0)
             } else {
@@ -793,6 +800,13 @@ pub async fn delete(a: DeleteArgs) -> Result<()> {
         println!("{} {name:?} deleted", r.qualified());
     }
     Ok(())
+}
+
+/// Removes `metadata.managedFields` from an object, as kubectl's output does by default.
+fn hide_managed_fields(obj: &mut Value) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("managedFields");
+    }
 }
 
 #[cfg(test)]

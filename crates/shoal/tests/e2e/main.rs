@@ -31,6 +31,7 @@ mod rehearse;
 mod release;
 mod rollout;
 mod sim;
+mod ssa;
 mod taskflow;
 mod tls;
 mod ui;
