@@ -115,8 +115,14 @@ async function request(path, init) {
   }
 }
 
+// The field manager the dashboard's writes are recorded under (metadata.managedFields).
+const FIELD_MANAGER = 'shoal-dashboard';
+
 async function api(method, path, body, contentType) {
   const init = { method, headers: {} };
+  if (method !== 'GET' && method !== 'DELETE') {
+    path += (path.includes('?') ? '&' : '?') + 'fieldManager=' + FIELD_MANAGER;
+  }
   if (body !== undefined) {
     init.body = JSON.stringify(body);
     init.headers['Content-Type'] = contentType || 'application/json';

@@ -45,6 +45,22 @@ pub const LAST_APPLIED: &str = "shoal.io/last-applied";
 /// The field manager shoal's writes are recorded under.
 pub const FIELD_MANAGER: &str = "shoal";
 
+/// The User-Agent of shoal's clients, to members and to its own API alike. An API server
+/// names the field manager of a write without `?fieldManager=` after its first word
+/// ([`FIELD_MANAGER`]), and audit logs show it as the client.
+pub const USER_AGENT: &str = concat!("shoal/", env!("CARGO_PKG_VERSION"));
+
+/// Sets [`USER_AGENT`] on `config` (kube-rs sends none of its own).
+pub fn identify(config: &mut kube::Config) {
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(USER_AGENT),
+    ));
+}
+
 /// Errors of the fleet driver.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -453,6 +469,7 @@ async fn config_for(
                 .parse()
                 .map_err(|e| format!("spec.endpoint.server {server:?}: {e}"))?;
             c.default_retry = false;
+            identify(&mut c);
             c
         }
     };
@@ -479,6 +496,7 @@ fn member_config(server: &str) -> std::result::Result<kube::Config, String> {
     let url = server.parse().map_err(|e| format!("{server:?}: {e}"))?;
     let mut config = kube::Config::new(url);
     config.default_retry = false;
+    identify(&mut config);
     Ok(config)
 }
 

@@ -174,6 +174,8 @@ pub(crate) fn kube_config(
 ) -> Result<kube::Config> {
     let url = server.parse().context("the server URL is not a URI")?;
     let mut cfg = kube::Config::new(url);
+    // Field manager "shoal" for writes without ?fieldManager=, and the audit's client.
+    shoal_fleet::identify(&mut cfg);
     cfg.auth_info.token = token.map(|t| secrecy::SecretString::from(t.to_string()));
     if let Some(pem) = ca_pem {
         cfg.root_cert = Some(

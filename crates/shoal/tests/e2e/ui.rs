@@ -388,6 +388,18 @@ async fn a_release_shows_live_and_the_page_pauses_it_and_approves_its_gated_wave
             .await;
             text_shows(b, "main", "paused", Duration::from_secs(30), "the page shows the release paused").await;
             screenshot(b, "release-paused.png").await;
+            // managedFields record who paused it: the dashboard, by its field manager; the
+            // release controller's status writes are shoal's.
+            let paused = release(&server, "agent-1.5.0").await.unwrap();
+            let managers: Vec<(String, Option<String>)> = paused
+                .metadata
+                .managed_fields
+                .iter()
+                .flatten()
+                .map(|m| (m.manager.clone().unwrap_or_default(), m.subresource.clone()))
+                .collect();
+            assert!(managers.contains(&("shoal-dashboard".into(), None)), "{managers:?}");
+            assert!(managers.contains(&("shoal".into(), Some("status".into()))), "{managers:?}");
             // The server's audit trail names the dashboard as the client of that write.
             let log = server.scratch().join("server-1.log");
             eventually(Duration::from_secs(10), "the audit log records the dashboard's patch", async || {
