@@ -358,11 +358,9 @@ pub enum Scope {
     Status,
 }
 
-/// Metadata the server owns: never in a field set.
-const UNTRACKED_META: &[&str] = &[
-    "name",
-    "generateName",
-    "namespace",
+/// Metadata the server sets, which an applied configuration does not: dropped from it,
+/// and never in a field set.
+pub(crate) const SERVER_OWNED_META: &[&str] = &[
     "uid",
     "resourceVersion",
     "generation",
@@ -371,6 +369,7 @@ const UNTRACKED_META: &[&str] = &[
     "deletionGracePeriodSeconds",
     "managedFields",
     "selfLink",
+    "generateName",
 ];
 
 fn tracked_top(key: &str, scope: Scope) -> bool {
@@ -382,7 +381,8 @@ fn tracked_top(key: &str, scope: Scope) -> bool {
 }
 
 fn tracked_meta(key: &str) -> bool {
-    !UNTRACKED_META.contains(&key)
+    // The object's identity is not a field anyone owns either.
+    !(SERVER_OWNED_META.contains(&key) || key == "name" || key == "namespace")
 }
 
 /// The fields an object (or an applied configuration) sets, within `scope`.

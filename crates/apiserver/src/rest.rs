@@ -551,18 +551,8 @@ pub async fn server_side_apply(
         .and_then(Value::as_str)
         .filter(|rv| !rv.is_empty())
         .map(String::from);
-    for server_owned in [
-        "uid",
-        "resourceVersion",
-        "generation",
-        "creationTimestamp",
-        "deletionTimestamp",
-        "deletionGracePeriodSeconds",
-        "managedFields",
-        "selfLink",
-        "generateName",
-    ] {
-        meta.remove(server_owned);
+    for server_owned in apply::SERVER_OWNED_META {
+        meta.remove(*server_owned);
     }
     apply::check_config(&cfg, ssa_meta(&rp.def)).map_err(|e| {
         ApiError::BadRequest(format!("the apply configuration cannot be merged: {e}"))
