@@ -102,8 +102,10 @@ pub struct Fleet {
 /// A member's client and what it was built from.
 struct Cached {
     client: kube::Client,
-    /// The Cluster's spec and its credentials Secret's resourceVersion, as built.
-    built_from: String,
+    /// The Cluster's spec (JSON) it was built for.
+    spec: String,
+    /// The resourceVersion of the credentials Secret it was built with, if any.
+    secret_version: Option<String>,
     /// When the credentials Secret was last read.
     checked: Instant,
 }
@@ -173,23 +175,24 @@ impl Fleet {
         {
             let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = clients.get(&name)
-                && c.built_from.starts_with(&spec)
+                && c.spec == spec
                 && (!needs_credentials || c.checked.elapsed() < CREDENTIALS_FRESH)
             {
                 return Ok(member(&c.client));
             }
         }
-        let (kubeconfig, built_from) = match &cluster.spec.credentials_ref {
-            None => (None, spec),
+        let (secret_version, kubeconfig) = match &cluster.spec.credentials_ref {
+            None => (None, None),
             Some(r) => {
                 let (version, text) = self.credentials(r).await.map_err(&bad)?;
-                (Some(text), format!("{spec}{version}"))
+                (Some(version), Some(text))
             }
         };
         {
             let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = clients.get_mut(&name)
-                && c.built_from == built_from
+                && c.spec == spec
+                && c.secret_version == secret_version
             {
                 // The same Secret as before: the client stays (and its connections).
                 c.checked = Instant::now();
@@ -208,7 +211,8 @@ impl Fleet {
                 name.clone(),
                 Cached {
                     client: client.clone(),
-                    built_from,
+                    spec,
+                    secret_version,
                     checked: Instant::now(),
                 },
             );

@@ -415,6 +415,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // driver for simulated members) verify the self-made certificate by the loopback
     // name; users' kubeconfig trusts what users are served.
     let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone());
+    let loopback_name = pki
+        .as_ref()
+        .map(|_| shoal_apiserver::tls::LOOPBACK_SERVER_NAME.to_string());
     let user_ca_pem = pki
         .as_ref()
         .and_then(|p| p.client_ca_pem().map(String::from));
@@ -440,9 +443,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let base = url.clone();
         let access = crate::sim::MemberAccess {
             ca_pem: ca_pem.clone(),
-            server_name: ca_pem
-                .is_some()
-                .then(|| shoal_apiserver::tls::LOOPBACK_SERVER_NAME.to_string()),
+            server_name: loopback_name.clone(),
             token: member_token,
         };
         tokio::spawn(async move {
@@ -465,9 +466,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             server: url.clone(),
             token: own_token.clone(),
             certificate_authority: ca_file,
-            tls_server_name: ca_pem
-                .is_some()
-                .then(|| shoal_apiserver::tls::LOOPBACK_SERVER_NAME.to_string()),
+            tls_server_name: loopback_name.clone(),
         };
         tokio::spawn(async move {
             // A release planned before the fleet is registered would cover part of it.
