@@ -469,21 +469,7 @@ async fn plan_release(ctx: &Ctx, release: &Release) -> Result<Planned, Error> {
             .map(|w| WaveStatus {
                 clusters: w.clusters.iter().map(|c| c.name.clone()).collect(),
                 approval: w.approval,
-                reason: w.clusters.first().map(|c| {
-                    let group: Vec<String> = keys
-                        .iter()
-                        .zip(&c.group)
-                        .filter(|(_, v)| !v.is_empty())
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    let n = w.clusters.len();
-                    let clusters = format!("{n} cluster{}", if n == 1 { "" } else { "s" });
-                    if group.is_empty() {
-                        format!("{clusters}, least risky first")
-                    } else {
-                        format!("{clusters} of {}", group.join(", "))
-                    }
-                }),
+                reason: (!w.clusters.is_empty()).then(|| w.summary(&keys)),
             })
             .collect(),
     ))

@@ -134,6 +134,61 @@ pub struct Wave {
     pub approval: bool,
 }
 
+impl Wave {
+    /// What the wave's clusters have in common under the order keys `keys` (the labels
+    /// `Placed::group` holds values of, in that order), in words: `"30 clusters of
+    /// env=staging, 3 regions"`. A key every cluster has the same value of is named with
+    /// it; a key they differ on is counted (`3 regions`, and `+2 without region` for
+    /// clusters that lack it); a key none of them has is left out. Never the first
+    /// cluster's values standing in for the rest.
+    pub fn summary(&self, keys: &[&str]) -> String {
+        let n = self.clusters.len();
+        let clusters = format!("{n} cluster{}", if n == 1 { "" } else { "s" });
+        let mut parts = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            let values: Vec<&str> = self
+                .clusters
+                .iter()
+                .map(|c| c.group.get(i).map_or("", String::as_str))
+                .collect();
+            let without = values.iter().filter(|v| v.is_empty()).count();
+            let distinct: std::collections::BTreeSet<&str> =
+                values.iter().copied().filter(|v| !v.is_empty()).collect();
+            let part = match (distinct.len(), without) {
+                (0, _) => continue,
+                (1, 0) => format!("{key}={}", distinct.first().copied().unwrap_or_default()),
+                (d, _) => {
+                    let mut p = count_of(d, key);
+                    if without > 0 {
+                        let _ = write!(p, " (+{without} without {key})");
+                    }
+                    p
+                }
+            };
+            parts.push(part);
+        }
+        if parts.is_empty() {
+            format!("{clusters}, least risky first")
+        } else {
+            format!("{clusters} of {}", parts.join(", "))
+        }
+    }
+}
+
+/// `3 regions`, `1 env`; a label that does not pluralise as a word (`team.io/owner`,
+/// `business`) is counted as `2 values of business`.
+fn count_of(n: usize, label: &str) -> String {
+    let word = !label.is_empty()
+        && label.chars().all(|c| c.is_ascii_alphabetic())
+        && !label.ends_with('s');
+    match (word, n) {
+        (true, 1) => format!("1 {label}"),
+        (true, _) => format!("{n} {label}s"),
+        (false, 1) => format!("1 value of {label}"),
+        (false, _) => format!("{n} values of {label}"),
+    }
+}
+
 /// The computed plan.
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Plan {
@@ -342,6 +397,64 @@ mod tests {
         );
     }
 
+    fn mk_wave(groups: &[(&str, &str)]) -> Wave {
+        Wave {
+            clusters: groups
+                .iter()
+                .enumerate()
+                .map(|(i, (env, region))| Placed {
+                    name: format!("c{i}"),
+                    group: vec![env.to_string(), region.to_string()],
+                    score: 0.0,
+                    why: String::new(),
+                })
+                .collect(),
+            approval: false,
+        }
+    }
+
+    #[test]
+    fn a_wave_over_three_regions_is_labelled_by_what_all_its_clusters_share() {
+        let w = mk_wave(&[
+            ("staging", "cn-hangzhou"),
+            ("staging", "cn-shanghai"),
+            ("staging", "cn-beijing"),
+            ("staging", "cn-hangzhou"),
+        ]);
+        assert_eq!(
+            w.summary(&["env", "region"]),
+            "4 clusters of env=staging, 3 regions"
+        );
+        let one = mk_wave(&[("prod", "cn-hangzhou"), ("prod", "cn-hangzhou")]);
+        assert_eq!(
+            one.summary(&["env", "region"]),
+            "2 clusters of env=prod, region=cn-hangzhou"
+        );
+    }
+
+    #[test]
+    fn a_mixed_wave_counts_every_key_and_the_clusters_without_it() {
+        let w = mk_wave(&[("test", "a"), ("prod", ""), ("prod", "b")]);
+        assert_eq!(
+            w.summary(&["env", "region"]),
+            "3 clusters of 2 envs, 2 regions (+1 without region)"
+        );
+        let none = mk_wave(&[("", ""), ("", "")]);
+        assert_eq!(
+            none.summary(&["env", "region"]),
+            "2 clusters, least risky first"
+        );
+        assert_eq!(
+            mk_wave(&[("a", "x")]).summary(&[]),
+            "1 cluster, least risky first"
+        );
+        let w = mk_wave(&[("a", "x"), ("b", "x")]);
+        assert_eq!(
+            w.summary(&["business", "region"]),
+            "2 clusters of 2 values of business, region=x"
+        );
+    }
+
     #[test]
     fn a_wave_does_not_cross_an_environment_boundary() {
         let clusters: Vec<Candidate> = (0..3)
@@ -465,6 +578,30 @@ mod tests {
             }
             // The same input plans the same way.
             prop_assert_eq!(plan(&clusters, &strategy).unwrap(), p);
+        }
+
+        #[test]
+        fn a_wave_summary_claims_only_what_every_cluster_in_it_shares(
+            clusters in candidates(), strategy in strategies()
+        ) {
+            let keys: Vec<&str> = strategy.order.iter().map(|k| k.label.as_str()).collect();
+            for w in plan(&clusters, &strategy).unwrap().waves {
+                let summary = w.summary(&keys);
+                for (i, key) in keys.iter().enumerate() {
+                    let prefix = format!("{key}=");
+                    let claimed = summary
+                        .split_once(" of ")
+                        .map_or("", |(_, rest)| rest)
+                        .split(", ")
+                        .find_map(|p| p.strip_prefix(prefix.as_str()));
+                    if let Some(v) = claimed {
+                        prop_assert!(w.clusters.iter().all(|c| c.group[i] == v), "{summary}: not all {key}={v}");
+                    }
+                }
+                let n = w.clusters.len();
+                let counted = format!("{n} cluster{}", if n == 1 { "" } else { "s" });
+                prop_assert!(summary.starts_with(&counted), "{}", summary);
+            }
         }
     }
 }

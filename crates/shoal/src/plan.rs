@@ -73,13 +73,19 @@ pub fn print(name: &str, r: &Release, p: &Plan) -> std::io::Result<()> {
         .flat_map(|w| w.clusters.iter().map(|c| c.name.len()))
         .max()
         .unwrap_or(0);
+    let keys: Vec<&str> = r
+        .spec
+        .strategy
+        .order
+        .iter()
+        .map(|o| o.label.as_str())
+        .collect();
     for (i, w) in p.waves.iter().enumerate() {
         writeln!(
             out,
-            "\nWAVE {} ({} cluster{}{})",
+            "\nWAVE {} ({}{})",
             i + 1,
-            w.clusters.len(),
-            if w.clusters.len() == 1 { "" } else { "s" },
+            w.summary(&keys),
             if w.approval {
                 ", waits for an Approval"
             } else {

@@ -51,7 +51,18 @@ async fn a_release_is_planned_in_environment_order_with_reasons() {
         assert_eq!(waves[2]["approval"], true);
         // The text form says why.
         let text = server.shoal_ok(&["plan", "agent-1.5.0", "--server", server.url()]).await;
-        assert!(text.contains("WAVE 1 (1 cluster)"), "{text}");
+        assert!(text.contains("WAVE 1 (1 cluster of env=test, region="), "{text}");
+        // A wave over several regions says so, instead of naming its first cluster's.
+        for block in text.split("\nWAVE ").skip(1) {
+            let header = block.lines().next().unwrap();
+            if let Some(region) = header.split("region=").nth(1) {
+                let region = region.split([',', ')']).next().unwrap();
+                for line in block.lines().skip(1).filter(|l| l.starts_with("  ")) {
+                    assert!(line.contains(&format!("region={region} ")), "{header}: {line}");
+                }
+            }
+        }
+        assert!(text.contains(" regions"), "{text}");
         assert!(text.contains("env=test (#1)"), "{text}");
         assert!(text.contains("waits for an Approval"), "{text}");
         // A bad release is refused naming the field, by the API and by `shoal plan -f`.
