@@ -963,6 +963,11 @@ function releasePage(name) {
       html += '<div class="card"><h2 style="margin-top:0">Failures</h2><table id="failures"><tr><th>Cluster</th><th>Step</th><th>Check</th><th>Message</th></tr>' +
         failures.map((f) => `<tr><td class="nowrap">${esc(f.cluster)}</td><td class="nowrap">${esc(f.step)}</td><td class="nowrap">${esc(failedCheck(checks, f) || 'workload health')}</td><td>${esc(f.message)}</td></tr>`).join('') + '</table></div>';
     }
+    const interrupted = s.interrupted || [];
+    if (interrupted.length) {
+      html += '<div class="card"><h2 style="margin-top:0">Stopped part-way</h2><table id="interrupted"><tr><th>Cluster</th><th>Step</th><th>Message</th></tr>' +
+        interrupted.map((f) => `<tr><td class="nowrap">${esc(f.cluster)}</td><td class="nowrap">${esc(f.step)}</td><td>${esc(f.message)}</td></tr>`).join('') + '</table></div>';
+    }
     html += '<div class="card"><h2 style="margin-top:0">Waves</h2><div class="legend" id="release-legend"></div>';
     const all = {};
     waves.forEach((w, i) => {

@@ -243,6 +243,14 @@ async fn ensure_setup(client: &Client) -> Result<(), Error> {
         Err(e) => return Err(kube_err("create the namespace shoal-system")(e)),
     }
     let params = |names: &[&str]| -> Value { names.iter().map(|n| json!({"name": n})).collect() };
+    // How long the step may take on the world's clock, judged by the executor; the
+    // default keeps pipelines written before the parameter existed working.
+    let with_timeout = |mut p: Value| -> Value {
+        if let Some(list) = p.as_array_mut() {
+            list.push(json!({"name": "timeout", "default": DEFAULT_STEP_TIMEOUT}));
+        }
+        p
+    };
     let tasks = [
         (
             TASK_PRECHECK,
@@ -254,14 +262,20 @@ async fn ensure_setup(client: &Client) -> Result<(), Error> {
         (
             TASK_STEP,
             "release-step",
-            params(&["release", "cluster", "component", "step", "steps"]),
+            with_timeout(params(&[
+                "release",
+                "cluster",
+                "component",
+                "step",
+                "steps",
+            ])),
             json!([{"name": "updated"}, {"name": "total"}]),
             "Moves one component of a release one in-cluster step forward (partition), waits until healthy and bakes.",
         ),
         (
             TASK_ROLLBACK,
             "release-rollback",
-            params(&["release", "cluster", "previous"]),
+            with_timeout(params(&["release", "cluster", "previous"])),
             json!([]),
             "Puts a cluster's components back on the versions recorded before the release changed them.",
         ),
@@ -335,9 +349,15 @@ fn pipelines(release: &Release, order: &[String]) -> Result<(Pipeline, Pipeline)
     let step_limit = duration::format(timeout + bake);
     let steps = s.steps();
     let p = |n: &str| json!({"name": n, "value": format!("$(params.{n})")});
+    // The step limits are the executors' to enforce, not the scheduler's: they are
+    // verdicts about the simulated or real world (the workload did not become healthy in
+    // that much of its time), which only an observation of the member made after the
+    // deadline may give. A timeout the scheduler enforced on the shared clock would also
+    // fire when shoal itself was slow (at 60× virtual time, 30 minutes is 30 real
+    // seconds of a busy control plane). shoal's own I/O is bounded in real time instead.
     let mut tasks = vec![json!({
         "name": PRECHECK, "taskRef": {"name": TASK_PRECHECK},
-        "params": [p("release"), p("cluster")], "timeout": step_timeout,
+        "params": [p("release"), p("cluster")],
     })];
     let mut previous = PRECHECK.to_string();
     for component in order {
@@ -348,8 +368,8 @@ fn pipelines(release: &Release, order: &[String]) -> Result<(Pipeline, Pipeline)
                 "params": [p("release"), p("cluster"),
                     {"name": "component", "value": component},
                     {"name": "step", "value": k.to_string()},
-                    {"name": "steps", "value": steps.to_string()}],
-                "timeout": step_limit,
+                    {"name": "steps", "value": steps.to_string()},
+                    {"name": "timeout", "value": step_limit}],
             }));
             previous = task;
         }
@@ -375,8 +395,8 @@ fn pipelines(release: &Release, order: &[String]) -> Result<(Pipeline, Pipeline)
             &rollback,
             json!([{"name": "release"}, {"name": "cluster"}, {"name": "previous"}]),
             json!([{"name": "rollback", "taskRef": {"name": TASK_ROLLBACK},
-                    "params": [p("release"), p("cluster"), p("previous")],
-                    "timeout": step_timeout}]),
+                    "params": [p("release"), p("cluster"), p("previous"),
+                               {"name": "timeout", "value": step_timeout}]}]),
         ),
     ))
 }
@@ -539,6 +559,35 @@ fn failure(run: &PipelineRun) -> Option<(String, String)> {
     }
     let c = status.succeeded()?;
     (c.status == "False").then(|| ("run".to_string(), c.message.clone()))
+}
+
+/// Where a change run the release stopped (cancelled, for a rollback or an abort) had
+/// got to: the last task that started — the step it was in when stopped, or the last it
+/// finished — and what that task said. `None` for a run that was not stopped, or was
+/// stopped before any task started.
+fn interruption(run: &PipelineRun) -> Option<(String, String)> {
+    if run.spec.status != Some(PipelineRunSpecStatus::Cancelled) {
+        return None;
+    }
+    let status = run.status.as_ref()?;
+    let task = status
+        .tasks
+        .iter()
+        .filter(|t| t.start_time.is_some())
+        .max_by_key(|t| t.start_time.as_ref().map(|s| s.0))?;
+    let said = task.message.as_deref().unwrap_or("").trim();
+    let message = if task.state == TaskState::Succeeded {
+        format!(
+            "stopped by the release after {} finished: {said}",
+            task.name
+        )
+    } else {
+        format!("stopped by the release during {}: {said}", task.name)
+    };
+    Some((
+        task.name.clone(),
+        message.trim_end_matches([':', ' ']).to_string(),
+    ))
 }
 
 /// The Event worth recording about a cluster in `state` of `release` (`None` for a
@@ -830,6 +879,20 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
             break;
         }
     }
+    let interrupted: Vec<ClusterFailure> = plan
+        .waves
+        .iter()
+        .flat_map(|w| &w.clusters)
+        .filter_map(|c| {
+            let (step, message) = interruption(changes.get(&c.name)?)?;
+            Some(ClusterFailure {
+                cluster: c.name.clone(),
+                step,
+                message,
+            })
+        })
+        .take(FAILURES_SHOWN)
+        .collect();
     status.phase = Some(d.phase);
     let waves = plan.waves.len();
     status.current_wave = match d.wave {
@@ -841,6 +904,7 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
     status.message = Some(d.message.clone());
     status.clusters = Some(counts);
     status.failures = failures;
+    status.interrupted = interrupted;
     if terminal(status.phase) {
         status.completion_time.get_or_insert(Time(now));
     } else {
@@ -1215,7 +1279,18 @@ mod tests {
                 ("csi-step-2".into(), vec!["csi-step-1".into()]),
             ]
         );
-        assert_eq!(change.spec.tasks[1].timeout.as_deref(), Some("11m0s"));
+        // The step's limit is the executor's to judge from what it observes, never a
+        // scheduler timeout on the shared clock.
+        assert_eq!(change.spec.tasks[1].timeout, None);
+        let timeout = change.spec.tasks[1]
+            .params
+            .iter()
+            .find(|p| p.name == "timeout")
+            .map(|p| p.value.clone());
+        assert_eq!(
+            timeout,
+            Some(shoal_core::taskflow::ParamValue::String("11m0s".into()))
+        );
         assert_eq!(rollback.spec.tasks.len(), 1);
         assert_eq!(change.metadata.name.as_deref(), Some("release-addons"));
     }

@@ -136,6 +136,27 @@ const CONFLICT_BACKOFF: Duration = Duration::from_millis(50);
 /// How soon to try again after an error talking to the API.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
+/// How long, in real time, an idempotent attempt is run again after transient failures
+/// ([`ExecError::is_transient`]: a timeout of shoal's own request, a member's 429 or
+/// 5xx, a connection reset) before the task fails: five minutes rides out a member's
+/// apiserver restart or a control plane busy on two cores, and is short enough that a
+/// member that stays unreachable fails its cluster the same hour.
+pub const TRANSIENT_RETRY_BUDGET: Duration = Duration::from_secs(300);
+
+/// The first wait before running an attempt again after a transient failure; it
+/// doubles up to [`TRANSIENT_BACKOFF_MAX`].
+const TRANSIENT_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const TRANSIENT_BACKOFF_MAX: Duration = Duration::from_secs(15);
+
+/// The condition type a TaskRun carries once an attempt of it retried transient
+/// failures (status `True`, reason [`REASON_TRANSIENT_ERROR`]); it stays after the
+/// outcome so the retries remain visible.
+pub const CONDITION_TRANSIENT_ERRORS: &str = "TransientErrors";
+
+/// The reason of a TaskRun's `Succeeded=Unknown` condition while its attempt waits to
+/// run again after a transient failure, and of its [`CONDITION_TRANSIENT_ERRORS`].
+pub const REASON_TRANSIENT_ERROR: &str = "TransientError";
+
 /// How soon to look again at a run whose pipeline does not exist yet.
 const MISSING_PIPELINE_RECHECK: Duration = Duration::from_secs(10);
 
@@ -161,6 +182,44 @@ pub struct Config {
     /// This replica's name, recorded on the TaskRuns it launches
     /// ([`ANNOTATION_LAUNCHED_BY`]), so that history shows which replica acted.
     pub identity: Option<String>,
+    /// How long an idempotent attempt is run again after transient failures, in real
+    /// time; `None` for [`TRANSIENT_RETRY_BUDGET`].
+    pub transient_retry_budget: Option<Duration>,
+    /// Where transient retries are counted (`/metrics`).
+    pub metrics: Option<Metrics>,
+}
+
+/// The controller's series in the server's `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    /// `shoal_taskflow_transient_retries_total{executor}`: attempts run again after a
+    /// transient failure.
+    pub transient_retries: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// `shoal_taskflow_transient_give_ups_total{executor}`: attempts that failed because
+    /// their transient failures outlasted the retry budget.
+    pub transient_give_ups: prometheus_client::metrics::family::Family<
+        Vec<(String, String)>,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl Metrics {
+    /// Registers the series in `registry`.
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "shoal_taskflow_transient_retries",
+            "Task attempts run again after a transient failure (a timeout, 429, 5xx or reset)",
+            self.transient_retries.clone(),
+        );
+        registry.register(
+            "shoal_taskflow_transient_give_ups",
+            "Task attempts failed because transient failures outlasted the retry budget",
+            self.transient_give_ups.clone(),
+        );
+    }
 }
 
 /// What the reconciler shares: the API client, the clock, the executors, the caches,
@@ -232,6 +291,28 @@ struct Finished {
     message: Option<String>,
     started_at: Timestamp,
     at: Timestamp,
+    /// Transient failures the attempt rode out, if any.
+    retried: Option<Retried>,
+}
+
+/// Transient failures one attempt was run again after.
+#[derive(Clone, Debug)]
+struct Retried {
+    count: u32,
+    last: String,
+    over: Duration,
+}
+
+impl Retried {
+    fn message(&self) -> String {
+        format!(
+            "{} transient failure{} retried over {:.0?}; the last: {}",
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.over,
+            self.last
+        )
+    }
 }
 
 /// A TaskRun status write for the recorder.
@@ -945,6 +1026,17 @@ fn outcome_status(f: &Finished) -> TaskRunStatus {
         None,
         f.at,
     );
+    if let Some(r) = &f.retried {
+        shoal_core::condition::set(
+            &mut tr.conditions,
+            CONDITION_TRANSIENT_ERRORS,
+            "True",
+            REASON_TRANSIENT_ERROR,
+            &r.message(),
+            None,
+            f.at,
+        );
+    }
     tr
 }
 
@@ -1033,18 +1125,15 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
     let ctx = ctx.clone();
     let span = tracing::info_span!("executor", run = %run_name, task = %start.instance,
         attempt = start.attempt, executor = %start.executor);
+    let retried = Arc::new(Mutex::new(None::<Retried>));
     tokio::spawn(
         async move {
             let work = async {
                 match &executor {
-                    // A panicking executor fails its attempt instead of leaving it
-                    // running forever.
-                    Some(e) => AssertUnwindSafe(e.run(exec_ctx))
-                        .catch_unwind()
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(ExecError::Failed(format!("executor {} panicked", e.name())))
-                        }),
+                    Some(e) => {
+                        let idempotent = e.idempotent() || start.idempotent;
+                        run_retrying(&ctx, e.as_ref(), exec_ctx, idempotent, &retried).await
+                    }
                     None => Err(ExecError::Unknown(start.executor.clone())),
                 }
             };
@@ -1089,6 +1178,7 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
                     message,
                     started_at,
                     at: ctx.clock.now(),
+                    retried: retried.lock().unwrap_or_else(|p| p.into_inner()).take(),
                 });
             }
             let target = ObjectRef::<PipelineRun>::new(&run_name).within(&ns);
@@ -1096,6 +1186,160 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
         }
         .instrument(span),
     );
+}
+
+/// Runs one attempt of `executor`; while it fails transiently and is `idempotent`, runs
+/// it again with backoff for up to the retry budget, in real time, noting each retry in
+/// `retried`, on the TaskRun (condition `Succeeded=Unknown`, reason
+/// [`REASON_TRANSIENT_ERROR`]; an Event at the first) and in the metrics. A panic fails
+/// the attempt instead of leaving it running forever.
+///
+/// Real time, not the shared clock: the budget is about shoal and the member answering,
+/// which a faster virtual clock does not speed up.
+async fn run_retrying(
+    ctx: &Ctx,
+    executor: &dyn crate::executor::Executor,
+    exec: ExecContext,
+    idempotent: bool,
+    retried: &Mutex<Option<Retried>>,
+) -> std::result::Result<crate::executor::Outcome, ExecError> {
+    let began = std::time::Instant::now();
+    let budget = ctx
+        .config
+        .transient_retry_budget
+        .unwrap_or(TRANSIENT_RETRY_BUDGET);
+    let mut backoff = TRANSIENT_BACKOFF_MIN;
+    let mut count = 0u32;
+    let labels = vec![("executor".to_string(), executor.name().to_string())];
+    loop {
+        let result = AssertUnwindSafe(executor.run(exec.clone()))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| {
+                Err(ExecError::Failed(format!(
+                    "executor {} panicked",
+                    executor.name()
+                )))
+            });
+        let err = match result {
+            Ok(out) => return Ok(out),
+            Err(e) if !idempotent || !e.is_transient() => return Err(e),
+            Err(e) => e,
+        };
+        let last = err.report();
+        if began.elapsed() >= budget {
+            if let Some(m) = &ctx.config.metrics {
+                m.transient_give_ups.get_or_create(&labels).inc();
+            }
+            return Err(ExecError::Failed(format!(
+                "gave up after {count} retr{} over {:.0?} of transient failures (the retry \
+                 budget is {budget:?}); the last: {last}",
+                if count == 1 { "y" } else { "ies" },
+                began.elapsed(),
+            )));
+        }
+        count += 1;
+        *retried.lock().unwrap_or_else(|p| p.into_inner()) = Some(Retried {
+            count,
+            last: last.clone(),
+            over: began.elapsed(),
+        });
+        if let Some(m) = &ctx.config.metrics {
+            m.transient_retries.get_or_create(&labels).inc();
+        }
+        tracing::info!(retry = count, error = %last, "transient failure; running the attempt again");
+        note_transient(
+            ctx,
+            &exec,
+            count,
+            &last,
+            budget.saturating_sub(began.elapsed()),
+        )
+        .await;
+        // Jitter (up to a quarter) so that many clusters hit by one outage do not all
+        // come back in the same instant.
+        let jitter = backoff.mul_f64(f64::from(count.wrapping_mul(2_654_435_761) % 256) / 1024.0);
+        tokio::select! {
+            () = tokio::time::sleep(backoff + jitter) => {}
+            () = exec.cancel.cancelled() => return Err(ExecError::Failed("cancelled".into())),
+        }
+        backoff = (backoff * 2).min(TRANSIENT_BACKOFF_MAX);
+    }
+}
+
+/// Tells people an attempt is waiting to run again after a transient failure: the
+/// TaskRun's `Succeeded=Unknown` condition (reason [`REASON_TRANSIENT_ERROR`]) and, at
+/// the first retry, a Warning Event on the TaskRun. Best effort.
+async fn note_transient(ctx: &Ctx, exec: &ExecContext, count: u32, last: &str, left: Duration) {
+    let mut status = TaskRunStatus::default();
+    let message = format!(
+        "transient failure {count}, running the attempt again (for up to {:.0?} more): {last}",
+        left
+    );
+    set_succeeded(
+        &mut status.conditions,
+        "Unknown",
+        REASON_TRANSIENT_ERROR,
+        &message,
+        None,
+        ctx.clock.now(),
+    );
+    let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), &exec.namespace);
+    let body = json!({"status": {"conditions": status.conditions}});
+    if let Err(e) = api
+        .patch_status(
+            &exec.task_run,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+    {
+        ctx.check_write("a TaskRun's transient-failure note", &e);
+    }
+    if count == 1 {
+        let event = transient_event(exec, &message, ctx.clock.now());
+        let events: Api<k8s_openapi::api::core::v1::Event> =
+            Api::namespaced(ctx.client.clone(), &exec.namespace);
+        if let Err(e) = events.create(&PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "failed to record the transient-failure Event");
+        }
+    }
+}
+
+/// The Warning Event about an attempt's first transient failure, on its TaskRun.
+fn transient_event(
+    exec: &ExecContext,
+    message: &str,
+    now: Timestamp,
+) -> k8s_openapi::api::core::v1::Event {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.transient", exec.task_run)),
+            namespace: Some(exec.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("shoal.io/v1alpha1".into()),
+            kind: Some("TaskRun".into()),
+            name: Some(exec.task_run.clone()),
+            namespace: Some(exec.namespace.clone()),
+            ..ObjectReference::default()
+        },
+        type_: Some("Warning".into()),
+        reason: Some(REASON_TRANSIENT_ERROR.into()),
+        message: Some(message.into()),
+        count: Some(1),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        source: Some(EventSource {
+            component: Some("shoal-taskflow".into()),
+            host: None,
+        }),
+        reporting_component: Some("shoal-taskflow".into()),
+        ..Event::default()
+    }
 }
 
 /// Runs `work`; if it is still running after [`RUNNING_MARK_AFTER`], writes the

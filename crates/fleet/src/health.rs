@@ -11,6 +11,7 @@
 //! StatefulSets; an OpenKruise Advanced DaemonSet with a partition is ready when every pod
 //! it is *meant* to update is updated and available.
 
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::Value;
 
 use crate::{Error, Fleet, Member, Result};
@@ -61,18 +62,74 @@ pub async fn health(
         source,
     })?;
     let v = serde_json::to_value(&obj).map_err(|e| Error::Object(e.to_string()))?;
-    let generation = int(&v, "/metadata/generation");
-    let observed = int(&v, "/status/observedGeneration") >= generation;
+    let pods = crate::workload::pods_of(member, namespace, &v, &target.to_string()).await?;
+    let crashing: Vec<String> = pods
+        .iter()
+        .filter(|p| crash_looping(p))
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assess(kind, &v, &crashing)
+}
+
+/// The health of workload `object` (JSON, of `kind`, in `namespace`), as already read
+/// (by [`Fleet::prepare`](crate::Fleet::prepare), say): only its pods are listed.
+///
+/// # Errors
+/// API errors; [`Error::Object`] for a kind that has no rollout status.
+pub async fn health_of(
+    member: &Member,
+    kind: &str,
+    namespace: &str,
+    object: &Value,
+) -> Result<WorkloadHealth> {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let target = format!("{kind} {namespace}/{name}");
+    let pods = crate::workload::pods_of(member, namespace, object, &target).await?;
+    let crashing: Vec<String> = pods
+        .iter()
+        .filter(|p| crash_looping(p))
+        .map(|p| p.metadata.name.clone().unwrap_or_default())
+        .collect();
+    assess(kind, object, &crashing)
+}
+
+/// Whether a pod has a container waiting in `CrashLoopBackOff`.
+pub fn crash_looping(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.state
+                    .as_ref()
+                    .and_then(|s| s.waiting.as_ref())
+                    .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
+            })
+        })
+}
+
+/// The health of workload `object` (JSON, of `kind`) whose pods named `crashing` are
+/// crash-looping: the pure half of [`health`], which a watch-fed
+/// [`Follow`](crate::follow::Follow) uses too.
+///
+/// # Errors
+/// [`Error::Object`] for a kind that has no rollout status.
+pub fn assess(kind: &str, v: &Value, crashing: &[String]) -> Result<WorkloadHealth> {
+    let generation = int(v, "/metadata/generation");
+    let observed = int(v, "/status/observedGeneration") >= generation;
     let mut h = match kind {
         "DaemonSet" => {
-            let desired = int(&v, "/status/desiredNumberScheduled");
+            let desired = int(v, "/status/desiredNumberScheduled");
             // An Advanced DaemonSet's partition keeps that many pods back on purpose.
-            let partition = int(&v, "/spec/updateStrategy/rollingUpdate/partition");
+            let partition = int(v, "/spec/updateStrategy/rollingUpdate/partition");
             WorkloadHealth {
                 desired: (desired - partition).max(0),
                 total: desired,
-                updated: int(&v, "/status/updatedNumberScheduled"),
-                available: int(&v, "/status/numberAvailable"),
+                updated: int(v, "/status/updatedNumberScheduled"),
+                available: int(v, "/status/numberAvailable"),
                 ..WorkloadHealth::default()
             }
         }
@@ -82,20 +139,20 @@ pub async fn health(
                 .and_then(Value::as_i64)
                 .unwrap_or(1);
             let available = if kind == "Deployment" {
-                int(&v, "/status/availableReplicas")
+                int(v, "/status/availableReplicas")
             } else {
-                int(&v, "/status/readyReplicas")
+                int(v, "/status/readyReplicas")
             };
             // A StatefulSet's partition keeps the pods below its ordinal back.
             let partition = if kind == "StatefulSet" {
-                int(&v, "/spec/updateStrategy/rollingUpdate/partition")
+                int(v, "/spec/updateStrategy/rollingUpdate/partition")
             } else {
                 0
             };
             WorkloadHealth {
                 desired: (desired - partition).max(0),
                 total: desired,
-                updated: int(&v, "/status/updatedReplicas"),
+                updated: int(v, "/status/updatedReplicas"),
                 available,
                 ..WorkloadHealth::default()
             }
@@ -107,29 +164,8 @@ pub async fn health(
         }
     };
     h.observed = observed;
-    // Crash-looping pods of the workload (by its selector).
-    let pods = crate::workload::pods_of(member, namespace, &v, &target.to_string()).await?;
-    for p in pods {
-        let crashing = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.state
-                        .as_ref()
-                        .and_then(|s| s.waiting.as_ref())
-                        .is_some_and(|w| w.reason.as_deref() == Some("CrashLoopBackOff"))
-                })
-            });
-        if crashing {
-            h.crash_looping += 1;
-            if h.crash_looping_pods.len() < 5 {
-                h.crash_looping_pods
-                    .push(p.metadata.name.unwrap_or_default());
-            }
-        }
-    }
+    h.crash_looping = crashing.len() as i64;
+    h.crash_looping_pods = crashing.iter().take(5).cloned().collect();
     h.ready =
         h.observed && h.updated >= h.desired && h.available >= h.desired && h.crash_looping == 0;
     h.message = if h.ready {

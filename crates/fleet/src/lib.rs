@@ -33,9 +33,11 @@ use serde_json::Value;
 use shoal_core::diff::{DroppedChange, FieldPath, three_way};
 use shoal_core::kinds::{Cluster, CredentialsRef, Endpoint};
 
+pub mod follow;
 pub mod health;
 pub mod workload;
 
+pub use follow::{Follow, Reading};
 pub use health::{WorkloadHealth, health};
 pub use workload::{Workload, last_applied, read_workload};
 
@@ -340,53 +342,53 @@ impl Fleet {
         dangerous: &[FieldPath],
         dry_run: bool,
     ) -> Result<Applied> {
+        self.prepare(member, object, dangerous)
+            .await?
+            .send(dry_run)
+            .await
+    }
+
+    /// The first half of [`Fleet::apply`]: reads the live object and computes what an
+    /// apply would send (one GET), without sending it. A caller applying several objects
+    /// prepares them all, refuses the lot if any would change a dangerous field
+    /// ([`Prepared::dropped`]), and only then sends each: nothing is half-applied, and
+    /// each object costs one read and at most one write.
+    ///
+    /// # Errors
+    /// An invalid object, discovery or API errors.
+    pub async fn prepare(
+        &self,
+        member: &Member,
+        object: &Value,
+        dangerous: &[FieldPath],
+    ) -> Result<Prepared> {
         let (api, target) = self.api_for(member, object).await?;
-        let kube_err = |verb: &'static str, t: &Target| {
-            let t = t.to_string();
-            move |source| Error::Kube {
-                verb,
-                target: t,
-                source,
-            }
-        };
         let mut desired = object.clone();
         let last_json = serde_json::to_string(object).map_err(|e| Error::Object(e.to_string()))?;
         desired["metadata"]["annotations"][LAST_APPLIED] = Value::String(last_json.clone());
         let live = api
             .get_opt(&target.name)
             .await
-            .map_err(kube_err("read", &target))?;
+            .map_err(|source| Error::Kube {
+                verb: "read",
+                target: target.to_string(),
+                source,
+            })?;
         let Some(live) = live else {
-            let obj: DynamicObject =
-                serde_json::from_value(desired).map_err(|e| Error::Object(e.to_string()))?;
-            let pp = PostParams {
-                dry_run,
-                field_manager: Some(FIELD_MANAGER.into()),
-            };
-            api.create(&pp, &obj)
-                .await
-                .map_err(kube_err("create", &target))?;
-            return Ok(Applied {
+            return Ok(Prepared {
+                api,
                 target,
-                action: Action::Created,
-                patch: serde_json::to_value(&obj).unwrap_or_default(),
-                dropped: Vec::new(),
+                live: None,
+                change: Change::Create(desired),
             });
         };
+        let live_generation = live.metadata.generation;
         let live = serde_json::to_value(&live).map_err(|e| Error::Object(e.to_string()))?;
         let last = last_applied(&live);
         // The annotation itself is part of the target (and of no last-applied copy), so
         // it is updated whenever the target changes.
         let mut diff = three_way(&live, &desired, last.as_ref(), dangerous);
-        if diff.is_empty() {
-            return Ok(Applied {
-                target,
-                action: Action::Unchanged,
-                patch: diff.patch,
-                dropped: diff.dropped,
-            });
-        }
-        if !diff.dropped.is_empty() {
+        if !diff.is_empty() && !diff.dropped.is_empty() {
             // Record what was really applied: the dropped fields keep their live values
             // in the last-applied copy, so the next apply does not "remove" them.
             let mut recorded = object.clone();
@@ -397,19 +399,118 @@ impl Fleet {
                 serde_json::to_string(&recorded).map_err(|e| Error::Object(e.to_string()))?;
             diff.patch["metadata"]["annotations"][LAST_APPLIED] = Value::String(json);
         }
-        let mut pp = PatchParams::apply(FIELD_MANAGER);
-        pp.force = false;
-        pp.dry_run = dry_run;
-        pp.field_manager = Some(FIELD_MANAGER.into());
-        api.patch(&target.name, &pp, &Patch::Merge(&diff.patch))
-            .await
-            .map_err(kube_err("patch", &target))?;
-        Ok(Applied {
+        Ok(Prepared {
+            api,
             target,
-            action: Action::Patched,
-            patch: diff.patch,
-            dropped: diff.dropped,
+            live: Some(live),
+            change: Change::Patch {
+                diff,
+                generation: live_generation,
+            },
         })
+    }
+}
+
+/// An apply read and computed, not sent yet ([`Fleet::prepare`]).
+pub struct Prepared {
+    api: Api<DynamicObject>,
+    pub target: Target,
+    /// The live object as read (`None`: it does not exist and would be created).
+    pub live: Option<Value>,
+    change: Change,
+}
+
+enum Change {
+    Create(Value),
+    Patch {
+        diff: shoal_core::diff::ThreeWay,
+        /// The live object's generation.
+        generation: Option<i64>,
+    },
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// Dangerous-field changes the apply would leave out.
+    pub fn dropped(&self) -> &[DroppedChange] {
+        match &self.change {
+            Change::Create(_) => &[],
+            Change::Patch { diff, .. } => &diff.dropped,
+        }
+    }
+
+    /// Sends the change (a create, a merge patch, or nothing when the live object
+    /// already matches); with `dry_run` the server checks it and writes nothing.
+    ///
+    /// # Errors
+    /// The API's (a 409 from a concurrent writer is returned, not retried).
+    pub async fn send(self, dry_run: bool) -> Result<Applied> {
+        let Prepared {
+            api,
+            target,
+            change,
+            ..
+        } = self;
+        let kube_err = |verb: &'static str, t: &Target| {
+            let t = t.to_string();
+            move |source| Error::Kube {
+                verb,
+                target: t,
+                source,
+            }
+        };
+        match change {
+            Change::Create(desired) => {
+                let obj: DynamicObject =
+                    serde_json::from_value(desired).map_err(|e| Error::Object(e.to_string()))?;
+                let pp = PostParams {
+                    dry_run,
+                    field_manager: Some(FIELD_MANAGER.into()),
+                };
+                let created = api
+                    .create(&pp, &obj)
+                    .await
+                    .map_err(kube_err("create", &target))?;
+                Ok(Applied {
+                    target,
+                    action: Action::Created,
+                    patch: serde_json::to_value(&obj).unwrap_or_default(),
+                    dropped: Vec::new(),
+                    generation: created.metadata.generation,
+                })
+            }
+            Change::Patch { diff, generation } if diff.is_empty() => Ok(Applied {
+                target,
+                action: Action::Unchanged,
+                patch: diff.patch,
+                dropped: diff.dropped,
+                generation,
+            }),
+            Change::Patch { diff, .. } => {
+                let mut pp = PatchParams::apply(FIELD_MANAGER);
+                pp.force = false;
+                pp.dry_run = dry_run;
+                pp.field_manager = Some(FIELD_MANAGER.into());
+                let patched = api
+                    .patch(&target.name, &pp, &Patch::Merge(&diff.patch))
+                    .await
+                    .map_err(kube_err("patch", &target))?;
+                Ok(Applied {
+                    target,
+                    action: Action::Patched,
+                    patch: diff.patch,
+                    dropped: diff.dropped,
+                    generation: patched.metadata.generation,
+                })
+            }
+        }
     }
 }
 
@@ -612,6 +713,10 @@ pub struct Applied {
     pub patch: Value,
     /// Dangerous-field changes that were not sent.
     pub dropped: Vec<DroppedChange>,
+    /// `metadata.generation` of the object as the write left it (as it is, when nothing
+    /// was sent): a reader of its status waits for `status.observedGeneration` and a
+    /// watch to reach this, so it never judges the spec before the change.
+    pub generation: Option<i64>,
 }
 
 #[cfg(test)]

@@ -69,6 +69,12 @@ pub struct ServeArgs {
     /// limit. (Per pipeline: `Pipeline.spec.maxConcurrentRuns`.)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_running_pipelineruns: Option<u64>,
+    /// Taskflow: how long, in real seconds, an idempotent task attempt is run again after
+    /// transient failures (a timeout of shoal's own request, a member's 429 or 5xx, a
+    /// reset connection) before the task fails. Default 300. Real time, not the
+    /// simulated clock: it is about shoal and the member answering.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub transient_retry_budget_seconds: Option<u64>,
     /// Leader election for the controllers: `auto` elects with `--store etcd://…`
     /// (which several replicas share) and not with sqlite or memory (which one process
     /// owns); `on` and `off` force it. Every replica serves the API either way.
@@ -337,6 +343,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let store = open_store(&args.store, &args.data_dir, &args.etcd, &store_metrics).await?;
     let mut registry = prometheus_client::registry::Registry::default();
     store_metrics.register(&mut registry);
+    let taskflow_metrics = shoal_controllers::taskflow::Metrics::default();
+    taskflow_metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
     let member_token = args
         .sim
@@ -498,6 +506,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         taskflow: shoal_controllers::taskflow::Config {
             max_running_runs: args.max_running_pipelineruns.map(|n| n as usize),
             identity: Some(identity.clone()),
+            transient_retry_budget: args
+                .transient_retry_budget_seconds
+                .map(std::time::Duration::from_secs),
+            metrics: Some(taskflow_metrics),
         },
         probe: shoal_controllers::cluster::Config {
             interval: std::time::Duration::from_secs(args.probe_interval_seconds),

@@ -32,6 +32,7 @@ mod approval;
 mod basic;
 pub mod fleet;
 pub mod release;
+mod scope;
 mod webhook;
 
 pub use approval::Approval;
@@ -162,12 +163,58 @@ pub enum ExecError {
     Fleet(#[from] shoal_fleet::Error),
     #[error("no executor named {0:?} is registered")]
     Unknown(String),
+    /// Something that says nothing about the cluster or the change: shoal's own request
+    /// timed out, the member was slow or unreachable for a while, a watch expired. The
+    /// attempt is run again (see [`ExecError::is_transient`]).
+    #[error("{0}")]
+    Transient(String),
 }
 
 impl ExecError {
     /// The message recorded in the task's status: the error and its causes.
     pub fn report(&self) -> String {
         crate::report(self)
+    }
+
+    /// Whether this failure says nothing about the cluster or the change, so that an
+    /// idempotent attempt is run again instead of failing the task: a request that timed
+    /// out or could not connect, a connection reset, a `429 Too Many Requests`, a `5xx`,
+    /// a `410 Expired` watch, a `409 Conflict` with a concurrent writer. A verdict — a
+    /// check that saw crash-looping pods, a webhook that said no, a workload that did not
+    /// become healthy in time, a bad parameter — is never transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ExecError::Transient(_) => true,
+            ExecError::Kube(e) => transient_kube(e),
+            ExecError::Fleet(
+                shoal_fleet::Error::Kube { source, .. }
+                | shoal_fleet::Error::Discovery { source, .. },
+            ) => transient_kube(source),
+            ExecError::Http { source, .. } => {
+                source.is_timeout()
+                    || source.is_connect()
+                    || source.is_request()
+                    || source
+                        .status()
+                        .is_some_and(|s| s.as_u16() == 429 || s.is_server_error())
+            }
+            ExecError::Param { .. }
+            | ExecError::Failed(_)
+            | ExecError::Fleet(_)
+            | ExecError::Unknown(_) => false,
+        }
+    }
+}
+
+/// Whether a kube-rs error is the transport's or the server's passing trouble rather than
+/// an answer about the object.
+pub(crate) fn transient_kube(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => matches!(s.code, 409 | 410 | 429) || s.code >= 500,
+        // Connection refused or reset, timeouts, TLS handshakes cut short, a body that
+        // stopped mid-way: the request never got an answer.
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => true,
+        _ => false,
     }
 }
 
@@ -241,5 +288,51 @@ pub(crate) mod testing {
             cancel: CancellationToken::new(),
             task_run: "r1-t-1".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("x", "Reason")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn a_slow_or_overloaded_member_is_transient_and_a_verdict_is_not() {
+        for code in [409, 410, 429, 500, 503, 504] {
+            assert!(ExecError::Kube(api(code)).is_transient(), "{code}");
+            let fleet = shoal_fleet::Error::Kube {
+                verb: "read",
+                target: "DaemonSet kube-system/agent".into(),
+                source: api(code),
+            };
+            assert!(
+                ExecError::Fleet(fleet).is_transient(),
+                "{code} through the fleet"
+            );
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert!(!ExecError::Kube(api(code)).is_transient(), "{code}");
+        }
+        assert!(ExecError::Transient("no answer within 30s".into()).is_transient());
+        assert!(!ExecError::Failed("3 pods crash-looping".into()).is_transient());
+        assert!(
+            !ExecError::Param {
+                name: "step".into(),
+                problem: "is required".into()
+            }
+            .is_transient()
+        );
+        let refused = shoal_fleet::Error::Cluster {
+            cluster: "c".into(),
+            problem: "spec.credentialsRef: Secret not found".into(),
+        };
+        assert!(!ExecError::Fleet(refused).is_transient());
     }
 }

@@ -27,32 +27,47 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use jiff::SignedDuration;
-use kube::api::{Api, DeleteParams};
+use jiff::{SignedDuration, Timestamp};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
 use shoal_core::kinds::component::CHECKABLE_KINDS;
 use shoal_core::kinds::{
-    Cluster, ClusterConfig, ClusterGroup, Component, IntOrPercent, KRUISE_GROUP, Release,
+    ClusterConfig, ClusterGroup, Component, IntOrPercent, KRUISE_GROUP, Release,
 };
 use shoal_core::release::step_target;
 use shoal_core::render::{self, ClusterFacts};
 use shoal_core::taskflow::{ParamValue, RunResult, duration};
-use shoal_fleet::{Fleet, Member, WorkloadHealth};
+use shoal_fleet::{Applied, Fleet, Follow, Member, Reading, WorkloadHealth};
 
+use super::scope::Scopes;
 use super::{ExecContext, ExecError, Executor, Outcome};
 
-/// How often a step looks at the workload while it waits and bakes, on the shared clock…
-const POLL: SignedDuration = SignedDuration::from_secs(2);
+/// How long shoal waits, in real time, for one request to a member (or a short exchange:
+/// discovery and a read) before calling it a transient failure: long enough for a busy
+/// apiserver, short enough that a hung connection does not hold a step.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// …but never more often than this in real time: a rehearsal at 600× must not turn each
-/// cluster's wait into hundreds of API calls a second.
-const MIN_REAL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+/// A member whose watches have failed this long, in real time, is a transient failure
+/// of the step (run again by the taskflow controller within its retry budget), never a
+/// verdict about the workload.
+const MEMBER_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How often a waiting step looks at the watches' health in real time when nothing
+/// else wakes it.
+const SILENCE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A step's limit when its pipeline passes none (the strategy's default `stepTimeout`).
+const DEFAULT_TIMEOUT: &str = "30m";
 
 /// Registers the release executors on the shared fleet driver.
 pub fn register(r: &mut super::Registry, fleet: Arc<Fleet>) {
-    r.register(Precheck(fleet.clone()));
-    r.register(Step(fleet.clone()));
-    r.register(Rollback(fleet));
+    let shared = Arc::new(Shared {
+        fleet,
+        scopes: Scopes::default(),
+    });
+    r.register(Precheck(shared.clone()));
+    r.register(Step(shared.clone()));
+    r.register(Rollback(shared));
 }
 
 /// One HTTP client for the release checks (webhooks, metric queries).
@@ -209,31 +224,28 @@ fn failed(msg: impl Into<String>) -> ExecError {
     ExecError::Failed(msg.into())
 }
 
-async fn load(fleet: &Fleet, ctx: &ExecContext) -> Result<Scope, ExecError> {
-    let client = ctx.client.clone();
-    let name = ctx.string_param("release")?;
-    let release = Api::<Release>::all(client.clone())
-        .get_opt(name)
-        .await
-        .map_err(ExecError::Kube)?
-        .ok_or_else(|| failed(format!("Release {name:?} does not exist")))?;
-    let cluster_name = ctx.string_param("cluster")?;
-    let cluster = Api::<Cluster>::all(client.clone())
-        .get_opt(cluster_name)
-        .await
-        .map_err(ExecError::Kube)?
-        .ok_or_else(|| failed(format!("Cluster {cluster_name:?} does not exist")))?;
-    fleet.read_credentials_from(&client);
-    let member = fleet.member(&cluster).await?;
-    let comps = Api::<Component>::all(client.clone());
+/// The release executors' shared state: the fleet driver and the control plane caches.
+#[derive(Debug)]
+struct Shared {
+    fleet: Arc<Fleet>,
+    scopes: Scopes,
+}
+
+async fn load(shared: &Shared, ctx: &ExecContext) -> Result<Scope, ExecError> {
+    let client = &ctx.client;
+    let release = shared
+        .scopes
+        .release(client, ctx.string_param("release")?)
+        .await?;
+    let cluster = shared
+        .scopes
+        .cluster(client, ctx.string_param("cluster")?)
+        .await?;
+    shared.fleet.read_credentials_from(client);
+    let member = bounded("reach the member", shared.fleet.member(&cluster)).await?;
     let mut components = Vec::new();
     for c in &release.spec.components {
-        let comp = comps
-            .get_opt(&c.name)
-            .await
-            .map_err(ExecError::Kube)?
-            .ok_or_else(|| failed(format!("Component {:?} does not exist", c.name)))?;
-        components.push(comp);
+        components.push(shared.scopes.component(client, &c.name).await?);
     }
     let order = render::order(&components).map_err(|e| failed(e.to_string()))?;
     components.sort_by_key(|c| {
@@ -241,17 +253,7 @@ async fn load(fleet: &Fleet, ctx: &ExecContext) -> Result<Scope, ExecError> {
             .iter()
             .position(|n| Some(n) == c.metadata.name.as_ref())
     });
-    let lp = kube::api::ListParams::default();
-    let groups = Api::<ClusterGroup>::all(client.clone())
-        .list(&lp)
-        .await
-        .map_err(ExecError::Kube)?
-        .items;
-    let configs = Api::<ClusterConfig>::all(client)
-        .list(&lp)
-        .await
-        .map_err(ExecError::Kube)?
-        .items;
+    let (groups, configs) = shared.scopes.values(client).await?;
     Ok(Scope {
         facts: ClusterFacts::of(&cluster),
         release,
@@ -382,20 +384,6 @@ fn live_version(object: &Value, image: &str) -> String {
         .to_string()
 }
 
-async fn read_live(
-    fleet: &Fleet,
-    member: &Member,
-    object: &Value,
-) -> Result<Option<Value>, ExecError> {
-    let (api, _) = fleet.api_for(member, object).await?;
-    let name = object
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let live = api.get_opt(name).await.map_err(ExecError::Kube)?;
-    Ok(live.and_then(|o| serde_json::to_value(o).ok()))
-}
-
 /// Whether a workload passes its check: the latest spec observed, every pod meant to be
 /// on the new template there, enough pods available, none crash-looping.
 fn verdict(h: &WorkloadHealth, w: &Workload) -> Result<bool, String> {
@@ -409,37 +397,107 @@ fn verdict(h: &WorkloadHealth, w: &Workload) -> Result<bool, String> {
     Ok(h.observed && h.updated >= h.desired && h.available * 100 >= h.total * w.min_ready_percent)
 }
 
+/// The workload's health read now (not from a watch): the observation a step timeout
+/// is judged on.
 async fn health(fleet: &Fleet, member: &Member, w: &Workload) -> Result<WorkloadHealth, ExecError> {
-    Ok(shoal_fleet::health(
-        fleet,
-        member,
-        &w.api_version,
-        &w.kind,
-        &w.namespace,
-        &w.name,
+    bounded(
+        "read the workload's health",
+        shoal_fleet::health(
+            fleet,
+            member,
+            &w.api_version,
+            &w.kind,
+            &w.namespace,
+            &w.name,
+        ),
     )
-    .await?)
+    .await
 }
 
-/// Waits `d` on the shared clock, and at least [`MIN_REAL_POLL`] in real time.
-async fn sleep(ctx: &ExecContext, d: SignedDuration) -> Result<(), ExecError> {
-    let wait = async {
-        tokio::join!(ctx.clock.sleep(d), tokio::time::sleep(MIN_REAL_POLL));
-    };
+/// Runs one request (or a short exchange) with a member or the control plane, bounded in
+/// real time: no answer within [`REQUEST_TIMEOUT`] is a transient failure, whatever the
+/// shared clock says.
+async fn bounded<T, E: Into<ExecError>>(
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ExecError> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(ExecError::Transient(format!(
+            "failed to {what}: no answer within {REQUEST_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// When a step's time is up, on the shared clock: the attempt's start plus the
+/// `timeout` param (the strategy's `stepTimeout`, plus the bake for a step).
+fn deadline(ctx: &ExecContext) -> Result<Timestamp, ExecError> {
+    let text = ctx.optional_param("timeout").unwrap_or(DEFAULT_TIMEOUT);
+    let limit = duration::parse(text).map_err(|e| ExecError::Param {
+        name: "timeout".into(),
+        problem: format!("{text:?} is not a duration: {e}"),
+    })?;
+    Ok(ctx
+        .started_at
+        .saturating_add(limit)
+        .unwrap_or(Timestamp::MAX))
+}
+
+/// The latest watched reading of the workload, once it reflects `generation` (the one
+/// the step's apply left); `Ok(None)` while there is none yet.
+///
+/// # Errors
+/// [`ExecError::Transient`] when the member has not answered the watches for
+/// [`MEMBER_SILENCE`].
+fn observed(
+    follow: &Follow,
+    generation: Option<i64>,
+    member: &Member,
+) -> Result<Option<WorkloadHealth>, ExecError> {
+    match follow.reading() {
+        Reading::Observed {
+            health,
+            generation: g,
+        } if generation.is_none_or(|want| g >= want) => Ok(Some(health)),
+        Reading::Failing { for_, error } if for_ >= MEMBER_SILENCE => {
+            Err(ExecError::Transient(format!(
+                "following {} on {}: no answer from the member for {for_:.0?}: {error}",
+                follow.target(),
+                member.name
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Waits for the next thing that can change a verdict: a watch event, the shared clock
+/// reaching `until`, a real-time tick (to notice a member gone silent), or the end of
+/// the attempt.
+async fn next(ctx: &ExecContext, follow: &mut Follow, until: Timestamp) -> Result<(), ExecError> {
     tokio::select! {
-        () = wait => Ok(()),
+        () = follow.changed() => Ok(()),
+        () = ctx.clock.sleep_until(until) => Ok(()),
+        () = tokio::time::sleep(SILENCE_CHECK) => Ok(()),
         () = ctx.cancel.cancelled() => Err(failed("cancelled")),
     }
 }
 
 /// Waits until `w` passes its check, then watches it for `bake`; fails as soon as a pod
-/// crash-loops or, during the bake, availability drops under the threshold.
+/// crash-loops or, during the bake, availability drops under the threshold. Everything
+/// is read from `follow`'s watches, which reflect `generation` (the applied spec) before
+/// anything is judged. A workload still unhealthy at `deadline` fails the step only on a
+/// fresh read made after it: a control plane or member that was merely slow to report
+/// is never taken for a workload that did not converge.
+#[allow(clippy::too_many_arguments)]
 async fn settle(
     fleet: &Fleet,
     ctx: &ExecContext,
     member: &Member,
     w: &Workload,
+    follow: &mut Follow,
+    generation: Option<i64>,
     bake: SignedDuration,
+    deadline: Timestamp,
     what: &str,
 ) -> Result<WorkloadHealth, ExecError> {
     let fail = |why: String| {
@@ -456,11 +514,23 @@ async fn settle(
     )
     .await;
     let mut h = loop {
-        let h = health(fleet, member, w).await?;
-        if verdict(&h, w).map_err(&fail)? {
+        if let Some(h) = observed(follow, generation, member)?
+            && verdict(&h, w).map_err(&fail)?
+        {
             break h;
         }
-        sleep(ctx, POLL).await?;
+        if ctx.clock.now() >= deadline {
+            let h = health(fleet, member, w).await?;
+            if verdict(&h, w).map_err(&fail)? {
+                break h;
+            }
+            return Err(fail(format!(
+                "not healthy within the step's timeout ({}): {}",
+                ctx.optional_param("timeout").unwrap_or(DEFAULT_TIMEOUT),
+                h.message
+            )));
+        }
+        next(ctx, follow, deadline).await?;
     };
     let until = ctx.clock.now() + bake;
     if !bake.is_zero() {
@@ -477,13 +547,15 @@ async fn settle(
         .await;
     }
     while ctx.clock.now() < until {
-        sleep(ctx, POLL.min(until.duration_since(ctx.clock.now()))).await?;
-        h = health(fleet, member, w).await?;
-        if !verdict(&h, w).map_err(&fail)? {
-            return Err(fail(format!(
-                "during the bake: {} of {} pods available, {} of {} updated (needs {}% available)",
-                h.available, h.total, h.updated, h.desired, w.min_ready_percent
-            )));
+        next(ctx, follow, until).await?;
+        if let Some(now) = observed(follow, generation, member)? {
+            h = now;
+            if !verdict(&h, w).map_err(&fail)? {
+                return Err(fail(format!(
+                    "during the bake: {} of {} pods available, {} of {} updated (needs {}% available)",
+                    h.available, h.total, h.updated, h.desired, w.min_ready_percent
+                )));
+            }
         }
     }
     Ok(h)
@@ -534,42 +606,39 @@ fn bake_of(release: &Release) -> Result<SignedDuration, ExecError> {
 }
 
 /// Applies `objects`, refusing (before anything is sent) any that would change a
-/// dangerous field. With `dry_run` only the refusal is checked.
+/// dangerous field: every object is read and its change computed first, then each is
+/// sent (one read and at most one write per object). With `dry_run` the server checks
+/// the changes and writes nothing. Returns each object's outcome, in order.
 async fn apply_all(
     fleet: &Fleet,
     member: &Member,
     component: &Component,
     objects: &[Value],
     dry_run: bool,
-) -> Result<usize, ExecError> {
+) -> Result<Vec<Applied>, ExecError> {
+    let mut prepared = Vec::with_capacity(objects.len());
     for o in objects {
         let dangerous = component.dangerous_fields_for(o);
-        let would = fleet.apply(member, o, &dangerous, true).await?;
-        if let Some(d) = would.dropped.first() {
+        let p = bounded("read the live object", fleet.prepare(member, o, &dangerous)).await?;
+        if let Some(d) = p.dropped().first() {
             return Err(failed(format!(
                 "refused: the release would change {} of {} on {}, a dangerous field of \
                  Component {:?} (from {} to {}); change it by hand, or release a new component",
                 d.path,
-                would.target,
+                p.target,
                 member.name,
                 comp_name(component),
                 show(d.live.as_ref()),
                 show(d.target.as_ref()),
             )));
         }
+        prepared.push(p);
     }
-    if dry_run {
-        return Ok(0);
+    let mut applied = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        applied.push(bounded("apply", p.send(dry_run)).await?);
     }
-    let mut changed = 0;
-    for o in objects {
-        let dangerous = component.dangerous_fields_for(o);
-        let applied = fleet.apply(member, o, &dangerous, false).await?;
-        if applied.action != shoal_fleet::Action::Unchanged {
-            changed += 1;
-        }
-    }
-    Ok(changed)
+    Ok(applied)
 }
 
 fn show(v: Option<&Value>) -> String {
@@ -578,7 +647,7 @@ fn show(v: Option<&Value>) -> String {
 
 /// `release-precheck`.
 #[derive(Debug)]
-pub struct Precheck(Arc<Fleet>);
+pub struct Precheck(Arc<Shared>);
 
 #[async_trait::async_trait]
 impl Executor for Precheck {
@@ -589,17 +658,47 @@ impl Executor for Precheck {
         true
     }
     async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError> {
+        let fleet = &self.0.fleet;
         let scope = load(&self.0, &ctx).await?;
         let mut previous = BTreeMap::new();
         for c in &scope.components {
             let objects = scope.render(c, scope.target_version(c))?;
-            apply_all(&self.0, &scope.member, c, &objects, true).await?;
+            let mut live = Vec::with_capacity(objects.len());
+            for o in &objects {
+                let dangerous = c.dangerous_fields_for(o);
+                live.push(
+                    bounded(
+                        "read the live object",
+                        fleet.prepare(&scope.member, o, &dangerous),
+                    )
+                    .await?,
+                );
+            }
+            if let Some((p, d)) = live
+                .iter()
+                .find_map(|p| p.dropped().first().map(|d| (p, d)))
+            {
+                return Err(failed(format!(
+                    "refused: the release would change {} of {} on {}, a dangerous field of \
+                     Component {:?} (from {} to {}); change it by hand, or release a new component",
+                    d.path,
+                    p.target,
+                    scope.member.name,
+                    comp_name(c),
+                    show(d.live.as_ref()),
+                    show(d.target.as_ref()),
+                )));
+            }
             let mut was = String::new();
             if let Some((i, w)) = Workload::of(c, &objects)
-                && let Some(live) = read_live(&self.0, &scope.member, &objects[i]).await?
+                && let Some(object) = live[i].live.clone()
             {
-                was = live_version(&live, &c.spec.image);
-                let h = health(&self.0, &scope.member, &w).await?;
+                was = live_version(&object, &c.spec.image);
+                let h = bounded(
+                    "read the workload's pods",
+                    shoal_fleet::health::health_of(&scope.member, &w.kind, &w.namespace, &object),
+                )
+                .await?;
                 if !verdict(&h, &w).map_err(|why| {
                     failed(format!(
                         "precheck: {} on {} is unhealthy before the change: {why}",
@@ -614,6 +713,10 @@ impl Executor for Precheck {
                         h.message
                     )));
                 }
+            }
+            // The server checks the change (admission, validation) without writing it.
+            for p in live {
+                bounded("check the change (dry run)", p.send(true)).await?;
             }
             previous.insert(comp_name(c).to_string(), was);
         }
@@ -651,9 +754,42 @@ impl Executor for Precheck {
     }
 }
 
-/// `release-step`: params `release`, `cluster`, `component`, `step` (0-based), `steps`.
+/// Waits for `follow`'s first list of the workload: the live object (`None`: it does
+/// not exist), read by the watch instead of a GET of its own.
+async fn listed(
+    ctx: &ExecContext,
+    follow: &mut Follow,
+    member: &Member,
+) -> Result<Option<Value>, ExecError> {
+    let began = std::time::Instant::now();
+    loop {
+        match follow.reading() {
+            Reading::Observed { .. } => return Ok(follow.object()),
+            Reading::Absent => return Ok(None),
+            Reading::Failing { for_, error } if for_ >= MEMBER_SILENCE => {
+                return Err(ExecError::Transient(format!(
+                    "listing {} on {}: no answer from the member for {for_:.0?}: {error}",
+                    follow.target(),
+                    member.name
+                )));
+            }
+            _ if began.elapsed() >= REQUEST_TIMEOUT => {
+                return Err(ExecError::Transient(format!(
+                    "listing {} on {}: no answer within {REQUEST_TIMEOUT:?}",
+                    follow.target(),
+                    member.name
+                )));
+            }
+            _ => {}
+        }
+        next(ctx, follow, Timestamp::MAX).await?;
+    }
+}
+
+/// `release-step`: params `release`, `cluster`, `component`, `step` (0-based), `steps`,
+/// `timeout`.
 #[derive(Debug)]
-pub struct Step(Arc<Fleet>);
+pub struct Step(Arc<Shared>);
 
 #[async_trait::async_trait]
 impl Executor for Step {
@@ -664,10 +800,12 @@ impl Executor for Step {
         true
     }
     async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError> {
+        let fleet = &self.0.fleet;
         let scope = load(&self.0, &ctx).await?;
         let component = scope.component(ctx.string_param("component")?)?;
         let step = number_param(&ctx, "step")?;
         let steps = number_param(&ctx, "steps")?.max(1);
+        let deadline = deadline(&ctx)?;
         let version = scope.target_version(component);
         let mut objects = scope.render(component, version)?;
         let what = format!("in step {}/{steps} of {}", step + 1, comp_name(component));
@@ -682,7 +820,7 @@ impl Executor for Step {
             if step == 0 {
                 ctx.progress("applying", &format!("{what}: {version}"), None)
                     .await;
-                apply_all(&self.0, &scope.member, component, &objects, false).await?;
+                apply_all(fleet, &scope.member, component, &objects, false).await?;
             }
             let checked = release_checks(&ctx, &scope, &checkpoint).await?;
             return Ok(Outcome {
@@ -690,6 +828,11 @@ impl Executor for Step {
                 message: Some(format!("{what}: applied (no workload to check)")),
             });
         };
+        let mut follow = bounded(
+            "start following the workload",
+            Follow::start(fleet, &scope.member, &objects[i]),
+        )
+        .await?;
         let batches: Vec<IntOrPercent> = scope
             .release
             .spec
@@ -700,7 +843,7 @@ impl Executor for Step {
             .collect();
         let mut plan = "all pods".to_string();
         if w.has_partition() {
-            let live = read_live(&self.0, &scope.member, &objects[i]).await?;
+            let live = listed(&ctx, &mut follow, &scope.member).await?;
             let desired = live.as_ref().map_or(0, |l| {
                 let at = if w.kind == "DaemonSet" {
                     "/status/desiredNumberScheduled"
@@ -730,11 +873,14 @@ impl Executor for Step {
             // Changed in the first step already; this one only checks.
             plan = "checked only (no partition)".into();
             let h = settle(
-                &self.0,
+                fleet,
                 &ctx,
                 &scope.member,
                 &w,
+                &mut follow,
+                None,
                 SignedDuration::ZERO,
+                deadline,
                 &what,
             )
             .await?;
@@ -747,9 +893,20 @@ impl Executor for Step {
         }
         ctx.progress("applying", &format!("{what}: {plan} on {version}"), None)
             .await;
-        apply_all(&self.0, &scope.member, component, &objects, false).await?;
+        let applied = apply_all(fleet, &scope.member, component, &objects, false).await?;
         let bake = bake_of(&scope.release)?;
-        let h = settle(&self.0, &ctx, &scope.member, &w, bake, &what).await?;
+        let h = settle(
+            fleet,
+            &ctx,
+            &scope.member,
+            &w,
+            &mut follow,
+            applied[i].generation,
+            bake,
+            deadline,
+            &what,
+        )
+        .await?;
         let mut results = vec![result("updated", h.updated), result("total", h.total)];
         results.extend(release_checks(&ctx, &scope, &checkpoint).await?);
         Ok(Outcome {
@@ -767,9 +924,9 @@ impl Executor for Step {
 }
 
 /// `release-rollback`: params `release`, `cluster`, `previous` (the precheck's result,
-/// or `untouched` when the release never changed the cluster).
+/// or `untouched` when the release never changed the cluster), `timeout`.
 #[derive(Debug)]
-pub struct Rollback(Arc<Fleet>);
+pub struct Rollback(Arc<Shared>);
 
 #[async_trait::async_trait]
 impl Executor for Rollback {
@@ -780,6 +937,7 @@ impl Executor for Rollback {
         true
     }
     async fn run(&self, ctx: ExecContext) -> Result<Outcome, ExecError> {
+        let fleet = &self.0.fleet;
         let raw = ctx.optional_param("previous").unwrap_or("untouched");
         if raw == "untouched" {
             return Ok(Outcome {
@@ -792,6 +950,7 @@ impl Executor for Rollback {
                 name: "previous".into(),
                 problem: format!("is not a map of component to version: {e}"),
             })?;
+        let deadline = deadline(&ctx)?;
         let scope = load(&self.0, &ctx).await?;
         let mut done = Vec::new();
         for c in scope.components.iter().rev() {
@@ -802,11 +961,18 @@ impl Executor for Rollback {
                 // Not installed before: remove what the release created.
                 let objects = scope.render(c, scope.target_version(c))?;
                 for o in objects.iter().rev() {
-                    let (api, target) = self.0.api_for(&scope.member, o).await?;
-                    match api.delete(&target.name, &DeleteParams::default()).await {
+                    let (api, target) =
+                        bounded("find the kind", fleet.api_for(&scope.member, o)).await?;
+                    match bounded("delete", async {
+                        api.delete(&target.name, &DeleteParams::default())
+                            .await
+                            .map_err(ExecError::Kube)
+                    })
+                    .await
+                    {
                         Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 => {}
-                        Err(e) => return Err(ExecError::Kube(e)),
+                        Err(ExecError::Kube(kube::Error::Api(e))) if e.code == 404 => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 done.push(format!("{} removed", comp_name(c)));
@@ -819,16 +985,42 @@ impl Executor for Rollback {
             {
                 set_partition(&mut objects[*i], 0);
             }
-            apply_all(&self.0, &scope.member, c, &objects, false).await?;
-            if let Some((_, w)) = workload {
+            let mut follow = match &workload {
+                Some((i, _)) => Some(
+                    bounded(
+                        "start following the workload",
+                        Follow::start(fleet, &scope.member, &objects[*i]),
+                    )
+                    .await?,
+                ),
+                None => None,
+            };
+            let applied = apply_all(fleet, &scope.member, c, &objects, false).await?;
+            if let (Some((i, w)), Some(follow)) = (&workload, &mut follow) {
                 // Pods of the bad version may crash-loop until replaced: wait for ready,
                 // not for the absence of crashes on the way.
+                let back = |h: &WorkloadHealth| {
+                    h.observed && h.updated >= h.desired && h.crash_looping == 0
+                };
                 loop {
-                    let h = health(&self.0, &scope.member, &w).await?;
-                    if h.observed && h.updated >= h.desired && h.crash_looping == 0 {
+                    if observed(follow, applied[*i].generation, &scope.member)?
+                        .is_some_and(|h| back(&h))
+                    {
                         break;
                     }
-                    sleep(&ctx, POLL).await?;
+                    if ctx.clock.now() >= deadline {
+                        let h = health(fleet, &scope.member, w).await?;
+                        if back(&h) {
+                            break;
+                        }
+                        return Err(failed(format!(
+                            "rollback of {} on {}: not back within the step's timeout: {}",
+                            w.describe(),
+                            scope.member.name,
+                            h.message
+                        )));
+                    }
+                    next(&ctx, follow, deadline).await?;
                 }
             }
             done.push(format!("{} back on {was}", comp_name(c)));

@@ -265,6 +265,12 @@ pub struct ReleaseStatus {
     /// 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<ClusterFailure>,
+    /// The clusters whose change the release stopped part-way (a rollback or an abort
+    /// while they ran), with the step they were in or had last finished (the first 20).
+    /// With `failures`, every cluster the change reached and did not finish: the blast
+    /// radius an operator reads after an incident.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupted: Vec<ClusterFailure>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -333,12 +333,19 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
                 assert_eq!(bad["crashLoopingNodesEver"], 0, "{c}: {w}");
                 continue;
             }
+            // The release's record names every cluster the bad version reached: the step
+            // that failed, or the one it was in (or had finished) when the rollback
+            // stopped it; the simulator's ledger must agree with it.
             let step = status
                 .failures
                 .iter()
+                .chain(&status.interrupted)
                 .find(|f| &f.cluster == c)
-                .map(|f| f.step.trim_start_matches("node-agent-step-").parse::<usize>().unwrap());
-            let allowed = step.map_or(0, |k| [1, 2, 4][k - 1]);
+                .map(|f| f.step.strip_prefix("node-agent-step-").map_or(0, |k| k.parse::<usize>().unwrap()));
+            if bad["nodesEver"].as_i64().unwrap() > 0 {
+                assert!(step.is_some_and(|k| k > 0), "{c} ran 1.6.0 but the release does not say so: {status:?}");
+            }
+            let allowed = step.map_or(0, |k| if k == 0 { 0 } else { [1, 2, 4][k - 1] });
             assert!(bad["nodesEver"].as_i64().unwrap() <= allowed, "{c}: failed in step {step:?}: {w}");
         }
         let hit: usize = ledger
@@ -762,5 +769,106 @@ async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(runs_of(&server, "again").await.len(), 1, "nothing starts after an abort");
     })
+    .await;
+}
+
+/// Every member answers 503 to a third of its requests (watches and discovery too): the
+/// release still completes, because a 503 is shoal's and the member's passing trouble,
+/// not a verdict about the change, and it says what it rode out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_rides_out_members_answering_503_and_shows_its_retries() {
+    within(
+        Duration::from_secs(300),
+        "a release through flaky member APIs",
+        async {
+            let files = tempfile::tempdir().unwrap();
+            let faults = files.path().join("faults.yaml");
+            std::fs::write(
+                &faults,
+                "seed: 3\nfaults:\n  - apiServer: {name: flaky, errorRate: 0.3, errorCode: 503}\n",
+            )
+            .unwrap();
+            let server = ShoalServer::start(&[
+                "--store",
+                "memory",
+                "--sim-clusters",
+                "2",
+                "--sim-nodes",
+                "2",
+                "--time-scale",
+                "60",
+                "--faults",
+                faults.to_str().unwrap(),
+            ])
+            .await;
+            clusters(&server, 2).await;
+            server
+                .kubectl_ok(&["apply", "-f", &example("release/component.yaml")])
+                .await;
+            let strategy =
+                "{waves: [{percent: 100}], clusterConcurrency: 2, batches: [1, \"100%\"]}";
+            let r = server.write_file(
+                "flaky.yaml",
+                &release_yaml("flaky", &[("node-agent", "1.4.0")], strategy),
+            );
+            server
+                .kubectl_ok(&["apply", "-f", r.to_str().unwrap()])
+                .await;
+            let done = wait_phase(
+                &server,
+                "flaky",
+                ReleasePhase::Succeeded,
+                Duration::from_secs(240),
+            )
+            .await;
+            assert!(done.status.unwrap().failures.is_empty());
+            // What it rode out stays on the TaskRuns and in /metrics.
+            let task_runs: Api<shoal_core::taskflow::TaskRun> =
+                Api::namespaced(server.client(), "shoal-system");
+            let list = task_runs
+                .list(&ListParams::default().labels("shoal.io/release=flaky"))
+                .await
+                .unwrap();
+            let retried: Vec<_> = list
+                .items
+                .iter()
+                .filter_map(|t| {
+                    t.status
+                        .as_ref()?
+                        .conditions
+                        .iter()
+                        .find(|c| c.type_ == "TransientErrors")
+                })
+                .collect();
+            assert!(
+                !retried.is_empty(),
+                "no TaskRun says it retried: {:?}",
+                list.items.iter().map(|t| &t.status).collect::<Vec<_>>()
+            );
+            for c in &retried {
+                assert_eq!(
+                    (c.status.as_str(), c.reason.as_str()),
+                    ("True", "TransientError"),
+                    "{c:?}"
+                );
+                assert!(c.message.contains("transient failure"), "{c:?}");
+            }
+            let metrics = reqwest::get(format!("{}/metrics", server.url()))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let retries: f64 = metrics
+                .lines()
+                .filter(|l| l.starts_with("shoal_taskflow_transient_retries_total{"))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum();
+            assert!(
+                retries >= retried.len() as f64,
+                "{retries} retries counted:\n{metrics}"
+            );
+        },
+    )
     .await;
 }
