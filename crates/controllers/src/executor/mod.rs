@@ -196,15 +196,22 @@ pub trait Executor: Send + Sync + fmt::Debug {
 pub struct Registry(Arc<BTreeMap<String, Arc<dyn Executor>>>);
 
 impl Registry {
-    /// Every built-in executor: `noop`, `fail`, `wait`, `webhook`, `approval`.
+    /// Every built-in executor: `noop`, `fail`, `wait`, `webhook`, `approval`, and the
+    /// fleet and release executors, which use members' kubeconfigs inline only.
     pub fn builtin() -> Self {
+        Registry::builtin_with(shoal_fleet::KubeconfigPolicy::default())
+    }
+
+    /// Every built-in executor, the fleet and release ones using members' kubeconfigs
+    /// as `kubeconfigs` allows.
+    pub fn builtin_with(kubeconfigs: shoal_fleet::KubeconfigPolicy) -> Self {
         let mut r = Registry::default();
         r.register(Noop);
         r.register(Fail);
         r.register(Wait);
         r.register(Webhook::new());
         r.register(Approval);
-        fleet::register(&mut r);
+        fleet::register(&mut r, kubeconfigs);
         r
     }
 
