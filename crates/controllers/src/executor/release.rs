@@ -280,6 +280,45 @@ fn prometheus_value(answer: &Value) -> Result<f64, String> {
     }
 }
 
+/// The partition that lets `step` (0-based) of `steps` update its share of the
+/// workload whose live object is `live` (`None`: not installed yet): (pods on the new
+/// version, pods in all, partition). Counts come from the member and are checked
+/// ([`shoal_fleet::count`]): a negative or absurd count is an error (a transient read
+/// error), never a partition of 0 that would update every pod at once.
+fn partition_for(
+    live: Option<&Value>,
+    w: &Workload,
+    batches: &[IntOrPercent],
+    step: usize,
+    steps: usize,
+) -> Result<(i64, i64, i64), shoal_fleet::Error> {
+    let desired = match live {
+        None => 0,
+        Some(l) => {
+            let at = if w.kind == "DaemonSet" {
+                "/status/desiredNumberScheduled"
+            } else {
+                "/spec/replicas"
+            };
+            shoal_fleet::count(l, at, 0, &w.describe())?
+        }
+    };
+    // A fresh install has no old pods to hold back.
+    let target = if live.is_none() || steps == 1 {
+        desired
+    } else {
+        // `desired` is in 0..=MAX_COUNT (an int32): it fits a u32.
+        let d = u32::try_from(desired).unwrap_or(0);
+        i64::from(step_target(d, batches, step))
+    };
+    let partition = if step + 1 >= steps {
+        0
+    } else {
+        desired.saturating_sub(target).max(0)
+    };
+    Ok((target, desired, partition))
+}
+
 /// Everything a step reads from the control plane.
 struct Scope {
     release: Release,
@@ -787,30 +826,9 @@ impl Executor for Step {
         let mut plan = "all pods".to_string();
         if w.has_partition() {
             let live = read_live(&self.0, &scope.member, &objects[i]).await?;
-            let desired = live.as_ref().map_or(0, |l| {
-                let at = if w.kind == "DaemonSet" {
-                    "/status/desiredNumberScheduled"
-                } else {
-                    "/spec/replicas"
-                };
-                l.pointer(at).and_then(Value::as_i64).unwrap_or(0)
-            });
-            // A fresh install has no old pods to hold back.
-            let target = if live.is_none() || steps == 1 {
-                desired
-            } else {
-                i64::from(step_target(
-                    u32::try_from(desired).unwrap_or(0),
-                    &batches,
-                    step,
-                ))
-            };
-            let partition = if step + 1 >= steps {
-                0
-            } else {
-                desired - target
-            };
-            set_partition(&mut objects[i], partition.max(0));
+            let (target, desired, partition) =
+                partition_for(live.as_ref(), &w, &batches, step, steps)?;
+            set_partition(&mut objects[i], partition);
             plan = format!("{target}/{desired} pods");
         } else if step > 0 {
             // Changed in the first step already; this one only checks.
@@ -1044,6 +1062,70 @@ mod tests {
             .expect("hung: reading the endless answer");
         assert_eq!(text, format!("{}…", "x".repeat(300)));
         assert_hung_up_early(&endless).await;
+    }
+
+    fn mk_workload(kind: &str, api_version: &str) -> Workload {
+        Workload {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: "kube-system".into(),
+            name: "agent".into(),
+            min_ready_percent: 100,
+        }
+    }
+
+    #[test]
+    fn a_step_refuses_absurd_counts_from_the_member_instead_of_a_partition_that_updates_everything()
+    {
+        let ds = mk_workload("DaemonSet", "apps.kruise.io/v1alpha1");
+        let sts = mk_workload("StatefulSet", "apps/v1");
+        let half = [IntOrPercent::Percent(50), IntOrPercent::Percent(100)];
+        for (w, live, field) in [
+            (
+                &ds,
+                json!({"status": {"desiredNumberScheduled": -5}}),
+                "status.desiredNumberScheduled",
+            ),
+            (
+                &ds,
+                json!({"status": {"desiredNumberScheduled": i64::MIN}}),
+                "status.desiredNumberScheduled",
+            ),
+            (
+                &ds,
+                json!({"status": {"desiredNumberScheduled": i64::MAX}}),
+                "status.desiredNumberScheduled",
+            ),
+            (&sts, json!({"spec": {"replicas": -1}}), "spec.replicas"),
+            (
+                &sts,
+                json!({"spec": {"replicas": u64::MAX}}),
+                "spec.replicas",
+            ),
+        ] {
+            let e = partition_for(Some(&live), w, &half, 0, 2).unwrap_err();
+            assert!(
+                matches!(&e, shoal_fleet::Error::Impossible { field: f, .. } if f == field),
+                "{live}: {e}"
+            );
+            assert!(e.to_string().contains(&w.describe()), "{e}");
+        }
+        // Sane counts: half the pods in step 1 of 2, all in the last; the largest count
+        // the API allows does not overflow.
+        let live = json!({"status": {"desiredNumberScheduled": 10}});
+        assert_eq!(
+            partition_for(Some(&live), &ds, &half, 0, 2).unwrap(),
+            (5, 10, 5)
+        );
+        assert_eq!(
+            partition_for(Some(&live), &ds, &half, 1, 2).unwrap(),
+            (10, 10, 0)
+        );
+        let max = json!({"spec": {"replicas": shoal_fleet::MAX_COUNT}});
+        let (target, desired, partition) = partition_for(Some(&max), &sts, &half, 0, 2).unwrap();
+        assert_eq!(desired, shoal_fleet::MAX_COUNT);
+        assert_eq!(target + partition, desired);
+        assert_eq!(partition_for(None, &ds, &half, 0, 2).unwrap(), (0, 0, 0));
     }
 
     #[test]
