@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shoal_core::condition;
 use shoal_core::kinds::{Cluster, ClusterStatus};
-use shoal_fleet::Fleet;
+use shoal_fleet::{Fleet, KubeconfigPolicy};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -56,6 +56,8 @@ pub struct Config {
     pub concurrency: usize,
     /// How long a cluster may take to answer before it counts as not Ready.
     pub timeout: Duration,
+    /// What members' kubeconfigs may make shoal do on its host.
+    pub kubeconfigs: KubeconfigPolicy,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             interval: Duration::from_secs(30),
             concurrency: 32,
             timeout: Duration::from_secs(5),
+            kubeconfigs: KubeconfigPolicy::default(),
         }
     }
 }
@@ -81,6 +84,9 @@ pub enum Probe {
     },
     /// It did not; why.
     Failed(String),
+    /// Its kubeconfig was refused before anything was sent (an exec plugin, a file of
+    /// shoal's host: see [`KubeconfigPolicy`]); why, naming the field.
+    Refused(String),
 }
 
 /// A change of the `Ready` condition worth an Event.
@@ -129,6 +135,7 @@ pub fn observe(
             }
         }
         Probe::Failed(why) => (false, "Unreachable", why.clone()),
+        Probe::Refused(why) => (false, "KubeconfigRefused", why.clone()),
     };
     condition::set(
         &mut status.conditions,
@@ -245,6 +252,9 @@ impl Resource for NodeReadiness {
 async fn probe(fleet: &Fleet, cluster: &Cluster, limit: Duration) -> Probe {
     let member = match fleet.member(cluster).await {
         Ok(m) => m,
+        Err(e @ shoal_fleet::Error::KubeconfigRefused { .. }) => {
+            return Probe::Refused(report(&e));
+        }
         Err(e) => return Probe::Failed(report(&e)),
     };
     let read = async {
@@ -345,7 +355,7 @@ struct Ctx {
 pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
     let ctx = Ctx {
         clusters: Api::all(client.clone()),
-        fleet: Fleet::with_credentials(client.clone()),
+        fleet: Fleet::with_credentials(client.clone()).with_policy(config.kubeconfigs),
         client,
         clock,
         config,
@@ -454,6 +464,25 @@ mod tests {
         );
         let (_, ev) = observe(Some(&still_down), &answered(4, 4), Some(1), t2);
         assert_eq!(ev.map(|e| e.reason), Some("Ready"));
+    }
+
+    #[test]
+    fn a_refused_kubeconfig_is_not_ready_with_its_own_reason_naming_the_field() {
+        let refused = Probe::Refused(
+            "spec.credentialsRef: the kubeconfig's users[0].user.exec runs a program".into(),
+        );
+        let (s, ev) = observe(None, &refused, Some(1), t("2026-01-01T00:00:00Z"));
+        let cond = condition::get(&s.conditions, CONDITION_READY).unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", "KubeconfigRefused")
+        );
+        assert!(
+            cond.message.contains("users[0].user.exec"),
+            "{}",
+            cond.message
+        );
+        assert!(ev.is_some_and(|e| e.message.contains("KubeconfigRefused")));
     }
 
     #[test]

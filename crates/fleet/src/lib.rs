@@ -18,6 +18,13 @@
 //! [`LAST_APPLIED`] (as kubectl keeps `kubectl.kubernetes.io/last-applied-configuration`),
 //! so ownership of every field travels with the object and any shoal replica, or a
 //! restarted one, computes the same patch.
+//!
+//! A member's kubeconfig is written by whoever may write a Secret and a Cluster, and
+//! used by shoal on its own host: by default ([`KubeconfigPolicy::InlineOnly`]) a
+//! kubeconfig that would run a program (`exec`, `auth-provider`) or read a file of
+//! shoal's host (`tokenFile`, `client-certificate`, `client-key`,
+//! `certificate-authority`) is refused, naming the field; the operator opts in with
+//! [`KubeconfigPolicy::AllowExecAndFiles`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -38,7 +45,7 @@ pub mod health;
 pub mod workload;
 
 pub use follow::{Follow, Reading};
-pub use health::{WorkloadHealth, health};
+pub use health::{MAX_COUNT, WorkloadHealth, count, health};
 pub use workload::{Workload, last_applied, read_workload};
 
 /// The annotation holding what shoal applied last (JSON).
@@ -63,11 +70,55 @@ pub fn identify(config: &mut kube::Config) {
     ));
 }
 
+/// The flag of `shoal serve` (and of the CLI verbs that reach members) that allows what
+/// [`KubeconfigPolicy::InlineOnly`] refuses; refusals name it.
+pub const ALLOW_EXEC_AND_FILES_FLAG: &str = "--allow-member-kubeconfig-exec-and-files";
+
+/// What a member's kubeconfig (from its Cluster's `credentialsRef` Secret) may make
+/// shoal do on shoal's own host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KubeconfigPolicy {
+    /// Credentials held in the kubeconfig itself only: `token`, `client-certificate-data`,
+    /// `client-key-data`, `certificate-authority-data`, username and password. A
+    /// kubeconfig with an exec plugin, an auth provider or a file path is refused:
+    /// whoever may write a Secret and a Cluster could otherwise run a program as shoal,
+    /// or send one of shoal's files as a bearer token to a server they name.
+    #[default]
+    InlineOnly,
+    /// Also exec plugins, auth providers and files on shoal's host, as kubectl allows
+    /// them: for operators who trust every writer of Secrets and Clusters.
+    AllowExecAndFiles,
+}
+
 /// Errors of the fleet driver.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cluster {cluster:?}: {problem}")]
     Cluster { cluster: String, problem: String },
+    /// A member kubeconfig asks for what [`KubeconfigPolicy::InlineOnly`] refuses.
+    #[error(
+        "cluster {cluster:?}: spec.credentialsRef: the kubeconfig's {field} {does}; refused \
+         (shoal reads members' credentials inline only, unless started with {flag})",
+        flag = ALLOW_EXEC_AND_FILES_FLAG
+    )]
+    KubeconfigRefused {
+        cluster: String,
+        /// The kubeconfig field, as `users[0].user.exec`.
+        field: String,
+        /// What it would do on shoal's host.
+        does: &'static str,
+    },
+    /// A member reported a number no Kubernetes object can hold (a negative count, one
+    /// beyond the API's int32; see [`health::count`]): a transient read error (the next
+    /// read may be sane), never arithmetic that panics or wraps.
+    #[error("{target} on the member reports an impossible {field} = {value}")]
+    Impossible {
+        target: String,
+        /// The field, as `status.updatedNumberScheduled`.
+        field: String,
+        /// What the member reported, as JSON.
+        value: String,
+    },
     #[error("object is invalid: {0}")]
     Object(String),
     #[error("failed to find kind {kind} in {api_version} on the cluster")]
@@ -99,6 +150,8 @@ pub struct Fleet {
     kinds: Mutex<HashMap<KindKey, (ApiResource, ApiCapabilities)>>,
     /// The control plane, where the Secrets that `spec.credentialsRef` names are read.
     control_plane: std::sync::OnceLock<kube::Client>,
+    /// What members' kubeconfigs may make shoal do on its host.
+    policy: KubeconfigPolicy,
 }
 
 /// A member's client and what it was built from.
@@ -153,13 +206,22 @@ impl Fleet {
         self.control_plane.get_or_init(|| control_plane.clone());
     }
 
+    /// This driver, using members' kubeconfigs as `policy` allows (by default
+    /// [`KubeconfigPolicy::InlineOnly`]).
+    #[must_use]
+    pub fn with_policy(mut self, policy: KubeconfigPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
     /// How to reach `cluster`'s API server: its endpoint, with the credentials of the
     /// kubeconfig its `credentialsRef` Secret holds (the endpoint's server, CA and TLS
     /// settings win over the kubeconfig's).
     ///
     /// # Errors
     /// [`Error::Cluster`] when the endpoint is not a URL, or the credentials cannot be
-    /// read or used; the problem names the field.
+    /// read or used; the problem names the field. [`Error::KubeconfigRefused`] when the
+    /// kubeconfig asks for what the driver's [`KubeconfigPolicy`] refuses.
     pub async fn member(&self, cluster: &Cluster) -> Result<Member> {
         let name = cluster.metadata.name.clone().unwrap_or_default();
         let bad = |problem: String| Error::Cluster {
@@ -201,9 +263,13 @@ impl Fleet {
                 return Ok(member(&c.client));
             }
         }
-        let config = config_for(&cluster.spec.endpoint, kubeconfig.as_deref())
-            .await
-            .map_err(&bad)?;
+        let config = config_for(
+            &name,
+            &cluster.spec.endpoint,
+            kubeconfig.as_deref(),
+            self.policy,
+        )
+        .await?;
         let client = kube::Client::try_from(config)
             .map_err(|e| bad(format!("failed to build a client: {e}")))?;
         self.clients
@@ -362,10 +428,11 @@ impl Fleet {
         object: &Value,
         dangerous: &[FieldPath],
     ) -> Result<Prepared> {
-        let (api, target) = self.api_for(member, object).await?;
+        // A manifest is user input: it is checked before anything is sent.
         let mut desired = object.clone();
         let last_json = serde_json::to_string(object).map_err(|e| Error::Object(e.to_string()))?;
-        desired["metadata"]["annotations"][LAST_APPLIED] = Value::String(last_json.clone());
+        annotate(&mut desired, &Target::of(object)?, LAST_APPLIED, last_json)?;
+        let (api, target) = self.api_for(member, object).await?;
         let live = api
             .get_opt(&target.name)
             .await
@@ -397,7 +464,7 @@ impl Fleet {
             }
             let json =
                 serde_json::to_string(&recorded).map_err(|e| Error::Object(e.to_string()))?;
-            diff.patch["metadata"]["annotations"][LAST_APPLIED] = Value::String(json);
+            annotate(&mut diff.patch, &target, LAST_APPLIED, json)?;
         }
         Ok(Prepared {
             api,
@@ -514,6 +581,56 @@ impl Prepared {
     }
 }
 
+/// Sets annotation `key` of `object` (a manifest, or a merge patch of one) to `value`,
+/// creating `metadata.annotations` when absent.
+///
+/// # Errors
+/// [`Error::Object`] naming `target` and the field when `metadata` or
+/// `metadata.annotations` is there but not a map (a manifest is user input).
+fn annotate(object: &mut Value, target: &Target, key: &str, value: String) -> Result<()> {
+    let not_a_map = |field: &str, v: &Value| {
+        Error::Object(format!(
+            "{target}: {field} must be a map of strings, got {}",
+            json_type(v)
+        ))
+    };
+    let Some(root) = object.as_object_mut() else {
+        return Err(not_a_map("the object", object));
+    };
+    let meta = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if meta.is_null() {
+        *meta = Value::Object(Default::default());
+    }
+    let Some(meta) = meta.as_object_mut() else {
+        return Err(not_a_map("metadata", meta));
+    };
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if annotations.is_null() {
+        *annotations = Value::Object(Default::default());
+    }
+    let Some(annotations) = annotations.as_object_mut() else {
+        return Err(not_a_map("metadata.annotations", annotations));
+    };
+    annotations.insert(key.to_string(), Value::String(value));
+    Ok(())
+}
+
+/// The JSON type of `v`, for messages ("a string", "a list").
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
 /// A member cluster as the driver reaches it.
 #[derive(Clone)]
 pub struct Member {
@@ -554,25 +671,48 @@ impl Member {
     }
 }
 
-/// The client configuration for a member cluster with `endpoint`, authenticated as the
-/// `kubeconfig` (its current context) says: a token, a client certificate, an exec
-/// plugin. The endpoint's server always wins, and its CA and TLS settings when set.
+/// The client configuration for member cluster `name` with `endpoint`, authenticated
+/// as the `kubeconfig` (its current context) says: a token, a client certificate, an
+/// exec plugin (if `policy` allows it). The endpoint's server always wins, and its CA
+/// and TLS settings when set.
 async fn config_for(
+    name: &str,
     endpoint: &Endpoint,
     kubeconfig: Option<&str>,
-) -> std::result::Result<kube::Config, String> {
+    policy: KubeconfigPolicy,
+) -> Result<kube::Config> {
+    let bad = |problem: String| Error::Cluster {
+        cluster: name.into(),
+        problem,
+    };
     let server = endpoint.server.as_str();
     let mut config = match kubeconfig {
-        None => member_config(server).map_err(|e| format!("spec.endpoint.server {e}"))?,
+        None => member_config(server).map_err(|e| bad(format!("spec.endpoint.server {e}")))?,
         Some(text) => {
-            let kc = Kubeconfig::from_yaml(text)
-                .map_err(|e| format!("spec.credentialsRef: the kubeconfig is not valid: {e}"))?;
+            let kc = Kubeconfig::from_yaml(text).map_err(|e| {
+                bad(format!(
+                    "spec.credentialsRef: the kubeconfig is not valid: {e}"
+                ))
+            })?;
+            if policy == KubeconfigPolicy::InlineOnly
+                && let Some((field, does)) = host_access(&kc)
+            {
+                return Err(Error::KubeconfigRefused {
+                    cluster: name.into(),
+                    field,
+                    does,
+                });
+            }
             let mut c = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("spec.credentialsRef: the kubeconfig is not usable: {e}"))?;
+                .map_err(|e| {
+                    bad(format!(
+                        "spec.credentialsRef: the kubeconfig is not usable: {e}"
+                    ))
+                })?;
             c.cluster_url = server
                 .parse()
-                .map_err(|e| format!("spec.endpoint.server {server:?}: {e}"))?;
+                .map_err(|e| bad(format!("spec.endpoint.server {server:?}: {e}")))?;
             c.default_retry = false;
             identify(&mut c);
             c
@@ -586,10 +726,46 @@ async fn config_for(
     }
     if let Some(data) = &endpoint.certificate_authority_data {
         config.root_cert = Some(
-            ca_bundle(data).map_err(|e| format!("spec.endpoint.certificateAuthorityData: {e}"))?,
+            ca_bundle(data)
+                .map_err(|e| bad(format!("spec.endpoint.certificateAuthorityData: {e}")))?,
         );
     }
     Ok(config)
+}
+
+/// The first field of `kc` that would make a client run a program or read a file of
+/// the host it runs on, as `users[0].user.exec`, and what it would do. Every entry is
+/// looked at, not only the current context's: a kubeconfig is refused or used whole.
+fn host_access(kc: &Kubeconfig) -> Option<(String, &'static str)> {
+    const RUNS: &str = "runs a program on shoal's host";
+    const PROVIDER: &str = "runs a program or uses shoal's own cloud credentials";
+    const READS: &str = "reads a file of shoal's host";
+    for (i, u) in kc.auth_infos.iter().enumerate() {
+        let Some(a) = &u.auth_info else { continue };
+        let found = [
+            ("exec", a.exec.is_some(), RUNS),
+            ("auth-provider", a.auth_provider.is_some(), PROVIDER),
+            ("tokenFile", a.token_file.is_some(), READS),
+            ("client-certificate", a.client_certificate.is_some(), READS),
+            ("client-key", a.client_key.is_some(), READS),
+        ]
+        .into_iter()
+        .find(|(_, set, _)| *set);
+        if let Some((field, _, does)) = found {
+            return Some((format!("users[{i}].user.{field}"), does));
+        }
+    }
+    kc.clusters.iter().enumerate().find_map(|(i, c)| {
+        c.cluster
+            .as_ref()
+            .and_then(|c| c.certificate_authority.as_ref())
+            .map(|_| {
+                (
+                    format!("clusters[{i}].cluster.certificate-authority"),
+                    READS,
+                )
+            })
+    })
 }
 
 /// The client configuration for a member cluster at `url`. kube-rs retries 429, 503
@@ -733,6 +909,8 @@ mod tests {
         }
     }
 
+    const INLINE: KubeconfigPolicy = KubeconfigPolicy::InlineOnly;
+
     const KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: m\n  cluster:\n    \
         server: https://elsewhere.example:6443\n    tls-server-name: kubernetes\n\
         contexts:\n- name: m\n  context: {cluster: m, user: m}\ncurrent-context: m\n\
@@ -740,15 +918,20 @@ mod tests {
 
     #[tokio::test]
     async fn credentials_come_from_the_kubeconfig_and_the_endpoint_wins_where_it_speaks() {
-        let plain = config_for(&endpoint("https://10.0.0.1:6443"), None)
+        let plain = config_for("m", &endpoint("https://10.0.0.1:6443"), None, INLINE)
             .await
             .unwrap();
         assert!(plain.auth_info.token.is_none());
         assert!(!plain.default_retry);
 
-        let c = config_for(&endpoint("https://10.0.0.1:6443"), Some(KUBECONFIG))
-            .await
-            .unwrap();
+        let c = config_for(
+            "m",
+            &endpoint("https://10.0.0.1:6443"),
+            Some(KUBECONFIG),
+            INLINE,
+        )
+        .await
+        .unwrap();
         assert_eq!(c.cluster_url.to_string(), "https://10.0.0.1:6443/");
         assert_eq!(
             c.auth_info
@@ -767,7 +950,7 @@ mod tests {
         let mut e = endpoint("https://10.0.0.1:6443");
         e.tls_server_name = Some("member.example".into());
         e.insecure_skip_tls_verify = Some(true);
-        let c = config_for(&e, Some(KUBECONFIG)).await.unwrap();
+        let c = config_for("m", &e, Some(KUBECONFIG), INLINE).await.unwrap();
         assert_eq!(
             c.tls_server_name.as_deref(),
             Some("member.example"),
@@ -778,13 +961,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_kubeconfig_that_is_not_one_is_refused_naming_the_field() {
-        let e = config_for(&endpoint("https://10.0.0.1:6443"), Some("users: [oops"))
+        let e = config_for(
+            "m",
+            &endpoint("https://10.0.0.1:6443"),
+            Some("users: [oops"),
+            INLINE,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("cluster \"m\": spec.credentialsRef"), "{e}");
+        let e = config_for("m", &endpoint("not a url"), Some(KUBECONFIG), INLINE)
             .await
-            .unwrap_err();
-        assert!(e.starts_with("spec.credentialsRef"), "{e}");
-        let e = config_for(&endpoint("not a url"), Some(KUBECONFIG))
-            .await
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("spec.endpoint.server"), "{e}");
     }
 
@@ -806,5 +996,160 @@ mod tests {
         cluster.spec.credentials_ref = None;
         let m = Fleet::new().member(&cluster).await.unwrap();
         assert_eq!(m.server, "https://10.0.0.1:6443");
+    }
+
+    /// A kubeconfig for a member at a loopback address whose user (or cluster) says
+    /// `user` (or `cluster`), as YAML flow maps.
+    fn mk_kubeconfig(cluster: &str, user: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: m\n  cluster: {{server: \"https://10.0.0.1:6443\"{cluster}}}\n\
+             contexts:\n- name: m\n  context: {{cluster: m, user: m}}\ncurrent-context: m\n\
+             users:\n- name: other\n  user: {{token: t}}\n- name: m\n  user: {user}\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn exec_plugins_auth_providers_and_file_paths_in_a_member_kubeconfig_are_refused_naming_the_field()
+     {
+        let dir = std::env::temp_dir().join(format!("shoal-fleet-kc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = dir.join("token");
+        std::fs::write(&token, "from-shoals-disk").unwrap();
+        let token = token.display();
+        let exec = "{exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, \
+                    args: [-c, 'touch /tmp/pwned'], interactiveMode: Never}}";
+        let provider = "{auth-provider: {name: gcp, config: {cmd-path: /bin/sh}}}";
+        let token_file = format!("{{tokenFile: {token}}}");
+        let cert = "{client-certificate: /etc/shoal/tls.crt, client-key-data: a2V5}";
+        let key = "{client-certificate-data: Y2VydA==, client-key: /etc/shoal/tls.key}";
+        let ca = ", certificate-authority: /etc/ssl/private/ca.pem";
+        for (cluster, user, field) in [
+            ("", exec, "users[1].user.exec"),
+            ("", provider, "users[1].user.auth-provider"),
+            ("", token_file.as_str(), "users[1].user.tokenFile"),
+            ("", cert, "users[1].user.client-certificate"),
+            ("", key, "users[1].user.client-key"),
+            (
+                ca,
+                "{token: t}",
+                "clusters[0].cluster.certificate-authority",
+            ),
+        ] {
+            let kc = mk_kubeconfig(cluster, user);
+            let e = config_for("m", &endpoint("https://10.0.0.1:6443"), Some(&kc), INLINE)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::KubeconfigRefused { field: f, .. } if f == field),
+                "{field}: {e}"
+            );
+            let message = e.to_string();
+            for want in [field, "spec.credentialsRef", ALLOW_EXEC_AND_FILES_FLAG] {
+                assert!(message.contains(want), "{want:?} missing from {message}");
+            }
+        }
+
+        // Inline credentials only: used.
+        let inline = mk_kubeconfig(
+            ", certificate-authority-data: Y2E=",
+            "{token: t0ken, username: u, password: p}",
+        );
+        let c = config_for(
+            "m",
+            &endpoint("https://10.0.0.1:6443"),
+            Some(&inline),
+            INLINE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            c.auth_info
+                .token
+                .as_ref()
+                .map(|t| t.expose_secret().to_string()),
+            Some("t0ken".into())
+        );
+
+        // With the operator's opt-in, the same kubeconfigs are used as kubectl would.
+        let allow = KubeconfigPolicy::AllowExecAndFiles;
+        let kc = mk_kubeconfig("", &token_file);
+        let c = config_for("m", &endpoint("https://10.0.0.1:6443"), Some(&kc), allow)
+            .await
+            .unwrap();
+        assert_eq!(c.auth_info.token_file.as_deref(), Some(&*token.to_string()));
+        let kc = mk_kubeconfig("", exec);
+        let c = config_for("m", &endpoint("https://10.0.0.1:6443"), Some(&kc), allow)
+            .await
+            .unwrap();
+        assert!(c.auth_info.exec.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_whose_annotations_are_not_a_map_is_an_error_naming_the_object_and_the_field() {
+        let target = |o: &Value| Target::of(o).unwrap();
+        for (metadata, field) in [
+            (
+                serde_json::json!({"name": "a", "annotations": "x=y"}),
+                "metadata.annotations",
+            ),
+            (
+                serde_json::json!({"name": "a", "annotations": ["x"]}),
+                "metadata.annotations",
+            ),
+            (
+                serde_json::json!({"name": "a", "annotations": 3}),
+                "metadata.annotations",
+            ),
+        ] {
+            let mut o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": metadata});
+            let t = target(&o);
+            let e = annotate(&mut o, &t, LAST_APPLIED, "{}".into())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("ConfigMap a") && e.contains(field), "{e}");
+        }
+        // Absent or null annotations are made; others are kept.
+        for metadata in [
+            serde_json::json!({"name": "a"}),
+            serde_json::json!({"name": "a", "annotations": null}),
+            serde_json::json!({"name": "a", "annotations": {"k": "v"}}),
+        ] {
+            let mut o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": metadata.clone()});
+            let t = target(&o);
+            annotate(&mut o, &t, LAST_APPLIED, "{}".into()).unwrap();
+            assert_eq!(
+                o["metadata"]["annotations"][LAST_APPLIED], "{}",
+                "{metadata}"
+            );
+        }
+        // A merge patch without metadata gets one.
+        let mut patch = serde_json::json!({"spec": {}});
+        let t = target(&serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a"}}));
+        annotate(&mut patch, &t, LAST_APPLIED, "{}".into()).unwrap();
+        assert_eq!(patch["metadata"]["annotations"][LAST_APPLIED], "{}");
+    }
+
+    #[tokio::test]
+    async fn applying_a_manifest_whose_annotations_are_not_a_map_is_refused_before_anything_is_sent()
+     {
+        // Nothing listens at port 9: an error other than the manifest's is a failure.
+        let member = Member::at("m", "http://127.0.0.1:9").unwrap();
+        let o = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "ns", "annotations": "x=y"}});
+        let e = Fleet::new()
+            .apply(&member, &o, &[], true)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Object(_)), "{e}");
+        assert!(
+            e.to_string()
+                .contains("ConfigMap ns/a: metadata.annotations must be a map"),
+            "{e}"
+        );
     }
 }

@@ -253,3 +253,27 @@ async fn read_workload_gives_the_object_its_last_applied_copy_and_its_pods_or_no
     })
     .await;
 }
+
+/// A manifest is user input: one whose `metadata.annotations` is not a map is an error
+/// naming the object and the field (it panicked, and a task reported only "executor
+/// panicked"), and nothing is created.
+#[tokio::test]
+async fn a_manifest_whose_annotations_are_not_a_map_is_an_error_not_a_panic() {
+    within("apply of a bad manifest", async {
+        let (url, sim, _stop) = serve(1, None).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let fleet = Fleet::new();
+        let mut bad = daemonset("agent:1", "agent");
+        bad["metadata"]["annotations"] = json!("team=net");
+        let e = fleet.apply(&member, &bad, &[], false).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("DaemonSet kube-system/agent: metadata.annotations must be a map"),
+            "{e}"
+        );
+        let (api, _) = fleet.api_for(&member, &bad).await.unwrap();
+        assert!(api.get_opt("agent").await.unwrap().is_none());
+    })
+    .await;
+}

@@ -32,6 +32,32 @@ pub struct Conn {
     pub tls_server_name: Option<String>,
 }
 
+/// How the kubeconfigs of member clusters (the Secrets their Clusters'
+/// `credentialsRef` names) may be used: `shoal serve`, and the verbs that reach members
+/// from where they run (`shoal diff`, `shoal release rehearse`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MemberKubeconfigs {
+    /// Let members' kubeconfigs run exec plugins and auth providers, and read
+    /// `tokenFile`, `client-certificate`, `client-key` and `certificate-authority` files,
+    /// on this host. Off: such a kubeconfig is refused, naming the field (a Cluster's
+    /// Ready condition says it, reason `KubeconfigRefused`), since whoever may write a
+    /// Secret and a Cluster could otherwise run a program here or send a local file to a
+    /// server they name. Turn it on only if every such writer is trusted that far.
+    #[arg(long)]
+    pub allow_member_kubeconfig_exec_and_files: bool,
+}
+
+impl MemberKubeconfigs {
+    /// The fleet driver's policy these flags ask for.
+    pub fn policy(&self) -> shoal_fleet::KubeconfigPolicy {
+        if self.allow_member_kubeconfig_exec_and_files {
+            shoal_fleet::KubeconfigPolicy::AllowExecAndFiles
+        } else {
+            shoal_fleet::KubeconfigPolicy::InlineOnly
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
     /// Resource type (`clusters`, `cl`, `namespaces`, …).

@@ -38,6 +38,8 @@ pub struct RenderArgs {
     pub version: Option<String>,
     #[command(flatten)]
     pub conn: Conn,
+    #[command(flatten)]
+    pub member_kubeconfigs: crate::cli::MemberKubeconfigs,
 }
 
 /// What `shoal diff` concluded.
@@ -160,7 +162,7 @@ fn change_line(c: &Change) -> String {
 pub async fn diff(a: RenderArgs) -> Result<Outcome> {
     let (component, cluster, rendered, client) = load(&a).await?;
     // The member's credentials (credentialsRef) are read from the control plane.
-    let fleet = Fleet::with_credentials(client);
+    let fleet = Fleet::with_credentials(client).with_policy(a.member_kubeconfigs.policy());
     let member = fleet
         .member(&cluster)
         .await

@@ -117,6 +117,8 @@ pub struct RehearseArgs {
     pub output: String,
     #[command(flatten)]
     pub conn: crate::cli::Conn,
+    #[command(flatten)]
+    pub member_kubeconfigs: crate::cli::MemberKubeconfigs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -427,6 +429,7 @@ async fn read_fleet(
     client: &kube::Client,
     release: &Release,
     components: &[Component],
+    kubeconfigs: shoal_fleet::KubeconfigPolicy,
 ) -> Result<Vec<MemberNodes>> {
     let released: Vec<&Component> = components
         .iter()
@@ -448,7 +451,7 @@ async fn read_fleet(
         .context("failed to list the clusters the release selects")?
         .items;
     clusters.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let fleet = shoal_fleet::Fleet::with_credentials(client.clone());
+    let fleet = shoal_fleet::Fleet::with_credentials(client.clone()).with_policy(kubeconfigs);
     let fleet = &fleet;
     let members: Vec<MemberNodes> = futures::stream::iter(clusters)
         .map(|cluster| async move {
@@ -1119,9 +1122,14 @@ async fn rehearse(args: RehearseArgs) -> Result<Verdict> {
     // Read the real control plane: the fleet, the components, the configuration.
     let real = crate::cli::kube_client(&args.conn)?;
     let components = read_components(&real, &release).await?;
-    let members = read_fleet(&real, &release, &components)
-        .await
-        .with_context(|| format!("failed to read the fleet from {}", args.conn.server))?;
+    let members = read_fleet(
+        &real,
+        &release,
+        &components,
+        args.member_kubeconfigs.policy(),
+    )
+    .await
+    .with_context(|| format!("failed to read the fleet from {}", args.conn.server))?;
     if members.is_empty() {
         bail!("the release selects no clusters: there is nothing to rehearse");
     }

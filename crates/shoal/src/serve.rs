@@ -101,6 +101,8 @@ pub struct ServeArgs {
     /// and node counts in `Cluster.status`).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub probe_interval_seconds: u64,
+    #[command(flatten)]
+    pub member_kubeconfigs: crate::cli::MemberKubeconfigs,
     /// Apply these manifests (like `shoal apply -f`) once the server is up and the
     /// simulated fleet is registered: components, releases… Repeatable.
     #[arg(long, value_name = "FILE")]
@@ -502,6 +504,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         LeaderElect::Off => false,
     };
     let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let kubeconfigs = args.member_kubeconfigs.policy();
+    if kubeconfigs == shoal_fleet::KubeconfigPolicy::AllowExecAndFiles {
+        tracing::warn!(
+            "members' kubeconfigs may run programs and read files on this host ({})",
+            shoal_fleet::ALLOW_EXEC_AND_FILES_FLAG
+        );
+    }
     let settings = Settings {
         taskflow: shoal_controllers::taskflow::Config {
             max_running_runs: args.max_running_pipelineruns.map(|n| n as usize),
@@ -513,8 +522,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
         probe: shoal_controllers::cluster::Config {
             interval: std::time::Duration::from_secs(args.probe_interval_seconds),
+            kubeconfigs,
             ..Default::default()
         },
+        kubeconfigs,
     };
     let controllers = if args.no_controllers {
         None
@@ -600,6 +611,9 @@ struct Controllers {
 pub(crate) struct Settings {
     pub taskflow: shoal_controllers::taskflow::Config,
     pub probe: shoal_controllers::cluster::Config,
+    /// What members' kubeconfigs may make shoal do on its host (every controller and
+    /// executor that reaches members).
+    pub kubeconfigs: shoal_fleet::KubeconfigPolicy,
 }
 
 /// Campaigns for the controllers' role and runs them for exactly as long as this replica
@@ -756,7 +770,7 @@ pub(crate) fn spawn_controllers(
     let client =
         kube::Client::try_from(config).context("failed to build the controllers' client")?;
     let clock = shoal_controllers::Clock::new(clock);
-    let executors = shoal_controllers::Registry::builtin();
+    let executors = shoal_controllers::Registry::builtin_with(settings.kubeconfigs);
     tokio::spawn(
         shoal_controllers::release::run(client.clone(), clock.clone(), stop.clone())
             .instrument(tracing::info_span!("controller", name = "release")),
@@ -765,7 +779,10 @@ pub(crate) fn spawn_controllers(
         shoal_controllers::component::run(
             client.clone(),
             clock.clone(),
-            Default::default(),
+            shoal_controllers::component::Config {
+                kubeconfigs: settings.kubeconfigs,
+                ..Default::default()
+            },
             stop.clone(),
         )
         .instrument(tracing::info_span!("controller", name = "component")),
@@ -788,6 +805,26 @@ pub(crate) fn spawn_controllers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_opt_in_to_member_exec_and_files_is_the_flag_refusals_name() {
+        use clap::Args;
+        let cmd = crate::cli::MemberKubeconfigs::augment_args(clap::Command::new("serve"));
+        let flag = shoal_fleet::ALLOW_EXEC_AND_FILES_FLAG;
+        let m = cmd.try_get_matches_from(["serve", flag]).unwrap();
+        let kc = crate::cli::MemberKubeconfigs {
+            allow_member_kubeconfig_exec_and_files: m
+                .get_flag("allow_member_kubeconfig_exec_and_files"),
+        };
+        assert_eq!(
+            kc.policy(),
+            shoal_fleet::KubeconfigPolicy::AllowExecAndFiles
+        );
+        assert_eq!(
+            crate::cli::MemberKubeconfigs::default().policy(),
+            shoal_fleet::KubeconfigPolicy::InlineOnly
+        );
+    }
 
     #[test]
     fn a_token_file_is_one_token_or_kube_apiservers_csv_of_users() {

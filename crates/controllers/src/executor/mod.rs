@@ -190,6 +190,9 @@ impl ExecError {
                 shoal_fleet::Error::Kube { source, .. }
                 | shoal_fleet::Error::Discovery { source, .. },
             ) => transient_kube(source),
+            // A member reporting counts no object can hold: a garbled or broken answer;
+            // the next read may be sane.
+            ExecError::Fleet(shoal_fleet::Error::Impossible { .. }) => true,
             ExecError::Http { source, .. } => {
                 source.is_timeout()
                     || source.is_connect()
@@ -243,15 +246,22 @@ pub trait Executor: Send + Sync + fmt::Debug {
 pub struct Registry(Arc<BTreeMap<String, Arc<dyn Executor>>>);
 
 impl Registry {
-    /// Every built-in executor: `noop`, `fail`, `wait`, `webhook`, `approval`.
+    /// Every built-in executor: `noop`, `fail`, `wait`, `webhook`, `approval`, and the
+    /// fleet and release executors, which use members' kubeconfigs inline only.
     pub fn builtin() -> Self {
+        Registry::builtin_with(shoal_fleet::KubeconfigPolicy::default())
+    }
+
+    /// Every built-in executor, the fleet and release ones using members' kubeconfigs
+    /// as `kubeconfigs` allows.
+    pub fn builtin_with(kubeconfigs: shoal_fleet::KubeconfigPolicy) -> Self {
         let mut r = Registry::default();
         r.register(Noop);
         r.register(Fail);
         r.register(Wait);
         r.register(Webhook::new());
         r.register(Approval);
-        fleet::register(&mut r);
+        fleet::register(&mut r, kubeconfigs);
         r
     }
 
@@ -271,7 +281,77 @@ impl Registry {
 
 #[cfg(test)]
 pub(crate) mod testing {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use super::*;
+
+    /// What [`mk_endless_server`] answers: 100 MB, far more than any cap.
+    pub const ENDLESS_BYTES: u64 = 100 * 1024 * 1024;
+
+    /// One chunk of an endless answer.
+    const ENDLESS_CHUNK: usize = 64 * 1024;
+    static ENDLESS_FILL: [u8; ENDLESS_CHUNK] = [b'x'; ENDLESS_CHUNK];
+
+    /// What a client took of an endless answer.
+    #[derive(Debug, Default)]
+    pub struct Endless {
+        /// Bytes handed to the connection so far.
+        pub sent: AtomicU64,
+        /// Cancelled when the server stops sending: the client hung up (or, if `sent`
+        /// reached [`ENDLESS_BYTES`], read it all).
+        pub done: CancellationToken,
+    }
+
+    impl Endless {
+        pub fn sent(&self) -> u64 {
+            self.sent.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A local server answering every request with `status` and a body of
+    /// [`ENDLESS_BYTES`] streamed in chunks (no Content-Length), counting what it sends.
+    pub async fn mk_endless_server(status: u16) -> (String, Arc<Endless>) {
+        struct Stopped(Arc<Endless>);
+        impl Drop for Stopped {
+            fn drop(&mut self) {
+                self.0.done.cancel();
+            }
+        }
+        let endless = Arc::new(Endless::default());
+        let state = endless.clone();
+        let app = axum::Router::new().fallback(move || {
+            let state = state.clone();
+            async move {
+                let chunks = futures::stream::unfold(Stopped(state), |s| async move {
+                    let sent = s.0.sent.fetch_add(ENDLESS_CHUNK as u64, Ordering::SeqCst);
+                    (sent < ENDLESS_BYTES).then(|| {
+                        let chunk = axum::body::Bytes::from_static(&ENDLESS_FILL);
+                        (Ok::<_, std::io::Error>(chunk), s)
+                    })
+                });
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    axum::body::Body::from_stream(chunks),
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, endless)
+    }
+
+    /// Waits until `endless` stopped sending, and checks the client took a small part.
+    pub async fn assert_hung_up_early(endless: &Endless) {
+        tokio::time::timeout(std::time::Duration::from_secs(30), endless.done.cancelled())
+            .await
+            .expect("hung: the server never saw the client hang up");
+        assert!(
+            endless.sent() < ENDLESS_BYTES / 4,
+            "the client read {} of {ENDLESS_BYTES} bytes",
+            endless.sent()
+        );
+    }
 
     /// A context for executor unit tests: no API server behind the client.
     pub fn mk_ctx(params: &[(&str, &str)]) -> ExecContext {

@@ -138,8 +138,7 @@ async fn release_checks(
                 .map_err(|e| fail(format!("{} did not answer: {e}", w.url)))?;
             let code = resp.status();
             if !code.is_success() {
-                let text = resp.text().await.unwrap_or_default();
-                let text: String = text.trim().chars().take(300).collect();
+                let text = error_text(resp).await;
                 return Err(fail(format!("{} answered {code}: {text}", w.url)));
             }
             readings.push(result(
@@ -153,21 +152,9 @@ async fn release_checks(
             let query = minijinja::Environment::new()
                 .render_str(&m.query, &scope_vars)
                 .map_err(|e| fail(format!("the query does not render: {e}")))?;
-            let url = format!("{}/api/v1/query", m.prometheus.trim_end_matches('/'));
-            let with_query = reqwest::Url::parse_with_params(&url, [("query", &query)])
-                .map_err(|e| fail(format!("{url}: {e}")))?;
-            let answer: Value = http()
-                .get(with_query)
-                .timeout(std::time::Duration::from_secs(10))
-                .send()
+            let value = query_prometheus(&m.prometheus, &query)
                 .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(|e| fail(format!("{url}: {e}")))?
-                .json()
-                .await
-                .map_err(|e| fail(format!("{url}: not a Prometheus answer: {e}")))?;
-            let value = prometheus_value(&answer)
-                .ok_or_else(|| fail(format!("{query:?} returned no sample")))?;
+                .map_err(|why| fail(format!("{query:?} {why}")))?;
             if let Some(max) = m.max
                 && value > max
             {
@@ -193,20 +180,158 @@ async fn release_checks(
     Ok(readings)
 }
 
-/// The largest sample of a Prometheus instant-query answer (vector or scalar).
-fn prometheus_value(answer: &Value) -> Option<f64> {
-    let data = answer.get("data")?;
-    let num = |v: &Value| v.get(1)?.as_str()?.parse::<f64>().ok();
-    match data.get("resultType")?.as_str()? {
-        "scalar" => num(data.get("result")?),
-        "vector" => data
-            .get("result")?
-            .as_array()?
-            .iter()
-            .filter_map(|s| num(s.get("value")?))
-            .reduce(f64::max),
-        _ => None,
+/// The most of a webhook check's refusal that is read, for its message: the message
+/// keeps 300 characters of it.
+const MAX_ERROR_TEXT: usize = 4 * 1024;
+
+/// The most of a Prometheus answer that is read: an instant query a check compares
+/// against a bound is a few samples, and even a vector of thousands of series is far
+/// below this. A longer answer fails the check rather than being read whole.
+const MAX_PROMETHEUS_ANSWER: usize = 1024 * 1024;
+
+/// One line of a refusing webhook's body (at most [`MAX_ERROR_TEXT`] bytes read).
+async fn error_text(resp: reqwest::Response) -> String {
+    match super::webhook::read_prefix(resp, MAX_ERROR_TEXT).await {
+        Ok((bytes, more)) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let text = text.trim();
+            let mut line: String = text.chars().take(300).collect();
+            if more || line.len() < text.len() {
+                line.push('…');
+            }
+            line
+        }
+        Err(e) => format!("(its answer could not be read: {e})"),
     }
+}
+
+/// Asks the Prometheus at `prometheus` for the instant query `query`: the value the
+/// check compares, or why there is none, as words that follow the query in a message
+/// ("returned NaN", "returned no sample", "Prometheus answered error: …").
+async fn query_prometheus(prometheus: &str, query: &str) -> Result<f64, String> {
+    let url = format!("{}/api/v1/query", prometheus.trim_end_matches('/'));
+    let with_query = reqwest::Url::parse_with_params(&url, [("query", query)])
+        .map_err(|e| format!("cannot be asked at {url}: {e}"))?;
+    let resp = http()
+        .get(with_query)
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| format!("was not answered: {url}: {e}"))?;
+    let code = resp.status();
+    let body = super::webhook::read_body(resp, MAX_PROMETHEUS_ANSWER)
+        .await
+        .map_err(|e| format!("could not be read from {url}: {}", crate::report(&e)))?;
+    // Prometheus answers a bad query with 400 or 422 and an error in the usual shape.
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(answer) => prometheus_value(&answer),
+        Err(_) if !code.is_success() => Err(format!("was answered {code} by {url}")),
+        Err(e) => Err(format!(
+            "was answered by {url} with no Prometheus answer: {e}"
+        )),
+    }
+}
+
+/// The largest sample of a Prometheus instant-query answer (vector or scalar), or why
+/// the answer gives no number a check can compare: an error status, no sample, or a
+/// sample that is not a finite number (`NaN` for 0/0, `+Inf`), which compares false
+/// with every bound and so must never pass one.
+fn prometheus_value(answer: &Value) -> Result<f64, String> {
+    let status = answer.get("status").and_then(Value::as_str).unwrap_or("");
+    if status != "success" {
+        let text = |k: &str| answer.get(k).and_then(Value::as_str).unwrap_or("");
+        let detail = [text("errorType"), text("error")]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
+        let status = if status.is_empty() {
+            "no status"
+        } else {
+            status
+        };
+        return Err(format!("Prometheus answered {status}: {detail}")
+            .trim_end_matches([':', ' '])
+            .to_string());
+    }
+    let not_an_answer = || "was answered with no instant-query result".to_string();
+    let data = answer.get("data").ok_or_else(not_an_answer)?;
+    let num = |v: Option<&Value>| -> Result<f64, String> {
+        let text = v
+            .and_then(|v| v.get(1))
+            .and_then(Value::as_str)
+            .ok_or_else(not_an_answer)?;
+        let n: f64 = text
+            .parse()
+            .map_err(|_| format!("returned {text:?} (not a number)"))?;
+        if n.is_finite() {
+            Ok(n)
+        } else {
+            Err(format!("returned {text}"))
+        }
+    };
+    let kind = data.get("resultType").and_then(Value::as_str);
+    match kind {
+        Some("scalar") => num(data.get("result")),
+        Some("vector") => {
+            let samples = data
+                .get("result")
+                .and_then(Value::as_array)
+                .ok_or_else(not_an_answer)?;
+            let mut largest: Option<f64> = None;
+            for s in samples {
+                let n = num(s.get("value")).map_err(|why| match s.get("metric") {
+                    Some(m) if m.as_object().is_some_and(|m| !m.is_empty()) => {
+                        format!("{why} for {m}")
+                    }
+                    _ => why,
+                })?;
+                largest = Some(largest.map_or(n, |l| l.max(n)));
+            }
+            largest.ok_or_else(|| "returned no sample".to_string())
+        }
+        Some(other) => Err(format!("returned a {other}, not a vector or a scalar")),
+        None => Err(not_an_answer()),
+    }
+}
+
+/// The partition that lets `step` (0-based) of `steps` update its share of the
+/// workload whose live object is `live` (`None`: not installed yet): (pods on the new
+/// version, pods in all, partition). Counts come from the member and are checked
+/// ([`shoal_fleet::count`]): a negative or absurd count is an error (a transient read
+/// error), never a partition of 0 that would update every pod at once.
+fn partition_for(
+    live: Option<&Value>,
+    w: &Workload,
+    batches: &[IntOrPercent],
+    step: usize,
+    steps: usize,
+) -> Result<(i64, i64, i64), shoal_fleet::Error> {
+    let desired = match live {
+        None => 0,
+        Some(l) => {
+            let at = if w.kind == "DaemonSet" {
+                "/status/desiredNumberScheduled"
+            } else {
+                "/spec/replicas"
+            };
+            shoal_fleet::count(l, at, 0, &w.describe())?
+        }
+    };
+    // A fresh install has no old pods to hold back.
+    let target = if live.is_none() || steps == 1 {
+        desired
+    } else {
+        // `desired` is in 0..=MAX_COUNT (an int32): it fits a u32.
+        let d = u32::try_from(desired).unwrap_or(0);
+        i64::from(step_target(d, batches, step))
+    };
+    let partition = if step + 1 >= steps {
+        0
+    } else {
+        desired.saturating_sub(target).max(0)
+    };
+    Ok((target, desired, partition))
 }
 
 /// Everything a step reads from the control plane.
@@ -844,30 +969,9 @@ impl Executor for Step {
         let mut plan = "all pods".to_string();
         if w.has_partition() {
             let live = listed(&ctx, &mut follow, &scope.member).await?;
-            let desired = live.as_ref().map_or(0, |l| {
-                let at = if w.kind == "DaemonSet" {
-                    "/status/desiredNumberScheduled"
-                } else {
-                    "/spec/replicas"
-                };
-                l.pointer(at).and_then(Value::as_i64).unwrap_or(0)
-            });
-            // A fresh install has no old pods to hold back.
-            let target = if live.is_none() || steps == 1 {
-                desired
-            } else {
-                i64::from(step_target(
-                    u32::try_from(desired).unwrap_or(0),
-                    &batches,
-                    step,
-                ))
-            };
-            let partition = if step + 1 >= steps {
-                0
-            } else {
-                desired - target
-            };
-            set_partition(&mut objects[i], partition.max(0));
+            let (target, desired, partition) =
+                partition_for(live.as_ref(), &w, &batches, step, steps)?;
+            set_partition(&mut objects[i], partition);
             plan = format!("{target}/{desired} pods");
         } else if step > 0 {
             // Changed in the first step already; this one only checks.
@@ -1041,12 +1145,179 @@ mod tests {
         let vector = json!({"status": "success", "data": {"resultType": "vector", "result": [
             {"metric": {"pod": "a"}, "value": [1.7e9, "0.02"]},
             {"metric": {"pod": "b"}, "value": [1.7e9, "0.07"]}]}});
-        assert_eq!(prometheus_value(&vector), Some(0.07));
+        assert_eq!(prometheus_value(&vector), Ok(0.07));
         let scalar =
             json!({"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, "3"]}});
-        assert_eq!(prometheus_value(&scalar), Some(3.0));
-        let empty = json!({"status": "success", "data": {"resultType": "vector", "result": []}});
-        assert_eq!(prometheus_value(&empty), None);
+        assert_eq!(prometheus_value(&scalar), Ok(3.0));
+    }
+
+    #[test]
+    fn a_metric_check_fails_on_nan_infinity_no_sample_or_an_error_saying_which() {
+        let vector = |samples: &[&str]| {
+            let result: Vec<Value> = samples
+                .iter()
+                .enumerate()
+                .map(|(i, v)| json!({"metric": {"pod": format!("p{i}")}, "value": [1.7e9, v]}))
+                .collect();
+            json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+        };
+        let scalar = |v: &str| json!({"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, v]}});
+        for (answer, why) in [
+            // 0/0, an error ratio with no traffic: NaN compares false with every bound.
+            (scalar("NaN"), "returned NaN"),
+            (scalar("+Inf"), "returned +Inf"),
+            (scalar("-Inf"), "returned -Inf"),
+            // One NaN series among good ones is not skipped by the maximum.
+            (
+                vector(&["0.01", "NaN", "0.02"]),
+                "returned NaN for {\"pod\":\"p1\"}",
+            ),
+            (
+                vector(&["0.01", "lots"]),
+                "returned \"lots\" (not a number) for {\"pod\":\"p1\"}",
+            ),
+            (vector(&[]), "returned no sample"),
+            (
+                json!({"status": "error", "errorType": "bad_data",
+                       "error": "invalid parameter \"query\": 1:5: parse error"}),
+                "Prometheus answered error: bad_data: invalid parameter \"query\": 1:5: parse error",
+            ),
+            (json!({"status": "error"}), "Prometheus answered error"),
+            (json!({"data": {}}), "Prometheus answered no status"),
+            (
+                json!({"status": "success", "data": {"resultType": "matrix", "result": []}}),
+                "returned a matrix, not a vector or a scalar",
+            ),
+            (
+                json!({"status": "success", "data": {"resultType": "vector"}}),
+                "was answered with no instant-query result",
+            ),
+        ] {
+            assert_eq!(prometheus_value(&answer), Err(why.to_string()), "{answer}");
+        }
+    }
+
+    /// A local Prometheus answering every query with `status` and `answer`.
+    async fn mk_prometheus(status: u16, answer: Value) -> String {
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::from_u16(status).unwrap(),
+                axum::Json(answer),
+            )
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_metric_check_reads_what_prometheus_answered_and_fails_on_nan_or_an_error() {
+        let scalar = |v: &str| json!({"status": "success", "data": {"resultType": "scalar", "result": [1.7e9, v]}});
+        let url = mk_prometheus(200, scalar("0.5")).await;
+        assert_eq!(query_prometheus(&url, "up").await, Ok(0.5));
+        let url = mk_prometheus(200, scalar("NaN")).await;
+        assert_eq!(
+            query_prometheus(&url, "up").await,
+            Err("returned NaN".into())
+        );
+        let bad = json!({"status": "error", "errorType": "bad_data", "error": "parse error"});
+        let url = mk_prometheus(400, bad).await;
+        assert_eq!(
+            query_prometheus(&url, "up{").await,
+            Err("Prometheus answered error: bad_data: parse error".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_metric_check_does_not_read_an_endless_answer_whole() {
+        use super::super::testing::{assert_hung_up_early, mk_endless_server};
+        let (url, endless) = mk_endless_server(200).await;
+        let why = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            query_prometheus(&url, "up"),
+        )
+        .await
+        .expect("hung: reading the endless answer")
+        .unwrap_err();
+        assert!(why.contains("answer larger than 1048576 bytes"), "{why}");
+        assert_hung_up_early(&endless).await;
+    }
+
+    #[tokio::test]
+    async fn a_refusing_webhook_check_has_its_answer_read_only_in_part() {
+        use super::super::testing::{assert_hung_up_early, mk_endless_server};
+        let (url, endless) = mk_endless_server(503).await;
+        let resp = http().post(&url).send().await.unwrap();
+        let text = tokio::time::timeout(std::time::Duration::from_secs(30), error_text(resp))
+            .await
+            .expect("hung: reading the endless answer");
+        assert_eq!(text, format!("{}…", "x".repeat(300)));
+        assert_hung_up_early(&endless).await;
+    }
+
+    fn mk_workload(kind: &str, api_version: &str) -> Workload {
+        Workload {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: "kube-system".into(),
+            name: "agent".into(),
+            min_ready_percent: 100,
+        }
+    }
+
+    #[test]
+    fn a_step_refuses_absurd_counts_from_the_member_instead_of_a_partition_that_updates_everything()
+    {
+        let ds = mk_workload("DaemonSet", "apps.kruise.io/v1alpha1");
+        let sts = mk_workload("StatefulSet", "apps/v1");
+        let half = [IntOrPercent::Percent(50), IntOrPercent::Percent(100)];
+        for (w, live, field) in [
+            (
+                &ds,
+                json!({"status": {"desiredNumberScheduled": -5}}),
+                "status.desiredNumberScheduled",
+            ),
+            (
+                &ds,
+                json!({"status": {"desiredNumberScheduled": i64::MIN}}),
+                "status.desiredNumberScheduled",
+            ),
+            (
+                &ds,
+                json!({"status": {"desiredNumberScheduled": i64::MAX}}),
+                "status.desiredNumberScheduled",
+            ),
+            (&sts, json!({"spec": {"replicas": -1}}), "spec.replicas"),
+            (
+                &sts,
+                json!({"spec": {"replicas": u64::MAX}}),
+                "spec.replicas",
+            ),
+        ] {
+            let e = partition_for(Some(&live), w, &half, 0, 2).unwrap_err();
+            assert!(
+                matches!(&e, shoal_fleet::Error::Impossible { field: f, .. } if f == field),
+                "{live}: {e}"
+            );
+            assert!(e.to_string().contains(&w.describe()), "{e}");
+        }
+        // Sane counts: half the pods in step 1 of 2, all in the last; the largest count
+        // the API allows does not overflow.
+        let live = json!({"status": {"desiredNumberScheduled": 10}});
+        assert_eq!(
+            partition_for(Some(&live), &ds, &half, 0, 2).unwrap(),
+            (5, 10, 5)
+        );
+        assert_eq!(
+            partition_for(Some(&live), &ds, &half, 1, 2).unwrap(),
+            (10, 10, 0)
+        );
+        let max = json!({"spec": {"replicas": shoal_fleet::MAX_COUNT}});
+        let (target, desired, partition) = partition_for(Some(&max), &sts, &half, 0, 2).unwrap();
+        assert_eq!(desired, shoal_fleet::MAX_COUNT);
+        assert_eq!(target + partition, desired);
+        assert_eq!(partition_for(None, &ds, &half, 0, 2).unwrap(), (0, 0, 0));
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //!
 //! Results: `statusCode` and `body` (the first [`MAX_RESULT_BODY`] bytes).
 //!
+//! The answer is read up to [`MAX_BODY`] bytes and no further: a longer one fails the
+//! attempt ("answer larger than N bytes") with the connection dropped, so a receiver
+//! cannot make shoal hold or read an endless body.
+//!
 //! Not idempotent: the receiving side may not be, so after a restart an attempt that
 //! may have been sent waits for a human, unless the Task says `idempotent: true`.
 
@@ -28,6 +32,61 @@ use super::{ExecContext, ExecError, Executor, Outcome};
 /// How much of the response body becomes the `body` result: results live in the run's
 /// status, which must stay small.
 pub const MAX_RESULT_BODY: usize = 4096;
+
+/// The most of a webhook's answer that is read: far more than any verdict a
+/// `successField` is read from, far less than what would hurt shoal to hold once per
+/// running task. A longer answer fails the attempt.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// Why an answer's body was not read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    /// Longer than the cap (by its Content-Length, or by what arrived): not read further.
+    #[error("answer larger than {cap} bytes")]
+    TooLarge { cap: usize },
+    #[error("failed to read the answer")]
+    Read(#[source] reqwest::Error),
+}
+
+/// The first `cap` bytes of `resp`'s body, read chunk by chunk, and whether more
+/// followed (then the rest is not read: dropping the response drops the connection).
+///
+/// # Errors
+/// The transport's, while reading.
+pub(crate) async fn read_prefix(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// The whole body of `resp`, if it is at most `cap` bytes; a longer one is not read
+/// beyond the cap.
+///
+/// # Errors
+/// [`BodyError::TooLarge`] when the body is (or its Content-Length says it is) longer
+/// than `cap`; [`BodyError::Read`] when the transport fails.
+pub(crate) async fn read_body(resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
+    {
+        return Err(BodyError::TooLarge { cap });
+    }
+    match read_prefix(resp, cap).await.map_err(BodyError::Read)? {
+        (_, true) => Err(BodyError::TooLarge { cap }),
+        (body, false) => Ok(body),
+    }
+}
 
 /// The call's timeout when the `timeout` parameter is absent.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -181,7 +240,13 @@ impl Executor for Webhook {
         };
         let resp = req.send().await.map_err(http)?;
         let code = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(http)?;
+        let bytes = match read_body(resp, MAX_BODY).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::Read(e)) => return Err(http(e)),
+            Err(e @ BodyError::TooLarge { .. }) => {
+                return Err(ExecError::Failed(format!("{url} answered {code}: {e}")));
+            }
+        };
         let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_RESULT_BODY)]).to_string();
         let results = vec![
             RunResult::new("statusCode", code.to_string()),
@@ -311,6 +376,27 @@ mod tests {
         let err = Webhook::new().run(get(503, "200-299")).await.unwrap_err();
         assert!(err.report().contains("answered 503"), "{}", err.report());
         assert!(Webhook::new().run(get(409, "200,409")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn webhook_does_not_read_an_endless_answer_whole() {
+        use super::super::testing::{assert_hung_up_early, mk_endless_server};
+        for status in [200, 500] {
+            let (url, endless) = mk_endless_server(status).await;
+            let ctx = mk_ctx(&[("url", &url), ("method", "get")]);
+            let err = tokio::time::timeout(Duration::from_secs(30), Webhook::new().run(ctx))
+                .await
+                .expect("hung: reading the endless answer")
+                .unwrap_err();
+            assert!(
+                err.report().contains(&format!(
+                    "answered {status}: answer larger than 1048576 bytes"
+                )),
+                "{}",
+                err.report()
+            );
+            assert_hung_up_early(&endless).await;
+        }
     }
 
     #[tokio::test]

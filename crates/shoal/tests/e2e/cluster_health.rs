@@ -386,3 +386,129 @@ async fn members_that_ask_for_a_token_are_reached_with_the_credentials_their_clu
     })
     .await;
 }
+
+/// What happened to a Cluster whose kubeconfig authenticates with an exec plugin (a
+/// script that leaves a marker file and prints the members' token), on a server started
+/// with `extra` flags: its Ready condition (status, reason, message) once its status is
+/// `want`, and whether the plugin ran.
+async fn exec_plugin_member(extra: &[&str], want: &str) -> ((String, String, String), bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let files = tempfile::tempdir().unwrap();
+    let token = files.path().join("member-token");
+    std::fs::write(&token, "member-s3cret\n").unwrap();
+    let mut args = vec![
+        "--store",
+        "memory",
+        "--probe-interval-seconds",
+        "1",
+        "--sim-clusters",
+        "1",
+        "--sim-nodes",
+        "2",
+        "--member-token-file",
+        token.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let server = ShoalServer::start(&args).await;
+    let clusters: Api<Cluster> = Api::all(server.client());
+    let sim = clusters_ready(&clusters, "", 1, DEADLINE).await;
+    let endpoint = &sim[0].spec.endpoint.server;
+
+    let marker = files.path().join("plugin-ran");
+    let plugin = files.path().join("credential-plugin");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\ntouch '{}'\necho '{{\"apiVersion\": \"client.authentication.k8s.io/v1\", \
+             \"kind\": \"ExecCredential\", \"status\": {{\"token\": \"member-s3cret\"}}}}'\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let kubeconfig = server.write_file(
+        "exec-kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: m\n  cluster:\n    server: {endpoint}\n\
+             contexts:\n- name: m\n  context: {{cluster: m, user: m}}\ncurrent-context: m\n\
+             users:\n- name: m\n  user:\n    exec:\n      apiVersion: client.authentication.k8s.io/v1\n\
+             \x20     command: {}\n      interactiveMode: Never\n",
+            plugin.display()
+        ),
+    );
+    server
+        .kubectl_ok(&[
+            "create",
+            "secret",
+            "generic",
+            "via-exec",
+            "-n",
+            "shoal-system",
+            &format!("--from-file=kubeconfig={}", kubeconfig.display()),
+        ])
+        .await;
+    let yaml = format!(
+        "apiVersion: shoal.io/v1alpha1\nkind: Cluster\nmetadata: {{name: exec-member}}\n\
+         spec: {{endpoint: {{server: \"{endpoint}\"}}, credentialsRef: {{name: via-exec}}}}\n"
+    );
+    let file = server.write_file("exec-member.yaml", &yaml);
+    server
+        .kubectl_ok(&["apply", "-f", file.to_str().unwrap()])
+        .await;
+    let cond = eventually(
+        DEADLINE,
+        &format!("the exec-plugin member Ready={want}"),
+        async || {
+            let c = clusters.get("exec-member").await.ok()?;
+            let cond = c
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready" && c.status == want)?;
+            Some((cond.status, cond.reason, cond.message))
+        },
+    )
+    .await;
+    (cond, marker.exists())
+}
+
+/// A member kubeconfig with an exec plugin would run a program on shoal's host as
+/// shoal, for whoever may write a Secret and a Cluster: it is refused, the Cluster is
+/// not Ready and says which field, and the program never runs.
+#[tokio::test]
+async fn a_member_kubeconfig_with_an_exec_plugin_is_refused_without_the_opt_in() {
+    within(DEADLINE * 2, "exec plugin refused", async {
+        let ((status, reason, message), ran) = exec_plugin_member(&[], "False").await;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "KubeconfigRefused")
+        );
+        for want in [
+            "users[0].user.exec",
+            "runs a program",
+            "--allow-member-kubeconfig-exec-and-files",
+        ] {
+            assert!(message.contains(want), "{want:?} missing from {message}");
+        }
+        assert!(!ran, "the plugin must not have run");
+    })
+    .await;
+}
+
+/// With `--allow-member-kubeconfig-exec-and-files` the operator trusts the writers of
+/// Secrets and Clusters: the exec plugin runs and the member is reached with the token
+/// it printed.
+#[tokio::test]
+async fn a_member_kubeconfig_with_an_exec_plugin_is_used_with_the_opt_in() {
+    within(DEADLINE * 2, "exec plugin used", async {
+        let ((status, reason, message), ran) =
+            exec_plugin_member(&["--allow-member-kubeconfig-exec-and-files"], "True").await;
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "Reachable"),
+            "{message}"
+        );
+        assert!(ran, "the plugin ran");
+    })
+    .await;
+}
