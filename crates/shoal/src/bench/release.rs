@@ -48,6 +48,11 @@ pub struct ReleaseBench {
     /// Give up on a release after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout_seconds: u64,
+    /// A fault profile for the simulated fleet (see examples/faults.yaml), e.g. members
+    /// whose API is slow or answers 503 for a while: the release must still complete,
+    /// riding out the transient failures.
+    #[arg(long, value_name = "FAULTS.yaml")]
+    pub faults: Option<std::path::PathBuf>,
 }
 
 const COMPONENT: &str = r#"{"apiVersion": "shoal.io/v1alpha1", "kind": "Component",
@@ -159,6 +164,16 @@ async fn requests(url: &str) -> Result<BTreeMap<String, f64>> {
     Ok(out)
 }
 
+/// The sum of a counter's series in a server's `/metrics`.
+async fn counter(url: &str, name: &str) -> Result<f64> {
+    let text = reqwest::get(format!("{url}/metrics")).await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
 fn total(m: &BTreeMap<String, f64>) -> f64 {
     m.values().sum()
 }
@@ -172,7 +187,20 @@ async fn wait_succeeded(api: &Api<Release>, name: &str, limit: Duration) -> Resu
         match s.phase {
             Some(ReleasePhase::Succeeded) => return Ok(t.elapsed()),
             Some(p @ (ReleasePhase::Failed | ReleasePhase::RolledBack | ReleasePhase::Paused)) => {
-                bail!("release {name} ended {p:?}: {:?}", s.message)
+                // One line: what the release says, and the first cluster that failed,
+                // in which step, and what it saw.
+                let first = s.failures.first().map_or(String::new(), |f| {
+                    format!(
+                        "; first failure: cluster {} in step {}: {}",
+                        f.cluster,
+                        f.step,
+                        f.message.replace('\n', " ")
+                    )
+                });
+                bail!(
+                    "release {name} ended {p:?}: {}{first}",
+                    s.message.unwrap_or_default()
+                )
             }
             _ => {}
         }
@@ -259,20 +287,29 @@ pub async fn run(a: ReleaseBench) -> Result<()> {
     .await?;
     let pid = control.0.id().context("the control plane's pid")?;
     let (clusters, nodes) = (a.clusters.to_string(), a.nodes.to_string());
+    let faults = a
+        .faults
+        .as_ref()
+        .map(|p| p.to_str().context("the fault profile's path is not UTF-8"))
+        .transpose()?;
+    let mut sim_args = vec![
+        "sim",
+        "--clusters",
+        &clusters,
+        "--nodes",
+        &nodes,
+        "--listen",
+        "127.0.0.1:0",
+        "--time-scale",
+        &scale,
+        "--control-plane",
+        &url,
+    ];
+    if let Some(f) = faults {
+        sim_args.extend(["--faults", f]);
+    }
     let (_fleet, fleet_line) = spawn(
-        &[
-            "sim",
-            "--clusters",
-            &clusters,
-            "--nodes",
-            &nodes,
-            "--listen",
-            "127.0.0.1:0",
-            "--time-scale",
-            &scale,
-            "--control-plane",
-            &url,
-        ],
+        &sim_args,
         "simulating ",
         &dir.path().join("sim.log"),
     )
@@ -364,6 +401,8 @@ pub async fn run(a: ReleaseBench) -> Result<()> {
         total(&cp) / n,
         total(&member) / n
     );
+    let retries = counter(&url, "shoal_taskflow_transient_retries_total").await?;
+    println!("  transient failures ridden out (task attempts run again): {retries:.0}");
     for (what, m) in [("control plane", &cp), ("member clusters", &member)] {
         let mut top: Vec<(&String, &f64)> = m.iter().collect();
         top.sort_by(|x, y| y.1.total_cmp(x.1));
