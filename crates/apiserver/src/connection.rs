@@ -22,6 +22,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -137,6 +138,9 @@ enum Phase {
 
 /// Serves one connection under `limits`, until it ends, idles out, or — on `shutdown` —
 /// has finished its open requests.
+///
+/// Requests do not wake this loop (that would cost two task wake-ups a request): it
+/// sleeps until the earliest moment the connection could be due, and looks then.
 async fn serve_one<I>(
     io: I,
     builder: auto::Builder<TokioExecutor>,
@@ -147,8 +151,7 @@ async fn serve_one<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Activity::default();
-    let mut changes = activity.0.subscribe();
+    let activity = Activity::new(accepted_at);
     let service = Tracked {
         inner: TowerToHyperService::new(router),
         activity: activity.clone(),
@@ -156,16 +159,26 @@ async fn serve_one<I>(
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut phase = Phase::Serving;
-    // When the connection last had no request open (the accept, at first).
-    let mut idle_since = accepted_at;
+    // When the connection was told to close.
+    let mut closing_since = accepted_at;
     loop {
-        let Load { open, started } = *changes.borrow_and_update();
-        let limit = match (phase, started) {
+        let load = activity.load();
+        let limit = match (phase, load.started) {
             (Phase::Closing, _) => CLOSE_GRACE,
             (Phase::Serving, 0) => limits.read_header_timeout,
             (Phase::Serving, _) => limits.idle_timeout,
         };
-        let deadline = (open == 0).then_some(idle_since + limit);
+        let since = match phase {
+            Phase::Closing => load.idle_since.max(closing_since),
+            Phase::Serving => load.idle_since,
+        };
+        let now = Instant::now();
+        // Busy: look again a whole limit later (a request cannot end earlier than now).
+        let due = if load.open > 0 {
+            now + limit
+        } else {
+            since + limit
+        };
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
@@ -173,53 +186,81 @@ async fn serve_one<I>(
                 }
                 return;
             }
-            changed = changes.changed() => {
-                // `activity` holds the sender: it cannot be gone while we run.
-                debug_assert!(changed.is_ok());
-                if changes.borrow().open == 0 {
-                    idle_since = Instant::now();
+            () = tokio::time::sleep_until(due) => {
+                let load = activity.load();
+                let since = match phase {
+                    Phase::Closing => load.idle_since.max(closing_since),
+                    Phase::Serving => load.idle_since,
+                };
+                if load.open > 0 || Instant::now() < since + limit {
+                    continue;
                 }
-            }
-            () = tokio::time::sleep_until(deadline.unwrap_or(idle_since)), if deadline.is_some() => {
                 if phase == Phase::Closing {
                     tracing::debug!("dropping a connection that did not close");
                     return;
                 }
-                tracing::debug!(?limit, first = started == 0, "closing an idle connection");
+                tracing::debug!(?limit, first = load.started == 0, "closing an idle connection");
                 conn.as_mut().graceful_shutdown();
                 phase = Phase::Closing;
-                idle_since = Instant::now();
+                closing_since = Instant::now();
             }
             () = shutdown.cancelled(), if phase == Phase::Serving => {
                 conn.as_mut().graceful_shutdown();
                 phase = Phase::Closing;
-                idle_since = Instant::now();
+                closing_since = Instant::now();
             }
         }
     }
 }
 
-/// Requests of one connection so far, as the connection's watch on them sees it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Requests of one connection so far.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Load {
     /// Handed to the router and not finished (their response body not yet done).
     open: usize,
     /// Handed to the router since the connection was accepted.
     started: u64,
+    /// When the connection last had no request open (at first: when it was accepted).
+    idle_since: Instant,
 }
 
-/// The requests of one connection: the connection's loop watches it, each request holds
-/// an [`Open`] guard until its response is done.
-#[derive(Clone, Debug, Default)]
-struct Activity(Arc<tokio::sync::watch::Sender<Load>>);
+/// The requests of one connection, counted with atomics by the requests (each holds an
+/// [`Open`] guard until its response is done) and read by the connection's loop.
+#[derive(Clone, Debug)]
+struct Activity(Arc<Counters>);
+
+#[derive(Debug)]
+struct Counters {
+    open: AtomicUsize,
+    started: AtomicU64,
+    /// `idle_since`, in microseconds after `base`.
+    idle_since_us: AtomicU64,
+    base: Instant,
+}
 
 impl Activity {
+    fn new(accepted_at: Instant) -> Self {
+        Activity(Arc::new(Counters {
+            open: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
+            idle_since_us: AtomicU64::new(0),
+            base: accepted_at,
+        }))
+    }
+
     fn start(&self) -> Open {
-        self.0.send_modify(|l| {
-            l.open += 1;
-            l.started += 1;
-        });
+        self.0.started.fetch_add(1, Ordering::Relaxed);
+        self.0.open.fetch_add(1, Ordering::AcqRel);
         Open(self.clone())
+    }
+
+    fn load(&self) -> Load {
+        let c = &self.0;
+        Load {
+            open: c.open.load(Ordering::Acquire),
+            started: c.started.load(Ordering::Relaxed),
+            idle_since: c.base + Duration::from_micros(c.idle_since_us.load(Ordering::Acquire)),
+        }
     }
 }
 
@@ -229,7 +270,12 @@ struct Open(Activity);
 
 impl Drop for Open {
     fn drop(&mut self) {
-        (self.0).0.send_modify(|l| l.open -= 1);
+        let c = &(self.0).0;
+        // The time first: the loop reads `open`, then the time, and must not see the
+        // connection idle with an old time.
+        let now = u64::try_from(c.base.elapsed().as_micros()).unwrap_or(u64::MAX);
+        c.idle_since_us.fetch_max(now, Ordering::AcqRel);
+        c.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
