@@ -95,11 +95,17 @@ pub async fn layer(req: Request, next: Next) -> Response {
     let resp = FENCE.scope(scope.clone(), next.run(req)).await;
     if scope.tripped.load(Ordering::Acquire) {
         tracing::info!(role = %scope.role, term = scope.term, "refused a write of a deposed leader");
-        return ApiError::Fenced {
+        let mut refused = ApiError::Fenced {
             role: scope.role.clone(),
             term: scope.term,
         }
         .into_response();
+        // What the request was, for the metrics and the audit trail: a refused write is
+        // still a write someone attempted.
+        if let Some(info) = resp.extensions().get::<crate::metrics::RequestInfo>() {
+            refused.extensions_mut().insert(info.clone());
+        }
+        return refused;
     }
     resp
 }

@@ -39,6 +39,7 @@ use tracing::Instrument;
 
 pub mod apply;
 pub mod cluster;
+pub mod connection;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
@@ -47,6 +48,7 @@ pub mod metrics;
 pub mod object;
 pub mod openapi;
 pub mod printers;
+pub mod private_files;
 pub mod protobuf;
 pub mod registry;
 pub mod rest;
@@ -69,9 +71,16 @@ pub struct ServerConfig {
     /// Bearer <token>` with one of these tokens; each stands for the user it maps to,
     /// whom the audit trail names.
     pub tokens: BTreeMap<String, String>,
-    /// When set, requests to the member clusters mounted under `/clusters/` need this
-    /// bearer token instead (members are separate APIs with credentials of their own).
-    pub member_token: Option<String>,
+    /// The `tokens` identify whoever presents one but are not required: a request with
+    /// none, or with one not among them, is served as `anonymous` (a server without
+    /// `--token-file`, where the token shoal makes for its own clients still tells their
+    /// writes apart in the audit trail).
+    pub optional_tokens: bool,
+    /// When not empty, requests to the member clusters mounted under `/clusters/` (but
+    /// their health checks) need one of these bearer tokens instead, each standing for the
+    /// user it maps to: members are separate APIs with credentials of their own. Empty:
+    /// the members are open to anyone who reaches the server.
+    pub member_tokens: BTreeMap<String, String>,
     /// How often an idle watch with `allowWatchBookmarks` gets a BOOKMARK.
     pub bookmark_interval: Duration,
     /// How long a watch lasts when the client sets no `timeoutSeconds`.
@@ -89,7 +98,8 @@ impl Default for ServerConfig {
             // for YAML and patches while refusing accidental uploads.
             max_body_bytes: 3 * 1024 * 1024,
             tokens: BTreeMap::new(),
-            member_token: None,
+            optional_tokens: false,
+            member_tokens: BTreeMap::new(),
             bookmark_interval: Duration::from_secs(10),
             default_watch_timeout: Duration::from_secs(30 * 60),
             compaction_interval: Some(Duration::from_secs(5 * 60)),
@@ -333,8 +343,9 @@ pub(crate) fn surface_routes() -> Router {
         .fallback(resources)
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled, then drains open
-/// requests.
+/// Serves `router` over plain HTTP on `listener` until `shutdown` is cancelled, then
+/// drains open requests; with the default [`connection::Limits`] on slow and idle
+/// clients ([`connection::serve`] takes others, and TLS).
 ///
 /// # Errors
 /// IO errors of the listener.
@@ -343,17 +354,22 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    connection::serve(
+        listener,
+        router,
+        None,
+        connection::Limits::default(),
+        shutdown,
+    )
+    .await
 }
 
 type St = Extension<Arc<AppState>>;
 
 async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     // The member clusters mounted under /clusters/ (simulated clusters, each its own API
-    // as a real member would be, not the control plane's) ask for their own token, which
-    // shoal's fleet driver presents from the Cluster's credentialsRef, or for none.
+    // as a real member would be, not the control plane's) ask for their own tokens, which
+    // shoal's fleet driver presents from the Cluster's credentialsRef.
     let path = req.uri().path();
     let member = path == "/clusters" || path.starts_with("/clusters/");
     let presented = req
@@ -362,26 +378,25 @@ async fn authenticate(State(st): State<Arc<AppState>>, req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let user = if member {
-        match &st.config.member_token {
-            None => None,
-            Some(token) if presented.is_some_and(|p| same(p, token)) => None,
-            Some(_) if is_health_check(path) => None,
-            Some(_) => return ApiError::Unauthorized.into_response(),
-        }
-    } else if st.config.tokens.is_empty() || is_health_check(path) {
+    let tokens = if member {
+        &st.config.member_tokens
+    } else {
+        &st.config.tokens
+    };
+    let user = if tokens.is_empty() || is_health_check(path) {
         None
     } else {
         // Every token is compared, each without short-circuiting, so the time taken
         // does not tell which one came close.
         let found = presented.and_then(|p| {
-            st.config.tokens.iter().fold(
+            tokens.iter().fold(
                 None,
                 |hit, (token, user)| if same(p, token) { Some(user) } else { hit },
             )
         });
         match found {
             Some(user) => Some(user.clone()),
+            None if !member && st.config.optional_tokens => None,
             None => return ApiError::Unauthorized.into_response(),
         }
     };

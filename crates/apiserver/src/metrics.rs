@@ -129,12 +129,13 @@ pub async fn record(State(t): State<Arc<Telemetry>>, req: Request, next: Next) -
     if let Some(mut who) = who.filter(|_| is_write(info.verb)) {
         if let Some(User(user)) = resp.extensions().get::<User>() {
             who.user.clone_from(user);
-            who.controller |= user == SHOAL_USER;
         }
         // The audit trail: every change, who asked and what came of it. shoal's own
-        // controllers (their writes carry the leadership fence) are logged at debug, as
-        // a Kubernetes audit policy leaves out the controller manager's writes.
-        if who.controller {
+        // clients are logged at debug, as a Kubernetes audit policy leaves out the
+        // controller manager's writes. Which they are is decided by the user their token
+        // authenticated, never by a header a client sends (anyone can send one): on a
+        // server without tokens nothing is shoal's own.
+        if who.is_shoal() {
             tracing::debug!(target: "shoal::audit", user = %who.user, client = %who.client,
                 verb = %info.verb, resource = %info.resource, %path, code, "write");
         } else {
@@ -170,25 +171,56 @@ pub struct User(pub String);
 struct Caller {
     /// The user its token stands for; `anonymous` when the server asks for none.
     user: String,
-    /// `X-Shoal-Client` (the dashboard sends `dashboard`), else the User-Agent.
+    /// `X-Shoal-Client` (the dashboard sends `dashboard`), else the User-Agent: for
+    /// display only, a client says what it likes there.
     client: String,
-    /// One of shoal's own controllers (writing under its leadership fence, or saying
-    /// so in `X-Shoal-Client`; not a security boundary: such writes are still logged,
-    /// at debug).
-    controller: bool,
 }
 
 impl Caller {
     fn of(headers: &axum::http::HeaderMap) -> Self {
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let user = "anonymous".to_string();
         let client = text("x-shoal-client")
             .or_else(|| text("user-agent"))
             .unwrap_or("-");
         Caller {
-            user,
+            user: "anonymous".to_string(),
             client: client.chars().take(120).collect(),
-            controller: headers.contains_key(crate::fence::HEADER) || client == CONTROLLERS_CLIENT,
         }
+    }
+
+    /// One of shoal's own clients (controllers, the fleet's registration, `--apply`):
+    /// authenticated as [`SHOAL_USER`] by the token the server made for them.
+    fn is_shoal(&self) -> bool {
+        self.user == SHOAL_USER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(headers: &[(&'static str, &str)], user: Option<&str>) -> Caller {
+        let mut map = axum::http::HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, v.parse().unwrap());
+        }
+        let mut c = Caller::of(&map);
+        if let Some(u) = user {
+            c.user = u.into();
+        }
+        c
+    }
+
+    #[test]
+    fn only_shoals_own_token_not_a_header_makes_a_write_shoals_own() {
+        let claims = [
+            ("x-shoal-client", CONTROLLERS_CLIENT),
+            (crate::fence::HEADER, "taskflow/1/1"),
+        ];
+        let anonymous = caller(&claims, None);
+        assert!(!anonymous.is_shoal(), "a header lowers nothing");
+        assert_eq!(anonymous.client, CONTROLLERS_CLIENT, "but names the client");
+        assert!(!caller(&claims, Some("alice")).is_shoal());
+        assert!(caller(&[], Some(SHOAL_USER)).is_shoal());
     }
 }

@@ -6,7 +6,8 @@
 //!                          DIR/server.crt, server.key  written before a restart stay valid
 //!                          (the serving cert names localhost, 127.0.0.1, ::1 and the
 //!                           hosts asked for; it is made again when that list changes)
-//!  serve_tls(listener, router, pki) ── TLS (rustls, ALPN h2 + http/1.1) ── hyper auto
+//!  connection::serve(listener, router, Some(pki.server_config()?), …)
+//!                         ── TLS (rustls, ALPN h2 + http/1.1) ── hyper auto
 //! ```
 //!
 //! The key decision: like kube-apiserver without `--tls-cert-file`, shoal makes its own
@@ -30,13 +31,8 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_util::sync::CancellationToken;
 
 /// The server name shoal's own in-process clients ask for (SNI) and verify the
 /// self-made serving certificate against, whatever certificate other clients are served.
@@ -106,18 +102,14 @@ fn read(dir: &Path, name: &str) -> Result<Option<String>, TlsError> {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), TlsError> {
+/// Writes `name` in `dir`, readable by shoal's user alone from its creation: the keys
+/// are secrets, and the rest is kept as private as the data directory it is in.
+fn write(dir: &Path, name: &str, text: &str) -> Result<(), TlsError> {
     let path = dir.join(name);
-    let io = |source| TlsError::Io {
+    crate::private_files::write(&path, text.as_bytes()).map_err(|source| TlsError::Io {
         path: path.display().to_string(),
         source,
-    };
-    std::fs::write(&path, text).map_err(io)?;
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
-    Ok(())
+    })
 }
 
 /// The names the serving certificate is for: loopback always, and `hosts`.
@@ -158,17 +150,31 @@ impl Pki {
     /// # Errors
     /// The directory cannot be written, or what is there is not usable.
     pub fn self_signed(dir: &Path, hosts: &[String]) -> Result<Self, TlsError> {
-        std::fs::create_dir_all(dir).map_err(|source| TlsError::Io {
+        crate::private_files::create_dir(dir).map_err(|source| TlsError::Io {
             path: dir.display().to_string(),
             source,
         })?;
+        // Files an older shoal wrote readable by all (the keys were so for a moment).
+        for name in [
+            "ca.key",
+            "ca.crt",
+            "server.key",
+            "server.crt",
+            "server.names",
+        ] {
+            let path = dir.join(name);
+            crate::private_files::restrict_existing(&path).map_err(|source| TlsError::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        }
         let (ca_pem, ca_key_pem) = match (read(dir, "ca.crt")?, read(dir, "ca.key")?) {
             (Some(c), Some(k)) => (c, k),
             _ => {
                 let key = rcgen::KeyPair::generate()?;
                 let cert = ca_params()?.self_signed(&key)?;
-                write(dir, "ca.key", &key.serialize_pem(), true)?;
-                write(dir, "ca.crt", &cert.pem(), false)?;
+                write(dir, "ca.key", &key.serialize_pem())?;
+                write(dir, "ca.crt", &cert.pem())?;
                 (cert.pem(), key.serialize_pem())
             }
         };
@@ -192,9 +198,9 @@ impl Pki {
                     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
                     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
                     let cert = params.signed_by(&key, &issuer)?;
-                    write(dir, "server.key", &key.serialize_pem(), true)?;
-                    write(dir, "server.crt", &cert.pem(), false)?;
-                    write(dir, "server.names", &wanted, false)?;
+                    write(dir, "server.key", &key.serialize_pem())?;
+                    write(dir, "server.crt", &cert.pem())?;
+                    write(dir, "server.names", &wanted)?;
                     (cert.pem(), key.serialize_pem())
                 }
             };
@@ -362,54 +368,6 @@ impl rustls::server::ResolvesServerCert for BySni {
 /// Whether `host` is an IP address (else a DNS name) — for callers building `hosts`.
 pub fn is_ip(host: &str) -> bool {
     host.parse::<IpAddr>().is_ok()
-}
-
-/// Serves `router` over TLS on `listener` until `shutdown`, then lets open requests
-/// finish (watches end with the shutdown token, as over plain HTTP).
-///
-/// # Errors
-/// The listener fails.
-pub async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, router, builder) = (acceptor.clone(), router.clone(), builder.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(router);
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 #[cfg(test)]

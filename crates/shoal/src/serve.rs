@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use shoal_apiserver::metrics::SHOAL_USER;
+use shoal_apiserver::private_files;
 use shoal_apiserver::{ApiServer, Registry, ServerConfig};
 use shoal_store::election::{Elector, ElectorConfig, Fence, Leadership};
 use shoal_store::{Store, StoreMetrics};
@@ -51,6 +52,21 @@ pub struct ServeArgs {
     /// The private key (PEM) of --tls-cert-file.
     #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
     pub tls_private_key_file: Option<PathBuf>,
+    /// With --token-file: leave the simulated member clusters under /clusters/ open to
+    /// anonymous reads and writes. Without it they ask for a token of --token-file too
+    /// (or the one of --member-token-file alone).
+    #[arg(long, requires = "token_file", conflicts_with = "member_token_file")]
+    pub anonymous_members: bool,
+    /// Seconds a client has from connecting to having sent its first request's headers,
+    /// the TLS handshake included (kube-apiserver's server allows 32). A client that
+    /// sends nothing, or sends slowly, is disconnected.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_header_timeout_seconds: u64,
+    /// Seconds a connection with no request in progress stays open for the next one
+    /// (kube-apiserver's server: 90, Go clients' keep-alive). A watch is a request in
+    /// progress for as long as it lasts: these limits never cut one.
+    #[arg(long, default_value_t = 90, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout_seconds: u64,
     /// Log format: `text` or `json`.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -205,6 +221,34 @@ pub fn read_token(path: &Path) -> Result<String> {
     Ok(t)
 }
 
+/// The user the fleet driver is on the simulated members when they ask for the control
+/// plane's tokens (it presents a token made at each start, which the members alone accept).
+pub const FLEET_USER: &str = "system:shoal-fleet";
+
+/// The tokens the simulated members accept (token → user; none: they are open) and the
+/// one shoal's fleet driver presents to them:
+///
+/// - `--member-token-file`: its token alone, for both;
+/// - `--token-file` (`users`): every user's token, and one made now for the fleet driver
+///   — kept in a Secret any user may read, so it opens the members and nothing else;
+/// - no `--token-file`, or `anonymous`: none.
+fn member_tokens(
+    member_file_token: Option<String>,
+    users: Option<&[(String, String)]>,
+    anonymous: bool,
+) -> (std::collections::BTreeMap<String, String>, Option<String>) {
+    if let Some(t) = member_file_token {
+        return ([(t.clone(), SINGLE_TOKEN_USER.to_string())].into(), Some(t));
+    }
+    let Some(users) = users.filter(|_| !anonymous) else {
+        return (Default::default(), None);
+    };
+    let fleet = uuid::Uuid::new_v4().simple().to_string();
+    let mut members: std::collections::BTreeMap<String, String> = users.iter().cloned().collect();
+    members.insert(fleet.clone(), FLEET_USER.into());
+    (members, Some(fleet))
+}
+
 /// The address a client on this machine uses for a listener bound to `addr`: the
 /// loopback address of the same family when bound to "any" (`0.0.0.0`, `[::]`).
 pub(crate) fn client_address(addr: std::net::SocketAddr) -> std::net::SocketAddr {
@@ -255,6 +299,26 @@ pub(crate) fn init_logs(format: &str) {
     }
 }
 
+/// Creates the data directory readable by shoal's user alone (0700), and warns when one
+/// that exists lets others in: it holds the store (every Secret), the admin kubeconfig
+/// and TLS keys.
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn create_data_dir(data_dir: &Path) -> Result<()> {
+    private_files::create_dir(data_dir)
+        .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+    if let Some(mode) = private_files::too_open(data_dir) {
+        tracing::warn!(
+            data_dir = %data_dir.display(),
+            mode = %format!("{mode:04o}"),
+            "the data directory is open to other users (it holds every Secret, the admin \
+             kubeconfig and TLS keys): chmod 700 it"
+        );
+    }
+    Ok(())
+}
+
 /// Opens the store named by `kind` (in `data_dir` for SQLite; with `etcd`'s TLS and
 /// credentials for `etcd://…`), metered into `metrics`.
 pub async fn open_store(
@@ -268,9 +332,18 @@ pub async fn open_store(
     }
     match kind {
         "sqlite" => {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+            create_data_dir(data_dir)?;
             let path = data_dir.join("shoal.db");
+            // The database holds every Secret. SQLite would create it 0644 (less the
+            // umask), and its -wal and -shm files take the database file's mode: made
+            // 0600 here first (or closed, when an older shoal made them), they all are.
+            private_files::restrict(&path)
+                .and_then(|()| {
+                    ["shoal.db-wal", "shoal.db-shm"]
+                        .iter()
+                        .try_for_each(|f| private_files::restrict_existing(&data_dir.join(f)))
+                })
+                .with_context(|| format!("failed to make {} private", path.display()))?;
             Store::sqlite_with_metrics(&path, metrics)
                 .with_context(|| format!("failed to open the store at {}", path.display()))
         }
@@ -331,13 +404,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .map(read_token_users)
         .transpose()?;
     // The kubeconfig shoal writes carries the file's first token; shoal's own clients
-    // use one made now, so the audit trail tells them from people.
+    // use one made now, so the audit trail tells them from people — on a server without
+    // --token-file too, where it identifies them without being required of anyone.
     let token = users.as_ref().map(|u| u[0].0.clone());
-    let own_token = users
-        .as_ref()
-        .map(|_| uuid::Uuid::new_v4().simple().to_string());
+    let own_token = Some(uuid::Uuid::new_v4().simple().to_string());
     let mut tokens: std::collections::BTreeMap<String, String> =
-        users.into_iter().flatten().collect();
+        users.iter().flatten().cloned().collect();
     if let Some(t) = &own_token {
         tokens.insert(t.clone(), SHOAL_USER.into());
     }
@@ -348,15 +420,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let taskflow_metrics = shoal_controllers::taskflow::Metrics::default();
     taskflow_metrics.register(&mut registry);
     let shutdown = CancellationToken::new();
-    let member_token = args
+    let member_file_token = args
         .sim
         .member_token_file
         .as_deref()
         .map(read_token)
         .transpose()?;
+    let (member_tokens, member_token) =
+        member_tokens(member_file_token, users.as_deref(), args.anonymous_members);
     let config = ServerConfig {
         tokens,
-        member_token: member_token.clone(),
+        optional_tokens: users.is_none(),
+        member_tokens,
         bookmark_interval: std::time::Duration::from_secs(args.bookmark_interval_seconds.max(1)),
         compaction_interval: (args.compaction_interval_seconds > 0)
             .then(|| std::time::Duration::from_secs(args.compaction_interval_seconds)),
@@ -371,7 +446,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let process_clock = crate::sim::clock_from(args.sim.time_scale, simulated, resume)?;
     let clock = process_clock.shared.clone();
     if persistent && process_clock.control.is_some() {
-        std::fs::create_dir_all(&args.data_dir)?;
+        private_files::create_dir(&args.data_dir)?;
         crate::sim::spawn_clock_saver(clock.clone(), args.data_dir.clone(), shutdown.clone());
     }
     let mut server = ApiServer::new(
@@ -403,7 +478,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("failed to listen on {}", args.listen))?;
     let addr = client_address(listener.local_addr()?);
-    std::fs::create_dir_all(&args.data_dir)?;
+    if args.store != "sqlite" {
+        create_data_dir(&args.data_dir)?;
+    }
     let pki = if args.tls || args.tls_cert_file.is_some() {
         let mut hosts = args.tls_san.clone();
         if !args.listen.ip().is_unspecified() {
@@ -433,10 +510,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .and_then(|p| p.client_ca_pem().map(String::from));
     let url = format!("{}://{addr}", if pki.is_some() { "https" } else { "http" });
     let kubeconfig_path = args.data_dir.join("kubeconfig");
-    std::fs::write(
+    // The admin's credential: readable by shoal's user alone from its creation.
+    private_files::write(
         &kubeconfig_path,
-        kubeconfig(&url, token.as_deref(), user_ca_pem.as_deref()),
-    )?;
+        kubeconfig(&url, token.as_deref(), user_ca_pem.as_deref()).as_bytes(),
+    )
+    .with_context(|| format!("failed to write {}", kubeconfig_path.display()))?;
     let kubeconfig_path = std::fs::canonicalize(&kubeconfig_path).unwrap_or(kubeconfig_path);
     println!("shoal is serving at {url}");
     println!("kubeconfig: {}", kubeconfig_path.display());
@@ -566,13 +645,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let router = server
         .router_with(crate::sim::routes(&process_clock, simulation))
         .merge(crate::ui::routes());
-    match &pki {
-        Some(pki) => {
-            let tls = pki.server_config().context("the TLS configuration")?;
-            shoal_apiserver::tls::serve_tls(listener, router, tls, shutdown).await?;
-        }
-        None => shoal_apiserver::serve(listener, router, shutdown).await?,
-    }
+    let tls = pki
+        .as_ref()
+        .map(|pki| pki.server_config().context("the TLS configuration"))
+        .transpose()?;
+    let limits = shoal_apiserver::connection::Limits {
+        read_header_timeout: std::time::Duration::from_secs(args.read_header_timeout_seconds),
+        idle_timeout: std::time::Duration::from_secs(args.idle_timeout_seconds),
+    };
+    shoal_apiserver::connection::serve(listener, router, tls, limits, shutdown).await?;
     // Twice the drain: with election, the controllers drain and then the elector resigns.
     if let Some(c) = controllers
         && tokio::time::timeout(2 * CONTROLLERS_DRAIN, c)
@@ -849,6 +930,35 @@ mod tests {
             let e = format!("{:#}", token_users(bad).unwrap_err());
             assert!(e.contains(why), "{bad:?}: {e}");
         }
+    }
+
+    #[test]
+    fn members_ask_for_the_control_planes_tokens_unless_opened_or_given_their_own() {
+        let users = [("t-alice".to_string(), "alice".to_string())];
+        let (members, fleet) = member_tokens(None, Some(&users), false);
+        let fleet = fleet.expect("the fleet driver has a token");
+        assert_eq!(members.get("t-alice").map(String::as_str), Some("alice"));
+        assert_eq!(members.get(&fleet).map(String::as_str), Some(FLEET_USER));
+        assert_eq!(members.len(), 2);
+
+        let (members, fleet) = member_tokens(None, Some(&users), true);
+        assert!(
+            members.is_empty() && fleet.is_none(),
+            "opened by --anonymous-members"
+        );
+        let (members, fleet) = member_tokens(None, None, false);
+        assert!(
+            members.is_empty() && fleet.is_none(),
+            "a server without tokens"
+        );
+
+        let (members, fleet) = member_tokens(Some("m".into()), Some(&users), false);
+        assert_eq!(fleet.as_deref(), Some("m"));
+        assert_eq!(
+            members.keys().collect::<Vec<_>>(),
+            ["m"],
+            "their own token alone"
+        );
     }
 
     #[test]

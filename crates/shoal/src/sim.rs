@@ -151,9 +151,11 @@ pub fn saved_clock(data_dir: &Path) -> Option<Timestamp> {
 /// time, which would put every object it stored in the future.
 pub fn spawn_clock_saver(clock: SharedClock, data_dir: PathBuf, stop: CancellationToken) {
     let save = move |clock: &SharedClock| {
-        let tmp = data_dir.join(format!("{CLOCK_FILE}.tmp"));
-        let res = std::fs::write(&tmp, clock.now().to_string())
-            .and_then(|()| std::fs::rename(&tmp, data_dir.join(CLOCK_FILE)));
+        // Written whole, then renamed into place, private as the rest of the data dir.
+        let res = shoal_apiserver::private_files::write(
+            &data_dir.join(CLOCK_FILE),
+            clock.now().to_string().as_bytes(),
+        );
         if let Err(e) = res {
             tracing::warn!(error = %e, "failed to save the virtual clock");
         }
@@ -558,7 +560,10 @@ pub async fn run(args: SimArgs) -> Result<()> {
         shoal_apiserver::Registry::shoal(),
         clock.clone(),
         shoal_apiserver::ServerConfig {
-            member_token: member_token.clone(),
+            member_tokens: member_token
+                .iter()
+                .map(|t| (t.clone(), crate::serve::SINGLE_TOKEN_USER.to_string()))
+                .collect(),
             ..shoal_apiserver::ServerConfig::default()
         },
         prometheus_client::registry::Registry::default(),

@@ -30,6 +30,7 @@ mod plan;
 mod rehearse;
 mod release;
 mod rollout;
+mod server_edges;
 mod sim;
 mod ssa;
 mod taskflow;

@@ -238,18 +238,31 @@ async fn advanced_daemonset_partition_steps_are_observed_pod_by_pod() {
                 "template": {"spec": {"containers": [{"name": "agent", "image": image}]}}
             }})
         };
-        ads.patch(
-            "agent",
-            &PatchParams::default(),
-            &Patch::Merge(&patch("agent:v2", 4)),
+        let patched = ads
+            .patch(
+                "agent",
+                &PatchParams::default(),
+                &Patch::Merge(&patch("agent:v2", 4)),
+            )
+            .await
+            .unwrap();
+        // Evidence first: the controller has acted on this generation (it writes the
+        // status in the same pass as it deletes and creates pods). Then: it moved nothing.
+        let generation = patched.metadata.generation;
+        let status = eventually(
+            TEST_DEADLINE,
+            "the new generation is observed",
+            async || {
+                let ds = ads.get("agent").await.ok()?;
+                ds.status.filter(|s| s.observed_generation >= generation)
+            },
         )
-        .await
-        .unwrap();
-        tokio::time::sleep(Duration::from_millis(800)).await; // 16 s virtual
+        .await;
+        assert_eq!(status.updated_number_scheduled, 0, "{status:?}");
         let now = pods.list(&ListParams::default()).await.unwrap().items;
         assert_eq!(
-            images(&now).get("agent:v1"),
-            Some(&4),
+            images(&now),
+            BTreeMap::from([("agent:v1".to_string(), 4)]),
             "partition 4 holds every pod"
         );
 
@@ -414,19 +427,36 @@ async fn a_paused_clock_holds_the_fleet_still_until_it_is_stepped() {
         let ds: DaemonSet = serde_json::from_value(agent_ds("apps/v1", "agent:v1", None)).unwrap();
         dss.create(&PostParams::default(), &ds).await.unwrap();
         let pods: Api<Pod> = Api::namespaced(client, "kube-system");
-        let created = eventually(TEST_DEADLINE, "the pods are created", async || {
+        // Evidence that the kubelets have the pods (ContainerCreating), then that nothing
+        // moved: every step of a pod's life is due at a virtual time, and that time has
+        // not moved by a nanosecond since the pause, however long the machine took.
+        let creating = eventually(TEST_DEADLINE, "the kubelets start the pods", async || {
             let list = pods.list(&ListParams::default()).await.ok()?.items;
-            (list.len() == 2).then_some(list)
+            let waiting = |p: &Pod| {
+                let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+                statuses
+                    .first()?
+                    .state
+                    .as_ref()?
+                    .waiting
+                    .as_ref()?
+                    .reason
+                    .clone()
+            };
+            (list.len() == 2
+                && list
+                    .iter()
+                    .all(|p| waiting(p).as_deref() == Some("ContainerCreating")))
+            .then_some(list)
         })
         .await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let still = pods.list(&ListParams::default()).await.unwrap().items;
-        assert!(
-            created.iter().chain(&still).all(|p| !is_ready(p)),
-            "nothing moves while the clock is paused"
-        );
         let out = server.shoal_ok(&["clock", "--server", server.url()]).await;
         assert_eq!(now(&out), paused_at, "virtual time stands still");
+        let still = pods.list(&ListParams::default()).await.unwrap().items;
+        assert!(
+            creating.iter().chain(&still).all(|p| !is_ready(p)),
+            "nothing moves while the clock is paused"
+        );
 
         let out = server
             .shoal_ok(&["clock", "--server", server.url(), "--advance", "1m"])

@@ -268,8 +268,20 @@ async fn a_webhook_cut_by_a_restart_waits_for_a_human_then_retries_by_cli() {
         let run = run_until(&s, "r1", "the run is held as Interrupted", |r| reason(r) == "Interrupted")
             .await;
         assert_eq!(task(&run, "call").state, TaskState::Interrupted);
-        // Settle check: nothing re-sends it on its own.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Nothing re-sends it on its own, not even when the run is looked at again: a
+        // change of the run's spec (a time limit of none) is seen — its generation
+        // observed — and the webhook still was called once.
+        let generation = run.metadata.generation.expect("a generation");
+        s.kubectl_ok(&[
+            "patch", "pipelinerun", "r1", "--type=merge", "-p",
+            r#"{"spec":{"timeouts":{"pipeline":"0s"}}}"#,
+        ])
+        .await;
+        let run = run_until(&s, "r1", "the change is observed", |r| {
+            r.status.as_ref().and_then(|st| st.observed_generation) > Some(generation)
+        })
+        .await;
+        assert_eq!(task(&run, "call").state, TaskState::Interrupted);
         assert_eq!(hooks.slow_calls.load(Ordering::SeqCst), 1);
 
         // Point the Task at the counting hook (the pinned pipeline refers to the Task by
@@ -393,21 +405,21 @@ async fn an_approval_gate_waits_for_an_approval_object() {
                 "[]",
             ),
             mk_run("r1", "p", ""),
+            mk_run("r2", "p", ""),
         ]
         .concat();
         apply(&s, "p.yaml", &yaml).await;
-        run_until(&s, "r1", "the gate is open", |r| {
-            r.status.as_ref().is_some_and(|st| {
-                st.tasks.iter().any(|t| t.name == "approve" && t.state == TaskState::Running)
+        for r in ["r1", "r2"] {
+            run_until(&s, r, "the gate is open", |r| {
+                r.status.as_ref().is_some_and(|st| {
+                    st.tasks.iter().any(|t| t.name == "approve" && t.state == TaskState::Running)
+                })
             })
-        })
-        .await;
-        // Settle check: nothing passes the gate without an Approval.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let run = get_run(&s, "r1").await;
-        assert_eq!(task(&run, "approve").state, TaskState::Running);
-        assert_eq!(task(&run, "ship").state, TaskState::Pending);
-        // An Approval for another run does not count.
+            .await;
+        }
+        // An Approval for another run (r2) does not count. Evidence first that the
+        // controller has seen it — r2 passes its gate and completes — and only then that
+        // r1 has not: nothing passes its gate without an Approval of its own.
         let approval = |name: &str, run: &str| {
             format!(
                 "apiVersion: shoal.io/v1alpha1\nkind: Approval\nmetadata: {{name: {name}}}\n\
@@ -415,8 +427,11 @@ async fn an_approval_gate_waits_for_an_approval_object() {
             )
         };
         apply(&s, "other.yaml", &approval("other", "r2")).await;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(task(&get_run(&s, "r1").await, "approve").state, TaskState::Running);
+        s.kubectl_ok(&["wait", "--for=condition=Succeeded", "pipelinerun/r2", "--timeout=30s"])
+            .await;
+        let run = get_run(&s, "r1").await;
+        assert_eq!(task(&run, "approve").state, TaskState::Running);
+        assert_eq!(task(&run, "ship").state, TaskState::Pending);
         apply(&s, "ok.yaml", &approval("ok", "r1")).await;
         s.kubectl_ok(&["wait", "--for=condition=Succeeded", "pipelinerun/r1", "--timeout=30s"])
             .await;

@@ -947,10 +947,19 @@ async fn a_release_page_shows_each_clusters_batch_its_bake_counting_down_on_the_
                 v["status"]["progress"]["until"].as_str().map(str::to_string)
             };
             let until: jiff::Timestamp = until.expect("a baking step's TaskRun has progress.until").parse().unwrap();
+            let measured = std::time::Instant::now();
             let expected = until.duration_since(fleet_now(&server).await).as_secs_f64();
             let shown = left(text_of(b, &format!("{row} .countdown")).await).unwrap_or(0.0);
-            // 45 virtual seconds: three quarters of a real second at 60×.
-            assert!((shown - expected).abs() < 45.0, "the page shows {shown}s left, the fleet clock says {expected}s");
+            // How far apart the two readings may be: the real time they took (the clock's
+            // round trip, the WebDriver's), the page's ticker period (250 ms) and its own
+            // clock reading's round trip (taken as long as ours), all at 60×; and the
+            // page's whole seconds.
+            let real = measured.elapsed().as_secs_f64() + 0.25;
+            let tolerance = 2.0 * real * 60.0 + 1.0;
+            assert!(
+                (shown - expected).abs() < tolerance,
+                "the page shows {shown}s left, the fleet clock says {expected}s (± {tolerance:.0}s: {real:.2}s real)"
+            );
             screenshot(b, "release-mid-bake.png").await;
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let later = left(text_of(b, &format!("{row} .countdown")).await);
