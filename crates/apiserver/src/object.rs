@@ -200,34 +200,66 @@ pub fn spec_part(v: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// Checks `apiVersion` and `kind` of a request body against the resource.
+/// What a request body is, for the rules on its `apiVersion` and `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The object of a create (POST) or an update (PUT). kube-apiserver decodes it with
+    /// the request path's group, version and kind as defaults: a built-in kind may leave
+    /// `apiVersion` and `kind` out (both are filled in); a custom resource is decoded as
+    /// unstructured JSON, which must name its `kind` and whose `apiVersion` must then
+    /// match the path.
+    Object,
+    /// A server-side apply configuration: it must name both, for every kind
+    /// (kube-apiserver's field manager answers "invalid object type" otherwise).
+    ApplyConfiguration,
+}
+
+/// Checks `apiVersion` and `kind` of a request body against the resource, filling them
+/// in from the path where kube-apiserver does (see [`Body`]).
 ///
 /// # Errors
 /// `BadRequest` naming what is missing or mismatched.
-pub fn check_type_meta(def: &ResourceDef, v: &mut Value) -> ApiResult<()> {
-    let want_av = def.api_version();
-    let av = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
+pub fn check_type_meta(def: &ResourceDef, v: &mut Value, body: Body) -> ApiResult<()> {
+    if !v.is_object() {
         return Err(ApiError::BadRequest(
-            "Object 'Kind' is missing in the request body".into(),
+            "the body of the request must be a JSON object".into(),
         ));
     }
-    if av.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "Object 'apiVersion' is missing in the request body (kind {kind:?})"
-        )));
-    }
-    if av != want_av {
-        return Err(ApiError::BadRequest(format!(
-            "the API version in the data ({av}) does not match the expected API version ({want_av})"
-        )));
-    }
+    let want_av = def.api_version();
+    let fill = body == Body::Object && def.builtin;
+    let kind = match v.get("kind").and_then(Value::as_str).unwrap_or("") {
+        "" if fill => def.kind.as_str(),
+        "" => {
+            return Err(ApiError::BadRequest(format!(
+                "Object 'Kind' is missing in the request body: kind is required (expected {:?})",
+                def.kind
+            )));
+        }
+        kind => kind,
+    };
     if kind != def.kind {
         return Err(ApiError::BadRequest(format!(
             "the kind in the data ({kind}) does not match the expected kind ({})",
             def.kind
         )));
+    }
+    match v.get("apiVersion").and_then(Value::as_str).unwrap_or("") {
+        "" if fill => {}
+        "" => {
+            return Err(ApiError::BadRequest(format!(
+                "Object 'apiVersion' is missing in the request body (kind {kind:?}): the API version in the data () does not match the expected API version ({want_av})"
+            )));
+        }
+        av if av != want_av => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+        _ => {}
+    }
+    if fill && let Some(obj) = v.as_object_mut() {
+        obj.insert("apiVersion".into(), Value::String(want_av));
+        obj.insert("kind".into(), Value::String(def.kind.clone()));
     }
     if v.get("metadata").is_some_and(|m| !m.is_object()) {
         return Err(ApiError::BadRequest("metadata must be an object".into()));
@@ -435,7 +467,75 @@ mod tests {
     #[test]
     fn mismatched_api_version_is_a_bad_request() {
         let mut v = mk_cluster(json!({"apiVersion": "shoal.io/v2"}));
-        let err = check_type_meta(&def(), &mut v).unwrap_err();
+        let err = check_type_meta(&def(), &mut v, Body::Object).unwrap_err();
+        assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+    }
+
+    fn secret_def() -> ResourceDef {
+        (**REGISTRY.find("", "v1", "secrets").unwrap()).clone()
+    }
+
+    #[test]
+    fn a_builtin_body_without_api_version_and_kind_takes_both_from_the_path() {
+        for mut v in [
+            json!({"metadata": {"name": "s"}}),
+            json!({"kind": "Secret", "metadata": {"name": "s"}}),
+            json!({"apiVersion": "v1", "metadata": {"name": "s"}}),
+        ] {
+            check_type_meta(&secret_def(), &mut v, Body::Object).unwrap();
+            assert_eq!(
+                (&v["apiVersion"], &v["kind"]),
+                (&json!("v1"), &json!("Secret"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_kind_or_api_version_is_a_bad_request_naming_it_even_beside_a_missing_one() {
+        for (mut v, field) in [
+            (json!({"kind": "ConfigMap", "metadata": {}}), "kind"),
+            (
+                json!({"apiVersion": "apps/v1", "metadata": {}}),
+                "API version",
+            ),
+            (json!({"apiVersion": "v2", "kind": "Secret"}), "API version"),
+        ] {
+            let err = check_type_meta(&secret_def(), &mut v, Body::Object).unwrap_err();
+            assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_custom_resource_body_must_name_its_kind_and_api_version() {
+        let mut v = mk_cluster(json!({}));
+        v.as_object_mut().unwrap().remove("kind");
+        let err = check_type_meta(&def(), &mut v, Body::Object).unwrap_err();
+        assert!(err.to_string().contains("'Kind' is missing"), "{err}");
+        let mut v = mk_cluster(json!({}));
+        v.as_object_mut().unwrap().remove("apiVersion");
+        let err = check_type_meta(&def(), &mut v, Body::Object).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::BadRequest(m) if m.contains("'apiVersion' is missing")),
+            "{err}"
+        );
+        let mut v = mk_cluster(json!({}));
+        check_type_meta(&def(), &mut v, Body::Object).unwrap();
+    }
+
+    #[test]
+    fn an_apply_configuration_must_name_both_even_for_a_builtin_kind() {
+        let mut v = json!({"metadata": {"name": "s"}});
+        let err = check_type_meta(&secret_def(), &mut v, Body::ApplyConfiguration).unwrap_err();
+        assert!(err.to_string().contains("'Kind' is missing"), "{err}");
+        let mut v = json!({"kind": "Secret", "metadata": {"name": "s"}});
+        let err = check_type_meta(&secret_def(), &mut v, Body::ApplyConfiguration).unwrap_err();
+        assert!(err.to_string().contains("'apiVersion' is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_a_bad_request() {
+        let err = check_type_meta(&secret_def(), &mut json!([1]), Body::Object).unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
     }
 
@@ -506,7 +606,7 @@ mod tests {
                     proptest::prop_assert!(e.code_reason().0.is_client_error(), "{e}");
                 }
             }
-            let _ = check_type_meta(&def(), &mut v);
+            let _ = check_type_meta(&def(), &mut v, Body::Object);
         }
     }
 }

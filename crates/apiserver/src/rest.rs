@@ -520,7 +520,7 @@ pub async fn server_side_apply(
             "the apply configuration must be an object with apiVersion, kind and metadata".into(),
         ));
     }
-    object::check_type_meta(&rp.def, &mut cfg)?;
+    object::check_type_meta(&rp.def, &mut cfg, object::Body::ApplyConfiguration)?;
     apply::drop_nulls(&mut cfg);
     let meta = object::meta_mut(&mut cfg);
     match meta.get("name").and_then(Value::as_str) {
@@ -841,7 +841,7 @@ async fn create_managed(
 ) -> ApiResult<(Value, Vec<String>)> {
     let (fv, dry_run) = (opts.fv, opts.dry_run);
     let def = &rp.def;
-    object::check_type_meta(def, &mut obj)?;
+    object::check_type_meta(def, &mut obj, object::Body::Object)?;
     let meta = object::meta_mut(&mut obj);
     if meta
         .get("name")
@@ -1110,7 +1110,7 @@ pub async fn update(
     mut body: Value,
     opts: &WriteOptions,
 ) -> ApiResult<(Value, Vec<String>)> {
-    object::check_type_meta(&rp.def, &mut body)?;
+    object::check_type_meta(&rp.def, &mut body, object::Body::Object)?;
     let (cur, cur_rev) = get(st, rp, name).await?;
     if let Some(rv) = object::meta_str(&body, "resourceVersion").filter(|r| !r.is_empty()) {
         let rv: i64 = rv
@@ -1430,6 +1430,119 @@ async fn delete_namespace_contents(st: &AppState, ns: &str) -> ApiResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn call(router: &axum::Router, method: &str, path: &str, body: Value) -> (u16, Value) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Regression test for issue 23, item 3: the Python client's typed API sends no kind.
+    #[tokio::test]
+    async fn builtin_kinds_are_created_and_replaced_without_api_version_and_kind_as_in_kube_apiserver()
+     {
+        let hang = "a create without kind through the router hung";
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let dir = crate::cluster::StaticDirectory::new();
+            dir.insert("c-1", shoal_store::Store::memory());
+            let server = crate::ApiServer::new(
+                shoal_store::Store::memory(),
+                crate::Registry::shoal(),
+                Arc::new(shoal_core::clock::SystemClock),
+                crate::ServerConfig::default(),
+                prometheus_client::registry::Registry::default(),
+                tokio_util::sync::CancellationToken::new(),
+            )
+            // shoal's registry stands in for the member one: it is quicker to build.
+            .with_member_clusters(Arc::new(dir), crate::Registry::shoal());
+            let router = server.router();
+            for base in ["", "/clusters/c-1"] {
+                let (code, ns) = call(
+                    &router,
+                    "POST",
+                    &format!("{base}/api/v1/namespaces"),
+                    json!({"metadata": {"name": "typed"}}),
+                )
+                .await;
+                assert_eq!(code, 201, "{base}: {ns}");
+                assert_eq!(
+                    (&ns["apiVersion"], &ns["kind"]),
+                    (&json!("v1"), &json!("Namespace"))
+                );
+                let (code, got) = call(
+                    &router,
+                    "GET",
+                    &format!("{base}/api/v1/namespaces/typed"),
+                    Value::Null,
+                )
+                .await;
+                assert_eq!(
+                    (code, &got["kind"]),
+                    (200, &json!("Namespace")),
+                    "stored with its kind"
+                );
+                let secret = format!("{base}/api/v1/namespaces/typed/secrets");
+                let (code, s) = call(
+                    &router,
+                    "POST",
+                    &secret,
+                    json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}),
+                )
+                .await;
+                assert_eq!((code, &s["kind"]), (201, &json!("Secret")), "{base}: {s}");
+                let (code, s) = call(
+                    &router,
+                    "PUT",
+                    &format!("{secret}/s"),
+                    json!({"metadata": {"name": "s", "labels": {"x": "y"}}, "data": {}}),
+                )
+                .await;
+                assert_eq!(
+                    (code, &s["metadata"]["labels"]["x"]),
+                    (200, &json!("y")),
+                    "{base}: {s}"
+                );
+                assert_eq!(s["kind"], "Secret");
+                let (code, st) = call(
+                    &router,
+                    "PUT",
+                    &format!("{secret}/s"),
+                    json!({"kind": "ConfigMap", "metadata": {"name": "s"}}),
+                )
+                .await;
+                assert_eq!(code, 400, "{base}: {st}");
+                assert!(st["message"].as_str().unwrap().contains("kind"), "{st}");
+                let (code, st) = call(
+                    &router,
+                    "POST",
+                    &format!("{base}/apis/shoal.io/v1alpha1/clusters"),
+                    json!({"apiVersion": "shoal.io/v1alpha1", "metadata": {"name": "c"},
+                           "spec": {"endpoint": {"server": "https://10.0.0.1:6443"}}}),
+                )
+                .await;
+                assert_eq!(code, 400, "a custom resource names its kind: {st}");
+                assert!(
+                    st["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("'Kind' is missing"),
+                    "{st}"
+                );
+            }
+        })
+        .await
+        .expect(hang);
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_foreign_prefixes() {
