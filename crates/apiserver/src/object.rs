@@ -123,17 +123,98 @@ pub fn set_resource_version(v: &mut Value, rev: i64) {
 }
 
 /// Serializes an object for storage (without resourceVersion).
-pub fn to_bytes(v: &mut Value) -> Bytes {
-    // Take resourceVersion out while serializing rather than cloning the whole tree.
-    let rv = v
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .and_then(|m| m.remove("resourceVersion"));
-    let bytes = Bytes::from(serde_json::to_vec(&*v).expect("a JSON value serializes"));
-    if let (Some(rv), Some(meta)) = (rv, v.get_mut("metadata").and_then(Value::as_object_mut)) {
-        meta.insert("resourceVersion".into(), rv);
+pub fn to_bytes(v: &Value) -> Bytes {
+    Encoded::new(v).bytes
+}
+
+/// An object serialized once, for the store and for the response alike.
+///
+/// ```text
+///  stored:   {"apiVersion":…,"kind":…,"metadata":{"creationTimestamp":…,"name":…},"spec":…}
+///                                                 ▲ meta_at
+///  response: {"apiVersion":…,"kind":…,"metadata":{"resourceVersion":"42","creationTimestamp":…
+/// ```
+///
+/// The store keeps an object without `metadata.resourceVersion`: it is the key's
+/// mod_revision, known only once the write is done. Rather than serializing the object a
+/// second time for the response, the response is the stored bytes with the
+/// resourceVersion spliced in where metadata's members start (one copy, no encoding).
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// What the store keeps: the same bytes `serde_json::to_vec` gives for the object
+    /// without resourceVersion.
+    pub bytes: Bytes,
+    /// Where metadata's members start, and whether there is any.
+    meta_at: Option<(usize, bool)>,
+}
+
+impl Encoded {
+    /// Serializes `v`, leaving out `metadata.resourceVersion`.
+    pub fn new(v: &Value) -> Self {
+        fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            serde_json::to_writer(&mut *out, v).expect("a JSON value serializes");
+        }
+        let Some(obj) = v.as_object() else {
+            let mut out = Vec::new();
+            write(&mut out, v);
+            return Encoded {
+                bytes: out.into(),
+                meta_at: None,
+            };
+        };
+        let mut out = Vec::with_capacity(1024);
+        let mut meta_at = None;
+        out.push(b'{');
+        for (i, (k, val)) in obj.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write(&mut out, k);
+            out.push(b':');
+            match (k.as_str(), val) {
+                ("metadata", Value::Object(m)) => {
+                    out.push(b'{');
+                    let at = out.len();
+                    let mut members = 0;
+                    for (mk, mv) in m.iter().filter(|(mk, _)| *mk != "resourceVersion") {
+                        if members > 0 {
+                            out.push(b',');
+                        }
+                        write(&mut out, mk);
+                        out.push(b':');
+                        write(&mut out, mv);
+                        members += 1;
+                    }
+                    out.push(b'}');
+                    meta_at = Some((at, members > 0));
+                }
+                _ => write(&mut out, val),
+            }
+        }
+        out.push(b'}');
+        Encoded {
+            bytes: out.into(),
+            meta_at,
+        }
     }
-    bytes
+
+    /// The object as clients see it at revision `rev`: the stored bytes with
+    /// `metadata.resourceVersion` set (the stored bytes alone for an object without
+    /// metadata).
+    pub fn with_resource_version(&self, rev: i64) -> Bytes {
+        let Some((at, more)) = self.meta_at else {
+            return self.bytes.clone();
+        };
+        let field = format!(
+            "\"resourceVersion\":\"{rev}\"{}",
+            if more { "," } else { "" }
+        );
+        let mut out = Vec::with_capacity(self.bytes.len() + field.len());
+        out.extend_from_slice(&self.bytes[..at]);
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(&self.bytes[at..]);
+        out.into()
+    }
 }
 
 pub fn meta(v: &Value) -> &Map<String, Value> {
@@ -279,10 +360,13 @@ pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult
     let mut unknown = Vec::new();
     let mut causes = Vec::new();
     let meta = meta_mut(v);
-    for k in meta.keys().cloned().collect::<Vec<_>>() {
-        if !METADATA_FIELDS.contains(&k.as_str()) {
-            meta.remove(&k);
-            unknown.push(format!("metadata.{k}"));
+    // Unknown metadata is rare: the keys are copied only when there is some.
+    if meta.keys().any(|k| !METADATA_FIELDS.contains(&k.as_str())) {
+        for k in meta.keys().cloned().collect::<Vec<_>>() {
+            if !METADATA_FIELDS.contains(&k.as_str()) {
+                meta.remove(&k);
+                unknown.push(format!("metadata.{k}"));
+            }
         }
     }
     // managedFields are the server's: what a client sends is dropped here, and rest.rs
@@ -315,7 +399,10 @@ pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult
         match meta.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) if m.values().all(Value::is_string) => {
-                let map = string_map(Some(&Value::Object(m.clone())));
+                let map: BTreeMap<String, String> = m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
                 let path = format!("metadata.{field}");
                 causes.extend(if check {
                     validation::labels(&path, &map)
@@ -537,6 +624,32 @@ mod tests {
     fn a_body_that_is_not_an_object_is_a_bad_request() {
         let err = check_type_meta(&secret_def(), &mut json!([1]), Body::Object).unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+    }
+
+    #[test]
+    fn an_encoded_object_is_stored_without_and_answered_with_its_resource_version() {
+        for mut v in [
+            mk_cluster(json!({"metadata": {"resourceVersion": "7", "uid": "u-1"}})),
+            json!({"kind": "X", "metadata": {}}),
+            json!({"kind": "X", "metadata": {"resourceVersion": "3"}}),
+            json!({"kind": "X"}),
+        ] {
+            let e = Encoded::new(&v);
+            let has_meta = v.get("metadata").is_some();
+            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            assert_eq!(
+                e.bytes,
+                serde_json::to_vec(&v).unwrap(),
+                "stored bytes of {v}"
+            );
+            let answered: Value = serde_json::from_slice(&e.with_resource_version(42)).unwrap();
+            if has_meta {
+                set_resource_version(&mut v, 42);
+            }
+            assert_eq!(answered, v);
+        }
     }
 
     #[test]
