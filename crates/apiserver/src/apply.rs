@@ -854,9 +854,94 @@ impl Writer<'_> {
 }
 
 /// The managedFields of a newly created object: its creator owns every field it set.
+///
+/// On every create, so built straight from the object in fieldsV1's form, without the
+/// [`FieldSet`] trie that [`field_set`] builds and [`FieldSet::to_fields_v1`] turns back
+/// into JSON (the same value: a test holds the two together).
 pub fn record_create(obj: &Value, w: &Writer) -> Value {
-    let fields = field_set(obj, w.meta, w.scope);
-    managed_fields_value(&[w.entry(Operation::Update, fields)])
+    let fields = fields_v1(obj, w.meta, w.scope);
+    if fields.as_object().is_none_or(Map::is_empty) {
+        return Value::Array(Vec::new());
+    }
+    let mut e = Map::new();
+    e.insert("manager".into(), Value::String(w.manager.to_string()));
+    e.insert("operation".into(), Value::String("Update".into()));
+    e.insert(
+        "apiVersion".into(),
+        Value::String(w.api_version.to_string()),
+    );
+    e.insert("time".into(), Value::String(w.now.to_string()));
+    e.insert("fieldsType".into(), Value::String("FieldsV1".into()));
+    e.insert("fieldsV1".into(), fields);
+    if let Some(s) = w.subresource {
+        e.insert("subresource".into(), Value::String(s.to_string()));
+    }
+    Value::Array(vec![Value::Object(e)])
+}
+
+/// `field_set(obj, meta, scope).to_fields_v1()`, built without the trie.
+fn fields_v1(obj: &Value, meta: &PatchMeta, scope: Scope) -> Value {
+    let mut out = Map::new();
+    for (k, c) in obj.as_object().into_iter().flatten() {
+        if c.is_null() || !tracked_top(k, scope) {
+            continue;
+        }
+        let node = match (k.as_str(), c) {
+            ("metadata", Value::Object(mm)) => fields_v1_map(mm, meta.field(k), tracked_meta),
+            _ => fields_v1_node(c, meta.field(k)),
+        };
+        if let Some(node) = node {
+            out.insert(field_pe(k), node);
+        }
+    }
+    Value::Object(out)
+}
+
+/// The fieldsV1 node of a value (as [`collect`] finds it); `None` when it sets nothing.
+fn fields_v1_node(v: &Value, meta: &PatchMeta) -> Option<Value> {
+    match v {
+        Value::Object(m) => fields_v1_map(m, meta, |_| true),
+        Value::Array(a) => {
+            let kind = list_kind(meta);
+            let Some(els) = elements(kind, a) else {
+                return Some(Value::Object(Map::new()));
+            };
+            let mut out = Map::new();
+            for (pe, item) in els {
+                // An element is owned itself: "." marks it when it has fields below.
+                let mut node = match kind {
+                    ListKind::Keyed(_) => match fields_v1_node(item, meta) {
+                        Some(Value::Object(m)) => m,
+                        _ => Map::new(),
+                    },
+                    _ => Map::new(),
+                };
+                if !node.is_empty() {
+                    node.insert(".".into(), Value::Object(Map::new()));
+                }
+                out.insert(pe, Value::Object(node));
+            }
+            (!out.is_empty()).then_some(Value::Object(out))
+        }
+        _ => Some(Value::Object(Map::new())),
+    }
+}
+
+fn fields_v1_map(
+    m: &Map<String, Value>,
+    meta: &PatchMeta,
+    keep: impl Fn(&str) -> bool,
+) -> Option<Value> {
+    let mut out = Map::new();
+    for (k, c) in m {
+        if c.is_null() || !keep(k) {
+            continue;
+        }
+        if let Some(node) = fields_v1_node(c, meta.field(k)) {
+            out.insert(field_pe(k), node);
+        }
+    }
+    (!out.is_empty()).then_some(Value::Object(out))
 }
 
 /// The managedFields after a non-apply write turned `old` into `new`: the writer's
@@ -1073,6 +1158,29 @@ mod tests {
 
     fn path(s: &[&str]) -> FieldPath {
         s.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn a_creates_managed_fields_are_its_field_set_in_fieldsv1_form() {
+        let meta = deploy_meta();
+        let mut obj = mk_deploy(3, json!({"app": "web"}), "nginx");
+        obj["spec"]["template"]["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "side", "image": "s", "ports": [{"containerPort": 80}]}));
+        obj["metadata"]["finalizers"] = json!(["a.io/x", "b.io/y"]);
+        obj["metadata"]["annotations"] = json!({});
+        obj["spec"]["strategy"] = json!({"type": null});
+        obj["status"] = json!({"replicas": 1});
+        for scope in [Scope::Whole, Scope::Main, Scope::Status] {
+            let mut wr = w("kubectl", &meta);
+            wr.scope = scope;
+            let fs = field_set(&obj, &meta, scope);
+            let want = managed_fields_value(&[wr.entry(Operation::Update, fs)]);
+            assert_eq!(record_create(&obj, &wr), want, "{scope:?}");
+        }
+        let empty = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "n"}});
+        assert_eq!(record_create(&empty, &w("k", &meta)), json!([]));
     }
 
     #[test]
@@ -1497,7 +1605,45 @@ mod tests {
             })
         }
 
+        fn arb_obj() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<i64>().prop_map(|n| json!(n)),
+                "[a-z]{0,3}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(4, 40, 5, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    proptest::collection::btree_map(
+                        prop_oneof![
+                            Just("name".to_string()),
+                            Just("containers".to_string()),
+                            Just("finalizers".to_string()),
+                            Just("metadata".to_string()),
+                            Just("spec".to_string()),
+                            Just("template".to_string()),
+                            "[a-z]{1,4}"
+                        ],
+                        inner,
+                        0..5,
+                    )
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
         proptest! {
+            #[test]
+            fn a_creates_managed_fields_match_its_field_set_for_any_object(obj in arb_obj()) {
+                let meta = deploy_meta();
+                for scope in [Scope::Whole, Scope::Main, Scope::Status] {
+                    let mut wr = w("m", &meta);
+                    wr.scope = scope;
+                    let want = managed_fields_value(&[wr.entry(Operation::Update, field_set(&obj, &meta, scope))]);
+                    prop_assert_eq!(record_create(&obj, &wr), want);
+                }
+            }
+
             #[test]
             fn any_field_set_round_trips_through_fields_v1(fs in arb_set()) {
                 prop_assert_eq!(FieldSet::from_fields_v1(&fs.to_fields_v1()).unwrap(), fs);

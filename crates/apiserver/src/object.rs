@@ -123,17 +123,98 @@ pub fn set_resource_version(v: &mut Value, rev: i64) {
 }
 
 /// Serializes an object for storage (without resourceVersion).
-pub fn to_bytes(v: &mut Value) -> Bytes {
-    // Take resourceVersion out while serializing rather than cloning the whole tree.
-    let rv = v
-        .get_mut("metadata")
-        .and_then(Value::as_object_mut)
-        .and_then(|m| m.remove("resourceVersion"));
-    let bytes = Bytes::from(serde_json::to_vec(&*v).expect("a JSON value serializes"));
-    if let (Some(rv), Some(meta)) = (rv, v.get_mut("metadata").and_then(Value::as_object_mut)) {
-        meta.insert("resourceVersion".into(), rv);
+pub fn to_bytes(v: &Value) -> Bytes {
+    Encoded::new(v).bytes
+}
+
+/// An object serialized once, for the store and for the response alike.
+///
+/// ```text
+///  stored:   {"apiVersion":…,"kind":…,"metadata":{"creationTimestamp":…,"name":…},"spec":…}
+///                                                 ▲ meta_at
+///  response: {"apiVersion":…,"kind":…,"metadata":{"resourceVersion":"42","creationTimestamp":…
+/// ```
+///
+/// The store keeps an object without `metadata.resourceVersion`: it is the key's
+/// mod_revision, known only once the write is done. Rather than serializing the object a
+/// second time for the response, the response is the stored bytes with the
+/// resourceVersion spliced in where metadata's members start (one copy, no encoding).
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// What the store keeps: the same bytes `serde_json::to_vec` gives for the object
+    /// without resourceVersion.
+    pub bytes: Bytes,
+    /// Where metadata's members start, and whether there is any.
+    meta_at: Option<(usize, bool)>,
+}
+
+impl Encoded {
+    /// Serializes `v`, leaving out `metadata.resourceVersion`.
+    pub fn new(v: &Value) -> Self {
+        fn write<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+            serde_json::to_writer(&mut *out, v).expect("a JSON value serializes");
+        }
+        let Some(obj) = v.as_object() else {
+            let mut out = Vec::new();
+            write(&mut out, v);
+            return Encoded {
+                bytes: out.into(),
+                meta_at: None,
+            };
+        };
+        let mut out = Vec::with_capacity(1024);
+        let mut meta_at = None;
+        out.push(b'{');
+        for (i, (k, val)) in obj.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write(&mut out, k);
+            out.push(b':');
+            match (k.as_str(), val) {
+                ("metadata", Value::Object(m)) => {
+                    out.push(b'{');
+                    let at = out.len();
+                    let mut members = 0;
+                    for (mk, mv) in m.iter().filter(|(mk, _)| *mk != "resourceVersion") {
+                        if members > 0 {
+                            out.push(b',');
+                        }
+                        write(&mut out, mk);
+                        out.push(b':');
+                        write(&mut out, mv);
+                        members += 1;
+                    }
+                    out.push(b'}');
+                    meta_at = Some((at, members > 0));
+                }
+                _ => write(&mut out, val),
+            }
+        }
+        out.push(b'}');
+        Encoded {
+            bytes: out.into(),
+            meta_at,
+        }
     }
-    bytes
+
+    /// The object as clients see it at revision `rev`: the stored bytes with
+    /// `metadata.resourceVersion` set (the stored bytes alone for an object without
+    /// metadata).
+    pub fn with_resource_version(&self, rev: i64) -> Bytes {
+        let Some((at, more)) = self.meta_at else {
+            return self.bytes.clone();
+        };
+        let field = format!(
+            "\"resourceVersion\":\"{rev}\"{}",
+            if more { "," } else { "" }
+        );
+        let mut out = Vec::with_capacity(self.bytes.len() + field.len());
+        out.extend_from_slice(&self.bytes[..at]);
+        out.extend_from_slice(field.as_bytes());
+        out.extend_from_slice(&self.bytes[at..]);
+        out.into()
+    }
 }
 
 pub fn meta(v: &Value) -> &Map<String, Value> {
@@ -200,34 +281,66 @@ pub fn spec_part(v: &Value) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// Checks `apiVersion` and `kind` of a request body against the resource.
+/// What a request body is, for the rules on its `apiVersion` and `kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The object of a create (POST) or an update (PUT). kube-apiserver decodes it with
+    /// the request path's group, version and kind as defaults: a built-in kind may leave
+    /// `apiVersion` and `kind` out (both are filled in); a custom resource is decoded as
+    /// unstructured JSON, which must name its `kind` and whose `apiVersion` must then
+    /// match the path.
+    Object,
+    /// A server-side apply configuration: it must name both, for every kind
+    /// (kube-apiserver's field manager answers "invalid object type" otherwise).
+    ApplyConfiguration,
+}
+
+/// Checks `apiVersion` and `kind` of a request body against the resource, filling them
+/// in from the path where kube-apiserver does (see [`Body`]).
 ///
 /// # Errors
 /// `BadRequest` naming what is missing or mismatched.
-pub fn check_type_meta(def: &ResourceDef, v: &mut Value) -> ApiResult<()> {
-    let want_av = def.api_version();
-    let av = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind.is_empty() {
+pub fn check_type_meta(def: &ResourceDef, v: &mut Value, body: Body) -> ApiResult<()> {
+    if !v.is_object() {
         return Err(ApiError::BadRequest(
-            "Object 'Kind' is missing in the request body".into(),
+            "the body of the request must be a JSON object".into(),
         ));
     }
-    if av.is_empty() {
-        return Err(ApiError::BadRequest(format!(
-            "Object 'apiVersion' is missing in the request body (kind {kind:?})"
-        )));
-    }
-    if av != want_av {
-        return Err(ApiError::BadRequest(format!(
-            "the API version in the data ({av}) does not match the expected API version ({want_av})"
-        )));
-    }
+    let want_av = def.api_version();
+    let fill = body == Body::Object && def.builtin;
+    let kind = match v.get("kind").and_then(Value::as_str).unwrap_or("") {
+        "" if fill => def.kind.as_str(),
+        "" => {
+            return Err(ApiError::BadRequest(format!(
+                "Object 'Kind' is missing in the request body: kind is required (expected {:?})",
+                def.kind
+            )));
+        }
+        kind => kind,
+    };
     if kind != def.kind {
         return Err(ApiError::BadRequest(format!(
             "the kind in the data ({kind}) does not match the expected kind ({})",
             def.kind
         )));
+    }
+    match v.get("apiVersion").and_then(Value::as_str).unwrap_or("") {
+        "" if fill => {}
+        "" => {
+            return Err(ApiError::BadRequest(format!(
+                "Object 'apiVersion' is missing in the request body (kind {kind:?}): the API version in the data () does not match the expected API version ({want_av})"
+            )));
+        }
+        av if av != want_av => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+        _ => {}
+    }
+    if fill && let Some(obj) = v.as_object_mut() {
+        obj.insert("apiVersion".into(), Value::String(want_av));
+        obj.insert("kind".into(), Value::String(def.kind.clone()));
     }
     if v.get("metadata").is_some_and(|m| !m.is_object()) {
         return Err(ApiError::BadRequest("metadata must be an object".into()));
@@ -247,10 +360,13 @@ pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult
     let mut unknown = Vec::new();
     let mut causes = Vec::new();
     let meta = meta_mut(v);
-    for k in meta.keys().cloned().collect::<Vec<_>>() {
-        if !METADATA_FIELDS.contains(&k.as_str()) {
-            meta.remove(&k);
-            unknown.push(format!("metadata.{k}"));
+    // Unknown metadata is rare: the keys are copied only when there is some.
+    if meta.keys().any(|k| !METADATA_FIELDS.contains(&k.as_str())) {
+        for k in meta.keys().cloned().collect::<Vec<_>>() {
+            if !METADATA_FIELDS.contains(&k.as_str()) {
+                meta.remove(&k);
+                unknown.push(format!("metadata.{k}"));
+            }
         }
     }
     // managedFields are the server's: what a client sends is dropped here, and rest.rs
@@ -283,7 +399,10 @@ pub fn admit(def: &ResourceDef, v: &mut Value, fv: FieldValidation) -> ApiResult
         match meta.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::Object(m)) if m.values().all(Value::is_string) => {
-                let map = string_map(Some(&Value::Object(m.clone())));
+                let map: BTreeMap<String, String> = m
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
                 let path = format!("metadata.{field}");
                 causes.extend(if check {
                     validation::labels(&path, &map)
@@ -435,8 +554,102 @@ mod tests {
     #[test]
     fn mismatched_api_version_is_a_bad_request() {
         let mut v = mk_cluster(json!({"apiVersion": "shoal.io/v2"}));
-        let err = check_type_meta(&def(), &mut v).unwrap_err();
+        let err = check_type_meta(&def(), &mut v, Body::Object).unwrap_err();
         assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+    }
+
+    fn secret_def() -> ResourceDef {
+        (**REGISTRY.find("", "v1", "secrets").unwrap()).clone()
+    }
+
+    #[test]
+    fn a_builtin_body_without_api_version_and_kind_takes_both_from_the_path() {
+        for mut v in [
+            json!({"metadata": {"name": "s"}}),
+            json!({"kind": "Secret", "metadata": {"name": "s"}}),
+            json!({"apiVersion": "v1", "metadata": {"name": "s"}}),
+        ] {
+            check_type_meta(&secret_def(), &mut v, Body::Object).unwrap();
+            assert_eq!(
+                (&v["apiVersion"], &v["kind"]),
+                (&json!("v1"), &json!("Secret"))
+            );
+        }
+    }
+
+    #[test]
+    fn a_wrong_kind_or_api_version_is_a_bad_request_naming_it_even_beside_a_missing_one() {
+        for (mut v, field) in [
+            (json!({"kind": "ConfigMap", "metadata": {}}), "kind"),
+            (
+                json!({"apiVersion": "apps/v1", "metadata": {}}),
+                "API version",
+            ),
+            (json!({"apiVersion": "v2", "kind": "Secret"}), "API version"),
+        ] {
+            let err = check_type_meta(&secret_def(), &mut v, Body::Object).unwrap_err();
+            assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_custom_resource_body_must_name_its_kind_and_api_version() {
+        let mut v = mk_cluster(json!({}));
+        v.as_object_mut().unwrap().remove("kind");
+        let err = check_type_meta(&def(), &mut v, Body::Object).unwrap_err();
+        assert!(err.to_string().contains("'Kind' is missing"), "{err}");
+        let mut v = mk_cluster(json!({}));
+        v.as_object_mut().unwrap().remove("apiVersion");
+        let err = check_type_meta(&def(), &mut v, Body::Object).unwrap_err();
+        assert!(
+            matches!(&err, ApiError::BadRequest(m) if m.contains("'apiVersion' is missing")),
+            "{err}"
+        );
+        let mut v = mk_cluster(json!({}));
+        check_type_meta(&def(), &mut v, Body::Object).unwrap();
+    }
+
+    #[test]
+    fn an_apply_configuration_must_name_both_even_for_a_builtin_kind() {
+        let mut v = json!({"metadata": {"name": "s"}});
+        let err = check_type_meta(&secret_def(), &mut v, Body::ApplyConfiguration).unwrap_err();
+        assert!(err.to_string().contains("'Kind' is missing"), "{err}");
+        let mut v = json!({"kind": "Secret", "metadata": {"name": "s"}});
+        let err = check_type_meta(&secret_def(), &mut v, Body::ApplyConfiguration).unwrap_err();
+        assert!(err.to_string().contains("'apiVersion' is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_a_bad_request() {
+        let err = check_type_meta(&secret_def(), &mut json!([1]), Body::Object).unwrap_err();
+        assert!(matches!(err, ApiError::BadRequest(_)), "{err}");
+    }
+
+    #[test]
+    fn an_encoded_object_is_stored_without_and_answered_with_its_resource_version() {
+        for mut v in [
+            mk_cluster(json!({"metadata": {"resourceVersion": "7", "uid": "u-1"}})),
+            json!({"kind": "X", "metadata": {}}),
+            json!({"kind": "X", "metadata": {"resourceVersion": "3"}}),
+            json!({"kind": "X"}),
+        ] {
+            let e = Encoded::new(&v);
+            let has_meta = v.get("metadata").is_some();
+            if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+                m.remove("resourceVersion");
+            }
+            assert_eq!(
+                e.bytes,
+                serde_json::to_vec(&v).unwrap(),
+                "stored bytes of {v}"
+            );
+            let answered: Value = serde_json::from_slice(&e.with_resource_version(42)).unwrap();
+            if has_meta {
+                set_resource_version(&mut v, 42);
+            }
+            assert_eq!(answered, v);
+        }
     }
 
     #[test]
@@ -506,7 +719,7 @@ mod tests {
                     proptest::prop_assert!(e.code_reason().0.is_client_error(), "{e}");
                 }
             }
-            let _ = check_type_meta(&def(), &mut v);
+            let _ = check_type_meta(&def(), &mut v, Body::Object);
         }
     }
 }

@@ -77,6 +77,11 @@ pub struct ResourceDef {
     /// Objects expire this long after their last write (Events, as kube-apiserver's
     /// `--event-ttl`); `None` keeps them until deleted.
     pub ttl: Option<std::time::Duration>,
+    /// A built-in kind, decoded by kube-apiserver into its Go type, rather than a custom
+    /// resource: a create or update body may leave `apiVersion` and `kind` out and they
+    /// are taken from the request path, as kube-apiserver does (the official Python
+    /// client's typed API sends neither). A custom resource's body must name its kind.
+    pub builtin: bool,
 }
 
 impl fmt::Debug for ResourceDef {
@@ -203,6 +208,7 @@ impl ResourceDef {
             read_only: false,
             scale: None,
             ttl: None,
+            builtin: false,
         }
     }
 
@@ -265,6 +271,7 @@ impl ResourceDef {
             read_only: false,
             scale: None,
             ttl: None,
+            builtin: true,
         }
     }
 
@@ -308,6 +315,7 @@ impl ResourceDef {
             read_only: false,
             scale: None,
             ttl: None,
+            builtin: true,
         }
     }
 

@@ -145,7 +145,21 @@ fn content_type(headers: &HeaderMap) -> String {
 }
 
 fn json_response(code: StatusCode, v: &Value, warnings: &[String]) -> Response {
-    let mut resp = (code, axum::Json(v)).into_response();
+    let body = serde_json::to_vec(v).expect("a JSON value serializes");
+    json_bytes_response(code, body.into(), warnings)
+}
+
+/// A response of JSON already serialized (see [`object::Encoded`]).
+fn json_bytes_response(code: StatusCode, body: Bytes, warnings: &[String]) -> Response {
+    let mut resp = (
+        code,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     for w in warnings {
         let text = format!("299 - {}", serde_json::to_string(w).unwrap_or_default());
         if let Ok(h) = HeaderValue::from_str(&text) {
@@ -266,8 +280,12 @@ async fn handle_inner(
             info.verb = "create";
             let body = decode_body(&rp.def, &content_type(headers), &read_body(st, body).await?)?;
             let opts = WriteOptions::parse(&params, headers)?;
-            let (obj, warnings) = create(st, &rp, body, &opts).await?;
-            Ok(json_response(StatusCode::CREATED, &obj, &warnings))
+            let (created, warnings) = create_managed(st, &rp, body, &opts, None).await?;
+            Ok(json_bytes_response(
+                StatusCode::CREATED,
+                created.body,
+                &warnings,
+            ))
         }
         (&Method::PUT, Some(name)) => {
             info.verb = "update";
@@ -520,7 +538,7 @@ pub async fn server_side_apply(
             "the apply configuration must be an object with apiVersion, kind and metadata".into(),
         ));
     }
-    object::check_type_meta(&rp.def, &mut cfg)?;
+    object::check_type_meta(&rp.def, &mut cfg, object::Body::ApplyConfiguration)?;
     apply::drop_nulls(&mut cfg);
     let meta = object::meta_mut(&mut cfg);
     match meta.get("name").and_then(Value::as_str) {
@@ -572,7 +590,7 @@ pub async fn server_side_apply(
                 };
                 match create_managed(st, &collection, cfg.clone(), opts, Some(managed)).await {
                     Err(ApiError::AlreadyExists(_)) if retry() => continue,
-                    other => return other.map(|(o, warnings)| (o, warnings, true)),
+                    other => return other.map(|(c, warnings)| (c.obj, warnings, true)),
                 }
             }
             other => other?,
@@ -827,7 +845,16 @@ pub async fn create(
     obj: Value,
     opts: &WriteOptions,
 ) -> ApiResult<(Value, Vec<String>)> {
-    create_managed(st, rp, obj, opts, None).await
+    create_managed(st, rp, obj, opts, None)
+        .await
+        .map(|(c, warnings)| (c.obj, warnings))
+}
+
+/// A created object, as a value and as the response body: serialized once, for the
+/// store and the response alike ([`object::Encoded`]).
+struct Created {
+    obj: Value,
+    body: Bytes,
 }
 
 /// Creates an object with `managed` as its managedFields, or the creator's `Update`
@@ -838,10 +865,10 @@ async fn create_managed(
     mut obj: Value,
     opts: &WriteOptions,
     managed: Option<Value>,
-) -> ApiResult<(Value, Vec<String>)> {
+) -> ApiResult<(Created, Vec<String>)> {
     let (fv, dry_run) = (opts.fv, opts.dry_run);
     let def = &rp.def;
-    object::check_type_meta(def, &mut obj)?;
+    object::check_type_meta(def, &mut obj, object::Body::Object)?;
     let meta = object::meta_mut(&mut obj);
     if meta
         .get("name")
@@ -885,7 +912,7 @@ async fn create_managed(
         meta.remove(server_owned);
     }
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-    meta.insert("creationTimestamp".into(), json!(now));
+    meta.insert("creationTimestamp".into(), Value::String(now.clone()));
     meta.insert("generation".into(), json!(1));
     if def.has_status {
         obj.as_object_mut().expect("object").remove("status");
@@ -897,7 +924,7 @@ async fn create_managed(
     let managed = match managed {
         Some(m) => m,
         None => {
-            let (api_version, now) = (def.api_version(), object::rfc3339(st.clock.now()));
+            let api_version = def.api_version();
             apply::record_create(&obj, &writer(rp, &opts.manager, &api_version, &now))
         }
     };
@@ -907,17 +934,20 @@ async fn create_managed(
         check_namespace(st, ns).await?;
     }
     let key = def.key(rp.namespace.as_deref(), &name);
+    let encoded = object::Encoded::new(&obj);
     if dry_run {
         if st.store.get(&key).await?.is_some() {
             return Err(ApiError::AlreadyExists(object::target(def, &name)));
         }
-        return Ok((obj, warnings));
+        let body = encoded.bytes;
+        return Ok((Created { obj, body }, warnings));
     }
-    let bytes = object::to_bytes(&mut obj);
-    match put_expiring(st, def, &key, bytes, Precondition::Absent).await {
+    match put_expiring(st, def, &key, encoded.bytes.clone(), Precondition::Absent).await {
         Ok(resp) => {
-            object::set_resource_version(&mut obj, resp.kv.mod_revision);
-            Ok((obj, warnings))
+            let rev = resp.kv.mod_revision;
+            object::set_resource_version(&mut obj, rev);
+            let body = encoded.with_resource_version(rev);
+            Ok((Created { obj, body }, warnings))
         }
         Err(shoal_store::Error::PreconditionFailed { .. }) => {
             Err(ApiError::AlreadyExists(object::target(def, &name)))
@@ -1084,7 +1114,7 @@ async fn commit_update(
             .await
             .map(|r| r.revision)
     } else {
-        let bytes = object::to_bytes(&mut new);
+        let bytes = object::to_bytes(&new);
         put_expiring(st, &rp.def, &key, bytes, Precondition::ModRevision(cur_rev))
             .await
             .map(|r| r.kv.mod_revision)
@@ -1110,7 +1140,7 @@ pub async fn update(
     mut body: Value,
     opts: &WriteOptions,
 ) -> ApiResult<(Value, Vec<String>)> {
-    object::check_type_meta(&rp.def, &mut body)?;
+    object::check_type_meta(&rp.def, &mut body, object::Body::Object)?;
     let (cur, cur_rev) = get(st, rp, name).await?;
     if let Some(rv) = object::meta_str(&body, "resourceVersion").filter(|r| !r.is_empty()) {
         let rv: i64 = rv
@@ -1430,6 +1460,119 @@ async fn delete_namespace_contents(st: &AppState, ns: &str) -> ApiResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn call(router: &axum::Router, method: &str, path: &str, body: Value) -> (u16, Value) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        let resp = router.clone().oneshot(req).await.expect("infallible");
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Regression test for issue 23, item 3: the Python client's typed API sends no kind.
+    #[tokio::test]
+    async fn builtin_kinds_are_created_and_replaced_without_api_version_and_kind_as_in_kube_apiserver()
+     {
+        let hang = "a create without kind through the router hung";
+        tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let dir = crate::cluster::StaticDirectory::new();
+            dir.insert("c-1", shoal_store::Store::memory());
+            let server = crate::ApiServer::new(
+                shoal_store::Store::memory(),
+                crate::Registry::shoal(),
+                Arc::new(shoal_core::clock::SystemClock),
+                crate::ServerConfig::default(),
+                prometheus_client::registry::Registry::default(),
+                tokio_util::sync::CancellationToken::new(),
+            )
+            // shoal's registry stands in for the member one: it is quicker to build.
+            .with_member_clusters(Arc::new(dir), crate::Registry::shoal());
+            let router = server.router();
+            for base in ["", "/clusters/c-1"] {
+                let (code, ns) = call(
+                    &router,
+                    "POST",
+                    &format!("{base}/api/v1/namespaces"),
+                    json!({"metadata": {"name": "typed"}}),
+                )
+                .await;
+                assert_eq!(code, 201, "{base}: {ns}");
+                assert_eq!(
+                    (&ns["apiVersion"], &ns["kind"]),
+                    (&json!("v1"), &json!("Namespace"))
+                );
+                let (code, got) = call(
+                    &router,
+                    "GET",
+                    &format!("{base}/api/v1/namespaces/typed"),
+                    Value::Null,
+                )
+                .await;
+                assert_eq!(
+                    (code, &got["kind"]),
+                    (200, &json!("Namespace")),
+                    "stored with its kind"
+                );
+                let secret = format!("{base}/api/v1/namespaces/typed/secrets");
+                let (code, s) = call(
+                    &router,
+                    "POST",
+                    &secret,
+                    json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}}),
+                )
+                .await;
+                assert_eq!((code, &s["kind"]), (201, &json!("Secret")), "{base}: {s}");
+                let (code, s) = call(
+                    &router,
+                    "PUT",
+                    &format!("{secret}/s"),
+                    json!({"metadata": {"name": "s", "labels": {"x": "y"}}, "data": {}}),
+                )
+                .await;
+                assert_eq!(
+                    (code, &s["metadata"]["labels"]["x"]),
+                    (200, &json!("y")),
+                    "{base}: {s}"
+                );
+                assert_eq!(s["kind"], "Secret");
+                let (code, st) = call(
+                    &router,
+                    "PUT",
+                    &format!("{secret}/s"),
+                    json!({"kind": "ConfigMap", "metadata": {"name": "s"}}),
+                )
+                .await;
+                assert_eq!(code, 400, "{base}: {st}");
+                assert!(st["message"].as_str().unwrap().contains("kind"), "{st}");
+                let (code, st) = call(
+                    &router,
+                    "POST",
+                    &format!("{base}/apis/shoal.io/v1alpha1/clusters"),
+                    json!({"apiVersion": "shoal.io/v1alpha1", "metadata": {"name": "c"},
+                           "spec": {"endpoint": {"server": "https://10.0.0.1:6443"}}}),
+                )
+                .await;
+                assert_eq!(code, 400, "a custom resource names its kind: {st}");
+                assert!(
+                    st["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("'Kind' is missing"),
+                    "{st}"
+                );
+            }
+        })
+        .await
+        .expect(hang);
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_foreign_prefixes() {

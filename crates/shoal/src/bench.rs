@@ -1,10 +1,22 @@
 //! `shoal bench …`: benchmarks that print figures (never timed tests).
 //!
-//! `shoal bench api` measures, in one run and one process:
-//! 1. acknowledged creates/s and latency through HTTP with N concurrent clients;
-//! 2. the same workload straight on a fresh store of the same kind (the baseline);
+//! `shoal bench api` measures, in one run:
+//! 1. acknowledged creates/s and latency through HTTP with N concurrent clients, and the
+//!    server's own CPU time per create;
+//! 2. the same workload straight on a fresh store of the same kind (the baseline), on the
+//!    server's core;
 //! 3. their ratio;
 //! 4. watch delivery latency with many watchers, and whether any event was lost.
+//!
+//! ```text
+//!  core 0: shoal bench api (this process) ── HTTP/1.1, N keep-alive connections ──┐
+//!  core 1: taskset -c 1 shoal serve --no-controllers --store S   ◄────────────────┘
+//!          server CPU per create = Δ(utime+stime of that process) / creates
+//!  core 1: raw phase: this process moves there and puts the same bodies on a fresh store
+//! ```
+//!
+//! The server is a child process on a core of its own so that its figure is its own
+//! cost, not shared with the load generator's (which, on two cores, it used to be).
 //!
 //! `shoal bench taskflow` measures task runs/s through the taskflow engine (see
 //! [`taskflow`]); `shoal bench release` a release across a simulated fleet (see
@@ -20,10 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use shoal_apiserver::{ApiServer, Registry, ServerConfig};
-use shoal_core::clock::SystemClock;
 use shoal_store::{Precondition, Store, StoreMetrics};
-use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -52,9 +61,17 @@ pub struct ApiBench {
     /// Writes observed by every watcher.
     #[arg(long, default_value_t = 200)]
     pub watch_events: usize,
-    /// Store backend: sqlite or memory.
+    /// Store backend: sqlite, memory or etcd://HOST:PORT.
     #[arg(long, default_value = "sqlite")]
     pub store: String,
+    /// The shoal binary that serves (default: this one), to compare two builds in one
+    /// sitting with the same load generator.
+    #[arg(long, value_name = "PATH")]
+    pub server_exe: Option<std::path::PathBuf>,
+    /// A command the server runs under, split at spaces (after `taskset`), e.g.
+    /// `valgrind --tool=callgrind --callgrind-out-file=serve.out` to count instructions.
+    #[arg(long, value_name = "COMMAND")]
+    pub server_wrapper: Option<String>,
 }
 
 pub async fn run(cmd: BenchCommand) -> Result<()> {
@@ -86,18 +103,21 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 
 struct Phase {
     rate: f64,
-    /// Cores busy on average (this process's CPU time / wall time) and CPU time per
-    /// operation, in µs: whether the phase was bound by CPU or by waiting.
+    /// Cores busy on average (the measured process's CPU time / wall time) and CPU time
+    /// per operation, in µs: whether the phase was bound by CPU or by waiting.
     cores: f64,
     cpu_per_op_us: f64,
+    /// The same for this process (the load generator) when another one was measured.
+    own_cpu_per_op_us: f64,
     p50: f64,
     p99: f64,
 }
 
 /// Runs `total` operations over `clients` concurrent clients, timing each: `connect()`
 /// makes a client (a connection, a store handle) once, `op(client, i)` does the i-th
-/// operation and hands the client back.
+/// operation and hands the client back. The CPU time measured is process `pid`'s.
 async fn drive<C, Conn, Op, ConnFut, OpFut>(
+    pid: u32,
     clients: usize,
     total: usize,
     connect: Conn,
@@ -113,7 +133,8 @@ where
     let (connect, op) = (Arc::new(connect), Arc::new(op));
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let (cpu0, _) = release::usage(std::process::id());
+    let (cpu0, _) = release::usage(pid);
+    let (own0, _) = release::usage(std::process::id());
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (connect, op, next) = (connect.clone(), op.clone(), next.clone());
@@ -137,12 +158,14 @@ where
         all.extend(t.await??);
     }
     let elapsed = start.elapsed();
-    let cpu = release::usage(std::process::id()).0 - cpu0;
+    let cpu = release::usage(pid).0 - cpu0;
+    let own = release::usage(std::process::id()).0 - own0;
     all.sort();
     Ok(Phase {
         rate: total as f64 / elapsed.as_secs_f64(),
         cores: cpu / elapsed.as_secs_f64(),
         cpu_per_op_us: cpu / total as f64 * 1e6,
+        own_cpu_per_op_us: own / total as f64 * 1e6,
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
     })
@@ -153,39 +176,63 @@ async fn api(a: ApiBench) -> Result<()> {
         bail!("--clients and --writes must be positive");
     }
     let dir = tempfile::tempdir()?;
-    let metrics = StoreMetrics::new();
     let no_etcd = crate::serve::EtcdArgs::default();
-    let store = crate::serve::open_store(
-        &phase_store(&a.store, "api"),
-        &dir.path().join("api"),
-        &no_etcd,
-        &metrics,
+    let cores = Cores::pick();
+
+    // The server: `shoal serve` as a child process, on a core of its own when there are two.
+    let exe = match &a.server_exe {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut argv: Vec<String> = Vec::new();
+    if let Some(core) = cores.server {
+        argv.extend(["taskset".into(), "-c".into(), core.to_string()]);
+    }
+    if let Some(w) = &a.server_wrapper {
+        argv.extend(w.split_whitespace().map(String::from));
+    }
+    argv.push(exe.display().to_string());
+    argv.extend(
+        [
+            "serve",
+            "--no-controllers",
+            "--listen",
+            "127.0.0.1:0",
+            "--bookmark-interval-seconds",
+            "5",
+            "--store",
+            &phase_store(&a.store, "api"),
+            "--data-dir",
+        ]
+        .map(String::from),
+    );
+    argv.push(dir.path().join("api").display().to_string());
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
+    let (server, base) = release::spawn_command(
+        cmd,
+        "serve",
+        "shoal is serving at ",
+        &dir.path().join("serve.log"),
     )
     .await?;
-    let mut registry = prometheus_client::registry::Registry::default();
-    metrics.register(&mut registry);
-    let shutdown = CancellationToken::new();
-    let config = ServerConfig {
-        bookmark_interval: Duration::from_secs(5),
-        ..ServerConfig::default()
-    };
-    let server = ApiServer::new(
-        store,
-        Registry::shoal(),
-        Arc::new(SystemClock),
-        config,
-        registry,
-        shutdown.clone(),
-    );
-    server.ensure_default_namespaces().await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let router = server.router();
-    let serving = tokio::spawn(shoal_apiserver::serve(listener, router, shutdown.clone()));
+    let server_pid = server.0.id().context("the server's pid")?;
+    if let Some(core) = cores.client {
+        pin(std::process::id(), core)?;
+    }
 
     println!(
         "shoal bench api: store={} clients={} writes={} watchers={}",
         a.store, a.clients, a.writes, a.watchers
+    );
+    println!(
+        "  server           pid {server_pid}: {}",
+        cores.describe(cores.server, &argv.join(" "))
+    );
+    println!(
+        "  load generator   pid {}: {}",
+        std::process::id(),
+        cores.describe(cores.client, "this process")
     );
 
     // Request bodies are built before the clock starts, for both phases alike, so the
@@ -207,6 +254,7 @@ async fn api(a: ApiBench) -> Result<()> {
     let h = {
         let (addr, bodies) = (addr.clone(), bodies.clone());
         drive(
+            server_pid,
             a.clients,
             a.writes,
             move || connect_http1(addr.clone()),
@@ -235,7 +283,11 @@ async fn api(a: ApiBench) -> Result<()> {
         .await?
     };
 
-    // 2. The same creates straight on a fresh store of the same kind.
+    // 2. The same creates straight on a fresh store of the same kind, on the server's
+    // core: this process moves there for the phase (and the server idles).
+    if let Some(core) = cores.server {
+        pin(std::process::id(), core)?;
+    }
     let raw_metrics = StoreMetrics::new();
     let raw_store: Store = crate::serve::open_store(
         &phase_store(&a.store, "raw"),
@@ -247,6 +299,7 @@ async fn api(a: ApiBench) -> Result<()> {
     let r = {
         let (raw_store, bodies) = (raw_store.clone(), bodies.clone());
         drive(
+            std::process::id(),
             a.clients,
             a.writes,
             move || {
@@ -270,14 +323,26 @@ async fn api(a: ApiBench) -> Result<()> {
         .await?
     };
     drop(raw_store);
+    if let Some(core) = cores.client {
+        pin(std::process::id(), core)?;
+    }
 
     println!(
-        "  HTTP creates     {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:.1} cores, {:.0} µs CPU/write",
-        h.rate, h.p50, h.p99, h.cores, h.cpu_per_op_us
+        "  HTTP creates     {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   server: {:.2} cores, {:.1} µs CPU/create   (load generator {:.1} µs/create)",
+        h.rate, h.p50, h.p99, h.cores, h.cpu_per_op_us, h.own_cpu_per_op_us
     );
     println!(
-        "  raw store puts   {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:.1} cores, {:.0} µs CPU/write",
-        r.rate, r.p50, r.p99, r.cores, r.cpu_per_op_us
+        "  raw store puts   {:>9.0} writes/s   p50 {:>6.2} ms   p99 {:>6.2} ms   {:.2} cores, {:.1} µs CPU/put{}",
+        r.rate,
+        r.p50,
+        r.p99,
+        r.cores,
+        r.cpu_per_op_us,
+        if cores.server.is_some() {
+            " (on the server's core)"
+        } else {
+            ""
+        }
     );
     println!("  ratio HTTP/raw   {:>9.2}", h.rate / r.rate);
 
@@ -375,8 +440,12 @@ async fn api(a: ApiBench) -> Result<()> {
         percentile(&lat, 0.5),
         percentile(&lat, 0.99)
     );
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &server.state().telemetry.registry)?;
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     if let Some((count, sum)) =
         histogram_totals(&text, "group_commit_batch").filter(|(count, _)| *count > 0.0)
     {
@@ -385,8 +454,91 @@ async fn api(a: ApiBench) -> Result<()> {
             sum / count.max(1.0)
         );
     }
-    shutdown.cancel();
-    let _ = serving.await;
+    // SIGTERM, so that a wrapper such as valgrind writes its output on the way out.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &server_pid.to_string()])
+        .status();
+    let mut server = server;
+    let _ = tokio::time::timeout(Duration::from_secs(60), server.0.wait()).await;
+    Ok(())
+}
+
+/// Which core the server and the load generator each get: the first two this process may
+/// run on, when there are two and `taskset` is installed; `None`s otherwise (both run
+/// wherever the kernel puts them, and the figures say so).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cores {
+    client: Option<usize>,
+    server: Option<usize>,
+    /// Why there is no pinning, if there is none.
+    unpinned: Option<&'static str>,
+}
+
+impl Cores {
+    fn pick() -> Self {
+        let allowed = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                    .map(|l| cpu_list(l.trim()))
+            })
+            .unwrap_or_default();
+        let has_taskset = std::process::Command::new("taskset")
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        Cores::from(&allowed, has_taskset)
+    }
+
+    fn from(allowed: &[usize], has_taskset: bool) -> Self {
+        let none = |why| Cores {
+            client: None,
+            server: None,
+            unpinned: Some(why),
+        };
+        match allowed {
+            _ if !has_taskset => none("not pinned: taskset (util-linux) is not installed"),
+            [client, server, ..] => Cores {
+                client: Some(*client),
+                server: Some(*server),
+                unpinned: None,
+            },
+            _ => none("not pinned: only one core is available, shared by server and load"),
+        }
+    }
+
+    fn describe(&self, core: Option<usize>, what: &str) -> String {
+        match (core, self.unpinned) {
+            (Some(c), _) => format!("core {c}: {what}"),
+            (None, why) => format!("{}: {what}", why.unwrap_or("not pinned")),
+        }
+    }
+}
+
+/// Parses a kernel CPU list (`0-3,6`).
+fn cpu_list(text: &str) -> Vec<usize> {
+    text.split(',')
+        .filter_map(|part| match part.split_once('-') {
+            Some((a, b)) => Some((a.trim().parse().ok()?..=b.trim().parse().ok()?).collect()),
+            None => part.trim().parse().ok().map(|c| vec![c]),
+        })
+        .flatten()
+        .collect()
+}
+
+/// Pins every thread of process `pid` to `core`.
+fn pin(pid: u32, core: usize) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("run taskset")?;
+    if !status.success() {
+        bail!("taskset -a -p -c {core} {pid} failed ({status})");
+    }
     Ok(())
 }
 
@@ -436,6 +588,23 @@ fn histogram_totals(text: &str, needle: &str) -> Option<(f64, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_lists_parse_ranges_and_singles() {
+        assert_eq!(cpu_list("0-3,6"), vec![0, 1, 2, 3, 6]);
+        assert_eq!(cpu_list("1"), vec![1]);
+        assert_eq!(cpu_list(""), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn the_server_gets_a_core_of_its_own_only_when_there_are_two_and_taskset() {
+        let two = Cores::from(&[2, 5, 7], true);
+        assert_eq!((two.client, two.server), (Some(2), Some(5)));
+        assert_eq!(Cores::from(&[0], true).server, None);
+        let no_taskset = Cores::from(&[0, 1], false);
+        assert_eq!(no_taskset.server, None);
+        assert!(no_taskset.describe(None, "x").contains("taskset"));
+    }
 
     #[test]
     fn etcd_phases_write_under_their_own_namespaces() {

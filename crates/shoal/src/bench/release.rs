@@ -73,7 +73,7 @@ fn release(name: &str, version: &str, concurrency: u32, steps: &str) -> Result<R
 }
 
 /// A child process killed when dropped.
-struct Child(tokio::process::Child);
+pub(super) struct Child(pub(super) tokio::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -84,9 +84,21 @@ impl Drop for Child {
 /// Starts the current executable with `args` and returns it with the first stdout line
 /// that starts with `prefix` (minus the prefix).
 async fn spawn(args: &[&str], prefix: &str, log: &Path) -> Result<(Child, String)> {
-    let exe = std::env::current_exe()?;
-    let mut child = tokio::process::Command::new(exe)
-        .args(args)
+    let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+    cmd.args(args);
+    spawn_command(cmd, args[0], prefix, log).await
+}
+
+/// Starts `cmd` (shoal's `what` verb, possibly under a wrapper such as `taskset`) and
+/// returns it with the first stdout line that starts with `prefix` (minus the prefix).
+pub(super) async fn spawn_command(
+    mut cmd: tokio::process::Command,
+    what: &str,
+    prefix: &str,
+    log: &Path,
+) -> Result<(Child, String)> {
+    let args = [what];
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log)?)
