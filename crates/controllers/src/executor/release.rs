@@ -554,18 +554,25 @@ async fn bounded<T, E: Into<ExecError>>(
     }
 }
 
-/// When a step's time is up, on the shared clock: the attempt's start plus the
-/// `timeout` param (the strategy's `stepTimeout`, plus the bake for a step).
-fn deadline(ctx: &ExecContext) -> Result<Timestamp, ExecError> {
+/// How long a step may take to converge after its change is sent, on the shared clock:
+/// the `timeout` param (the strategy's `stepTimeout`, plus the bake for a step). The
+/// deadline is counted from this run's apply, so time spent riding out transient
+/// failures (in real time, which a fast virtual clock turns into hours) is never taken
+/// from the world's time to converge.
+fn step_limit(ctx: &ExecContext) -> Result<SignedDuration, ExecError> {
     let text = ctx.optional_param("timeout").unwrap_or(DEFAULT_TIMEOUT);
-    let limit = duration::parse(text).map_err(|e| ExecError::Param {
+    duration::parse(text).map_err(|e| ExecError::Param {
         name: "timeout".into(),
         problem: format!("{text:?} is not a duration: {e}"),
-    })?;
-    Ok(ctx
-        .started_at
+    })
+}
+
+/// `limit` from now on the shared clock.
+fn deadline_after(ctx: &ExecContext, limit: SignedDuration) -> Timestamp {
+    ctx.clock
+        .now()
         .saturating_add(limit)
-        .unwrap_or(Timestamp::MAX))
+        .unwrap_or(Timestamp::MAX)
 }
 
 /// The latest watched reading of the workload, once it reflects `generation` (the one
@@ -930,7 +937,7 @@ impl Executor for Step {
         let component = scope.component(ctx.string_param("component")?)?;
         let step = number_param(&ctx, "step")?;
         let steps = number_param(&ctx, "steps")?.max(1);
-        let deadline = deadline(&ctx)?;
+        let limit = step_limit(&ctx)?;
         let version = scope.target_version(component);
         let mut objects = scope.render(component, version)?;
         let what = format!("in step {}/{steps} of {}", step + 1, comp_name(component));
@@ -984,7 +991,7 @@ impl Executor for Step {
                 &mut follow,
                 None,
                 SignedDuration::ZERO,
-                deadline,
+                deadline_after(&ctx, limit),
                 &what,
             )
             .await?;
@@ -998,6 +1005,7 @@ impl Executor for Step {
         ctx.progress("applying", &format!("{what}: {plan} on {version}"), None)
             .await;
         let applied = apply_all(fleet, &scope.member, component, &objects, false).await?;
+        let deadline = deadline_after(&ctx, limit);
         let bake = bake_of(&scope.release)?;
         let h = settle(
             fleet,
@@ -1054,7 +1062,7 @@ impl Executor for Rollback {
                 name: "previous".into(),
                 problem: format!("is not a map of component to version: {e}"),
             })?;
-        let deadline = deadline(&ctx)?;
+        let limit = step_limit(&ctx)?;
         let scope = load(&self.0, &ctx).await?;
         let mut done = Vec::new();
         for c in scope.components.iter().rev() {
@@ -1100,6 +1108,7 @@ impl Executor for Rollback {
                 None => None,
             };
             let applied = apply_all(fleet, &scope.member, c, &objects, false).await?;
+            let deadline = deadline_after(&ctx, limit);
             if let (Some((i, w)), Some(follow)) = (&workload, &mut follow) {
                 // Pods of the bad version may crash-loop until replaced: wait for ready,
                 // not for the absence of crashes on the way.

@@ -320,12 +320,7 @@ pub async fn run(a: ReleaseBench) -> Result<()> {
     if let Some(f) = faults {
         sim_args.extend(["--faults", f]);
     }
-    let (_fleet, fleet_line) = spawn(
-        &sim_args,
-        "simulating ",
-        &dir.path().join("sim.log"),
-    )
-    .await?;
+    let (_fleet, fleet_line) = spawn(&sim_args, "simulating ", &dir.path().join("sim.log")).await?;
     let fleet_url = fleet_line
         .rsplit_once(" at ")
         .and_then(|(_, u)| u.strip_suffix("/clusters/NAME"))
