@@ -25,7 +25,7 @@ use shoal_core::clock::SharedClock;
 use shoal_store::history::{self, HistoryPage, HistorySource, Retention, WatchHub};
 use shoal_store::{
     Backend, DeleteResponse, Error, Guard, KeyValue, LeaseId, Precondition, PutResponse,
-    RangeRequest, RangeResponse, Result, Revision, Store, WatchStream,
+    RangeRequest, RangeResponse, Result, Revision, Store, WatchProgress, WatchStream,
 };
 use tokio::sync::Notify;
 
@@ -361,10 +361,18 @@ impl Backend for SimCluster {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        Ok(self.watch_with_progress(prefix, after).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
         self.disturb().await?;
         let mut state = self.inner.lock();
         let weak: Weak<dyn HistorySource> = Arc::downgrade(&self.inner) as Weak<Inner>;
-        let watch = self.inner.hub.watch(weak, prefix, after);
+        let watch = self.inner.hub.watch_with_progress(weak, prefix, after);
         // History older than the window is gone even if nothing was written since.
         state.expire_history();
         history::check_start(after, state.revision(), state.compacted())?;

@@ -29,6 +29,10 @@
 //! A watch stream holds only a `Weak` reference to its backend: dropping the store ends
 //! every watch with [`Error::Closed`], and dropping a stream frees its ring position.
 //!
+//! A watcher also reports how far it has read the store ([`WatchProgress`]): every
+//! revision it has passed, its own prefix's events or others', so the API server's
+//! bookmarks carry a recent resourceVersion even to a watcher of a quiet prefix.
+//!
 //! Backends that keep history in memory (the simulator's clusters) size it with a
 //! [`RetainedLog`]: by time first, as kube-apiserver's watch cache does (a client that is
 //! a few seconds behind resumes, however many revisions a burst wrote meanwhile), and by
@@ -43,7 +47,10 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchStream};
+use crate::{
+    Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchProgress,
+    WatchStream,
+};
 
 /// Capacity of the broadcast ring, in committed batches (one memory write, or one SQLite
 /// group commit of up to `sqlite::WRITE_BATCH_MAX` writes). The ring is what a stalled
@@ -316,6 +323,18 @@ impl WatchHub {
         prefix: &str,
         after: Revision,
     ) -> WatchStream {
+        self.watch_with_progress(source, prefix, after).0
+    }
+
+    /// [`WatchHub::watch`], with how far the stream has read the store: every revision
+    /// it passed, under its prefix or not (see [`WatchProgress`]).
+    pub fn watch_with_progress(
+        &self,
+        source: Weak<dyn HistorySource>,
+        prefix: &str,
+        after: Revision,
+    ) -> (WatchStream, WatchProgress) {
+        let progress = WatchProgress::new(after);
         let watcher = Watcher {
             source,
             rx: self.tx.subscribe(),
@@ -323,12 +342,14 @@ impl WatchHub {
             seen: after,
             ready: VecDeque::new(),
             phase: Phase::CatchingUp,
+            progress: progress.clone(),
         };
-        futures::stream::unfold(watcher, |mut watcher| async move {
+        let stream = futures::stream::unfold(watcher, |mut watcher| async move {
             let item = watcher.next().await?;
             Some((item, watcher))
         })
-        .boxed()
+        .boxed();
+        (stream, progress)
     }
 }
 
@@ -379,6 +400,9 @@ struct Watcher {
     /// Events read but not yet yielded.
     ready: VecDeque<Event>,
     phase: Phase,
+    /// `seen`, published whenever `ready` is empty: then every event under the prefix up
+    /// to `seen` has been yielded.
+    progress: WatchProgress,
 }
 
 impl Watcher {
@@ -393,6 +417,7 @@ impl Watcher {
             if let Some(event) = self.ready.pop_front() {
                 return Some(Ok(event));
             }
+            self.progress.advance(self.seen);
             match self.phase {
                 Phase::Finished => return None,
                 Phase::CatchingUp => {
@@ -450,6 +475,8 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Precondition, Store};
+    use bytes::Bytes;
 
     const MIB: usize = 1 << 20;
 
@@ -506,6 +533,35 @@ mod tests {
         );
         assert_eq!(log.front(), Some(&3));
         assert!(log.bytes() <= 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_watch_progresses_past_writes_under_other_prefixes() {
+        let store = Store::memory();
+        let (mut watch, progress) = store.watch_with_progress("quiet/", 0).await.unwrap();
+        let mut last = 0;
+        for i in 0..3 {
+            last = store
+                .put(&format!("busy/{i}"), Bytes::new(), Precondition::None, None)
+                .await
+                .unwrap()
+                .kv
+                .mod_revision;
+        }
+        // The stream yields nothing, but it reads the store while it is polled.
+        let polled = tokio::time::timeout(Duration::from_millis(200), watch.next()).await;
+        assert!(polled.is_err(), "a quiet watch yielded {polled:?}");
+        assert_eq!(progress.revision(), last);
+        // Its own events still come first, and progress never passes an undelivered one.
+        let mine = store
+            .put("quiet/k", Bytes::new(), Precondition::None, None)
+            .await
+            .unwrap()
+            .kv
+            .mod_revision;
+        assert_eq!(progress.revision(), last);
+        let event = watch.next().await.unwrap().unwrap();
+        assert_eq!(event.revision(), mine);
     }
 
     #[test]

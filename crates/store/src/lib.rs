@@ -57,10 +57,12 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -333,6 +335,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// watcher fell so far behind that history it still needed was compacted away.
 pub type WatchStream = BoxStream<'static, Result<Event>>;
 
+/// How far a watch stream has read the store: it has yielded every event under its prefix
+/// with a revision at or below [`WatchProgress::revision`]. It moves past revisions of
+/// *other* prefixes too, which is what a watch bookmark needs: a watcher of a quiet
+/// prefix can still resume from a recent revision, inside the history that is kept.
+///
+/// Shared between the stream (which advances it) and its reader; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct WatchProgress(Arc<AtomicI64>);
+
+impl WatchProgress {
+    /// Progress starting at `after` (the watch's start: nothing at or below it is due).
+    pub fn new(after: Revision) -> Self {
+        WatchProgress(Arc::new(AtomicI64::new(after)))
+    }
+
+    /// The revision up to which every event of the watch was yielded.
+    pub fn revision(&self) -> Revision {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Records that every event up to `revision` was yielded (never moves back).
+    pub fn advance(&self, revision: Revision) {
+        self.0.fetch_max(revision, Ordering::AcqRel);
+    }
+}
+
 /// The storage seam. Backends implement it; everything else uses [`Store`].
 #[async_trait]
 pub trait Backend: Send + Sync + fmt::Debug + 'static {
@@ -406,6 +434,28 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// `requested` is `after`. A stream that falls behind history compacted meanwhile
     /// yields `Compacted` (with `requested` = the last revision it had seen) and ends.
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
+
+    /// [`Backend::watch`], with the stream's [`WatchProgress`]. Backends that know more
+    /// than the events they yield (the in-process ones pass every revision) override it;
+    /// by default progress is the revision of the last event yielded.
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
+        let progress = WatchProgress::new(after);
+        let yielded = progress.clone();
+        let stream = self
+            .watch(prefix, after)
+            .await?
+            .inspect(move |item| {
+                if let Ok(event) = item {
+                    yielded.advance(event.revision());
+                }
+            })
+            .boxed();
+        Ok((stream, progress))
+    }
 
     /// The store's current revision.
     async fn current_revision(&self) -> Result<Revision>;
