@@ -39,7 +39,7 @@ use bytes::Bytes;
 use shoal_store::election::{Fence, role_key};
 use shoal_store::{
     Backend, DeleteResponse, Error, Guard, LeaseId, Precondition, PutResponse, RangeRequest,
-    RangeResponse, Result, Revision, Store, WatchStream,
+    RangeResponse, Result, Revision, Store, WatchProgress, WatchStream,
 };
 
 use crate::error::ApiError;
@@ -183,6 +183,14 @@ impl Backend for FencingBackend {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         self.0.watch(prefix, after).await
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
+        self.0.watch_with_progress(prefix, after).await
     }
 
     async fn current_revision(&self) -> Result<Revision> {

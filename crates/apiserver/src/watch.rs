@@ -3,6 +3,9 @@
 //! ```text
 //! store watch (prefix, after rv) ──► selector filter ──► ADDED | MODIFIED | DELETED lines
 //!                                     periodic BOOKMARK {"metadata":{"resourceVersion":…}}
+//!                                       (how far the store watch has read: past other
+//!                                        prefixes' revisions too, so a quiet watch resumes
+//!                                        inside the history that is kept)
 //!                                     ERROR {Status 410 Expired} when history is compacted
 //! ```
 //!
@@ -191,7 +194,7 @@ pub async fn watch(
 
     let prefix = rp.def.collection_prefix(rp.namespace.as_deref());
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(WATCH_BUFFER);
-    let stream = match st.store.watch(&prefix, after).await {
+    let stream = match st.store.watch_with_progress(&prefix, after).await {
         Ok(s) => Some(s),
         Err(e @ shoal_store::Error::Compacted { .. }) => {
             // As Kubernetes: the watch is accepted, then ends with a 410 ERROR event.
@@ -208,7 +211,7 @@ pub async fn watch(
     let shutdown = st.shutdown.clone();
     let bookmark_every = st.config.bookmark_interval;
     let span = tracing::info_span!("watch", resource = %rp.def.plural, after);
-    if let Some(mut stream) = stream {
+    if let Some((mut stream, progress)) = stream {
         tokio::spawn(
             async move {
                 gauge.inc();
@@ -248,6 +251,9 @@ pub async fn watch(
                             }
                         },
                         _ = ticker.tick(), if bookmarks => {
+                            // Every event up to the store watch's progress was handled
+                            // above (this task is its only reader), sent or filtered out.
+                            last_rev = last_rev.max(progress.revision());
                             ok = tx.send(Ok(render.bookmark(last_rev, false))).await.is_ok();
                         }
                         _ = tx.closed() => break,

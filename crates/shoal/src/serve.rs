@@ -21,8 +21,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7420")]
     pub listen: SocketAddr,
     /// Store backend: `sqlite` (durable, in --data-dir), `memory` (lost on exit), or
-    /// `etcd://HOST:PORT[,HOST:PORT…][/NAMESPACE]` (several replicas share one etcd;
-    /// needs a build with the `etcd` feature).
+    /// `etcd://HOST:PORT[,HOST:PORT…][/NAMESPACE]` (several replicas share one etcd).
     #[arg(long, default_value = "sqlite")]
     pub store: String,
     #[command(flatten)]
@@ -353,7 +352,6 @@ pub async fn open_store(
     }
 }
 
-#[cfg(feature = "etcd")]
 async fn open_etcd(url: &str, args: &EtcdArgs, metrics: &StoreMetrics) -> Result<Store> {
     use shoal_store::etcd::{EtcdAuth, EtcdOptions, EtcdTls};
     let read = |path: &Path| {
@@ -385,15 +383,6 @@ async fn open_etcd(url: &str, args: &EtcdArgs, metrics: &StoreMetrics) -> Result
         .await
         .with_context(|| format!("failed to open the etcd store at {url}"))?;
     Ok(store.metered(metrics.clone()))
-}
-
-#[cfg(not(feature = "etcd"))]
-async fn open_etcd(url: &str, _args: &EtcdArgs, _metrics: &StoreMetrics) -> Result<Store> {
-    bail!(
-        "--store {url}: this shoal was built without etcd support; rebuild it with \
-         `cargo build --release -p shoal --features etcd` (which needs protoc: Debian's \
-         protobuf-compiler)"
-    )
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {

@@ -22,10 +22,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use shoal_core::clock::SharedClock;
-use shoal_store::history::{self, HistoryPage, HistorySource, WatchHub};
+use shoal_store::history::{self, HistoryPage, HistorySource, Retention, WatchHub};
 use shoal_store::{
     Backend, DeleteResponse, Error, Guard, KeyValue, LeaseId, Precondition, PutResponse,
-    RangeRequest, RangeResponse, Result, Revision, Store, WatchStream,
+    RangeRequest, RangeResponse, Result, Revision, Store, WatchProgress, WatchStream,
 };
 use tokio::sync::Notify;
 
@@ -74,7 +74,7 @@ impl SimCluster {
         labels: Arc<BTreeMap<String, String>>,
         clock: SharedClock,
         faults: FaultSlot,
-        history_limit: usize,
+        history: Retention,
     ) -> Self {
         SimCluster {
             inner: Arc::new(Inner {
@@ -82,7 +82,7 @@ impl SimCluster {
                 labels,
                 faults,
                 requests: AtomicU64::new(0),
-                state: Mutex::new(ClusterState::new(history_limit)),
+                state: Mutex::new(ClusterState::new(history)),
                 hub: WatchHub::new(),
                 clock,
                 wake: Notify::new(),
@@ -361,12 +361,22 @@ impl Backend for SimCluster {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        Ok(self.watch_with_progress(prefix, after).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
         self.disturb().await?;
-        let state = self.inner.lock();
+        let mut state = self.inner.lock();
         let weak: Weak<dyn HistorySource> = Arc::downgrade(&self.inner) as Weak<Inner>;
-        let stream = self.inner.hub.watch(weak, prefix, after);
+        let watch = self.inner.hub.watch_with_progress(weak, prefix, after);
+        // History older than the window is gone even if nothing was written since.
+        state.expire_history();
         history::check_start(after, state.revision(), state.compacted())?;
-        Ok(stream)
+        Ok(watch)
     }
 
     async fn current_revision(&self) -> Result<Revision> {
@@ -399,7 +409,7 @@ mod tests {
     use super::*;
     use shoal_core::clock::SystemClock;
 
-    fn cluster(history: usize) -> SimCluster {
+    fn cluster(history: Retention) -> SimCluster {
         SimCluster::new(
             "c-1",
             Arc::new(BTreeMap::new()),
@@ -413,12 +423,21 @@ mod tests {
     fn a_simulated_cluster_behaves_like_the_reference_store() {
         // The store's model-based property test: random puts, CAS, deletes, ranges, snapshot
         // reads and watches against a model. History is kept long enough for every case.
-        shoal_store::conformance::model_check(|| cluster(1 << 20).store(), 64);
+        shoal_store::conformance::model_check(
+            || {
+                let forever = Retention {
+                    window: Duration::from_secs(24 * 3600),
+                    max_bytes: usize::MAX,
+                };
+                cluster(forever).store()
+            },
+            64,
+        );
     }
 
     #[tokio::test]
     async fn an_erroring_api_fails_its_share_of_requests_and_recovers() {
-        let c = cluster(16);
+        let c = cluster(crate::state::DEFAULT_RETENTION);
         let store = c.store();
         let profile = crate::faults::FaultProfile::from_yaml(
             "seed: 3\nfaults:\n  - apiServer: {name: flaky, errorRate: 0.3, errorCode: 503}\n",

@@ -439,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_cluster_keeps_only_the_most_recent_events() {
-        let mut state = ClusterState::new(16);
+        let mut state = ClusterState::default();
         let mut rec = Recorder::default();
         for i in 0..(MAX_EVENTS as u128 + 40) {
             rec.normal(Source::SCHEDULER, pod(i), "Scheduled", format!("pod {i}"));

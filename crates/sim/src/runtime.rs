@@ -42,8 +42,8 @@ pub const NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube
 /// Tunables of a simulation.
 #[derive(Clone, Debug)]
 pub struct SimConfig {
-    /// Revisions of history each cluster keeps for watchers.
-    pub history_limit: usize,
+    /// How much history each cluster keeps for watchers (real time, memory-capped).
+    pub history: shoal_store::history::Retention,
     /// How long a pod takes from scheduled to running (virtual time).
     pub startup_latency: jiff::SignedDuration,
     /// How long a running pod takes to pass readiness (virtual time).
@@ -58,7 +58,7 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         SimConfig {
-            history_limit: crate::state::DEFAULT_HISTORY_LIMIT,
+            history: crate::state::DEFAULT_RETENTION,
             startup_latency: jiff::SignedDuration::from_secs(5),
             ready_after: jiff::SignedDuration::from_secs(5),
             job_duration: jiff::SignedDuration::from_secs(10),
@@ -99,7 +99,7 @@ impl Simulation {
                 labels.clone(),
                 clock.clone(),
                 faults.clone(),
-                config.history_limit,
+                config.history,
             );
             cluster.apply(|state| {
                 for ns in NAMESPACES {

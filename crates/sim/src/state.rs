@@ -7,7 +7,7 @@
 //!  │             Value = Raw(JSON bytes)          what clients wrote (Deployments, ConfigMaps…)
 //!  │                   | Node(Arc<NodeRecord>)    a simulated node: ~100 bytes, rendered on read
 //!  │                   | Pod(Arc<PodRecord>)      a controller-made pod: ~100 bytes, rendered on read
-//!  ├─ history:  VecDeque<Change>         the last `history_limit` revisions, for watches
+//!  ├─ history:  RetainedLog<Change>      the last 75 s of revisions (real time), memory-capped
 //!  └─ revision, compacted
 //! ```
 //!
@@ -20,27 +20,39 @@
 //! kept as they wrote it (`Raw`): a client can overwrite a simulated object (label a node),
 //! after which it is raw JSON like any other, and the simulator edits it as JSON.
 //!
-//! History is bounded per cluster (as kube-apiserver's watch cache is): a watcher that falls
-//! further behind than `history_limit` revisions gets "compacted" (410) and relists, which
-//! every Kubernetes client does.
+//! History is bounded per cluster by time, as kube-apiserver's watch cache is: a watcher
+//! that is a few seconds behind resumes however many revisions a burst wrote meanwhile;
+//! one that fell further behind than the window (or than the memory cap, in an extreme
+//! burst) gets "compacted" (410) and relists, which every Kubernetes client does. The
+//! API server's bookmarks keep an idle watcher's resourceVersion recent.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use jiff::Timestamp;
 use serde_json::{Value as Json, json};
+use shoal_store::history::{DEFAULT_HISTORY_WINDOW, RetainedLog, Retention};
 use shoal_store::{Error, Event, Guard, KeyValue, Precondition, Result, Revision};
 
 use crate::kubelet::PodState;
 
-/// How many revisions of history a cluster keeps for watchers by default. Live watchers
-/// get every event from the watch hub as it happens; history only serves a watcher that
-/// starts from an older resourceVersion or falls behind. 256 revisions are half a
-/// DaemonSet rollout over 100 nodes, and cost ~40 KiB per cluster (history pins old pod
-/// records): the figure that dominates the memory of a 10,000-cluster fleet.
-pub const DEFAULT_HISTORY_LIMIT: usize = 256;
+/// The most memory one cluster's history may hold by default. Live watchers get every
+/// event from the watch hub as it happens; history only serves a watcher that starts from
+/// an older resourceVersion or falls behind, and within the 75 s window it is bounded by
+/// the cluster's write rate. A change costs about 200 bytes (more for raw objects, and
+/// it pins the records it replaced), so 1 MiB holds ~5,000 changes: ten DaemonSet
+/// rollouts over 100 nodes inside one window. An idle cluster holds none after the window.
+pub const DEFAULT_HISTORY_BYTES: usize = 1 << 20;
+
+/// A cluster's default history: [`DEFAULT_HISTORY_WINDOW`] of real time, capped at
+/// [`DEFAULT_HISTORY_BYTES`].
+pub const DEFAULT_RETENTION: Retention = Retention {
+    window: DEFAULT_HISTORY_WINDOW,
+    max_bytes: DEFAULT_HISTORY_BYTES,
+};
 
 /// How a stored object is kept.
 #[derive(Clone, Debug)]
@@ -85,6 +97,24 @@ struct Change {
     next: Option<Entry>,
 }
 
+impl Change {
+    /// What keeping this change in history costs, roughly: the change itself, its key,
+    /// and the bytes or records its values hold (a record it replaced stays alive for
+    /// history's sake).
+    fn footprint(&self) -> usize {
+        let value = |entry: &Option<Entry>| match entry.as_ref().map(|e| &e.value) {
+            None => 0,
+            Some(Value::Raw(bytes)) => bytes.len(),
+            Some(Value::Node(_)) => std::mem::size_of::<NodeRecord>(),
+            Some(Value::Pod(_)) => std::mem::size_of::<PodRecord>(),
+            Some(Value::Event(e)) => {
+                std::mem::size_of::<crate::event::EventRecord>() + e.message.len()
+            }
+        };
+        std::mem::size_of::<Change>() + self.key.len() + value(&self.prev) + value(&self.next)
+    }
+}
+
 /// What rendering needs besides the record: the cluster's `now` (node heartbeats).
 #[derive(Clone, Copy, Debug)]
 pub struct RenderContext {
@@ -97,25 +127,24 @@ pub struct ClusterState {
     objects: BTreeMap<Arc<str>, Entry>,
     revision: Revision,
     compacted: Revision,
-    history: VecDeque<Change>,
-    history_limit: usize,
+    /// One change per revision in `(compacted, revision]`, oldest first.
+    history: RetainedLog<Change>,
 }
 
 impl Default for ClusterState {
     fn default() -> Self {
-        Self::new(DEFAULT_HISTORY_LIMIT)
+        Self::new(DEFAULT_RETENTION)
     }
 }
 
 impl ClusterState {
-    /// An empty cluster at revision 0 keeping `history_limit` revisions for watchers.
-    pub fn new(history_limit: usize) -> Self {
+    /// An empty cluster at revision 0 keeping history for watchers as `retention` says.
+    pub fn new(retention: Retention) -> Self {
         ClusterState {
             objects: BTreeMap::new(),
             revision: 0,
             compacted: 0,
-            history: VecDeque::new(),
-            history_limit: history_limit.max(1),
+            history: RetainedLog::new(retention),
         }
     }
 
@@ -258,12 +287,26 @@ impl ClusterState {
     }
 
     fn record(&mut self, change: Change) {
+        self.record_at(change, Instant::now());
+    }
+
+    fn record_at(&mut self, change: Change, now: Instant) {
         self.revision = change.revision;
-        self.history.push_back(change);
-        while self.history.len() > self.history_limit {
-            if let Some(old) = self.history.pop_front() {
-                self.compacted = old.revision;
-            }
+        let bytes = change.footprint();
+        if let Some(old) = self.history.push(change, bytes, now) {
+            self.compacted = old.revision;
+        }
+    }
+
+    /// Forgets history older than the window even when nothing is written (a write does
+    /// it too): a watch from before it is then answered "compacted".
+    pub fn expire_history(&mut self) {
+        self.expire_history_at(Instant::now());
+    }
+
+    fn expire_history_at(&mut self, now: Instant) {
+        if let Some(old) = self.history.expire(now) {
+            self.compacted = old.revision;
         }
     }
 
@@ -662,7 +705,7 @@ mod tests {
 
     #[test]
     fn revisions_count_every_change_and_cas_is_enforced() {
-        let mut st = ClusterState::new(16);
+        let mut st = ClusterState::default();
         let (e, prev) = st.put("/a", raw("1"), Precondition::Absent).unwrap();
         assert_eq!((e.create_revision, e.mod_revision, e.version), (1, 1, 1));
         assert!(prev.is_none());
@@ -683,22 +726,79 @@ mod tests {
     }
 
     #[test]
-    fn history_is_bounded_and_older_watches_are_compacted() {
-        let mut st = ClusterState::new(4);
+    fn a_burst_inside_the_window_keeps_a_watcher_that_is_seconds_behind() {
+        // Regression (issue 23): a fixed count of 256 revisions expired a watcher that
+        // was seconds behind while a fleet registered. A burst of thousands of writes
+        // inside the window keeps all of it.
+        let mut st = ClusterState::default();
+        let behind = st.revision();
+        for i in 0..5_000 {
+            st.put(&format!("/k/{i}"), raw("{}"), Precondition::None)
+                .unwrap();
+        }
+        assert_eq!(st.compacted(), 0, "nothing inside the window was forgotten");
+        let events = st.events("/k/", behind, st.revision(), ctx()).unwrap();
+        assert_eq!(events.len(), 5_000);
+        let events = st.events("/k/4999", behind, st.revision(), ctx()).unwrap();
+        assert_eq!(events.len(), 1);
+    }
+
+    #[test]
+    fn history_older_than_the_window_is_gone() {
+        let mut st = ClusterState::default();
         for i in 0..10 {
             st.put(&format!("/k/{i}"), raw("{}"), Precondition::None)
                 .unwrap();
         }
-        assert_eq!(st.compacted(), 6);
+        let later = Instant::now() + DEFAULT_HISTORY_WINDOW + std::time::Duration::from_secs(1);
+        st.expire_history_at(later);
+        assert_eq!(st.compacted(), 10);
         assert!(matches!(
             st.events("/k/", 5, 10, ctx()),
+            Err(Error::Compacted {
+                requested: 5,
+                compacted: 10
+            })
+        ));
+        // A watcher that has seen everything resumes from the head.
+        assert!(st.events("/k/", 10, 10, ctx()).unwrap().is_empty());
+        // A write after the window is kept, and evicts what the window no longer holds.
+        let mut st = ClusterState::default();
+        st.put("/k/old", raw("{}"), Precondition::None).unwrap();
+        let change = Change {
+            revision: 2,
+            key: Arc::from("/k/new"),
+            prev: None,
+            next: st.get("/k/old").cloned(),
+        };
+        st.record_at(change, later);
+        assert_eq!((st.compacted(), st.revision()), (1, 2));
+        assert_eq!(st.events("/k/", 1, 2, ctx()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn over_its_memory_cap_history_forgets_the_oldest_first() {
+        let retention = Retention {
+            window: DEFAULT_HISTORY_WINDOW,
+            max_bytes: 10 * 1024,
+        };
+        let mut st = ClusterState::new(retention);
+        for i in 0..1_000 {
+            st.put(&format!("/k/{i}"), raw("{}"), Precondition::None)
+                .unwrap();
+        }
+        let compacted = st.compacted();
+        assert!(
+            compacted > 0 && compacted < 1_000,
+            "a 10 KiB cap keeps some history, not all: compacted at {compacted}"
+        );
+        assert!(matches!(
+            st.events("/k/", compacted - 1, 1_000, ctx()),
             Err(Error::Compacted { .. })
         ));
-        let events = st.events("/k/", 6, 10, ctx()).unwrap();
-        let revs: Vec<_> = events.iter().map(Event::revision).collect();
-        assert_eq!(revs, vec![7, 8, 9, 10]);
-        let events = st.events("/k/9", 6, 10, ctx()).unwrap();
-        assert_eq!(events.len(), 1);
+        let kept = st.events("/k/", compacted, 1_000, ctx()).unwrap();
+        let revisions: Vec<_> = kept.iter().map(Event::revision).collect();
+        assert_eq!(revisions, (compacted + 1..=1_000).collect::<Vec<_>>());
     }
 
     #[test]

@@ -579,20 +579,35 @@ async fn watch_follows_live_writes_after_its_replay(store: Store) {
     assert_quiet(&mut watch, "replay then live writes").await;
 }
 
+/// Asserts that a watch after `requested` was refused because history was compacted up
+/// to `compacted`, and for no other reason: a backend that refuses it with some other
+/// error (say, a failed read) is wrong, however plausible the refusal looks (issue 22).
+fn assert_refused_as_compacted(
+    watch: Result<WatchStream>,
+    requested: Revision,
+    compacted: Revision,
+) {
+    match watch {
+        Err(Error::Compacted {
+            requested: r,
+            compacted: c,
+        }) => assert_eq!(
+            (r, c),
+            (requested, compacted),
+            "watch after {requested}: (requested, compacted)"
+        ),
+        Err(err) => panic!("watch after {requested}: expected Compacted, got another error: {err}"),
+        Ok(_) => panic!("watch after {requested}: expected Compacted, the watch was accepted"),
+    }
+}
+
 async fn watch_below_the_compaction_point_fails(store: Store) {
     let base = starting_revision(&store).await;
     mk_history(&store).await;
     store.compact(base + 2).await.unwrap();
     assert_eq!(store.compacted_revision().await.unwrap(), base + 2);
     for after in [base, base + 1] {
-        match store.watch("", after).await {
-            Err(Error::Compacted {
-                requested,
-                compacted,
-            }) => assert_eq!((requested, compacted), (after, base + 2)),
-            Err(err) => panic!("watch after {after}: unexpected error {err}"),
-            Ok(_) => panic!("watch after {after}: expected Compacted"),
-        }
+        assert_refused_as_compacted(store.watch("", after).await, after, base + 2);
     }
     let mut watch = store.watch("", base + 2).await.unwrap();
     let events = next_events(&mut watch, 2, "watch from the compaction point").await;
@@ -617,7 +632,7 @@ async fn watch_below_the_compaction_point_fails(store: Store) {
     }
     store.compact(base + 4).await.unwrap();
     assert_eq!(store.compacted_revision().await.unwrap(), base + 4);
-    assert!(store.watch("", base + 3).await.is_err());
+    assert_refused_as_compacted(store.watch("", base + 3).await, base + 3, base + 4);
     let mut head = store.watch("", base + 4).await.unwrap();
     put(&store, "c", "1").await;
     let events = next_events(&mut head, 1, "watch from a fully compacted head").await;
@@ -697,7 +712,6 @@ async fn stalled_watcher_blocks_neither_writes_nor_other_watchers(store: Store) 
 /// watch stream buffers 256 events), so that it has to go back to history.
 const LAGGING_WRITES: Revision = 300;
 const _: () = assert!(LAGGING_WRITES as usize > crate::history::WATCH_RING_CAPACITY);
-#[cfg(feature = "etcd")]
 const _: () = assert!(LAGGING_WRITES as usize > crate::etcd::WATCH_BUFFER_EVENTS);
 
 async fn lagging_watcher_whose_history_was_compacted_gets_compacted_error(store: Store) {
@@ -1414,4 +1428,32 @@ async fn a_fence_on_a_leased_key_stops_writes_once_the_lease_is_revoked(store: S
         .await;
     assert_eq!(failed_with_current(late), Some(next.kv));
     assert_eq!(store.get("work").await.unwrap().unwrap().value, val("by a"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compacted_watch_passes_the_compaction_check() {
+        let refused = Err(Error::Compacted {
+            requested: 3,
+            compacted: 4,
+        });
+        assert_refused_as_compacted(refused, 3, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "expected Compacted, got another error")]
+    fn a_watch_refused_for_another_reason_fails_the_compaction_check() {
+        let refused = Err(Error::Backend("failed to read history".into()));
+        assert_refused_as_compacted(refused, 3, 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "the watch was accepted")]
+    fn an_accepted_watch_fails_the_compaction_check() {
+        let accepted = Ok(futures::stream::empty().boxed());
+        assert_refused_as_compacted(accepted, 3, 4);
+    }
 }

@@ -1099,7 +1099,6 @@ mod tests {
         all_scenarios(make, Duration::from_millis(900)).await;
     }
 
-    #[cfg(feature = "etcd")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn etcd_electors_on_two_backends_elect_fence_and_hand_over() {
         use crate::etcd::{EtcdBackend, ThrowawayEtcd};

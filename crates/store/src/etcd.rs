@@ -72,15 +72,21 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity,
-    KvClient, LeaseClient, PutOptions, ResponseHeader, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    WatchClient, WatchOptions,
-};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tracing::Instrument;
+
+mod client;
+
+pub use client::Client;
+use client::pb::etcdserverpb::{
+    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest as EtcdRangeRequest, RequestOp, ResponseHeader, ResponseOp,
+    TxnRequest, WatchCreateRequest, WatchResponse, compare, request_op, response_op,
+};
+use client::pb::mvccpb;
 
 use crate::{
     Backend, DeleteResponse, Error, Event, Guard, KeyValue, LeaseId, Precondition, PutResponse,
@@ -107,11 +113,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long [`EtcdBackend::connect`] waits for a first answer from the cluster.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest gRPC message accepted from etcd. The client library's default (4 MiB) is
-/// less than one unpaginated list of a large fleet; etcd bounds each value (1.5 MiB by
-/// default), not a range's answer.
-const MAX_MESSAGE_BYTES: usize = 512 << 20;
 
 /// How to reach an etcd cluster.
 #[derive(Clone, Default)]
@@ -209,28 +210,6 @@ impl EtcdOptions {
             auth: None,
         })
     }
-
-    fn connect_options(&self) -> ConnectOptions {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            // Detects a dead connection under a long-lived watch stream.
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
-            .with_require_leader(true);
-        if let Some(tls) = &self.tls {
-            let mut config = TlsOptions::new().ca_certificate(Certificate::from_pem(&tls.ca_pem));
-            if let Some((cert, key)) = &tls.identity {
-                config = config.identity(Identity::from_pem(cert, key));
-            }
-            options = options.with_tls(config);
-        }
-        if let Some(auth) = &self.auth {
-            options = options
-                .with_user(&auth.user, &auth.password)
-                // etcd's simple tokens expire after 5 idle minutes: log in again then.
-                .with_auto_token_refresh(true);
-        }
-        options
-    }
 }
 
 /// A store on an etcd cluster. Cheap to share through [`crate::Store`].
@@ -246,9 +225,7 @@ pub struct EtcdBackend {
 }
 
 struct Inner {
-    kv: KvClient,
-    watch: WatchClient,
-    lease: LeaseClient,
+    client: Client,
     /// Prefixed to every key; stripped from every key read back.
     namespace: Vec<u8>,
     /// A revision the compaction point is known to be at or above (etcd's compaction
@@ -284,25 +261,21 @@ impl EtcdBackend {
         if options.endpoints.is_empty() {
             return Err(Error::InvalidArgument("no etcd endpoint given".into()));
         }
-        let scheme = if options.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
         let urls: Vec<String> = options
             .endpoints
             .iter()
-            .map(|e| format!("{scheme}://{e}"))
+            .map(|e| format!("etcd://{e}"))
             .collect();
-        let connect = Client::connect(&urls, Some(options.connect_options()));
+        let connect = Client::connect(&options);
         let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(client)) => client,
-            Ok(Err(err)) => {
+            Ok(Err(Error::Backend(why))) => {
                 return Err(Error::Backend(format!(
-                    "failed to connect to etcd at {}: {err}",
+                    "failed to connect to etcd at {}: {why}",
                     urls.join(",")
                 )));
             }
+            Ok(Err(err)) => return Err(err),
             Err(_) => {
                 return Err(Error::Backend(format!(
                     "etcd at {} did not answer within {CONNECT_TIMEOUT:?}",
@@ -331,13 +304,7 @@ impl EtcdBackend {
     pub fn from_client(client: &Client, namespace: &str) -> Self {
         EtcdBackend {
             inner: Arc::new(Inner {
-                kv: client
-                    .kv_client()
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-                watch: client
-                    .watch_client()
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES),
-                lease: client.lease_client(),
+                client: client.clone(),
                 namespace: namespace.as_bytes().to_vec(),
                 compacted_floor: AtomicI64::new(0),
                 shutdown: CancellationToken::new(),
@@ -358,21 +325,21 @@ enum Failure {
 }
 
 impl Failure {
-    fn of(op: &str, err: etcd_client::Error) -> Self {
+    fn of(op: &str, status: &Status) -> Self {
         // etcd's errors reach us as gRPC statuses whose messages are its stable error
-        // strings (rpctypes in etcd's source); the keep-alive helper reports a missing
-        // lease in its own words.
-        let text = err.to_string();
+        // strings (rpctypes in etcd's source).
+        let text = status.message();
         if text.contains("required revision has been compacted") {
             Failure::Compacted
         } else if text.contains("required revision is a future revision") {
             Failure::FutureRevision
-        } else if text.contains("requested lease not found")
-            || matches!(&err, etcd_client::Error::LeaseKeepAliveError(m) if m.contains("not found"))
-        {
+        } else if text.contains("requested lease not found") {
             Failure::LeaseNotFound
         } else {
-            Failure::Other(Error::Backend(format!("etcd {op} failed: {text}")))
+            Failure::Other(Error::Backend(format!(
+                "etcd {op} failed: {}",
+                client::describe(status)
+            )))
         }
     }
 
@@ -385,14 +352,14 @@ impl Failure {
     }
 }
 
+/// The answers of one etcd watch (the stream carries exactly one).
+type EtcdWatch = tonic::Streaming<WatchResponse>;
+
 /// Runs one etcd request under [`REQUEST_TIMEOUT`].
-async fn request<T>(
-    op: &str,
-    fut: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, Failure> {
+async fn request<T>(op: &str, fut: impl Future<Output = Result<T, Status>>) -> Result<T, Failure> {
     match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(Failure::of(op, err)),
+        Ok(Err(status)) => Err(Failure::of(op, &status)),
         Err(_) => Err(Failure::Other(Error::Backend(format!(
             "etcd {op} timed out after {REQUEST_TIMEOUT:?} (a write may still have been applied)"
         )))),
@@ -401,7 +368,7 @@ async fn request<T>(
 
 fn revision_of(header: Option<&ResponseHeader>) -> Result<Revision> {
     header
-        .map(ResponseHeader::revision)
+        .map(|header| header.revision)
         .ok_or_else(|| Error::Backend("etcd answered without a response header".into()))
 }
 
@@ -420,21 +387,47 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 
 /// The comparisons that make a write conditional on `cond`.
 fn compares(key: &[u8], cond: Precondition) -> Vec<Compare> {
+    use compare::CompareResult::{Equal, Greater};
+    use compare::TargetUnion::{CreateRevision, ModRevision, Version};
+    let is = |result: compare::CompareResult, target: compare::TargetUnion| {
+        let kind = match target {
+            Version(_) => compare::CompareTarget::Version,
+            CreateRevision(_) => compare::CompareTarget::Create,
+            ModRevision(_) => compare::CompareTarget::Mod,
+            compare::TargetUnion::Value(_) => compare::CompareTarget::Value,
+            compare::TargetUnion::Lease(_) => compare::CompareTarget::Lease,
+        };
+        Compare {
+            result: result.into(),
+            target: kind.into(),
+            key: key.to_vec(),
+            range_end: Vec::new(),
+            target_union: Some(target),
+        }
+    };
     match cond {
         Precondition::None => Vec::new(),
-        Precondition::Absent => vec![Compare::create_revision(key, CompareOp::Equal, 0)],
-        Precondition::Present => vec![Compare::version(key, CompareOp::Greater, 0)],
+        Precondition::Absent => vec![is(Equal, CreateRevision(0))],
+        Precondition::Present => vec![is(Greater, Version(0))],
         // A missing key compares as mod_revision 0: the version check keeps
         // `ModRevision(0)` from matching it.
-        Precondition::ModRevision(revision) => vec![
-            Compare::mod_revision(key, CompareOp::Equal, revision),
-            Compare::version(key, CompareOp::Greater, 0),
-        ],
+        Precondition::ModRevision(revision) => {
+            vec![is(Equal, ModRevision(revision)), is(Greater, Version(0))]
+        }
         // Likewise: a missing key compares as create_revision 0.
-        Precondition::CreateRevision(revision) => vec![
-            Compare::create_revision(key, CompareOp::Equal, revision),
-            Compare::version(key, CompareOp::Greater, 0),
-        ],
+        Precondition::CreateRevision(revision) => {
+            vec![is(Equal, CreateRevision(revision)), is(Greater, Version(0))]
+        }
+    }
+}
+
+/// A transaction's read of one key.
+fn get_op(key: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(EtcdRangeRequest {
+            key,
+            ..EtcdRangeRequest::default()
+        })),
     }
 }
 
@@ -480,58 +473,38 @@ impl Inner {
         })
     }
 
-    fn kv(&self, kv: &etcd_client::KeyValue) -> Result<KeyValue> {
+    fn owned_kv(&self, kv: mvccpb::KeyValue) -> Result<KeyValue> {
         Ok(KeyValue {
-            key: self.strip(kv.key())?.to_owned(),
-            value: Bytes::copy_from_slice(kv.value()),
-            create_revision: kv.create_revision(),
-            mod_revision: kv.mod_revision(),
-            version: kv.version(),
-            lease: (kv.lease() != 0).then_some(kv.lease()),
-        })
-    }
-
-    fn owned_kv(&self, kv: etcd_client::KeyValue) -> Result<KeyValue> {
-        let (create_revision, mod_revision, version, lease) = (
-            kv.create_revision(),
-            kv.mod_revision(),
-            kv.version(),
-            kv.lease(),
-        );
-        let key = self.strip(kv.key())?.to_owned();
-        let (_, value) = kv.into_key_value();
-        Ok(KeyValue {
-            key,
-            value: Bytes::from(value),
-            create_revision,
-            mod_revision,
-            version,
-            lease: (lease != 0).then_some(lease),
+            key: self.strip(&kv.key)?.to_owned(),
+            value: Bytes::from(kv.value),
+            create_revision: kv.create_revision,
+            mod_revision: kv.mod_revision,
+            version: kv.version,
+            lease: (kv.lease != 0).then_some(kv.lease),
         })
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let options = GetOptions::new().with_count_only();
-        let resp = request(
-            "range",
-            self.kv.clone().get(self.probe_key(), Some(options)),
-        )
-        .await
-        .map_err(|f| f.into_error("range"))?;
-        revision_of(resp.header())
+        let count = EtcdRangeRequest {
+            key: self.probe_key(),
+            count_only: true,
+            ..EtcdRangeRequest::default()
+        };
+        let resp = request("range", self.client.range(count))
+            .await
+            .map_err(|f| f.into_error("range"))?;
+        revision_of(resp.header.as_ref())
     }
 
     /// Whether etcd still serves reads at `revision` (`Ok(false)`: compacted away).
     async fn readable(&self, revision: Revision) -> Result<bool, Failure> {
-        let options = GetOptions::new()
-            .with_revision(revision.max(1))
-            .with_count_only();
-        match request(
-            "range",
-            self.kv.clone().get(self.probe_key(), Some(options)),
-        )
-        .await
-        {
+        let count = EtcdRangeRequest {
+            key: self.probe_key(),
+            revision: revision.max(1),
+            count_only: true,
+            ..EtcdRangeRequest::default()
+        };
+        match request("range", self.client.range(count)).await {
             Ok(_) => Ok(true),
             Err(Failure::Compacted) => Ok(false),
             Err(other) => Err(other),
@@ -575,15 +548,15 @@ impl Inner {
             start = self.key(after);
             start.push(0);
         }
-        let mut options = GetOptions::new().with_range(end);
-        if req.limit > 0 {
-            let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
-            options = options.with_limit(limit);
-        }
-        if let Some(revision) = at {
-            options = options.with_revision(revision.max(1));
-        }
-        let mut resp = match request("range", self.kv.clone().get(start, Some(options))).await {
+        let range = EtcdRangeRequest {
+            key: start,
+            range_end: end,
+            // 0: no limit, for both.
+            limit: i64::try_from(req.limit).unwrap_or(i64::MAX),
+            revision: at.map_or(0, |revision| revision.max(1)),
+            ..EtcdRangeRequest::default()
+        };
+        let resp = match request("range", self.client.range(range)).await {
             Ok(resp) => resp,
             Err(Failure::Compacted) => {
                 let requested = at.unwrap_or_default();
@@ -602,11 +575,11 @@ impl Inner {
         };
         let revision = match at {
             Some(at) => at,
-            None => revision_of(resp.header())?,
+            None => revision_of(resp.header.as_ref())?,
         };
-        let more = resp.more();
+        let more = resp.more;
         let kvs = resp
-            .take_kvs()
+            .kvs
             .into_iter()
             .map(|kv| self.owned_kv(kv))
             .collect::<Result<Vec<_>>>()?;
@@ -628,31 +601,39 @@ impl Inner {
         guards: &[Guard],
         key: &str,
         compares: Vec<Compare>,
-        then: TxnOp,
+        then: request_op::Request,
         lease: Option<LeaseId>,
-    ) -> Result<(Revision, TxnOpResponse)> {
+    ) -> Result<(Revision, response_op::Response)> {
         let mut when = Vec::with_capacity(compares.len() + 2 * guards.len());
         let mut otherwise = Vec::with_capacity(guards.len() + 1);
         for guard in guards {
             let full = self.key(&guard.key);
             when.extend(self::compares(&full, guard.cond));
-            otherwise.push(TxnOp::get(full, None));
+            otherwise.push(get_op(full));
         }
         when.extend(compares);
-        otherwise.push(TxnOp::get(self.key(key), None));
-        let txn = Txn::new().when(when).and_then([then]).or_else(otherwise);
-        let resp = match request(op, self.kv.clone().txn(txn)).await {
+        otherwise.push(get_op(self.key(key)));
+        let txn = TxnRequest {
+            compare: when,
+            success: vec![RequestOp {
+                request: Some(then),
+            }],
+            failure: otherwise,
+        };
+        let resp = match request(op, self.client.txn(txn)).await {
             Ok(resp) => resp,
             Err(Failure::LeaseNotFound) => {
                 return Err(Error::LeaseNotFound(lease.unwrap_or_default()));
             }
             Err(other) => return Err(other.into_error(op)),
         };
-        let revision = revision_of(resp.header())?;
-        let mut answers = resp.op_responses();
-        if resp.succeeded() {
+        let revision = revision_of(resp.header.as_ref())?;
+        let mut answers = resp.responses;
+        if resp.succeeded {
             return match answers.pop() {
-                Some(answer) if answers.is_empty() => Ok((revision, answer)),
+                Some(ResponseOp {
+                    response: Some(answer),
+                }) if answers.is_empty() => Ok((revision, answer)),
                 answer => Err(Error::Backend(format!(
                     "etcd answered a {op} transaction with {answer:?}"
                 ))),
@@ -660,13 +641,13 @@ impl Inner {
         }
         let mut current = Vec::with_capacity(answers.len());
         for answer in answers {
-            let TxnOpResponse::Get(mut get) = answer else {
+            let Some(response_op::Response::ResponseRange(get)) = answer.response else {
                 return Err(Error::Backend(format!(
                     "etcd answered a failed {op} transaction with {answer:?}"
                 )));
             };
             current.push(
-                get.take_kvs()
+                get.kvs
                     .into_iter()
                     .next()
                     .map(|kv| self.owned_kv(kv))
@@ -691,17 +672,15 @@ impl Inner {
 
     /// Opens an etcd watch of `[key, end)` from `start` (inclusive) and waits for etcd to
     /// acknowledge it.
-    async fn open_watch(
-        &self,
-        key: &[u8],
-        end: &[u8],
-        start: Revision,
-    ) -> Result<etcd_client::WatchStream> {
-        let options = WatchOptions::new()
-            .with_range(end)
-            .with_prev_key()
-            .with_start_revision(start);
-        let mut stream = request("watch", self.watch.clone().watch(key, Some(options)))
+    async fn open_watch(&self, key: &[u8], end: &[u8], start: Revision) -> Result<EtcdWatch> {
+        let create = WatchCreateRequest {
+            key: key.to_vec(),
+            range_end: end.to_vec(),
+            start_revision: start,
+            prev_kv: true,
+            ..WatchCreateRequest::default()
+        };
+        let mut stream = request("watch", self.client.watch(create))
             .await
             .map_err(|f| f.into_error("watch"))?;
         // etcd acknowledges a new watch before it sends any event for it. A start below
@@ -711,10 +690,10 @@ impl Inner {
             .await
             .map_err(|f| f.into_error("watch"))?
         {
-            Some(resp) if resp.created() && !resp.canceled() => Ok(stream),
+            Some(resp) if resp.created && !resp.canceled => Ok(stream),
             Some(resp) => Err(Error::Backend(format!(
                 "etcd refused the watch: {}",
-                resp.cancel_reason()
+                resp.cancel_reason
             ))),
             None => Err(Error::Backend(
                 "etcd closed the watch stream before acknowledging it".into(),
@@ -723,28 +702,29 @@ impl Inner {
     }
 
     /// A watch event as the store reports it.
-    fn event(&self, event: &etcd_client::Event) -> Result<Event, EventFailure> {
-        let kv = event.kv().ok_or_else(|| {
+    fn event(&self, event: mvccpb::Event) -> Result<Event, EventFailure> {
+        let kind = event.r#type();
+        let kv = event.kv.ok_or_else(|| {
             EventFailure::Malformed(Error::Backend(
                 "etcd sent a watch event without a key".into(),
             ))
         })?;
-        let kv = self.kv(kv).map_err(EventFailure::Malformed)?;
+        let kv = self.owned_kv(kv).map_err(EventFailure::Malformed)?;
         let prev = event
-            .prev_kv()
-            .map(|p| self.kv(p))
+            .prev_kv
+            .map(|p| self.owned_kv(p))
             .transpose()
             .map_err(EventFailure::Malformed)?;
-        match (event.event_type(), prev) {
+        match (kind, prev) {
             // A create: there is no previous value (etcd attaches none either).
-            (etcd_client::EventType::Put, _) if kv.version == 1 => {
+            (mvccpb::event::EventType::Put, _) if kv.version == 1 => {
                 Ok(Event::Put { kv, prev: None })
             }
-            (etcd_client::EventType::Put, Some(prev)) => Ok(Event::Put {
+            (mvccpb::event::EventType::Put, Some(prev)) => Ok(Event::Put {
                 kv,
                 prev: Some(prev),
             }),
-            (etcd_client::EventType::Delete, Some(prev)) => Ok(Event::Delete {
+            (mvccpb::event::EventType::Delete, Some(prev)) => Ok(Event::Delete {
                 prev,
                 revision: kv.mod_revision,
             }),
@@ -757,10 +737,14 @@ impl Inner {
 impl Backend for EtcdBackend {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let inner = &self.inner;
-        let mut resp = request("get", inner.kv.clone().get(inner.key(key), None))
+        let get = EtcdRangeRequest {
+            key: inner.key(key),
+            ..EtcdRangeRequest::default()
+        };
+        let resp = request("get", inner.client.range(get))
             .await
             .map_err(|f| f.into_error("get"))?;
-        resp.take_kvs()
+        resp.kvs
             .into_iter()
             .next()
             .map(|kv| inner.owned_kv(kv))
@@ -785,30 +769,31 @@ impl Backend for EtcdBackend {
     ) -> Result<PutResponse> {
         let inner = &self.inner;
         let full = inner.key(key);
-        let mut options = PutOptions::new().with_prev_key();
-        if let Some(id) = lease {
-            options = options.with_lease(id);
-        }
+        let compares = compares(&full, cond);
+        let put = PutRequest {
+            key: full,
+            value: value.to_vec(),
+            lease: lease.unwrap_or(0),
+            prev_kv: true,
+            ..PutRequest::default()
+        };
         let (revision, prev) = if cond == Precondition::None && guards.is_empty() {
             // Unconditional: a plain put, one message smaller than a transaction.
-            let mut kv = inner.kv.clone();
-            let put = kv.put(full, value.to_vec(), Some(options));
-            let mut resp = match request("put", put).await {
+            let resp = match request("put", inner.client.put(put)).await {
                 Ok(resp) => resp,
                 Err(Failure::LeaseNotFound) => {
                     return Err(Error::LeaseNotFound(lease.unwrap_or_default()));
                 }
                 Err(other) => return Err(other.into_error("put")),
             };
-            (revision_of(resp.header())?, resp.take_prev_key())
+            (revision_of(resp.header.as_ref())?, resp.prev_kv)
         } else {
-            let compares = compares(&full, cond);
-            let put = TxnOp::put(full, value.to_vec(), Some(options));
+            let put = request_op::Request::RequestPut(put);
             match inner
                 .conditional("put", guards, key, compares, put, lease)
                 .await?
             {
-                (revision, TxnOpResponse::Put(mut put)) => (revision, put.take_prev_key()),
+                (revision, response_op::Response::ResponsePut(put)) => (revision, put.prev_kv),
                 (_, other) => {
                     return Err(Error::Backend(format!(
                         "etcd answered a put with {other:?}"
@@ -839,13 +824,17 @@ impl Backend for EtcdBackend {
             Precondition::None => compares(&full, Precondition::Present),
             other => compares(&full, other),
         };
-        let delete = TxnOp::delete(full, Some(DeleteOptions::new().with_prev_key()));
+        let delete = request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+            key: full,
+            prev_kv: true,
+            ..DeleteRangeRequest::default()
+        });
         match inner
             .conditional("delete", guards, key, compares, delete, None)
             .await?
         {
-            (revision, TxnOpResponse::Delete(mut deleted)) => {
-                let prev = deleted.take_prev_kvs().into_iter().next().ok_or_else(|| {
+            (revision, response_op::Response::ResponseDeleteRange(deleted)) => {
+                let prev = deleted.prev_kvs.into_iter().next().ok_or_else(|| {
                     Error::Backend("etcd deleted a key without returning it".into())
                 })?;
                 Ok(DeleteResponse {
@@ -909,7 +898,11 @@ impl Backend for EtcdBackend {
             // Revision 1 holds no events in any etcd: there is nothing to forget.
             return Ok(());
         }
-        match request("compact", inner.kv.clone().compact(revision, None)).await {
+        let compact = CompactionRequest {
+            revision,
+            physical: false,
+        };
+        match request("compact", inner.client.compact(compact)).await {
             Ok(_) => {
                 inner.raise_compacted_floor(revision);
                 Ok(())
@@ -938,30 +931,42 @@ impl Backend for EtcdBackend {
         let seconds = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
         let seconds = i64::try_from(seconds)
             .map_err(|_| Error::InvalidArgument(format!("lease ttl {ttl:?} is too long")))?;
-        let resp = request("lease grant", self.inner.lease.clone().grant(seconds, None))
+        let grant = LeaseGrantRequest {
+            ttl: seconds,
+            id: 0,
+        };
+        let resp = request("lease grant", self.inner.client.lease_grant(grant))
             .await
             .map_err(|f| f.into_error("lease grant"))?;
-        if !resp.error().is_empty() {
+        if !resp.error.is_empty() {
             return Err(Error::Backend(format!(
                 "etcd lease grant failed: {}",
-                resp.error()
+                resp.error
             )));
         }
-        Ok(resp.id())
+        Ok(resp.id)
     }
 
     async fn lease_keep_alive(&self, id: LeaseId) -> Result<()> {
-        // One keep-alive on its own stream; the client waits for etcd's answer, which
-        // carries a TTL of 0 for a lease that is gone.
-        match request("lease keep-alive", self.inner.lease.clone().keep_alive(id)).await {
-            Ok(_) => Ok(()),
-            Err(Failure::LeaseNotFound) => Err(Error::LeaseNotFound(id)),
+        // One keep-alive on its own stream, waiting for etcd's answer, which carries a
+        // TTL of 0 for a lease that is gone.
+        match request("lease keep-alive", self.inner.client.lease_keep_alive(id)).await {
+            Ok(Some(answer)) if answer.ttl > 0 => Ok(()),
+            Ok(Some(_)) | Err(Failure::LeaseNotFound) => Err(Error::LeaseNotFound(id)),
+            Ok(None) => Err(Error::Backend(
+                "etcd lease keep-alive failed: etcd closed the stream without answering".into(),
+            )),
             Err(other) => Err(other.into_error("lease keep-alive")),
         }
     }
 
     async fn lease_revoke(&self, id: LeaseId) -> Result<()> {
-        match request("lease revoke", self.inner.lease.clone().revoke(id)).await {
+        match request(
+            "lease revoke",
+            self.inner.client.lease_revoke(LeaseRevokeRequest { id }),
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(Failure::LeaseNotFound) => Err(Error::LeaseNotFound(id)),
             Err(other) => Err(other.into_error("lease revoke")),
@@ -1005,7 +1010,7 @@ enum Forwarded {
 }
 
 impl Pump {
-    async fn run(mut self, mut stream: etcd_client::WatchStream) {
+    async fn run(mut self, mut stream: EtcdWatch) {
         let shutdown = self.inner.shutdown.clone();
         let last = loop {
             let next = tokio::select! {
@@ -1031,7 +1036,7 @@ impl Pump {
                     }
                 }
             };
-            match self.forward(&resp) {
+            match self.forward(resp) {
                 Forwarded::All => {}
                 Forwarded::Gone => return,
                 Forwarded::Failed(err) => break err,
@@ -1077,13 +1082,10 @@ impl Pump {
     }
 
     /// Puts the events of one response in the buffer, as far as it has room.
-    fn forward(&mut self, resp: &etcd_client::WatchResponse) -> Forwarded {
-        if resp.canceled() {
-            return Forwarded::Failed(match resp.compact_revision() {
-                0 => Error::Backend(format!(
-                    "etcd cancelled the watch: {}",
-                    resp.cancel_reason()
-                )),
+    fn forward(&mut self, resp: WatchResponse) -> Forwarded {
+        if resp.canceled {
+            return Forwarded::Failed(match resp.compact_revision {
+                0 => Error::Backend(format!("etcd cancelled the watch: {}", resp.cancel_reason)),
                 compacted => {
                     self.inner.raise_compacted_floor(compacted);
                     Error::Compacted {
@@ -1094,7 +1096,7 @@ impl Pump {
             });
         }
         let mut rest = Vec::new();
-        for event in resp.events() {
+        for event in resp.events {
             let event = match self.inner.event(event) {
                 Ok(event) => event,
                 Err(EventFailure::Malformed(err)) => return Forwarded::Failed(err),
@@ -1120,7 +1122,7 @@ impl Pump {
 
     /// Opens a new etcd watch after `seen`, retrying with backoff for up to
     /// [`WATCH_RECONNECT_BUDGET`]. `Ok(None)`: the caller is gone or the backend closed.
-    async fn reopen(&mut self) -> Result<Option<etcd_client::WatchStream>> {
+    async fn reopen(&mut self) -> Result<Option<EtcdWatch>> {
         let shutdown = self.inner.shutdown.clone();
         let started = Instant::now();
         let mut backoff = RECONNECT_BACKOFF.0;
@@ -1250,6 +1252,9 @@ impl ThrowawayEtcd {
             .arg(format!("--initial-cluster=throwaway={peer}"))
             .arg("--initial-cluster-state=new")
             .args(["--heartbeat-interval=10", "--election-timeout=100"])
+            // With authentication on (one test turns it on), a token expires after a
+            // second unused, so that the client's renewal is exercised.
+            .arg("--auth-token-ttl=1")
             .args(["--logger=zap", "--log-level=warn"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -1306,9 +1311,11 @@ impl ThrowawayEtcd {
     ///
     /// [`Error::Backend`] if the client cannot be built.
     pub async fn client(&self) -> Result<Client> {
-        Client::connect([format!("http://{}", self.endpoint)], None)
-            .await
-            .map_err(|err| Error::Backend(format!("failed to connect to etcd: {err}")))
+        Client::connect(&EtcdOptions {
+            endpoints: vec![self.endpoint.clone()],
+            ..EtcdOptions::default()
+        })
+        .await
     }
 
     /// The end of what etcd logged (warnings and errors), for failure messages.
@@ -1470,9 +1477,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn two_backends_on_one_etcd_are_two_replicas_of_one_store() {
         let (_etcd, client) = start_etcd().await;
-        let other = etcd_client::Client::connect([format!("http://{}", _etcd.endpoint())], None)
-            .await
-            .unwrap();
+        let other = _etcd.client().await.unwrap();
         let (a, b) = (
             Store::new(EtcdBackend::from_client(&client, "/shared/")),
             Store::new(EtcdBackend::from_client(&other, "/shared/")),
@@ -1528,10 +1533,24 @@ mod tests {
     #[tokio::test]
     async fn etcd_authentication_is_used_when_given() {
         let (etcd, client) = start_etcd().await;
-        let mut root = client.clone();
-        root.user_add("root", "root-password", None).await.unwrap();
-        root.user_grant_role("root", "root").await.unwrap();
-        root.auth_enable().await.unwrap();
+        use client::pb::etcdserverpb::{
+            AuthEnableRequest, AuthUserAddRequest, AuthUserGrantRoleRequest,
+        };
+        let mut root = client.auth();
+        root.user_add(AuthUserAddRequest {
+            name: "root".into(),
+            password: "root-password".into(),
+            ..AuthUserAddRequest::default()
+        })
+        .await
+        .unwrap();
+        root.user_grant_role(AuthUserGrantRoleRequest {
+            user: "root".into(),
+            role: "root".into(),
+        })
+        .await
+        .unwrap();
+        root.auth_enable(AuthEnableRequest {}).await.unwrap();
         let options = |auth: Option<EtcdAuth>| EtcdOptions {
             endpoints: vec![etcd.endpoint().to_owned()],
             namespace: "/auth/".into(),
@@ -1561,6 +1580,28 @@ mod tests {
         );
         let kv = put(&store, "k").await.kv;
         assert_eq!(store.get("k").await.unwrap(), Some(kv));
+
+        // The throwaway etcd forgets a token unused for a second (`--auth-token-ttl=1`):
+        // the client logs in again instead of failing every request from then on. Only
+        // time makes a token expire, so this waits for it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let after = within("a write with an expired token", async {
+            loop {
+                match store
+                    .put("k", Bytes::from_static(b"w"), Precondition::None, None)
+                    .await
+                {
+                    Ok(written) => break written.kv,
+                    // The connection itself may still be re-established.
+                    Err(err) if !err.to_string().contains("token") => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Err(err) => panic!("the token was not renewed: {err}"),
+                }
+            }
+        })
+        .await;
+        assert_eq!(store.get("k").await.unwrap(), Some(after));
     }
 
     #[test]

@@ -28,16 +28,29 @@
 //!
 //! A watch stream holds only a `Weak` reference to its backend: dropping the store ends
 //! every watch with [`Error::Closed`], and dropping a stream frees its ring position.
+//!
+//! A watcher also reports how far it has read the store ([`WatchProgress`]): every
+//! revision it has passed, its own prefix's events or others', so the API server's
+//! bookmarks carry a recent resourceVersion even to a watcher of a quiet prefix.
+//!
+//! Backends that keep history in memory (the simulator's clusters) size it with a
+//! [`RetainedLog`]: by time first, as kube-apiserver's watch cache does (a client that is
+//! a few seconds behind resumes, however many revisions a burst wrote meanwhile), and by
+//! memory as a cap.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::{Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchStream};
+use crate::{
+    Error, Event, KeyValue, RangeRequest, RangeResponse, Result, Revision, WatchProgress,
+    WatchStream,
+};
 
 /// Capacity of the broadcast ring, in committed batches (one memory write, or one SQLite
 /// group commit of up to `sqlite::WRITE_BATCH_MAX` writes). The ring is what a stalled
@@ -49,6 +62,110 @@ pub const WATCH_RING_CAPACITY: usize = 256;
 /// How many revisions a catching-up watcher reads from history in one step: bounds the
 /// memory a replay holds at once and how long it holds a backend lock or read connection.
 pub const HISTORY_PAGE_REVISIONS: i64 = 1024;
+
+/// How long in-process history keeps an event for watchers by default: kube-apiserver's
+/// watch cache keeps about this much (`eventFreshDuration`). It is real time, not the
+/// simulation's: it is about shoal's own clients keeping up, and they live in real time.
+pub const DEFAULT_HISTORY_WINDOW: Duration = Duration::from_secs(75);
+
+/// How much history an in-process event log keeps for watchers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Events younger than this are kept (within `max_bytes`); older ones are forgotten,
+    /// and a watch from before them is answered "compacted" (410 Expired).
+    pub window: Duration,
+    /// The most memory the log may hold. Past it, the oldest events go, even inside the
+    /// window: a burst costs watchers that fell far behind a relist, never unbounded
+    /// memory.
+    pub max_bytes: usize,
+}
+
+/// An event log sized by [`Retention`]: entries in the order they were pushed (for a
+/// store, one per revision), each with the real time it was recorded and what it costs
+/// in memory. Entries leave from the front only: first every entry older than the
+/// window, then, while the log is over its memory cap, the oldest.
+///
+/// Time is a parameter (`now`), so the sizing is tested without waiting.
+#[derive(Debug)]
+pub struct RetainedLog<T> {
+    entries: VecDeque<Retained<T>>,
+    /// The sum of the entries' `bytes`.
+    bytes: usize,
+    retention: Retention,
+}
+
+#[derive(Debug)]
+struct Retained<T> {
+    at: Instant,
+    bytes: usize,
+    entry: T,
+}
+
+impl<T> RetainedLog<T> {
+    pub fn new(retention: Retention) -> Self {
+        RetainedLog {
+            entries: VecDeque::new(),
+            bytes: 0,
+            retention,
+        }
+    }
+
+    /// Appends `entry`, recorded at `now` and costing `bytes`, then evicts what the
+    /// retention says must go. Returns the newest entry evicted, if any (the caller's
+    /// compaction point moves to it).
+    pub fn push(&mut self, entry: T, bytes: usize, now: Instant) -> Option<T> {
+        self.bytes += bytes;
+        self.entries.push_back(Retained {
+            at: now,
+            bytes,
+            entry,
+        });
+        self.expire(now)
+    }
+
+    /// Evicts every entry older than the window as of `now`, then the oldest entries
+    /// while the log is over its memory cap. Returns the newest entry evicted, if any.
+    pub fn expire(&mut self, now: Instant) -> Option<T> {
+        let mut evicted = None;
+        while let Some(oldest) = self.entries.front() {
+            let stale = now.saturating_duration_since(oldest.at) > self.retention.window;
+            if !stale && self.bytes <= self.retention.max_bytes {
+                break;
+            }
+            evicted = self.pop_front();
+        }
+        evicted
+    }
+
+    /// Removes the oldest entry (an explicit compaction).
+    pub fn pop_front(&mut self) -> Option<T> {
+        let oldest = self.entries.pop_front()?;
+        self.bytes -= oldest.bytes;
+        Some(oldest.entry)
+    }
+
+    pub fn front(&self) -> Option<&T> {
+        self.entries.front().map(|r| &r.entry)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The memory the entries cost, as their pushers counted it.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// The entries at positions `range` (0 is the oldest).
+    pub fn range(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &T> {
+        self.entries.range(range).map(|r| &r.entry)
+    }
+}
 
 /// One committed batch of events, shared by every watcher that receives it.
 type Batch = Arc<[Event]>;
@@ -206,6 +323,18 @@ impl WatchHub {
         prefix: &str,
         after: Revision,
     ) -> WatchStream {
+        self.watch_with_progress(source, prefix, after).0
+    }
+
+    /// [`WatchHub::watch`], with how far the stream has read the store: every revision
+    /// it passed, under its prefix or not (see [`WatchProgress`]).
+    pub fn watch_with_progress(
+        &self,
+        source: Weak<dyn HistorySource>,
+        prefix: &str,
+        after: Revision,
+    ) -> (WatchStream, WatchProgress) {
+        let progress = WatchProgress::new(after);
         let watcher = Watcher {
             source,
             rx: self.tx.subscribe(),
@@ -213,12 +342,14 @@ impl WatchHub {
             seen: after,
             ready: VecDeque::new(),
             phase: Phase::CatchingUp,
+            progress: progress.clone(),
         };
-        futures::stream::unfold(watcher, |mut watcher| async move {
+        let stream = futures::stream::unfold(watcher, |mut watcher| async move {
             let item = watcher.next().await?;
             Some((item, watcher))
         })
-        .boxed()
+        .boxed();
+        (stream, progress)
     }
 }
 
@@ -269,6 +400,9 @@ struct Watcher {
     /// Events read but not yet yielded.
     ready: VecDeque<Event>,
     phase: Phase,
+    /// `seen`, published whenever `ready` is empty: then every event under the prefix up
+    /// to `seen` has been yielded.
+    progress: WatchProgress,
 }
 
 impl Watcher {
@@ -283,6 +417,7 @@ impl Watcher {
             if let Some(event) = self.ready.pop_front() {
                 return Some(Ok(event));
             }
+            self.progress.advance(self.seen);
             match self.phase {
                 Phase::Finished => return None,
                 Phase::CatchingUp => {
@@ -340,6 +475,94 @@ impl Watcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Precondition, Store};
+    use bytes::Bytes;
+
+    const MIB: usize = 1 << 20;
+
+    fn retention(window_secs: u64, max_bytes: usize) -> Retention {
+        Retention {
+            window: Duration::from_secs(window_secs),
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn a_burst_inside_the_window_is_kept_whatever_its_length() {
+        let mut log = RetainedLog::new(retention(75, 64 * MIB));
+        let start = Instant::now();
+        for i in 0..20_000u64 {
+            let now = start + Duration::from_micros(i * 100);
+            assert_eq!(log.push(i, 200, now), None, "entry {i} evicted something");
+        }
+        assert_eq!(log.len(), 20_000);
+        assert_eq!(log.front(), Some(&0));
+        // A few seconds later nothing is older than the window yet.
+        assert_eq!(log.expire(start + Duration::from_secs(10)), None);
+        assert_eq!(log.len(), 20_000);
+    }
+
+    #[test]
+    fn entries_older_than_the_window_are_evicted_oldest_first() {
+        let mut log = RetainedLog::new(retention(75, 64 * MIB));
+        let start = Instant::now();
+        for i in 0..10u64 {
+            log.push(i, 100, start + Duration::from_secs(i));
+        }
+        // At 80 s, entries recorded at 0..=4 s are older than 75 s.
+        assert_eq!(log.expire(start + Duration::from_secs(80)), Some(4));
+        assert_eq!(log.front(), Some(&5));
+        assert_eq!((log.len(), log.bytes()), (5, 500));
+        // A push expires too.
+        assert_eq!(log.push(10, 100, start + Duration::from_secs(83)), Some(7));
+        assert_eq!(log.range(0..3).copied().collect::<Vec<_>>(), [8, 9, 10]);
+    }
+
+    #[test]
+    fn over_the_memory_cap_the_oldest_go_even_inside_the_window() {
+        let mut log = RetainedLog::new(retention(75, 1_000));
+        let now = Instant::now();
+        for i in 0..10u64 {
+            log.push(i, 100, now);
+        }
+        assert_eq!(log.bytes(), 1_000);
+        assert_eq!(
+            log.push(10, 250, now),
+            Some(2),
+            "3 × 100 bytes make room for 250"
+        );
+        assert_eq!(log.front(), Some(&3));
+        assert!(log.bytes() <= 1_000);
+    }
+
+    #[tokio::test]
+    async fn a_watch_progresses_past_writes_under_other_prefixes() {
+        let store = Store::memory();
+        let (mut watch, progress) = store.watch_with_progress("quiet/", 0).await.unwrap();
+        let mut last = 0;
+        for i in 0..3 {
+            last = store
+                .put(&format!("busy/{i}"), Bytes::new(), Precondition::None, None)
+                .await
+                .unwrap()
+                .kv
+                .mod_revision;
+        }
+        // The stream yields nothing, but it reads the store while it is polled.
+        let polled = tokio::time::timeout(Duration::from_millis(200), watch.next()).await;
+        assert!(polled.is_err(), "a quiet watch yielded {polled:?}");
+        assert_eq!(progress.revision(), last);
+        // Its own events still come first, and progress never passes an undelivered one.
+        let mine = store
+            .put("quiet/k", Bytes::new(), Precondition::None, None)
+            .await
+            .unwrap()
+            .kv
+            .mod_revision;
+        assert_eq!(progress.revision(), last);
+        let event = watch.next().await.unwrap().unwrap();
+        assert_eq!(event.revision(), mine);
+    }
 
     #[test]
     fn watch_below_the_compaction_point_is_refused() {

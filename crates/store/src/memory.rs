@@ -31,7 +31,7 @@ use tracing::Instrument;
 use crate::history::{self, HistoryPage, HistorySource, WatchHub};
 use crate::{
     Backend, DeleteResponse, Error, Event, Guard, KeyValue, LeaseId, Precondition, PutResponse,
-    RangeRequest, RangeResponse, Result, Revision, WatchStream,
+    RangeRequest, RangeResponse, Result, Revision, WatchProgress, WatchStream,
 };
 
 /// A store that lives in the process's memory.
@@ -368,13 +368,21 @@ impl Backend for MemoryBackend {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        Ok(self.watch_with_progress(prefix, after).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
         let state = self.inner.lock();
         // Subscribing under the lock is not needed for correctness (the watcher dedups by
         // revision) but makes the bounds check and the subscription one instant.
         let weak: Weak<dyn HistorySource> = Arc::downgrade(&self.inner) as Weak<Inner>;
-        let stream = self.inner.hub.watch(weak, prefix, after);
+        let watch = self.inner.hub.watch_with_progress(weak, prefix, after);
         history::check_start(after, state.revision, state.compacted)?;
-        Ok(stream)
+        Ok(watch)
     }
 
     async fn current_revision(&self) -> Result<Revision> {

@@ -25,7 +25,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::sqlite::BatchObserver;
 use crate::{
     Backend, DeleteResponse, Guard, KeyValue, LeaseId, Precondition, PutResponse, RangeRequest,
-    RangeResponse, Result, Revision, Store, WatchStream,
+    RangeResponse, Result, Revision, Store, WatchProgress, WatchStream,
 };
 
 /// The label of the operation histogram.
@@ -167,6 +167,15 @@ impl Backend for Metered {
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         self.timed("watch", self.inner.watch(prefix, after)).await
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
+        self.timed("watch", self.inner.watch_with_progress(prefix, after))
+            .await
     }
 
     async fn current_revision(&self) -> Result<Revision> {

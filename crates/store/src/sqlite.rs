@@ -66,7 +66,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use crate::history::{self, HistoryPage, HistorySource, WatchHub};
 use crate::{
     Backend, DeleteResponse, Error, Event, Guard, KeyValue, LeaseId, Precondition, PutResponse,
-    RangeRequest, RangeResponse, Result, Revision, WatchStream,
+    RangeRequest, RangeResponse, Result, Revision, WatchProgress, WatchStream,
 };
 
 /// The version of the file format this build writes and reads.
@@ -1219,14 +1219,22 @@ impl Backend for SqliteBackend {
     }
 
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
+        Ok(self.watch_with_progress(prefix, after).await?.0)
+    }
+
+    async fn watch_with_progress(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(WatchStream, WatchProgress)> {
         let source: Weak<dyn HistorySource> = Arc::downgrade(&self.shared) as Weak<Shared>;
-        let stream = self.shared.hub.watch(source, prefix, after);
+        let watch = self.shared.hub.watch_with_progress(source, prefix, after);
         history::check_start(
             after,
             self.shared.revision.load(Ordering::Acquire),
             self.shared.compacted.load(Ordering::Acquire),
         )?;
-        Ok(stream)
+        Ok(watch)
     }
 
     async fn current_revision(&self) -> Result<Revision> {

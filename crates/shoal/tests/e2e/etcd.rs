@@ -8,10 +8,7 @@
 //!  kubectl / kube-rs against A and B
 //! ```
 //!
-//! Built only with the `etcd` feature (`cargo test -p shoal --features etcd`), which
-//! scripts/test enables. The tests never skip: without an etcd binary they fail, saying
-//! how to get one.
-#![cfg(feature = "etcd")]
+//! The tests never skip: without an etcd binary they fail, saying how to get one.
 
 use crate::common;
 

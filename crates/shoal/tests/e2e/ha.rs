@@ -10,9 +10,6 @@
 //!  webhook tasks ──► a counting HTTP server in the test
 //!  kill -9 a / SIGSTOP a ──► b takes over within the TTL; a never writes as leader again
 //! ```
-//!
-//! Built only with the `etcd` feature, like etcd.rs.
-#![cfg(feature = "etcd")]
 
 use crate::common;
 

@@ -606,6 +606,60 @@ async fn an_idle_watch_with_bookmarks_gets_them_at_the_interval() {
 }
 
 #[tokio::test]
+async fn a_quiet_watch_is_bookmarked_past_writes_to_other_kinds() {
+    // Regression (issue 23): the bookmarks of a watch whose own kind saw no write carried
+    // its start revision forever, so a client resuming from one after its watch timed out
+    // could ask for history older than the server keeps (410 Expired) and relist.
+    within(TEST_DEADLINE, "bookmarks past other kinds' writes", async {
+        let s = ShoalServer::start(&["--no-controllers", "--bookmark-interval-seconds", "1"]).await;
+        let api = clusters(s.client());
+        let rv = api
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .metadata
+            .resource_version
+            .expect("rv");
+        let mut stream = api
+            .watch(&WatchParams::default().timeout(30), &rv)
+            .await
+            .expect("watch")
+            .boxed();
+        let namespaces: Api<Namespace> = Api::all(s.client());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some("elsewhere".into());
+        let written: i64 = namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create a namespace")
+            .metadata
+            .resource_version
+            .expect("rv")
+            .parse()
+            .expect("a numeric rv");
+        assert!(written > rv.parse::<i64>().unwrap());
+        loop {
+            match within(
+                Duration::from_secs(10),
+                "no bookmark reached the namespace's write",
+                stream.next(),
+            )
+            .await
+            {
+                Some(Ok(WatchEvent::Bookmark(b))) => {
+                    let at: i64 = b.metadata.resource_version.parse().expect("numeric");
+                    if at >= written {
+                        break;
+                    }
+                }
+                other => panic!("expected only BOOKMARKs on a quiet watch, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
 async fn a_watch_ends_when_its_timeout_passes() {
     within(TEST_DEADLINE, "watch with timeoutSeconds=1", async {
         let s = ShoalServer::start(API_ONLY).await;
