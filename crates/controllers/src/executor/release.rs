@@ -56,6 +56,11 @@ const MEMBER_SILENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// else wakes it.
 const SILENCE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The least real time a workload must go without progress before a step timeout is a
+/// verdict, whatever the virtual clock says: at 60× a 30-minute `stepTimeout` is 30 real
+/// seconds, which a simulator starved of CPU can lose without the rollout being stuck.
+const MIN_REAL_STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A step's limit when its pipeline passes none (the strategy's default `stepTimeout`).
 const DEFAULT_TIMEOUT: &str = "30m";
 
@@ -567,12 +572,50 @@ fn step_limit(ctx: &ExecContext) -> Result<SignedDuration, ExecError> {
     })
 }
 
-/// `limit` from now on the shared clock.
-fn deadline_after(ctx: &ExecContext, limit: SignedDuration) -> Timestamp {
-    ctx.clock
-        .now()
-        .saturating_add(limit)
-        .unwrap_or(Timestamp::MAX)
+/// A step's timeout as Kubernetes' `progressDeadlineSeconds` means it: the workload
+/// made no progress (no more pods updated or available) for `limit` of the world's
+/// time. A rollout that is moving is never cut off because the machine running the
+/// simulated world fell behind its clock; one that is stuck fails once `limit` passes
+/// without progress, and never before [`MIN_REAL_STALL`] of real time without it.
+#[derive(Debug)]
+struct Stall {
+    limit: SignedDuration,
+    deadline: Timestamp,
+    real_floor: std::time::Instant,
+    last: Option<(i64, i64)>,
+}
+
+impl Stall {
+    fn start(ctx: &ExecContext, limit: SignedDuration) -> Self {
+        Stall {
+            limit,
+            deadline: ctx
+                .clock
+                .now()
+                .saturating_add(limit)
+                .unwrap_or(Timestamp::MAX),
+            real_floor: std::time::Instant::now() + MIN_REAL_STALL,
+            last: None,
+        }
+    }
+
+    /// Notes a reading; progress (more pods updated or available than before) moves
+    /// the deadline.
+    fn saw(&mut self, ctx: &ExecContext, h: &WorkloadHealth) {
+        let now = (h.updated, h.available);
+        let progressed = self.last.is_some_and(|(u, a)| now.0 > u || now.1 > a);
+        if self.last.is_none() || progressed {
+            if progressed {
+                *self = Stall::start(ctx, self.limit);
+            }
+            self.last = Some(now);
+        }
+    }
+
+    /// Whether the workload has made no progress for the limit, on both clocks.
+    fn expired(&self, ctx: &ExecContext) -> bool {
+        ctx.clock.now() >= self.deadline && std::time::Instant::now() >= self.real_floor
+    }
 }
 
 /// The latest watched reading of the workload, once it reflects `generation` (the one
@@ -617,9 +660,9 @@ async fn next(ctx: &ExecContext, follow: &mut Follow, until: Timestamp) -> Resul
 /// Waits until `w` passes its check, then watches it for `bake`; fails as soon as a pod
 /// crash-loops or, during the bake, availability drops under the threshold. Everything
 /// is read from `follow`'s watches, which reflect `generation` (the applied spec) before
-/// anything is judged. A workload still unhealthy at `deadline` fails the step only on a
-/// fresh read made after it: a control plane or member that was merely slow to report
-/// is never taken for a workload that did not converge.
+/// anything is judged. A workload that made no progress for `limit` ([`Stall`]) fails
+/// the step only on a fresh read made after that: a control plane or member that was
+/// merely slow to report is never taken for a workload that did not converge.
 #[allow(clippy::too_many_arguments)]
 async fn settle(
     fleet: &Fleet,
@@ -629,7 +672,7 @@ async fn settle(
     follow: &mut Follow,
     generation: Option<i64>,
     bake: SignedDuration,
-    deadline: Timestamp,
+    limit: SignedDuration,
     what: &str,
 ) -> Result<WorkloadHealth, ExecError> {
     let fail = |why: String| {
@@ -645,24 +688,29 @@ async fn settle(
         None,
     )
     .await;
+    let mut stall = Stall::start(ctx, limit);
     let mut h = loop {
-        if let Some(h) = observed(follow, generation, member)?
-            && verdict(&h, w).map_err(&fail)?
-        {
-            break h;
+        if let Some(h) = observed(follow, generation, member)? {
+            if verdict(&h, w).map_err(&fail)? {
+                break h;
+            }
+            stall.saw(ctx, &h);
         }
-        if ctx.clock.now() >= deadline {
+        if stall.expired(ctx) {
             let h = health(fleet, member, w).await?;
             if verdict(&h, w).map_err(&fail)? {
                 break h;
             }
-            return Err(fail(format!(
-                "not healthy within the step's timeout ({}): {}",
-                ctx.optional_param("timeout").unwrap_or(DEFAULT_TIMEOUT),
-                h.message
-            )));
+            stall.saw(ctx, &h);
+            if stall.expired(ctx) {
+                return Err(fail(format!(
+                    "no progress for the step's timeout ({}): {}",
+                    ctx.optional_param("timeout").unwrap_or(DEFAULT_TIMEOUT),
+                    h.message
+                )));
+            }
         }
-        next(ctx, follow, deadline).await?;
+        next(ctx, follow, stall.deadline).await?;
     };
     let until = ctx.clock.now() + bake;
     if !bake.is_zero() {
@@ -991,7 +1039,7 @@ impl Executor for Step {
                 &mut follow,
                 None,
                 SignedDuration::ZERO,
-                deadline_after(&ctx, limit),
+                limit,
                 &what,
             )
             .await?;
@@ -1005,7 +1053,6 @@ impl Executor for Step {
         ctx.progress("applying", &format!("{what}: {plan} on {version}"), None)
             .await;
         let applied = apply_all(fleet, &scope.member, component, &objects, false).await?;
-        let deadline = deadline_after(&ctx, limit);
         let bake = bake_of(&scope.release)?;
         let h = settle(
             fleet,
@@ -1015,7 +1062,7 @@ impl Executor for Step {
             &mut follow,
             applied[i].generation,
             bake,
-            deadline,
+            limit,
             &what,
         )
         .await?;
@@ -1108,32 +1155,36 @@ impl Executor for Rollback {
                 None => None,
             };
             let applied = apply_all(fleet, &scope.member, c, &objects, false).await?;
-            let deadline = deadline_after(&ctx, limit);
             if let (Some((i, w)), Some(follow)) = (&workload, &mut follow) {
+                let mut stall = Stall::start(&ctx, limit);
                 // Pods of the bad version may crash-loop until replaced: wait for ready,
                 // not for the absence of crashes on the way.
                 let back = |h: &WorkloadHealth| {
                     h.observed && h.updated >= h.desired && h.crash_looping == 0
                 };
                 loop {
-                    if observed(follow, applied[*i].generation, &scope.member)?
-                        .is_some_and(|h| back(&h))
-                    {
-                        break;
+                    if let Some(h) = observed(follow, applied[*i].generation, &scope.member)? {
+                        if back(&h) {
+                            break;
+                        }
+                        stall.saw(&ctx, &h);
                     }
-                    if ctx.clock.now() >= deadline {
+                    if stall.expired(&ctx) {
                         let h = health(fleet, &scope.member, w).await?;
                         if back(&h) {
                             break;
                         }
-                        return Err(failed(format!(
-                            "rollback of {} on {}: not back within the step's timeout: {}",
-                            w.describe(),
-                            scope.member.name,
-                            h.message
-                        )));
+                        stall.saw(&ctx, &h);
+                        if stall.expired(&ctx) {
+                            return Err(failed(format!(
+                                "rollback of {} on {}: no progress for the step's timeout: {}",
+                                w.describe(),
+                                scope.member.name,
+                                h.message
+                            )));
+                        }
                     }
-                    next(&ctx, follow, deadline).await?;
+                    next(&ctx, follow, stall.deadline).await?;
                 }
             }
             done.push(format!("{} back on {was}", comp_name(c)));
