@@ -475,13 +475,7 @@ async fn plan_release(ctx: &Ctx, release: &Release) -> Result<Planned, Error> {
     let api = Api::<Pipeline>::namespaced(ctx.client.clone(), NAMESPACE);
     create_or_replace(&api, change).await?;
     create_or_replace(&api, rollback).await?;
-    let keys: Vec<&str> = release
-        .spec
-        .strategy
-        .order
-        .iter()
-        .map(|o| o.label.as_str())
-        .collect();
+    let keys = release.spec.strategy.order_labels();
     Ok(Planned::Waves(
         planned
             .waves

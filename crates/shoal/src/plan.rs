@@ -73,13 +73,7 @@ pub fn print(name: &str, r: &Release, p: &Plan) -> std::io::Result<()> {
         .flat_map(|w| w.clusters.iter().map(|c| c.name.len()))
         .max()
         .unwrap_or(0);
-    let keys: Vec<&str> = r
-        .spec
-        .strategy
-        .order
-        .iter()
-        .map(|o| o.label.as_str())
-        .collect();
+    let keys = r.spec.strategy.order_labels();
     for (i, w) in p.waves.iter().enumerate() {
         writeln!(
             out,

@@ -796,6 +796,22 @@ async fn apply_all(
     objects: &[Value],
     dry_run: bool,
 ) -> Result<Vec<Applied>, ExecError> {
+    let prepared = prepare_all(fleet, member, component, objects).await?;
+    let mut applied = Vec::with_capacity(prepared.len());
+    for p in prepared {
+        applied.push(bounded("apply", p.send(dry_run)).await?);
+    }
+    Ok(applied)
+}
+
+/// Reads every one of `objects` and computes its change (one GET each), refusing the
+/// lot, before anything is sent, if any would change a dangerous field.
+async fn prepare_all(
+    fleet: &Fleet,
+    member: &Member,
+    component: &Component,
+    objects: &[Value],
+) -> Result<Vec<shoal_fleet::Prepared>, ExecError> {
     let mut prepared = Vec::with_capacity(objects.len());
     for o in objects {
         let dangerous = component.dangerous_fields_for(o);
@@ -814,11 +830,7 @@ async fn apply_all(
         }
         prepared.push(p);
     }
-    let mut applied = Vec::with_capacity(prepared.len());
-    for p in prepared {
-        applied.push(bounded("apply", p.send(dry_run)).await?);
-    }
-    Ok(applied)
+    Ok(prepared)
 }
 
 fn show(v: Option<&Value>) -> String {
@@ -843,32 +855,7 @@ impl Executor for Precheck {
         let mut previous = BTreeMap::new();
         for c in &scope.components {
             let objects = scope.render(c, scope.target_version(c))?;
-            let mut live = Vec::with_capacity(objects.len());
-            for o in &objects {
-                let dangerous = c.dangerous_fields_for(o);
-                live.push(
-                    bounded(
-                        "read the live object",
-                        fleet.prepare(&scope.member, o, &dangerous),
-                    )
-                    .await?,
-                );
-            }
-            if let Some((p, d)) = live
-                .iter()
-                .find_map(|p| p.dropped().first().map(|d| (p, d)))
-            {
-                return Err(failed(format!(
-                    "refused: the release would change {} of {} on {}, a dangerous field of \
-                     Component {:?} (from {} to {}); change it by hand, or release a new component",
-                    d.path,
-                    p.target,
-                    scope.member.name,
-                    comp_name(c),
-                    show(d.live.as_ref()),
-                    show(d.target.as_ref()),
-                )));
-            }
+            let live = prepare_all(fleet, &scope.member, c, &objects).await?;
             let mut was = String::new();
             if let Some((i, w)) = Workload::of(c, &objects)
                 && let Some(object) = live[i].live.clone()

@@ -320,6 +320,12 @@ pub struct ClusterFailure {
 }
 
 impl ReleaseStrategy {
+    /// The labels of `order`, in sequence: the keys a wave's clusters are grouped by
+    /// (what [`crate::plan::Wave::summary`] names).
+    pub fn order_labels(&self) -> Vec<&str> {
+        self.order.iter().map(|o| o.label.as_str()).collect()
+    }
+
     /// In-cluster steps per component: one per entry of `batches`, at least one.
     pub fn steps(&self) -> usize {
         self.batches.len().max(1)
