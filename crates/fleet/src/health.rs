@@ -143,13 +143,7 @@ pub async fn health(
         source,
     })?;
     let v = serde_json::to_value(&obj).map_err(|e| Error::Object(e.to_string()))?;
-    let pods = crate::workload::pods_of(member, namespace, &v, &target.to_string()).await?;
-    let crashing: Vec<String> = pods
-        .iter()
-        .filter(|p| crash_looping(p))
-        .map(|p| p.metadata.name.clone().unwrap_or_default())
-        .collect();
-    assess(kind, &v, &crashing)
+    health_of(member, kind, namespace, &v).await
 }
 
 /// The health of workload `object` (JSON, of `kind`, in `namespace`), as already read

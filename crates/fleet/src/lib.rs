@@ -597,21 +597,21 @@ fn annotate(object: &mut Value, target: &Target, key: &str, value: String) -> Re
     let Some(root) = object.as_object_mut() else {
         return Err(not_a_map("the object", object));
     };
-    let meta = root
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if meta.is_null() {
-        *meta = Value::Object(Default::default());
+    /// The value under `key` of `parent`, an empty map when absent or null.
+    fn child<'a>(parent: &'a mut serde_json::Map<String, Value>, key: &str) -> &'a mut Value {
+        let v = parent
+            .entry(key)
+            .or_insert_with(|| Value::Object(Default::default()));
+        if v.is_null() {
+            *v = Value::Object(Default::default());
+        }
+        v
     }
+    let meta = child(root, "metadata");
     let Some(meta) = meta.as_object_mut() else {
         return Err(not_a_map("metadata", meta));
     };
-    let annotations = meta
-        .entry("annotations")
-        .or_insert_with(|| Value::Object(Default::default()));
-    if annotations.is_null() {
-        *annotations = Value::Object(Default::default());
-    }
+    let annotations = child(meta, "annotations");
     let Some(annotations) = annotations.as_object_mut() else {
         return Err(not_a_map("metadata.annotations", annotations));
     };
