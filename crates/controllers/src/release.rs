@@ -105,7 +105,15 @@ struct Ctx {
     /// [`NOTED_RELEASES`] releases. A restart (or an old release coming back) forgets
     /// them; the Events' fixed names then make a second record a harmless 409.
     noted: Mutex<Noted>,
+    /// The runs this controller created that its cache may not show yet, by name, with
+    /// when: a reconcile that runs before the watch brings them does not create them
+    /// again (a wasted write answered 409), as a ReplicaSet controller's expectations.
+    created: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+/// How long a created run is expected to appear in the cache; after that, a create is
+/// tried again (and answered 409 if it exists).
+const EXPECT_CREATED: Duration = Duration::from_secs(60);
 
 /// How many releases' recorded Events the controller remembers.
 const NOTED_RELEASES: usize = 64;
@@ -195,6 +203,7 @@ pub async fn run(client: Client, clock: Clock, stop: CancellationToken) {
         approvals,
         clusters,
         noted: Mutex::default(),
+        created: Mutex::default(),
     });
     let shutdown = stop.clone();
     Controller::new(Api::<Release>::all(client), watcher::Config::default())
@@ -797,6 +806,18 @@ async fn reconcile(release: Arc<Release>, ctx: Arc<Ctx>) -> Result<Action, Error
             _ => changes.insert(cluster, r),
         };
     }
+    {
+        // What the cache shows is no longer expected.
+        let mut created = ctx.created.lock().expect("not poisoned");
+        if !created.is_empty() {
+            let seen: HashSet<String> = changes
+                .values()
+                .chain(rollbacks.values())
+                .map(|r| r.name_any())
+                .collect();
+            created.retain(|n, at| !seen.contains(n) && at.elapsed() < EXPECT_CREATED);
+        }
+    }
     let plan = plan_of(&status.waves);
     let mut states = BTreeMap::new();
     for c in plan.waves.iter().flat_map(|w| &w.clusters) {
@@ -1005,11 +1026,18 @@ async fn act(
             patches.push((r.name_any(), json!({"spec": {"paused": hold}})));
         }
     }
+    // Created by an earlier reconcile whose answer the cache does not show yet.
+    creates.retain(|r| {
+        let created = ctx.created.lock().expect("not poisoned");
+        created
+            .get(&r.name_any())
+            .is_none_or(|at| at.elapsed() >= EXPECT_CREATED)
+    });
     let writes: Vec<_> = creates
         .into_iter()
         .map(|r| Write::Create(Box::new(r)))
         .chain(patches.into_iter().map(|(n, p)| Write::Patch(n, p)))
-        .map(|w| write(api.clone(), w))
+        .map(|w| write(ctx, api.clone(), w))
         .collect();
     let results: Vec<Result<(), Error>> = futures::stream::iter(writes)
         .buffer_unordered(WRITE_CONCURRENCY)
@@ -1025,16 +1053,26 @@ enum Write {
     Patch(String, Value),
 }
 
-async fn write(api: Api<PipelineRun>, w: Write) -> Result<(), Error> {
+async fn write(ctx: &Ctx, api: Api<PipelineRun>, w: Write) -> Result<(), Error> {
     match w {
-        Write::Create(run) => match api.create(&PostParams::default(), &run).await {
-            Ok(_) => Ok(()),
-            // Created by an earlier reconcile whose answer the cache does not show yet.
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-            Err(e) => Err(kube_err(format!("create PipelineRun {}", run.name_any()))(
-                e,
-            )),
-        },
+        Write::Create(run) => {
+            match api.create(&PostParams::default(), &run).await {
+                Ok(_) => {}
+                // Created by an earlier reconcile whose answer the cache does not show yet.
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    return Err(kube_err(format!("create PipelineRun {}", run.name_any()))(
+                        e,
+                    ));
+                }
+            }
+            // It exists: expected in the cache from now on.
+            ctx.created
+                .lock()
+                .expect("not poisoned")
+                .insert(run.name_any(), std::time::Instant::now());
+            Ok(())
+        }
         Write::Patch(n, patch) => match api
             .patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
             .await
