@@ -39,7 +39,10 @@
 //! finishes; per attempt a TaskRun create (before its executor starts) and one status
 //! write with its outcome, made in the background by the recorder. A TaskRun's
 //! `Running` status is written only for an attempt still running after
-//! [`RUNNING_MARK_AFTER`], so a quick task costs two writes to its TaskRun, not three.
+//! [`RUNNING_MARK_AFTER`], so a quick task costs two writes to its TaskRun, not three;
+//! it carries what the attempt is doing then (`status.progress`), and a later change
+//! of that is one more write, however many reports were made while a write was in
+//! flight (an executor's quick stages cost nothing).
 //!
 //! # Concurrency limits
 //!
@@ -83,9 +86,10 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use shoal_core::taskflow::queue::{self, Limits, RunKey, Verdict};
 use shoal_core::taskflow::{
-    Finish, Input, InstanceId, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, RunReason,
-    Start, Task, TaskCatalog, TaskReason, TaskRun, TaskRunStatus, TaskState, record_finish,
-    recover, retry_task, run::set_succeeded, run::task_run_name, schedule, skip_task,
+    Finish, Input, InstanceId, Pipeline, PipelineRun, PipelineRunStatus, PipelineSpec, Progress,
+    RunReason, Start, Task, TaskCatalog, TaskReason, TaskRun, TaskRunStatus, TaskState,
+    record_finish, recover, retry_task, run::set_succeeded, run::task_run_name, schedule,
+    skip_task,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -126,8 +130,15 @@ const RECORD_QUEUE: usize = 4096;
 const WRITE_CONCURRENCY: usize = 32;
 
 /// An attempt still running after this long gets its TaskRun's `Running` status
-/// written; quicker ones go straight from created to their outcome.
-pub const RUNNING_MARK_AFTER: Duration = Duration::from_millis(500);
+/// written, with what it is doing by then; quicker ones go straight from created to
+/// their outcome. (The PipelineRun's status says the task runs from the start.)
+pub const RUNNING_MARK_AFTER: Duration = Duration::from_secs(2);
+
+/// The least real time between two writes of an attempt's progress to its TaskRun: a
+/// person watching sees each stage that lasts, and a fleet of attempts going through
+/// quick stages at once (500 clusters applying, on a loaded control plane) does not
+/// cost a write per stage each.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// How soon to decide again after a conflicting status write: the watch has the newer
 /// object by then in the common case, and a hot run is not hammered.
@@ -1120,7 +1131,9 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
         client: ctx.client.clone(),
         cancel: cancel.clone(),
         task_run: start.task_run.clone(),
+        reports: Arc::new(tokio::sync::watch::Sender::new(None)),
     };
+    let reports = exec_ctx.reports.subscribe();
     let executor = ctx.executors.get(&start.executor).cloned();
     let ctx = ctx.clone();
     let span = tracing::info_span!("executor", run = %run_name, task = %start.instance,
@@ -1142,7 +1155,7 @@ fn launch(ctx: &Arc<Ctx>, run: &PipelineRun, start: Start, now: Timestamp) {
                     tracing::info!("stopped");
                     return;
                 }
-                r = with_running_mark(&ctx, &ns, &start.task_run, started_at, work) => r,
+                r = with_status_reports(&ctx, &ns, &start.task_run, started_at, reports, work) => r,
             };
             let (finish, message) = match result {
                 Ok(out) => (
@@ -1343,43 +1356,101 @@ fn transient_event(
 }
 
 /// Runs `work`; if it is still running after [`RUNNING_MARK_AFTER`], writes the
-/// TaskRun's `Running` status meanwhile (best effort).
-async fn with_running_mark<T>(
+/// TaskRun's `Running` status with the latest of `reports` (what the attempt is doing),
+/// then the latest report after each change while it runs, no sooner than
+/// [`PROGRESS_EVERY`] after the write before (best effort). Reports made in between are
+/// folded into the next write: one write per stage a person could see, not one per
+/// call.
+async fn with_status_reports<T>(
     ctx: &Ctx,
     ns: &str,
     task_run: &str,
     started_at: Timestamp,
+    reports: tokio::sync::watch::Receiver<Option<Progress>>,
     work: impl std::future::Future<Output = T>,
+) -> T {
+    let running = || {
+        let mut running = TaskRunStatus {
+            state: Some(TaskState::Running),
+            start_time: Some(Time(started_at)),
+            ..TaskRunStatus::default()
+        };
+        set_succeeded(
+            &mut running.conditions,
+            "Unknown",
+            RunReason::Running.as_str(),
+            "",
+            None,
+            ctx.clock.now(),
+        );
+        running
+    };
+    let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
+    report_while(&api, task_run, running, reports, work, |what, e| {
+        ctx.check_write(what, e);
+    })
+    .await
+}
+
+/// The writes of [`with_status_reports`] to `task_run` through `api`: `running()` with
+/// the latest report after [`RUNNING_MARK_AFTER`], then each change of `reports`;
+/// `failed` hears of a write that failed.
+async fn report_while<T>(
+    api: &Api<TaskRun>,
+    task_run: &str,
+    running: impl FnOnce() -> TaskRunStatus,
+    mut reports: tokio::sync::watch::Receiver<Option<Progress>>,
+    work: impl std::future::Future<Output = T>,
+    failed: impl Fn(&str, &kube::Error),
 ) -> T {
     futures::pin_mut!(work);
     tokio::select! {
         r = &mut work => return r,
         _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {}
     }
-    let mut running = TaskRunStatus {
-        state: Some(TaskState::Running),
-        start_time: Some(Time(started_at)),
-        ..TaskRunStatus::default()
-    };
-    set_succeeded(
-        &mut running.conditions,
-        "Unknown",
-        RunReason::Running.as_str(),
-        "",
-        None,
-        ctx.clock.now(),
-    );
-    let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
-    let (params, body) = (PatchParams::default(), json!({ "status": running }));
-    let patch = Patch::Merge(&body);
-    let mark = api.patch_status(task_run, &params, &patch);
-    // The attempt goes on while the mark is written; its outcome waits for the mark so
-    // that the TaskRun never goes back from its outcome to `Running`.
-    let (r, marked) = futures::join!(work, mark);
-    if let Err(e) = marked {
-        ctx.check_write("a TaskRun's Running mark", &e);
+    let mut mark = running();
+    mark.progress = reports.borrow_and_update().clone();
+    let params = PatchParams::default();
+    let (mut body, mut what) = (json!({ "status": mark }), "a TaskRun's Running mark");
+    loop {
+        // The attempt goes on while the write is made; its outcome waits for the write,
+        // so that the TaskRun never goes back from its outcome to `Running` or to a
+        // stage it is over with.
+        let written = {
+            let patch = Patch::Merge(&body);
+            let write = api.patch_status(task_run, &params, &patch);
+            futures::pin_mut!(write);
+            tokio::select! {
+                r = &mut work => {
+                    if let Err(e) = write.await {
+                        failed(what, &e);
+                    }
+                    return r;
+                }
+                w = &mut write => w,
+            }
+        };
+        if let Err(e) = written {
+            failed(what, &e);
+        }
+        let next = tokio::time::Instant::now() + PROGRESS_EVERY;
+        let news = async {
+            let changed = reports.changed().await;
+            tokio::time::sleep_until(next).await;
+            changed
+        };
+        tokio::select! {
+            r = &mut work => return r,
+            changed = news => {
+                if changed.is_err() {
+                    // Nobody reports any more: only the outcome is left.
+                    return work.await;
+                }
+            }
+        }
+        body = json!({"status": {"progress": reports.borrow_and_update().clone()}});
+        what = "a TaskRun's progress";
     }
-    r
 }
 
 #[cfg(test)]
@@ -1424,5 +1495,109 @@ mod tests {
         assert!(is_fenced(&api(412)));
         assert!(!is_fenced(&api(409)));
         assert!(!is_fenced(&api(403)));
+    }
+
+    /// A stand-in API server that answers every PATCH with a TaskRun and hands the
+    /// patches it got to the test, in order.
+    async fn recording_server() -> (
+        Api<TaskRun>,
+        mpsc::UnboundedReceiver<(std::time::Instant, serde_json::Value)>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let tx = tx.clone();
+            async move {
+                let got = serde_json::from_slice(&body).unwrap_or_default();
+                let _ = tx.send((std::time::Instant::now(), got));
+                axum::Json(json!({"apiVersion": "shoal.io/v1alpha1", "kind": "TaskRun",
+                    "metadata": {"name": "tr", "namespace": "ns"},
+                    "spec": {"attempt": 1, "taskRef": {"name": "t"}, "executor": "noop"}}))
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        (Api::namespaced(client, "ns"), rx)
+    }
+
+    fn stage(stage: &str) -> Option<Progress> {
+        Some(Progress {
+            stage: stage.into(),
+            message: String::new(),
+            until: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn reports_before_the_running_mark_ride_with_it_and_each_later_change_is_one_write() {
+        let (api, mut patches) = recording_server().await;
+        let reports = tokio::sync::watch::Sender::new(None);
+        let (go_on, carry_on) = tokio::sync::oneshot::channel::<()>();
+        let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+        let work = {
+            let reports = reports.clone();
+            async move {
+                reports.send_replace(stage("applying"));
+                reports.send_replace(stage("settling"));
+                carry_on.await.unwrap();
+                reports.send_replace(stage("baking"));
+                finished.await.unwrap();
+                "done"
+            }
+        };
+        let running = || TaskRunStatus {
+            state: Some(TaskState::Running),
+            ..TaskRunStatus::default()
+        };
+        let failures = std::sync::atomic::AtomicU32::new(0);
+        let reporter = report_while(&api, "tr", running, reports.subscribe(), work, |_, _| {
+            failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
+        let test = async {
+            let (marked, mark) = patches.recv().await.unwrap();
+            assert_eq!(mark["status"]["state"], "Running", "{mark}");
+            assert_eq!(
+                mark["status"]["progress"]["stage"], "settling",
+                "the latest report: {mark}"
+            );
+            go_on.send(()).unwrap();
+            let (at, next) = patches.recv().await.unwrap();
+            assert!(at - marked >= PROGRESS_EVERY, "{:?} apart", at - marked);
+            assert_eq!(next, json!({"status": {"progress": {"stage": "baking"}}}));
+            finish.send(()).unwrap();
+        };
+        let (out, ()) = tokio::join!(reporter, test);
+        assert_eq!(out, "done");
+        assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+        assert!(patches.try_recv().is_err(), "no write after the work ended");
+    }
+
+    #[tokio::test]
+    async fn a_quick_attempt_writes_no_mark_and_no_progress() {
+        let (api, mut patches) = recording_server().await;
+        let reports = tokio::sync::watch::Sender::new(None);
+        let work = {
+            let reports = reports.clone();
+            async move {
+                reports.send_replace(stage("applying"));
+                reports.send_replace(stage("settling"));
+                7
+            }
+        };
+        let out = report_while(
+            &api,
+            "tr",
+            TaskRunStatus::default,
+            reports.subscribe(),
+            work,
+            |w, e| panic!("{w}: {e}"),
+        )
+        .await;
+        assert_eq!(out, 7);
+        assert!(
+            patches.try_recv().is_err(),
+            "a quick attempt costs no status write"
+        );
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //!  Start (from the scheduler) ──► ExecContext { run, task, attempt, params, clock, client, cancel }
-//!                                   └─ ctx.progress(stage, message, until) ──► TaskRun status.progress
+//!                                   └─ ctx.progress(stage, message, until) ──► latest ──► TaskRun status.progress
+//!                                      (the controller writes the latest, with the Running mark and on each change after)
 //!                                   └─► Executor::run ──► Ok(Outcome { results, message })
 //!                                                     └─► Err(ExecError) ──► the attempt fails
 //! ```
@@ -23,7 +24,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use shoal_core::taskflow::{InstanceId, Param, ParamValue, RunResult};
+use shoal_core::taskflow::{InstanceId, Param, ParamValue, Progress, RunResult};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -59,33 +60,25 @@ pub struct ExecContext {
     pub cancel: CancellationToken,
     /// The TaskRun recording this attempt (in `namespace`).
     pub task_run: String,
+    /// What the attempt is doing now ([`ExecContext::progress`]); the taskflow
+    /// controller writes it to the TaskRun.
+    pub reports: Arc<tokio::sync::watch::Sender<Option<Progress>>>,
 }
 
 impl ExecContext {
     /// Tells people what the attempt is doing now: `stage` (one word: `applying`,
     /// `settling`, `baking`, `checking`), a line, and when the stage ends if known. It
     /// lands in the TaskRun's `status.progress`, which the dashboard shows; the
-    /// outcome clears it. Best effort: a failed write is logged, the work goes on.
+    /// outcome clears it. Nothing is written here: the taskflow controller writes the
+    /// latest report with the attempt's `Running` mark and each change after it, so a
+    /// stage that is over before the mark (an apply of a few milliseconds) costs no
+    /// write.
     pub async fn progress(&self, stage: &str, message: &str, until: Option<Timestamp>) {
-        use kube::api::{Api, Patch, PatchParams};
-        let progress = shoal_core::taskflow::Progress {
+        self.reports.send_replace(Some(Progress {
             stage: stage.into(),
             message: message.into(),
             until: until.map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
-        };
-        let api: Api<shoal_core::taskflow::TaskRun> =
-            Api::namespaced(self.client.clone(), &self.namespace);
-        let patch = serde_json::json!({"status": {"progress": progress}});
-        if let Err(e) = api
-            .patch_status(
-                &self.task_run,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-        {
-            tracing::debug!(task_run = %self.task_run, error = %e, "failed to report progress");
-        }
+        }));
     }
 }
 
@@ -367,6 +360,7 @@ pub(crate) mod testing {
             client: kube::Client::try_from(config).unwrap(),
             cancel: CancellationToken::new(),
             task_run: "r1-t-1".into(),
+            reports: Arc::new(tokio::sync::watch::Sender::new(None)),
         }
     }
 }
