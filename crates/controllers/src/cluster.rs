@@ -8,6 +8,7 @@
 //!    per Cluster (at most Config::concurrency at once, each within Config::timeout):
 //!       GET /version, LIST nodes ──▶ Probe::Answered{version, nodes, ready}
 //!                     error/timeout ──▶ Probe::Failed(why)
+//!       failed, but fewer than Config::failure_threshold in a row, on a Ready cluster? ── no change
 //!       observe(status, probe) ──▶ the prober's fields ── changed? ── PATCH status
 //!                                └─ Ready flipped? ── POST Event (default namespace)
 //! ```
@@ -54,8 +55,12 @@ pub struct Config {
     pub interval: Duration,
     /// Clusters probed at once.
     pub concurrency: usize,
-    /// How long a cluster may take to answer before it counts as not Ready.
+    /// How long one probe may take before it counts as failed.
     pub timeout: Duration,
+    /// Probes in a row that must fail before a Ready cluster is marked not Ready, as
+    /// kubelet's `failureThreshold`: one slow or dropped answer (a loaded control plane,
+    /// a keep-alive connection the member closed as it was reused) is not an outage.
+    pub failure_threshold: u32,
     /// What members' kubeconfigs may make shoal do on its host.
     pub kubeconfigs: KubeconfigPolicy,
 }
@@ -66,6 +71,7 @@ impl Default for Config {
             interval: Duration::from_secs(30),
             concurrency: 32,
             timeout: Duration::from_secs(5),
+            failure_threshold: 3,
             kubeconfigs: KubeconfigPolicy::default(),
         }
     }
@@ -294,10 +300,42 @@ fn brief(e: &kube::Error) -> String {
     }
 }
 
+/// Whether a failed probe leaves the cluster as it was: one last seen Ready stays Ready
+/// until `threshold` probes in a row have failed (`failures`, this one included). A
+/// cluster not Ready, or never probed, is not held: its failure is news at once.
+pub fn holds_ready(old: Option<&ClusterStatus>, failures: u32, threshold: u32) -> bool {
+    failures < threshold
+        && old
+            .and_then(|s| condition::get(&s.conditions, CONDITION_READY))
+            .is_some_and(|c| c.status == "True")
+}
+
 /// Probes `cluster` and writes what changed; best effort (logged).
 async fn probe_one(ctx: &Ctx, cluster: Cluster) {
     let name = cluster.name_any();
     let probe = probe(&ctx.fleet, &cluster, ctx.config.timeout).await;
+    let failures = {
+        let mut failed = ctx.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Probe::Failed(_) = probe {
+            let n = failed.entry(name.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            *n
+        } else {
+            failed.remove(&name);
+            0
+        }
+    };
+    if let Probe::Failed(why) = &probe
+        && holds_ready(
+            cluster.status.as_ref(),
+            failures,
+            ctx.config.failure_threshold,
+        )
+    {
+        tracing::debug!(cluster = %name, failures, threshold = ctx.config.failure_threshold,
+            %why, "probe failed; the cluster stays Ready until enough fail in a row");
+        return;
+    }
     let now = ctx.clock.now();
     let (status, transition) = observe(
         cluster.status.as_ref(),
@@ -342,6 +380,8 @@ async fn probe_one(ctx: &Ctx, cluster: Cluster) {
 
 struct Ctx {
     client: Client,
+    /// Probes failed in a row, by cluster name (none: the last one answered).
+    failed: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     clusters: Api<Cluster>,
     fleet: Fleet,
     clock: Clock,
@@ -354,6 +394,7 @@ struct Ctx {
 /// Stops between probes; each write is a single merge patch, whole or not at all.
 pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
     let ctx = Ctx {
+        failed: std::sync::Mutex::default(),
         clusters: Api::all(client.clone()),
         fleet: Fleet::with_credentials(client.clone()).with_policy(config.kubeconfigs),
         client,
@@ -411,6 +452,31 @@ mod tests {
             nodes,
             ready,
         }
+    }
+
+    #[test]
+    fn a_ready_cluster_stays_ready_until_enough_probes_fail_in_a_row() {
+        let at = t("2026-01-01T00:00:00Z");
+        let (ready, _) = observe(None, &answered(4, 4), Some(1), at);
+        let (down, _) = observe(Some(&ready), &Probe::Failed("503".into()), Some(1), at);
+        assert!(
+            holds_ready(Some(&ready), 1, 3),
+            "one failed probe is not an outage"
+        );
+        assert!(holds_ready(Some(&ready), 2, 3));
+        assert!(!holds_ready(Some(&ready), 3, 3), "the third in a row is");
+        assert!(
+            !holds_ready(Some(&ready), 1, 1),
+            "a threshold of 1 holds nothing"
+        );
+        assert!(
+            !holds_ready(Some(&down), 1, 3),
+            "a cluster already down is not held"
+        );
+        assert!(
+            !holds_ready(None, 1, 3),
+            "a first reading that fails is news"
+        );
     }
 
     #[test]

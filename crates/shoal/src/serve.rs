@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// and node counts in `Cluster.status`).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub probe_interval_seconds: u64,
+    /// Probes in a row that must fail before a Ready member cluster is marked not Ready
+    /// (as kubelet's failureThreshold): one slow answer is not an outage.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub probe_failure_threshold: u32,
     #[command(flatten)]
     pub member_kubeconfigs: crate::cli::MemberKubeconfigs,
     /// Apply these manifests (like `shoal apply -f`) once the server is up and the
@@ -590,6 +594,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
         probe: shoal_controllers::cluster::Config {
             interval: std::time::Duration::from_secs(args.probe_interval_seconds),
+            failure_threshold: args.probe_failure_threshold,
             kubeconfigs,
             ..Default::default()
         },
