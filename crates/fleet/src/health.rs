@@ -162,7 +162,7 @@ pub async fn health_of(
         .and_then(Value::as_str)
         .unwrap_or("");
     let target = format!("{kind} {namespace}/{name}");
-    let pods = crate::workload::pods_of(member, namespace, object, &target).await?;
+    let pods = crate::workload::pods_of::<Pod>(member, namespace, object, &target).await?;
     let crashing: Vec<String> = pods
         .iter()
         .filter(|p| crash_looping(p))

@@ -11,8 +11,15 @@
 //! them, so the pure code that judges versions and drift (`shoal_core::inventory`) sees
 //! exactly what an apply would see, for any workload kind the cluster serves.
 
+use std::borrow::Cow;
+
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 use kube::api::{Api, ListParams};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::{Error, Fleet, LAST_APPLIED, Member, Result};
@@ -24,8 +31,69 @@ pub struct Workload {
     pub object: Value,
     /// What shoal applied last (the [`LAST_APPLIED`] annotation), if shoal applied it.
     pub last_applied: Option<Value>,
-    /// Its pods (matched by `spec.selector.matchLabels`), as JSON.
+    /// Its pods (matched by `spec.selector.matchLabels`), as JSON, with what the fleet
+    /// view reads of them: `spec.containers[].image`. (A whole Pod is several KiB to
+    /// parse and copy; the view reads a hundred per cluster on every pass.)
     pub pods: Vec<Value>,
+}
+
+/// A pod's container images, all [`read_workload`] reads of it: the rest of each Pod in
+/// the list is skipped by the parser, not built.
+#[derive(Clone, Debug, Deserialize)]
+struct PodImages {
+    #[serde(skip)]
+    metadata: ObjectMeta,
+    #[serde(default)]
+    spec: Option<PodImagesSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+struct PodImagesSpec {
+    #[serde(default)]
+    containers: Vec<ContainerImage>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct ContainerImage {
+    #[serde(default)]
+    image: Option<String>,
+}
+
+impl PodImages {
+    /// The pod as JSON, as far as it was read.
+    fn to_json(&self) -> Value {
+        let containers: Vec<Value> = self
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .map(|c| serde_json::json!({ "image": c.image }))
+            .collect();
+        serde_json::json!({ "spec": { "containers": containers } })
+    }
+}
+
+impl Resource for PodImages {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Pod::kind(&())
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Pod::group(&())
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Pod::version(&())
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Pod::plural(&())
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
 }
 
 /// The parsed [`LAST_APPLIED`] annotation of `object`, if it has one that parses.
@@ -62,11 +130,11 @@ pub async fn read_workload(
         return Ok(None);
     };
     let object = serde_json::to_value(&obj).map_err(|e| Error::Object(e.to_string()))?;
-    let pods = pods_of(member, namespace, &object, &target.to_string())
+    let pods = pods_of::<PodImages>(member, namespace, &object, &target.to_string())
         .await?
         .iter()
-        .map(|p| serde_json::to_value(p).map_err(|e| Error::Object(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+        .map(PodImages::to_json)
+        .collect();
     Ok(Some(Workload {
         last_applied: last_applied(&object),
         object,
@@ -77,12 +145,18 @@ pub async fn read_workload(
 /// The pods of a workload (`object`, as JSON) in `namespace`, by its
 /// `spec.selector.matchLabels`; none when it has no such selector. `target` names the
 /// workload in errors.
-pub(crate) async fn pods_of(
+pub(crate) async fn pods_of<K>(
     member: &Member,
     namespace: &str,
     object: &Value,
     target: &str,
-) -> Result<Vec<Pod>> {
+) -> Result<Vec<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + DeserializeOwned
+        + Clone
+        + std::fmt::Debug,
+{
     let Some(labels) = object
         .pointer("/spec/selector/matchLabels")
         .and_then(Value::as_object)
@@ -93,7 +167,7 @@ pub(crate) async fn pods_of(
         .iter()
         .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
         .collect();
-    let pods: Api<Pod> = Api::namespaced(member.client.clone(), namespace);
+    let pods: Api<K> = Api::namespaced(member.client.clone(), namespace);
     let list = pods
         .list(&ListParams::default().labels(&selector.join(",")))
         .await
@@ -103,4 +177,38 @@ pub(crate) async fn pods_of(
             source,
         })?;
     Ok(list.items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pod_is_read_for_its_images_alone_and_keeps_its_version() {
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "agent-x", "labels": {"app": "agent"}},
+            "spec": {"nodeName": "n1", "containers": [
+                {"name": "init", "image": "busybox:1"},
+                {"name": "agent", "image": "registry.example.com/agent:2.0",
+                 "resources": {"limits": {"cpu": "1"}}}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "agent", "ready": true,
+                "restartCount": 0, "image": "x", "imageID": "y"}]}});
+        let lean: PodImages = serde_json::from_value(pod).unwrap();
+        let json = lean.to_json();
+        assert_eq!(
+            json,
+            serde_json::json!({"spec": {"containers": [
+                {"image": "busybox:1"}, {"image": "registry.example.com/agent:2.0"}]}})
+        );
+        assert_eq!(
+            shoal_core::inventory::pod_version(&json, "registry.example.com/agent").as_deref(),
+            Some("2.0")
+        );
+        let bare: PodImages = serde_json::from_value(serde_json::json!({"metadata": {}})).unwrap();
+        assert_eq!(
+            bare.to_json(),
+            serde_json::json!({"spec": {"containers": []}})
+        );
+    }
 }
