@@ -234,8 +234,9 @@ async fn wait_succeeded(api: &Api<Release>, name: &str, limit: Duration) -> Resu
     }
 }
 
-/// Waits until the bench component's fleet view shows `version` on all `clusters`:
-/// the Component's status and each Cluster's `status.components`.
+/// Waits until the bench component's fleet view shows `version` on all `clusters`: each
+/// Cluster's `status.components` (a cluster the view could not read in its last pass
+/// keeps what it showed before, so flaky members do not keep this from ending).
 async fn wait_fleet_view(
     client: &kube::Client,
     version: &str,
@@ -243,34 +244,24 @@ async fn wait_fleet_view(
     limit: Duration,
 ) -> Result<Duration> {
     let t = Instant::now();
-    let components: Api<Component> = Api::all(client.clone());
     let cluster_api: Api<Cluster> = Api::all(client.clone());
     loop {
-        let component = components.get("bench-agent").await?;
-        let viewed = component.status.as_ref().is_some_and(|s| {
-            s.versions.len() == 1
-                && s.versions[0].version == version
-                && s.versions[0].clusters == i64::from(clusters)
-        });
-        if viewed {
-            let list = cluster_api.list(&ListParams::default()).await?.items;
-            let behind = list
-                .iter()
-                .filter(|c| {
-                    c.status
-                        .as_ref()
-                        .and_then(|s| s.components.get("bench-agent"))
-                        .is_none_or(|v| v != version)
-                })
-                .count();
-            if behind == 0 {
-                return Ok(t.elapsed());
-            }
+        let list = cluster_api.list(&ListParams::default()).await?.items;
+        let showing = list
+            .iter()
+            .filter(|c| {
+                c.status
+                    .as_ref()
+                    .and_then(|s| s.components.get("bench-agent"))
+                    .is_some_and(|v| v == version)
+            })
+            .count();
+        if showing >= clusters as usize {
+            return Ok(t.elapsed());
         }
         if t.elapsed() > limit {
             bail!(
-                "the fleet view did not show {version} on all {clusters} clusters in {limit:?}: {:?}",
-                component.status.and_then(|s| s.summary)
+                "the fleet view shows {version} on {showing} of {clusters} clusters after {limit:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
