@@ -183,7 +183,9 @@ async fn counter(url: &str, name: &str) -> Result<f64> {
         .lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum())
+        .sum::<f64>()
+        // An empty sum is -0.0, which prints as "-0"; adding +0.0 makes it 0.
+        + 0.0)
 }
 
 fn total(m: &BTreeMap<String, f64>) -> f64 {
