@@ -429,9 +429,7 @@ impl Fleet {
         dangerous: &[FieldPath],
     ) -> Result<Prepared> {
         // A manifest is user input: it is checked before anything is sent.
-        let mut desired = object.clone();
-        let last_json = serde_json::to_string(object).map_err(|e| Error::Object(e.to_string()))?;
-        annotate(&mut desired, &Target::of(object)?, LAST_APPLIED, last_json)?;
+        let desired = desired_of(object)?;
         let (api, target) = self.api_for(member, object).await?;
         let live = api
             .get_opt(&target.name)
@@ -440,42 +438,81 @@ impl Fleet {
                 verb: "read",
                 target: target.to_string(),
                 source,
-            })?;
-        let Some(live) = live else {
-            return Ok(Prepared {
-                api,
-                target,
-                live: None,
-                change: Change::Create(desired),
-            });
-        };
-        let live_generation = live.metadata.generation;
-        let live = serde_json::to_value(&live).map_err(|e| Error::Object(e.to_string()))?;
-        let last = last_applied(&live);
-        // The annotation itself is part of the target (and of no last-applied copy), so
-        // it is updated whenever the target changes.
-        let mut diff = three_way(&live, &desired, last.as_ref(), dangerous);
-        if !diff.is_empty() && !diff.dropped.is_empty() {
-            // Record what was really applied: the dropped fields keep their live values
-            // in the last-applied copy, so the next apply does not "remove" them.
-            let mut recorded = object.clone();
-            for d in &diff.dropped {
-                set_path(&mut recorded, &d.path, d.live.clone());
-            }
-            let json =
-                serde_json::to_string(&recorded).map_err(|e| Error::Object(e.to_string()))?;
-            annotate(&mut diff.patch, &target, LAST_APPLIED, json)?;
-        }
-        Ok(Prepared {
+            })?
+            .map(|live| serde_json::to_value(&live).map_err(|e| Error::Object(e.to_string())))
+            .transpose()?;
+        prepared(api, target, object, desired, dangerous, live)
+    }
+
+    /// [`Fleet::prepare`] with the live object already read (`live`, as JSON, `None`
+    /// when it does not exist): a caller that follows the object with a watch has a copy
+    /// as fresh as a GET would give, and saves the GET.
+    ///
+    /// # Errors
+    /// An invalid object or discovery errors.
+    pub async fn prepare_from(
+        &self,
+        member: &Member,
+        object: &Value,
+        dangerous: &[FieldPath],
+        live: Option<Value>,
+    ) -> Result<Prepared> {
+        let desired = desired_of(object)?;
+        let (api, target) = self.api_for(member, object).await?;
+        prepared(api, target, object, desired, dangerous, live)
+    }
+}
+
+/// The object an apply sends for `object` (the rendered target): it with its
+/// last-applied annotation. Checks `object` first (it is user input).
+fn desired_of(object: &Value) -> Result<Value> {
+    let mut desired = object.clone();
+    let last_json = serde_json::to_string(object).map_err(|e| Error::Object(e.to_string()))?;
+    annotate(&mut desired, &Target::of(object)?, LAST_APPLIED, last_json)?;
+    Ok(desired)
+}
+
+/// What an apply of `object` (sending `desired`) would do to `live`.
+fn prepared(
+    api: Api<DynamicObject>,
+    target: Target,
+    object: &Value,
+    desired: Value,
+    dangerous: &[FieldPath],
+    live: Option<Value>,
+) -> Result<Prepared> {
+    let Some(live) = live else {
+        return Ok(Prepared {
             api,
             target,
-            live: Some(live),
-            change: Change::Patch {
-                diff,
-                generation: live_generation,
-            },
-        })
+            live: None,
+            change: Change::Create(desired),
+        });
+    };
+    let live_generation = live.pointer("/metadata/generation").and_then(Value::as_i64);
+    let last = last_applied(&live);
+    // The annotation itself is part of the target (and of no last-applied copy), so
+    // it is updated whenever the target changes.
+    let mut diff = three_way(&live, &desired, last.as_ref(), dangerous);
+    if !diff.is_empty() && !diff.dropped.is_empty() {
+        // Record what was really applied: the dropped fields keep their live values
+        // in the last-applied copy, so the next apply does not "remove" them.
+        let mut recorded = object.clone();
+        for d in &diff.dropped {
+            set_path(&mut recorded, &d.path, d.live.clone());
+        }
+        let json = serde_json::to_string(&recorded).map_err(|e| Error::Object(e.to_string()))?;
+        annotate(&mut diff.patch, &target, LAST_APPLIED, json)?;
     }
+    Ok(Prepared {
+        api,
+        target,
+        live: Some(live),
+        change: Change::Patch {
+            diff,
+            generation: live_generation,
+        },
+    })
 }
 
 /// An apply read and computed, not sent yet ([`Fleet::prepare`]).

@@ -277,3 +277,62 @@ async fn a_manifest_whose_annotations_are_not_a_map_is_an_error_not_a_panic() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_apply_prepared_from_a_copy_already_read_sends_what_a_read_would_and_reads_nothing() {
+    within("prepare from a known copy", async {
+        let (url, sim, _stop) = serve(1, None).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let fleet = Fleet::new();
+        let dangerous = vec!["spec.selector".to_string()];
+        let v1 = daemonset("agent:1", "agent");
+        let v2 = daemonset("agent:2", "other");
+
+        // Not there: a create, as prepare would decide.
+        let p = fleet
+            .prepare_from(&member, &v1, &dangerous, None)
+            .await
+            .unwrap();
+        assert!(p.live.is_none());
+        assert_eq!(p.send(false).await.unwrap().action, Action::Created);
+
+        // There: the same patch and the same refusal of a dangerous field as from a GET,
+        // with no GET sent (the member's request count for daemonsets does not move).
+        let copy = live(&fleet, &member).await;
+        let from_get = fleet.prepare(&member, &v2, &dangerous).await.unwrap();
+        let root = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+        let gets = || async {
+            let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+            let text = root.request_text(req).await.unwrap();
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("apiserver_requests_total{") && l.contains("verb=\"get\"")
+                })
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let before = gets().await;
+        let from_copy = fleet
+            .prepare_from(&member, &v2, &dangerous, Some(copy))
+            .await
+            .unwrap();
+        assert_eq!(gets().await, before, "prepare_from read nothing");
+        let _ = live(&fleet, &member).await;
+        assert!(gets().await > before, "a GET of the member is counted");
+        assert_eq!(from_copy.dropped(), from_get.dropped());
+        let (a, b) = (
+            from_get.send(true).await.unwrap(),
+            from_copy.send(false).await.unwrap(),
+        );
+        assert_eq!((a.action, &a.patch), (b.action, &b.patch));
+        assert_eq!(b.dropped[0].path, "spec.selector");
+        assert_eq!(
+            live(&fleet, &member)
+                .await
+                .pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("agent:2"))
+        );
+    })
+    .await;
+}

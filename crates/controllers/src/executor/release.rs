@@ -794,9 +794,10 @@ async fn apply_all(
     member: &Member,
     component: &Component,
     objects: &[Value],
+    known: Option<Known>,
     dry_run: bool,
 ) -> Result<Vec<Applied>, ExecError> {
-    let prepared = prepare_all(fleet, member, component, objects).await?;
+    let prepared = prepare_all(fleet, member, component, objects, known).await?;
     let mut applied = Vec::with_capacity(prepared.len());
     for p in prepared {
         applied.push(bounded("apply", p.send(dry_run)).await?);
@@ -804,18 +805,33 @@ async fn apply_all(
     Ok(applied)
 }
 
-/// Reads every one of `objects` and computes its change (one GET each), refusing the
-/// lot, before anything is sent, if any would change a dangerous field.
+/// One of the objects of [`prepare_all`] whose live copy the caller has already: its
+/// index and the copy (`None`: it does not exist).
+type Known = (usize, Option<Value>);
+
+/// Reads every one of `objects` and computes its change (one GET each, none for the
+/// `known` one), refusing the lot, before anything is sent, if any would change a
+/// dangerous field.
 async fn prepare_all(
     fleet: &Fleet,
     member: &Member,
     component: &Component,
     objects: &[Value],
+    mut known: Option<Known>,
 ) -> Result<Vec<shoal_fleet::Prepared>, ExecError> {
     let mut prepared = Vec::with_capacity(objects.len());
-    for o in objects {
+    for (i, o) in objects.iter().enumerate() {
         let dangerous = component.dangerous_fields_for(o);
-        let p = bounded("read the live object", fleet.prepare(member, o, &dangerous)).await?;
+        let p = match known.take_if(|(k, _)| *k == i) {
+            Some((_, live)) => {
+                bounded(
+                    "look up the object's kind",
+                    fleet.prepare_from(member, o, &dangerous, live),
+                )
+                .await?
+            }
+            None => bounded("read the live object", fleet.prepare(member, o, &dangerous)).await?,
+        };
         if let Some(d) = p.dropped().first() {
             return Err(failed(format!(
                 "refused: the release would change {} of {} on {}, a dangerous field of \
@@ -855,7 +871,7 @@ impl Executor for Precheck {
         let mut previous = BTreeMap::new();
         for c in &scope.components {
             let objects = scope.render(c, scope.target_version(c))?;
-            let live = prepare_all(fleet, &scope.member, c, &objects).await?;
+            let live = prepare_all(fleet, &scope.member, c, &objects, None).await?;
             let mut was = String::new();
             if let Some((i, w)) = Workload::of(c, &objects)
                 && let Some(object) = live[i].live.clone()
@@ -987,7 +1003,7 @@ impl Executor for Step {
             if step == 0 {
                 ctx.progress("applying", &format!("{what}: {version}"), None)
                     .await;
-                apply_all(fleet, &scope.member, component, &objects, false).await?;
+                apply_all(fleet, &scope.member, component, &objects, None, false).await?;
             }
             let checked = release_checks(&ctx, &scope, &checkpoint).await?;
             return Ok(Outcome {
@@ -1009,12 +1025,15 @@ impl Executor for Step {
             .filter_map(|b| IntOrPercent::from_k8s(b).ok())
             .collect();
         let mut plan = "all pods".to_string();
+        // The watch's first list is as fresh as a GET: the apply below diffs against it.
+        let mut live = None;
         if w.has_partition() {
-            let live = listed(&ctx, &mut follow, &scope.member).await?;
+            let listed = listed(&ctx, &mut follow, &scope.member).await?;
             let (target, desired, partition) =
-                partition_for(live.as_ref(), &w, &batches, step, steps)?;
+                partition_for(listed.as_ref(), &w, &batches, step, steps)?;
             set_partition(&mut objects[i], partition);
             plan = format!("{target}/{desired} pods");
+            live = Some(listed);
         } else if step > 0 {
             // Changed in the first step already; this one only checks.
             plan = "checked only (no partition)".into();
@@ -1037,9 +1056,21 @@ impl Executor for Step {
                 message: Some(format!("{what}: {plan}, healthy")),
             });
         }
+        let live = match live {
+            Some(live) => live,
+            None => listed(&ctx, &mut follow, &scope.member).await?,
+        };
         ctx.progress("applying", &format!("{what}: {plan} on {version}"), None)
             .await;
-        let applied = apply_all(fleet, &scope.member, component, &objects, false).await?;
+        let applied = apply_all(
+            fleet,
+            &scope.member,
+            component,
+            &objects,
+            Some((i, live)),
+            false,
+        )
+        .await?;
         let bake = bake_of(&scope.release)?;
         let h = settle(
             fleet,
@@ -1141,7 +1172,7 @@ impl Executor for Rollback {
                 ),
                 None => None,
             };
-            let applied = apply_all(fleet, &scope.member, c, &objects, false).await?;
+            let applied = apply_all(fleet, &scope.member, c, &objects, None, false).await?;
             if let (Some((i, w)), Some(follow)) = (&workload, &mut follow) {
                 let mut stall = Stall::start(&ctx, limit);
                 // Pods of the bad version may crash-loop until replaced: wait for ready,
