@@ -1042,12 +1042,14 @@ async fn act(
         }
     }
     // Created by an earlier reconcile whose answer the cache does not show yet.
-    creates.retain(|r| {
+    {
         let created = ctx.created.lock().expect("not poisoned");
-        created
-            .get(&r.name_any())
-            .is_none_or(|at| at.elapsed() >= EXPECT_CREATED)
-    });
+        creates.retain(|r| {
+            created
+                .get(&r.name_any())
+                .is_none_or(|at| at.elapsed() >= EXPECT_CREATED)
+        });
+    }
     let writes: Vec<_> = creates
         .into_iter()
         .map(|r| Write::Create(Box::new(r)))

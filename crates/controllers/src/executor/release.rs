@@ -1024,19 +1024,9 @@ impl Executor for Step {
             .iter()
             .filter_map(|b| IntOrPercent::from_k8s(b).ok())
             .collect();
-        let mut plan = "all pods".to_string();
-        // The watch's first list is as fresh as a GET: the apply below diffs against it.
-        let mut live = None;
-        if w.has_partition() {
-            let listed = listed(&ctx, &mut follow, &scope.member).await?;
-            let (target, desired, partition) =
-                partition_for(listed.as_ref(), &w, &batches, step, steps)?;
-            set_partition(&mut objects[i], partition);
-            plan = format!("{target}/{desired} pods");
-            live = Some(listed);
-        } else if step > 0 {
+        if !w.has_partition() && step > 0 {
             // Changed in the first step already; this one only checks.
-            plan = "checked only (no partition)".into();
+            let plan = "checked only (no partition)";
             let h = settle(
                 fleet,
                 &ctx,
@@ -1056,10 +1046,15 @@ impl Executor for Step {
                 message: Some(format!("{what}: {plan}, healthy")),
             });
         }
-        let live = match live {
-            Some(live) => live,
-            None => listed(&ctx, &mut follow, &scope.member).await?,
-        };
+        // The watch's first list is as fresh as a GET: the apply below diffs against it.
+        let live = listed(&ctx, &mut follow, &scope.member).await?;
+        let mut plan = "all pods".to_string();
+        if w.has_partition() {
+            let (target, desired, partition) =
+                partition_for(live.as_ref(), &w, &batches, step, steps)?;
+            set_partition(&mut objects[i], partition);
+            plan = format!("{target}/{desired} pods");
+        }
         ctx.progress("applying", &format!("{what}: {plan} on {version}"), None)
             .await;
         let applied = apply_all(
