@@ -198,6 +198,27 @@ async fn fleet_view_is(server: &ShoalServer, version: &str, clusters: i64, nodes
     assert!(text.contains(&format!("{version}={clusters}")), "{text}");
 }
 
+/// The server's `/metrics` text.
+async fn metrics_of(server: &ShoalServer) -> String {
+    reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of the series of `name` in `metrics` whose labels contain every one of
+/// `labels` (`verb="create"`).
+fn series_sum(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 fn env_rank(c: &str) -> usize {
     ["test-", "staging-", "canary-", "prod-"]
         .iter()
@@ -230,12 +251,8 @@ async fn a_release_walks_the_fleet_in_order_and_a_bad_version_is_rolled_back() {
         assert!(before.values().all(|v| v.as_ref().is_some_and(|(t, _)| t == "1.4.0")), "{before:?}");
         // One create per cluster's run: a reconcile that ran before the cache showed the
         // runs it created did not create them again (each a wasted write answered 409).
-        let metrics = reqwest::get(format!("{}/metrics", server.url())).await.unwrap().text().await.unwrap();
-        let creates: f64 = metrics
-            .lines()
-            .filter(|l| l.starts_with("apiserver_requests_total{") && l.contains("verb=\"create\"") && l.contains("resource=\"pipelineruns\""))
-            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-            .sum();
+        let metrics = metrics_of(&server).await;
+        let creates = series_sum(&metrics, "apiserver_requests_total", &["verb=\"create\"", "resource=\"pipelineruns\""]);
         assert_eq!(creates, 210.0, "PipelineRun creates for 210 clusters:\n{metrics}");
 
         // The good version stops before its gated wave, and goes on once approved.
@@ -866,17 +883,8 @@ async fn a_release_rides_out_members_answering_503_and_shows_its_retries() {
                 );
                 assert!(c.message.contains("transient failure"), "{c:?}");
             }
-            let metrics = reqwest::get(format!("{}/metrics", server.url()))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let retries: f64 = metrics
-                .lines()
-                .filter(|l| l.starts_with("shoal_taskflow_transient_retries_total{"))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum();
+            let metrics = metrics_of(&server).await;
+            let retries = series_sum(&metrics, "shoal_taskflow_transient_retries_total", &[]);
             assert!(
                 retries >= retried.len() as f64,
                 "{retries} retries counted:\n{metrics}"
