@@ -4,12 +4,21 @@
 //! ```text
 //!  read_workload(kind, ns/name) ──GET──▶ None (404: not installed)
 //!                                  └───▶ Some(Workload { object (JSON),
-//!                                                        pods: LIST by spec.selector.matchLabels })
+//!                                                        pods: settled? n × the template
+//!                                                              else LIST by spec.selector.matchLabels })
 //! ```
 //!
 //! The key decision: objects come back as JSON with the last-applied copy parsed next to
 //! them, so the pure code that judges versions and drift (`shoal_core::inventory`) sees
 //! exactly what an apply would see, for any workload kind the cluster serves.
+//!
+//! A workload whose own status says every one of its pods runs its current template
+//! ([`settled_pods`]: the controller observed the latest generation, and all pods are
+//! updated and available, none left over from an older template) is not listed: its
+//! pods are that many copies of the template, which is what the list would show. That
+//! is the state of nearly every cluster nearly all the time, so the census reads the
+//! hundred pods of a cluster only while a rollout is moving there (kube-state-metrics
+//! counts rollouts from the same status fields).
 
 use std::borrow::Cow;
 
@@ -130,16 +139,88 @@ pub async fn read_workload(
         return Ok(None);
     };
     let object = serde_json::to_value(&obj).map_err(|e| Error::Object(e.to_string()))?;
-    let pods = pods_of::<PodImages>(member, namespace, &object, &target.to_string())
-        .await?
-        .iter()
-        .map(PodImages::to_json)
-        .collect();
+    let pods = match settled_pods(kind, &object) {
+        Some(n) => template_pods(&object, n),
+        None => pods_of::<PodImages>(member, namespace, &object, &target.to_string())
+            .await?
+            .iter()
+            .map(PodImages::to_json)
+            .collect(),
+    };
     Ok(Some(Workload {
         last_applied: last_applied(&object),
         object,
         pods,
     }))
+}
+
+/// How many pods workload `object` (of `kind`, as JSON) has when its own status says
+/// all of them run its current template and are available, with none left from an
+/// older one or a partition holding some back; `None` when a rollout is moving, the
+/// controller has not observed the latest generation, or the kind has no such status.
+///
+/// - DaemonSet (apps/v1 and Advanced): desired = current = updated = available
+///   scheduled, none misscheduled;
+/// - Deployment: `spec.replicas` = `status.replicas` (pods of every ReplicaSet) =
+///   updated = available;
+/// - StatefulSet: `currentRevision` = `updateRevision`, `spec.replicas` = `status.replicas`
+///   = updated = ready.
+pub fn settled_pods(kind: &str, object: &Value) -> Option<i64> {
+    let int = |path: &str| object.pointer(path).and_then(Value::as_i64);
+    let generation = int("/metadata/generation")?;
+    if int("/status/observedGeneration")? < generation {
+        return None;
+    }
+    let all_equal = |counts: &[Option<i64>]| -> Option<i64> {
+        let first = (*counts.first()?)?;
+        (first >= 0 && counts.iter().all(|c| *c == Some(first))).then_some(first)
+    };
+    match kind {
+        "DaemonSet" => {
+            if int("/status/numberMisscheduled").unwrap_or(0) != 0 {
+                return None;
+            }
+            all_equal(&[
+                int("/status/desiredNumberScheduled"),
+                int("/status/currentNumberScheduled"),
+                int("/status/updatedNumberScheduled"),
+                int("/status/numberAvailable"),
+            ])
+        }
+        "Deployment" => all_equal(&[
+            Some(int("/spec/replicas").unwrap_or(1)),
+            int("/status/replicas"),
+            int("/status/updatedReplicas"),
+            int("/status/availableReplicas"),
+        ]),
+        "StatefulSet" => {
+            let revision = |path: &str| object.pointer(path).and_then(Value::as_str);
+            if revision("/status/currentRevision")? != revision("/status/updateRevision")? {
+                return None;
+            }
+            all_equal(&[
+                Some(int("/spec/replicas").unwrap_or(1)),
+                int("/status/replicas"),
+                int("/status/updatedReplicas"),
+                int("/status/readyReplicas"),
+            ])
+        }
+        _ => None,
+    }
+}
+
+/// `n` pods as [`read_workload`] reads them (their container images), made from the
+/// template of workload `object`.
+fn template_pods(object: &Value, n: i64) -> Vec<Value> {
+    let containers: Vec<Value> = object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| serde_json::json!({ "image": c.get("image") }))
+        .collect();
+    let pod = serde_json::json!({ "spec": { "containers": containers } });
+    vec![pod; usize::try_from(n).unwrap_or(0)]
 }
 
 /// The pods of a workload (`object`, as JSON) in `namespace`, by its
@@ -210,5 +291,87 @@ mod tests {
             bare.to_json(),
             serde_json::json!({"spec": {"containers": []}})
         );
+    }
+
+    fn daemonset(status: serde_json::Value) -> Value {
+        let mut ds = serde_json::json!({
+            "metadata": {"generation": 3},
+            "spec": {"template": {"spec": {"containers": [
+                {"name": "agent", "image": "registry.example.com/agent:2.0"}]}}},
+            "status": {"observedGeneration": 3, "desiredNumberScheduled": 4,
+                       "currentNumberScheduled": 4, "updatedNumberScheduled": 4,
+                       "numberAvailable": 4, "numberMisscheduled": 0}});
+        for (k, v) in status.as_object().unwrap() {
+            ds["status"][k] = v.clone();
+        }
+        ds
+    }
+
+    #[test]
+    fn a_settled_daemonset_stands_for_its_pods_and_a_moving_one_does_not() {
+        let settled = daemonset(serde_json::json!({}));
+        assert_eq!(settled_pods("DaemonSet", &settled), Some(4));
+        let pods = template_pods(&settled, 4);
+        assert_eq!(pods.len(), 4);
+        assert_eq!(
+            shoal_core::inventory::pods_per_version(&pods, "registry.example.com/agent"),
+            [("2.0".to_string(), 4)].into()
+        );
+        for (moving, why) in [
+            (
+                serde_json::json!({"updatedNumberScheduled": 3}),
+                "one pod still on the old template",
+            ),
+            (
+                serde_json::json!({"numberAvailable": 3}),
+                "one pod not available yet",
+            ),
+            (
+                serde_json::json!({"currentNumberScheduled": 3}),
+                "one node without its pod",
+            ),
+            (
+                serde_json::json!({"numberMisscheduled": 1}),
+                "a pod where none belongs",
+            ),
+            (
+                serde_json::json!({"observedGeneration": 2}),
+                "the spec change is not observed",
+            ),
+            (
+                serde_json::json!({"updatedNumberScheduled": null}),
+                "no count at all",
+            ),
+        ] {
+            assert_eq!(settled_pods("DaemonSet", &daemonset(moving)), None, "{why}");
+        }
+        assert_eq!(
+            settled_pods("ConfigMap", &settled),
+            None,
+            "no rollout status"
+        );
+    }
+
+    #[test]
+    fn deployments_and_statefulsets_settle_on_their_own_counts() {
+        let deploy = |replicas: i64, updated: i64| {
+            serde_json::json!({"metadata": {"generation": 1}, "spec": {"replicas": 3},
+                "status": {"observedGeneration": 1, "replicas": replicas,
+                           "updatedReplicas": updated, "availableReplicas": 3}})
+        };
+        assert_eq!(settled_pods("Deployment", &deploy(3, 3)), Some(3));
+        assert_eq!(
+            settled_pods("Deployment", &deploy(4, 3)),
+            None,
+            "a surge pod of the old ReplicaSet is still there"
+        );
+        let sts = |current: &str| {
+            serde_json::json!({"metadata": {"generation": 2}, "spec": {"replicas": 2},
+                "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                           "readyReplicas": 2, "currentRevision": current,
+                           "updateRevision": "web-b"}})
+        };
+        assert_eq!(settled_pods("StatefulSet", &sts("web-b")), Some(2));
+        assert_eq!(settled_pods("StatefulSet", &sts("web-a")), None);
     }
 }
