@@ -131,14 +131,30 @@ const WRITE_CONCURRENCY: usize = 32;
 
 /// An attempt still running after this long gets its TaskRun's `Running` status
 /// written, with what it is doing by then; quicker ones go straight from created to
-/// their outcome. (The PipelineRun's status says the task runs from the start.)
-pub const RUNNING_MARK_AFTER: Duration = Duration::from_secs(2);
+/// their outcome. (The PipelineRun's status says the task runs from the start.) A
+/// release's precheck and first step take a few seconds on a busy control plane: at
+/// 2 s most of them paid for a mark nobody had time to read.
+pub const RUNNING_MARK_AFTER: Duration = Duration::from_secs(5);
 
 /// The least real time between two writes of an attempt's progress to its TaskRun: a
 /// person watching sees each stage that lasts, and a fleet of attempts going through
 /// quick stages at once (500 clusters applying, on a loaded control plane) does not
-/// cost a write per stage each.
-pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// cost a write per stage each. (kubelet, for comparison, writes a node's status every
+/// 10 s.)
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// When [`report_while`] writes: the `Running` mark after `mark_after`, then progress
+/// no more often than `every`.
+#[derive(Clone, Copy, Debug)]
+struct Cadence {
+    mark_after: Duration,
+    every: Duration,
+}
+
+const CADENCE: Cadence = Cadence {
+    mark_after: RUNNING_MARK_AFTER,
+    every: PROGRESS_EVERY,
+};
 
 /// How soon to decide again after a conflicting status write: the watch has the newer
 /// object by then in the common case, and a hot run is not hammered.
@@ -1386,18 +1402,27 @@ async fn with_status_reports<T>(
         running
     };
     let api: Api<TaskRun> = Api::namespaced(ctx.client.clone(), ns);
-    report_while(&api, task_run, running, reports, work, |what, e| {
-        ctx.check_write(what, e);
-    })
+    report_while(
+        &api,
+        task_run,
+        CADENCE,
+        running,
+        reports,
+        work,
+        |what, e| {
+            ctx.check_write(what, e);
+        },
+    )
     .await
 }
 
 /// The writes of [`with_status_reports`] to `task_run` through `api`: `running()` with
-/// the latest report after [`RUNNING_MARK_AFTER`], then each change of `reports`;
-/// `failed` hears of a write that failed.
+/// the latest report after `cadence.mark_after`, then each change of `reports`, at most
+/// one per `cadence.every`; `failed` hears of a write that failed.
 async fn report_while<T>(
     api: &Api<TaskRun>,
     task_run: &str,
+    cadence: Cadence,
     running: impl FnOnce() -> TaskRunStatus,
     mut reports: tokio::sync::watch::Receiver<Option<Progress>>,
     work: impl std::future::Future<Output = T>,
@@ -1406,7 +1431,7 @@ async fn report_while<T>(
     futures::pin_mut!(work);
     tokio::select! {
         r = &mut work => return r,
-        _ = tokio::time::sleep(RUNNING_MARK_AFTER) => {}
+        _ = tokio::time::sleep(cadence.mark_after) => {}
     }
     let mut mark = running();
     mark.progress = reports.borrow_and_update().clone();
@@ -1433,7 +1458,7 @@ async fn report_while<T>(
         if let Err(e) = written {
             failed(what, &e);
         }
-        let next = tokio::time::Instant::now() + PROGRESS_EVERY;
+        let next = tokio::time::Instant::now() + cadence.every;
         let news = async {
             let changed = reports.changed().await;
             tokio::time::sleep_until(next).await;
@@ -1521,6 +1546,12 @@ mod tests {
         (Api::namespaced(client, "ns"), rx)
     }
 
+    /// The production cadence, shortened so the tests take a second, not ten.
+    const QUICK: Cadence = Cadence {
+        mark_after: Duration::from_millis(300),
+        every: Duration::from_millis(500),
+    };
+
     fn stage(stage: &str) -> Option<Progress> {
         Some(Progress {
             stage: stage.into(),
@@ -1551,9 +1582,17 @@ mod tests {
             ..TaskRunStatus::default()
         };
         let failures = std::sync::atomic::AtomicU32::new(0);
-        let reporter = report_while(&api, "tr", running, reports.subscribe(), work, |_, _| {
-            failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        });
+        let reporter = report_while(
+            &api,
+            "tr",
+            QUICK,
+            running,
+            reports.subscribe(),
+            work,
+            |_, _| {
+                failures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            },
+        );
         let test = async {
             let (marked, mark) = patches.recv().await.unwrap();
             assert_eq!(mark["status"]["state"], "Running", "{mark}");
@@ -1563,7 +1602,7 @@ mod tests {
             );
             go_on.send(()).unwrap();
             let (at, next) = patches.recv().await.unwrap();
-            assert!(at - marked >= PROGRESS_EVERY, "{:?} apart", at - marked);
+            assert!(at - marked >= QUICK.every, "{:?} apart", at - marked);
             assert_eq!(next, json!({"status": {"progress": {"stage": "baking"}}}));
             finish.send(()).unwrap();
         };
@@ -1588,6 +1627,7 @@ mod tests {
         let out = report_while(
             &api,
             "tr",
+            CADENCE,
             TaskRunStatus::default,
             reports.subscribe(),
             work,

@@ -724,7 +724,7 @@ async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
         server.kubectl_ok(&["apply", "-f", base.to_str().unwrap()]).await;
         wait_phase(&server, "base", ReleasePhase::Succeeded, Duration::from_secs(60)).await;
         let api: Api<Release> = Api::all(server.client());
-        let slow = "{waves: [{clusters: 1}, {percent: 100}], clusterConcurrency: 1, batches: [1, \"100%\"], bake: 5m}";
+        let slow = "{waves: [{clusters: 1}, {percent: 100}], clusterConcurrency: 1, batches: [1, \"100%\"], bake: 10m}";
 
         // Rollback once the first cluster is through: it goes back to 1.4.0, and the
         // clusters never reached stay untouched.
@@ -750,7 +750,7 @@ async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
         };
         let up = server.write_file("up.yaml", &release_yaml("up", &[("node-agent", "1.5.0")], slow));
         server.kubectl_ok(&["apply", "-f", up.to_str().unwrap()]).await;
-        eventually(Duration::from_secs(60), "the first cluster is through", async || {
+        eventually(Duration::from_secs(120), "the first cluster is through", async || {
             (api.get("up").await.ok()?.status?.clusters?.succeeded >= 1).then_some(())
         })
         .await;
@@ -768,13 +768,13 @@ async fn rollback_by_hand_puts_back_what_changed_and_abort_stops_where_it_is() {
         let seen = seen.lock().unwrap().clone();
         // A stage over before the attempt's Running mark (an apply takes milliseconds)
         // is folded into it, as are stages between two writes of its progress; the
-        // bake (5 virtual minutes, 5 s at 60×, longer than both) is seen.
+        // bake (10 virtual minutes, 10 s at 60×, longer than both) is seen.
         assert!(
             seen.iter().all(|(s, _, _)| ["applying", "settling", "baking"].contains(&s.as_str())),
             "{seen:?}"
         );
         let (_, until, message) = seen.iter().find(|(s, _, _)| s == "baking").unwrap();
-        assert!(*until && message.contains("baking 5m"), "the bake says when it ends: {seen:?}");
+        assert!(*until && message.contains("baking 10m"), "the bake says when it ends: {seen:?}");
 
         // Abort while a cluster is in progress: its run is cancelled where it is and the
         // release ends Failed; no other cluster starts.
