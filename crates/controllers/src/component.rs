@@ -50,7 +50,7 @@ use shoal_core::inventory::{
     tally, template_version,
 };
 use shoal_core::kinds::{Cluster, Component, ComponentStatus, WorkloadCheck};
-use shoal_fleet::{Fleet, KubeconfigPolicy, read_workload};
+use shoal_fleet::{Fleet, read_workload};
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::Clock;
@@ -73,8 +73,6 @@ pub struct Config {
     /// How long one cluster may take to answer before it counts as unreachable, so a
     /// hung cluster does not hold up the view of the others.
     pub read_timeout: Duration,
-    /// What members' kubeconfigs may make shoal do on its host.
-    pub kubeconfigs: KubeconfigPolicy,
 }
 
 impl Default for Config {
@@ -83,7 +81,6 @@ impl Default for Config {
             interval: Duration::from_secs(10),
             concurrency: 32,
             read_timeout: Duration::from_secs(10),
-            kubeconfigs: KubeconfigPolicy::default(),
         }
     }
 }
@@ -111,9 +108,17 @@ pub enum Error {
 /// # Cancel safety
 /// Stops between two reads or writes when `stop` is cancelled; a pass cut short leaves
 /// every status as it was or fully written, never half.
-pub async fn run(client: Client, clock: Clock, config: Config, stop: CancellationToken) {
+///
+/// `fleet` reaches the members (see [`Fleet::with_credentials`]), using their
+/// kubeconfigs as its policy allows.
+pub async fn run(
+    client: Client,
+    fleet: Arc<Fleet>,
+    clock: Clock,
+    config: Config,
+    stop: CancellationToken,
+) {
     let components: Api<Component> = Api::all(client.clone());
-    let fleet = Arc::new(Fleet::with_credentials(client.clone()).with_policy(config.kubeconfigs));
     let clusters: Api<Cluster> = Api::all(client);
     let pace = Pace {
         interval: config.interval,

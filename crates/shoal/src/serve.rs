@@ -595,7 +595,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         probe: shoal_controllers::cluster::Config {
             interval: std::time::Duration::from_secs(args.probe_interval_seconds),
             failure_threshold: args.probe_failure_threshold,
-            kubeconfigs,
             ..Default::default()
         },
         kubeconfigs,
@@ -845,7 +844,12 @@ pub(crate) fn spawn_controllers(
     let client =
         kube::Client::try_from(config).context("failed to build the controllers' client")?;
     let clock = shoal_controllers::Clock::new(clock);
-    let executors = shoal_controllers::Registry::builtin_with(settings.kubeconfigs);
+    // One driver for every controller that reaches members: a member has one client,
+    // one connection pool and one discovery cache in the process.
+    let fleet = std::sync::Arc::new(
+        shoal_fleet::Fleet::with_credentials(client.clone()).with_policy(settings.kubeconfigs),
+    );
+    let executors = shoal_controllers::Registry::builtin_on(fleet.clone());
     tokio::spawn(
         shoal_controllers::release::run(client.clone(), clock.clone(), stop.clone())
             .instrument(tracing::info_span!("controller", name = "release")),
@@ -853,11 +857,9 @@ pub(crate) fn spawn_controllers(
     tokio::spawn(
         shoal_controllers::component::run(
             client.clone(),
+            fleet.clone(),
             clock.clone(),
-            shoal_controllers::component::Config {
-                kubeconfigs: settings.kubeconfigs,
-                ..Default::default()
-            },
+            shoal_controllers::component::Config::default(),
             stop.clone(),
         )
         .instrument(tracing::info_span!("controller", name = "component")),
@@ -865,6 +867,7 @@ pub(crate) fn spawn_controllers(
     tokio::spawn(
         shoal_controllers::cluster::run(
             client.clone(),
+            fleet,
             clock.clone(),
             settings.probe,
             stop.clone(),

@@ -26,8 +26,7 @@ use shoal_fleet::{Action, Fleet, Member};
 use super::{ExecContext, ExecError, Executor, Outcome};
 
 /// Registers the fleet executors, sharing one driver (its client and discovery caches).
-pub fn register(r: &mut super::Registry, kubeconfigs: shoal_fleet::KubeconfigPolicy) {
-    let fleet = Arc::new(Fleet::new().with_policy(kubeconfigs));
+pub fn register(r: &mut super::Registry, fleet: Arc<Fleet>) {
     r.register(ApplyManifests(fleet.clone()));
     r.register(WaitWorkloadReady(fleet.clone()));
     r.register(WaitNodesReady(fleet.clone()));

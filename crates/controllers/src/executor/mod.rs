@@ -248,13 +248,20 @@ impl Registry {
     /// Every built-in executor, the fleet and release ones using members' kubeconfigs
     /// as `kubeconfigs` allows.
     pub fn builtin_with(kubeconfigs: shoal_fleet::KubeconfigPolicy) -> Self {
+        Registry::builtin_on(Arc::new(shoal_fleet::Fleet::new().with_policy(kubeconfigs)))
+    }
+
+    /// Every built-in executor, the fleet and release ones reaching members through
+    /// `fleet` (which `shoal serve` shares with the prober and the component view, so
+    /// a member has one client and one connection pool in the process, not three).
+    pub fn builtin_on(fleet: Arc<shoal_fleet::Fleet>) -> Self {
         let mut r = Registry::default();
         r.register(Noop);
         r.register(Fail);
         r.register(Wait);
         r.register(Webhook::new());
         r.register(Approval);
-        fleet::register(&mut r, kubeconfigs);
+        fleet::register(&mut r, fleet);
         r
     }
 
