@@ -38,7 +38,19 @@ pub struct WorkloadHealth {
 }
 
 fn int(v: &Value, path: &str) -> i64 {
-    v.pointer(path).and_then(Value::as_i64).unwrap_or(0)
+    at(v, path).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The value at JSON pointer `path` of `v`, for paths with no escaped `~` or `/` (field
+/// names of Kubernetes objects): [`Value::pointer`] without its two strings per step,
+/// which a followed workload's health, judged on every watch event, paid a dozen times.
+pub fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let rest = path.strip_prefix('/')?;
+    rest.split('/').try_fold(v, |v, key| match v {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
 }
 
 /// The largest count a member can truthfully report: every replica count, scheduled
@@ -61,7 +73,7 @@ pub const MAX_COUNT: i64 = i32::MAX as i64;
 /// # Errors
 /// [`Error::Impossible`] naming the field (`path` in dotted form) and the value.
 pub fn count(object: &Value, path: &str, absent: i64, target: &str) -> Result<i64> {
-    let Some(v) = object.pointer(path) else {
+    let Some(v) = at(object, path) else {
         return Ok(absent);
     };
     match v.as_i64() {
@@ -195,12 +207,10 @@ pub fn crash_looping(pod: &Pod) -> bool {
 pub fn assess(kind: &str, v: &Value, crashing: &[String]) -> Result<WorkloadHealth> {
     let generation = int(v, "/metadata/generation");
     let observed = int(v, "/status/observedGeneration") >= generation;
-    let name = v
-        .pointer("/metadata/name")
+    let name = at(v, "/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let namespace = v
-        .pointer("/metadata/namespace")
+    let namespace = at(v, "/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or("default");
     let mut h = counts(v, kind, &format!("{kind} {namespace}/{name}"))?;
@@ -233,6 +243,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn at_finds_what_a_json_pointer_finds_for_plain_field_names() {
+        let v = json!({"status": {"conditions": [{"type": "Ready"}, {"type": "Synced"}],
+                                  "desiredNumberScheduled": 3, "": {"x": 1}},
+                       "metadata": {"name": "agent"}});
+        for path in [
+            "/status/desiredNumberScheduled",
+            "/status/conditions/1/type",
+            "/status/conditions",
+            "/metadata/name",
+            "/metadata/missing",
+            "/status/conditions/7",
+            "/status/conditions/x",
+            "/metadata/name/deeper",
+            "/status//x",
+        ] {
+            assert_eq!(at(&v, path), v.pointer(path), "{path}");
+        }
+        assert_eq!(at(&v, "status"), None, "not a pointer");
+    }
 
     fn mk_daemonset(desired: Value, partition: Value, updated: Value) -> Value {
         json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": partition}}},
