@@ -15,6 +15,14 @@
 //! no full Pod objects. What a watch delivers is a real observation of the member, so a
 //! reading from it may fail a check; whether the member was merely slow to answer is a
 //! separate signal ([`Reading::Failing`]), never a verdict.
+//!
+//! The watches are shared, as an informer is: a release's precheck and its steps on one
+//! cluster follow the same workload one after the other, seconds apart, and each would
+//! otherwise list it and its hundred pods again. A [`Follow`] started while another of
+//! the same workload, on the same member client, is alive or was dropped less than the
+//! fleet's linger ago ([`LINGER`]) joins its watches; the watches stop once the last
+//! follow has been gone that long. A share whose watches are failing is not joined:
+//! the newcomer starts its own, as it would have without sharing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -37,19 +45,117 @@ use crate::{Fleet, Member, Result};
 /// resourceVersion) after this, well inside the client's own read timeout.
 const WATCH_TIMEOUT_SECS: u32 = 240;
 
-/// A workload being followed; the watches stop when it is dropped.
+/// How long a workload's watches outlive the last [`Follow`] of it: long enough for the
+/// next step of a release on the same cluster to join them, short enough that a fleet
+/// whose release moved on holds no watches for long.
+pub const LINGER: Duration = Duration::from_secs(30);
+
+/// The watches being shared, by what they follow.
 #[derive(Debug)]
-pub struct Follow {
+pub(crate) struct Shares {
+    map: Arc<Mutex<HashMap<ShareKey, Arc<Shared>>>>,
+    linger: Duration,
+}
+
+impl Default for Shares {
+    fn default() -> Self {
+        Shares::lingering(LINGER)
+    }
+}
+
+impl Shares {
+    pub(crate) fn lingering(linger: Duration) -> Self {
+        Shares {
+            map: Arc::default(),
+            linger,
+        }
+    }
+
+    /// Follows sharing watches now (for tests and metrics).
+    pub(crate) fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// What a share follows: on which member client, which object, which pods.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct ShareKey {
+    member: String,
+    epoch: u64,
+    /// `apiVersion KIND namespace/name`.
+    object: String,
+    selector: Option<String>,
+}
+
+/// The watches of one workload and what they delivered, shared by its follows.
+#[derive(Debug)]
+struct Shared {
     kind: String,
     target: String,
     state: Arc<Mutex<State>>,
-    changes: tokio::sync::watch::Receiver<u64>,
+    changes: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
+    /// Follows using it now; changed under the shares' lock.
+    users: std::sync::atomic::AtomicUsize,
+    /// How many times its last user left: a sweep scheduled at one leaving does nothing
+    /// if another user came and left since (that one's sweep decides).
+    leavings: std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A workload being followed; its watches stop [`LINGER`] after the last follow of it
+/// is dropped.
+#[derive(Debug)]
+pub struct Follow {
+    shared: Arc<Shared>,
+    changes: tokio::sync::watch::Receiver<u64>,
+    key: ShareKey,
+    map: Arc<Mutex<HashMap<ShareKey, Arc<Shared>>>>,
+    linger: Duration,
 }
 
 impl Drop for Follow {
     fn drop(&mut self) {
-        self.task.abort();
+        use std::sync::atomic::Ordering::SeqCst;
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if self.shared.users.fetch_sub(1, SeqCst) != 1 {
+            return;
+        }
+        let leaving = self.shared.leavings.fetch_add(1, SeqCst) + 1;
+        drop(map);
+        let (map, key, shared) = (
+            self.map.clone(),
+            self.key.clone(),
+            Arc::downgrade(&self.shared),
+        );
+        let sweep = move || {
+            let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+            let idle = shared
+                .upgrade()
+                .is_some_and(|s| s.users.load(SeqCst) == 0 && s.leavings.load(SeqCst) == leaving);
+            let same = map
+                .get(&key)
+                .is_some_and(|s| shared.ptr_eq(&Arc::downgrade(s)));
+            if idle && same {
+                map.remove(&key);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let linger = self.linger;
+                rt.spawn(async move {
+                    tokio::time::sleep(linger).await;
+                    sweep();
+                });
+            }
+            // No runtime to wait on: the watches stop now.
+            Err(_) => sweep(),
+        }
     }
 }
 
@@ -103,6 +209,39 @@ impl Follow {
                     .collect::<Vec<_>>()
                     .join(",")
             });
+        let key = ShareKey {
+            member: member.name.clone(),
+            epoch: member.epoch,
+            object: format!("{} {target}", target.api_version),
+            selector: selector.clone(),
+        };
+        let shares = &fleet.follows;
+        let join = |shared: &Arc<Shared>| {
+            shared
+                .users
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Follow {
+                changes: shared.changes.subscribe(),
+                shared: shared.clone(),
+                key: key.clone(),
+                map: shares.map.clone(),
+                linger: shares.linger,
+            }
+        };
+        {
+            let map = shares.map.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(shared) = map.get(&key)
+                && !shared.task.is_finished()
+                && shared
+                    .state
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failing
+                    .is_none()
+            {
+                return Ok(join(shared));
+            }
+        }
         let state = Arc::new(Mutex::new(State {
             // A workload without a selector has no pods to follow.
             pods: selector.is_none().then(HashMap::new),
@@ -127,19 +266,27 @@ impl Follow {
             }
             None => objects,
         };
-        let task = tokio::spawn(pump(updates, state.clone(), tx));
-        Ok(Follow {
+        drop(changes);
+        let task = tokio::spawn(pump(updates, state.clone(), tx.clone()));
+        let shared = Arc::new(Shared {
             kind: target.kind.clone(),
             target: target.to_string(),
             state,
-            changes,
+            changes: tx,
             task,
-        })
+            users: std::sync::atomic::AtomicUsize::new(0),
+            leavings: std::sync::atomic::AtomicU64::new(0),
+        });
+        let mut map = shares.map.lock().unwrap_or_else(|p| p.into_inner());
+        // A share this one replaces (its watches were failing) stops once its own
+        // follows are gone.
+        map.insert(key.clone(), shared.clone());
+        Ok(join(&shared))
     }
 
     /// The workload as the watches last saw it.
     pub fn reading(&self) -> Reading {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((since, error)) = &state.failing {
             return Reading::Failing {
                 for_: since.elapsed(),
@@ -158,11 +305,10 @@ impl Follow {
             .map(|(name, _)| name.clone())
             .collect();
         crashing.sort_unstable();
-        match assess(&self.kind, object, &crashing) {
+        match assess(&self.shared.kind, object, &crashing) {
             Ok(health) => Reading::Observed {
                 health,
-                generation: object
-                    .pointer("/metadata/generation")
+                generation: crate::health::at(object, "/metadata/generation")
                     .and_then(Value::as_i64)
                     .unwrap_or(0),
             },
@@ -175,7 +321,7 @@ impl Follow {
 
     /// The live workload object, once listed and if it exists.
     pub fn object(&self) -> Option<Value> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.shared.state.lock().unwrap_or_else(|p| p.into_inner());
         state.object.clone().flatten()
     }
 
@@ -192,7 +338,7 @@ impl Follow {
 
     /// `KIND namespace/name` of the followed workload, for messages.
     pub fn target(&self) -> &str {
-        &self.target
+        &self.shared.target
     }
 }
 

@@ -152,11 +152,24 @@ pub struct Fleet {
     control_plane: std::sync::OnceLock<kube::Client>,
     /// What members' kubeconfigs may make shoal do on its host.
     policy: KubeconfigPolicy,
+    /// Watches of workloads being followed, shared by the steps of one cluster (see
+    /// [`follow`]).
+    follows: follow::Shares,
+}
+
+/// Each member client built gets the next number: watches made with one client are
+/// shared only with users of that same client (new credentials, new watches).
+static CLIENT_EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_epoch() -> u64 {
+    CLIENT_EPOCH.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A member's client and what it was built from.
 struct Cached {
     client: kube::Client,
+    /// Which client it is (see [`next_epoch`]).
+    epoch: u64,
     /// The Cluster's spec (JSON) it was built for.
     spec: String,
     /// The resourceVersion of the credentials Secret it was built with, if any.
@@ -214,6 +227,19 @@ impl Fleet {
         self
     }
 
+    /// This driver, keeping a followed workload's watches `linger` after its last
+    /// [`Follow`] is dropped (by default [`follow::LINGER`]).
+    #[must_use]
+    pub fn with_follow_linger(mut self, linger: Duration) -> Self {
+        self.follows = follow::Shares::lingering(linger);
+        self
+    }
+
+    /// Workloads whose watches are open now, followed or lingering.
+    pub fn followed(&self) -> usize {
+        self.follows.len()
+    }
+
     /// How to reach `cluster`'s API server: its endpoint, with the credentials of the
     /// kubeconfig its `credentialsRef` Secret holds (the endpoint's server, CA and TLS
     /// settings win over the kubeconfig's).
@@ -230,10 +256,11 @@ impl Fleet {
         };
         let server = cluster.spec.endpoint.server.clone();
         let spec = serde_json::to_string(&cluster.spec).unwrap_or_default();
-        let member = |client: &kube::Client| Member {
+        let member = |c: &Cached| Member {
             name: name.clone(),
             server: server.clone(),
-            client: client.clone(),
+            client: c.client.clone(),
+            epoch: c.epoch,
         };
         let needs_credentials = cluster.spec.credentials_ref.is_some();
         {
@@ -242,7 +269,7 @@ impl Fleet {
                 && c.spec == spec
                 && (!needs_credentials || c.checked.elapsed() < CREDENTIALS_FRESH)
             {
-                return Ok(member(&c.client));
+                return Ok(member(c));
             }
         }
         let (secret_version, kubeconfig) = match &cluster.spec.credentials_ref {
@@ -260,7 +287,7 @@ impl Fleet {
             {
                 // The same Secret as before: the client stays (and its connections).
                 c.checked = Instant::now();
-                return Ok(member(&c.client));
+                return Ok(member(c));
             }
         }
         let config = config_for(
@@ -272,19 +299,19 @@ impl Fleet {
         .await?;
         let client = kube::Client::try_from(config)
             .map_err(|e| bad(format!("failed to build a client: {e}")))?;
+        let cached = Cached {
+            client,
+            epoch: next_epoch(),
+            spec,
+            secret_version,
+            checked: Instant::now(),
+        };
+        let built = member(&cached);
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                name.clone(),
-                Cached {
-                    client: client.clone(),
-                    spec,
-                    secret_version,
-                    checked: Instant::now(),
-                },
-            );
-        Ok(member(&client))
+            .insert(name.clone(), cached);
+        Ok(built)
     }
 
     /// The kubeconfig text of a `credentialsRef` Secret, and the Secret's
@@ -676,6 +703,8 @@ pub struct Member {
     /// Its API server URL.
     pub server: String,
     pub client: kube::Client,
+    /// Which client `client` is (see [`next_epoch`]).
+    pub(crate) epoch: u64,
 }
 
 impl std::fmt::Debug for Member {
@@ -704,6 +733,7 @@ impl Member {
             name: name.into(),
             server: server.into(),
             client,
+            epoch: next_epoch(),
         })
     }
 }

@@ -336,3 +336,82 @@ async fn an_apply_prepared_from_a_copy_already_read_sends_what_a_read_would_and_
     })
     .await;
 }
+
+/// The sum of the server's `apiserver_requests_total` series for `verb`.
+async fn requests(url: &str, verb: &str) -> f64 {
+    let root = kube::Client::try_from(kube::Config::new(url.parse().unwrap())).unwrap();
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = root.request_text(req).await.unwrap();
+    let verb = format!("verb=\"{verb}\"");
+    text.lines()
+        .filter(|l| l.starts_with("apiserver_requests_total{") && l.contains(&verb))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+async fn observed(follow: &mut shoal_fleet::Follow) -> shoal_fleet::WorkloadHealth {
+    loop {
+        if let shoal_fleet::Reading::Observed { health, .. } = follow.reading() {
+            return health;
+        }
+        follow.changed().await;
+    }
+}
+
+#[tokio::test]
+async fn follows_of_one_workload_share_their_watches_until_the_last_has_been_gone_a_while() {
+    within("shared follows", async {
+        let (url, sim, _stop) = serve(1, None).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let linger = Duration::from_millis(300);
+        let fleet = Fleet::new().with_follow_linger(linger);
+        let ds = daemonset("agent:1", "agent");
+        fleet
+            .prepare(&member, &ds, &[])
+            .await
+            .unwrap()
+            .send(false)
+            .await
+            .unwrap();
+
+        let lists = requests(&url, "list").await;
+        let mut first = shoal_fleet::Follow::start(&fleet, &member, &ds).await.unwrap();
+        let health = observed(&mut first).await;
+        let after_first = requests(&url, "list").await;
+        assert!(after_first >= lists + 2.0, "the workload and its pods were listed");
+
+        // A second follow while the first lives, and a third just after both are gone:
+        // the same watches, read at once, with no list of their own.
+        let second = shoal_fleet::Follow::start(&fleet, &member, &ds).await.unwrap();
+        assert!(
+            matches!(second.reading(), shoal_fleet::Reading::Observed { health: ref h, .. } if h.total == health.total),
+            "{:?}",
+            second.reading()
+        );
+        drop((first, second));
+        let third = shoal_fleet::Follow::start(&fleet, &member, &ds).await.unwrap();
+        assert!(matches!(third.reading(), shoal_fleet::Reading::Observed { .. }));
+        assert_eq!(requests(&url, "list").await, after_first, "no list for a joined follow");
+        assert_eq!(fleet.followed(), 1);
+
+        // Another client of the same member (new credentials) does not join them.
+        let other = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let mut elsewhere = shoal_fleet::Follow::start(&fleet, &other, &ds).await.unwrap();
+        observed(&mut elsewhere).await;
+        assert!(requests(&url, "list").await > after_first);
+        assert_eq!(fleet.followed(), 2);
+
+        // Once the last follow has been gone for the linger, the watches stop.
+        drop((third, elsewhere));
+        while fleet.followed() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let before = requests(&url, "list").await;
+        let mut fresh = shoal_fleet::Follow::start(&fleet, &member, &ds).await.unwrap();
+        assert_eq!(fresh.reading(), shoal_fleet::Reading::Syncing, "a new watch");
+        observed(&mut fresh).await;
+        assert!(requests(&url, "list").await >= before + 2.0, "listed again");
+    })
+    .await;
+}

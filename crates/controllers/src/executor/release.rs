@@ -871,17 +871,36 @@ impl Executor for Precheck {
         let mut previous = BTreeMap::new();
         for c in &scope.components {
             let objects = scope.render(c, scope.target_version(c))?;
-            let live = prepare_all(fleet, &scope.member, c, &objects, None).await?;
+            // The workload and its pods are read by the watches its steps join a moment
+            // later (see `shoal_fleet::follow`), not by a GET and a list of their own.
+            let mut follow = None;
+            let mut known = None;
+            if let Some((i, _)) = Workload::of(c, &objects) {
+                let mut f = bounded(
+                    "start following the workload",
+                    Follow::start(fleet, &scope.member, &objects[i]),
+                )
+                .await?;
+                known = Some((i, listed(&ctx, &mut f, &scope.member).await?));
+                follow = Some(f);
+            }
+            let live = prepare_all(fleet, &scope.member, c, &objects, known).await?;
             let mut was = String::new();
             if let Some((i, w)) = Workload::of(c, &objects)
                 && let Some(object) = live[i].live.clone()
+                && let Some(follow) = &follow
             {
                 was = live_version(&object, &c.spec.image);
-                let h = bounded(
-                    "read the workload's pods",
-                    shoal_fleet::health::health_of(&scope.member, &w.kind, &w.namespace, &object),
-                )
-                .await?;
+                let h = match follow.reading() {
+                    Reading::Observed { health, .. } => health,
+                    other => {
+                        return Err(ExecError::Transient(format!(
+                            "reading {} on {}: {other:?}",
+                            follow.target(),
+                            scope.member.name
+                        )));
+                    }
+                };
                 if !verdict(&h, &w).map_err(|why| {
                     failed(format!(
                         "precheck: {} on {} is unhealthy before the change: {why}",
