@@ -87,10 +87,7 @@ impl Render {
                 )
             }
         };
-        let mut line =
-            serde_json::to_vec(&json!({"type": ty, "object": obj})).expect("event serializes");
-        line.push(b'\n');
-        Bytes::from(line)
+        event_line(ty, &obj)
     }
 
     fn bookmark(&self, rev: i64, initial_end: bool) -> Bytes {
@@ -100,18 +97,26 @@ impl Render {
         }
         let obj =
             json!({"kind": self.def.kind, "apiVersion": self.def.api_version(), "metadata": meta});
-        let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj}))
-            .expect("bookmark serializes");
-        line.push(b'\n');
-        Bytes::from(line)
+        event_line("BOOKMARK", &obj)
     }
 
     fn error(&self, err: &ApiError) -> Bytes {
-        let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": err.status()}))
-            .expect("status serializes");
-        line.push(b'\n');
-        Bytes::from(line)
+        event_line("ERROR", &err.status())
     }
+}
+
+/// One line of a watch: `{"type":…,"object":…}` and a newline, the type first as
+/// kube-apiserver writes it. (A JSON map would put `object` first; a client such as
+/// kube-rs, whose event type is tagged by that field, then has to buffer the whole
+/// object before it knows what to parse it as.)
+fn event_line(ty: &str, obj: &impl serde::Serialize) -> Bytes {
+    let mut line = Vec::with_capacity(256);
+    line.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut line, ty).expect("a string serializes");
+    line.extend_from_slice(b",\"object\":");
+    serde_json::to_writer(&mut line, obj).expect("an event's object serializes");
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 /// Classifies a store event for a watcher with `selectors`; `None` when it does not
@@ -290,6 +295,18 @@ mod tests {
             version: 1,
             lease: None,
         }
+    }
+
+    #[test]
+    fn a_watch_line_names_its_type_first_as_kube_apiserver_does() {
+        let obj = json!({"kind": "Namespace", "metadata": {"name": "a\"b"}});
+        let line = event_line("MODIFIED", &obj);
+        assert_eq!(
+            std::str::from_utf8(&line).unwrap(),
+            "{\"type\":\"MODIFIED\",\"object\":{\"kind\":\"Namespace\",\"metadata\":{\"name\":\"a\\\"b\"}}}\n"
+        );
+        let parsed: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(parsed, json!({"type": "MODIFIED", "object": obj}));
     }
 
     fn sel(s: &str) -> Selectors {
