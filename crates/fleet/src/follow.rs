@@ -21,8 +21,11 @@
 //! otherwise list it and its hundred pods again. A [`Follow`] started while another of
 //! the same workload, on the same member client, is alive or was dropped less than the
 //! fleet's linger ago ([`LINGER`]) joins its watches; the watches stop once the last
-//! follow has been gone that long. A share whose watches are failing is not joined:
-//! the newcomer starts its own, as it would have without sharing.
+//! follow has been gone that long, or at once if they are failing then (nobody waits
+//! on them, and a member that answers 503 should not be listed again and again for
+//! nobody). A share is joined even while its watches fail: a second set would fail the
+//! same way and double the member's load; what fails is told apart by client (new
+//! credentials, new watches), so a share never outlives the client it was made with.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -127,6 +130,13 @@ impl Drop for Follow {
             return;
         }
         let leaving = self.shared.leavings.fetch_add(1, SeqCst) + 1;
+        let failing = self
+            .shared
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failing
+            .is_some();
         drop(map);
         let (map, key, shared) = (
             self.map.clone(),
@@ -146,15 +156,15 @@ impl Drop for Follow {
             }
         };
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
+            Ok(rt) if !failing => {
                 let linger = self.linger;
                 rt.spawn(async move {
                     tokio::time::sleep(linger).await;
                     sweep();
                 });
             }
-            // No runtime to wait on: the watches stop now.
-            Err(_) => sweep(),
+            // Failing, or no runtime to wait on: the watches stop now.
+            _ => sweep(),
         }
     }
 }
@@ -232,12 +242,6 @@ impl Follow {
             let map = shares.map.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(shared) = map.get(&key)
                 && !shared.task.is_finished()
-                && shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .failing
-                    .is_none()
             {
                 return Ok(join(shared));
             }
@@ -278,8 +282,8 @@ impl Follow {
             leavings: std::sync::atomic::AtomicU64::new(0),
         });
         let mut map = shares.map.lock().unwrap_or_else(|p| p.into_inner());
-        // A share this one replaces (its watches were failing) stops once its own
-        // follows are gone.
+        // Two follows that started at once both made watches: the second is kept for
+        // the next to join, the first stops with its own follow.
         map.insert(key.clone(), shared.clone());
         Ok(join(&shared))
     }

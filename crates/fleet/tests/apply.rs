@@ -415,3 +415,52 @@ async fn follows_of_one_workload_share_their_watches_until_the_last_has_been_gon
     })
     .await;
 }
+
+#[tokio::test]
+async fn watches_that_fail_are_joined_and_stop_with_their_last_follow_not_a_linger_later() {
+    within("a failing share", async {
+        let (url, sim, _stop) = serve(1, None).await;
+        let name = sim.members()[0].cluster.name().to_string();
+        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let fleet = Fleet::new().with_follow_linger(Duration::from_secs(3600));
+        let ds = daemonset("agent:1", "agent");
+        fleet
+            .prepare(&member, &ds, &[])
+            .await
+            .unwrap()
+            .send(false)
+            .await
+            .unwrap();
+        let mut first = shoal_fleet::Follow::start(&fleet, &member, &ds)
+            .await
+            .unwrap();
+        observed(&mut first).await;
+
+        // The member answers nothing but 503 from now on: the watches fail.
+        let profile = shoal_sim::faults::FaultProfile::from_yaml(
+            "seed: 1\nfaults:\n  - apiServer: {name: down, errorRate: 1.0, errorCode: 503}\n",
+        )
+        .unwrap();
+        // From now on in real time, which the simulated clock (20×) is already past.
+        let real: SharedClock = Arc::new(SystemClock);
+        sim.set_faults(shoal_sim::faults::FaultModel::compile(&profile, real.now()).unwrap());
+        while !matches!(first.reading(), shoal_fleet::Reading::Failing { .. }) {
+            first.changed().await;
+        }
+
+        // A newcomer joins the failing watches rather than making a second set.
+        let second = shoal_fleet::Follow::start(&fleet, &member, &ds)
+            .await
+            .unwrap();
+        assert!(matches!(
+            second.reading(),
+            shoal_fleet::Reading::Failing { .. }
+        ));
+        assert_eq!(fleet.followed(), 1);
+
+        // Nobody waits on them once both are gone: they stop at once, not an hour later.
+        drop((first, second));
+        assert_eq!(fleet.followed(), 0);
+    })
+    .await;
+}
