@@ -349,6 +349,26 @@ async fn requests(url: &str, verb: &str) -> f64 {
         .sum()
 }
 
+/// One simulated member, reached at its URL, with the agent DaemonSet applied to it
+/// through `fleet`: the server's URL, the simulation, its stop token, the member and the
+/// DaemonSet.
+async fn agent_on_one_member(
+    fleet: &Fleet,
+) -> (String, Arc<Simulation>, CancellationToken, Member, Value) {
+    let (url, sim, stop) = serve(1, None).await;
+    let name = sim.members()[0].cluster.name().to_string();
+    let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+    let ds = daemonset("agent:1", "agent");
+    fleet
+        .prepare(&member, &ds, &[])
+        .await
+        .unwrap()
+        .send(false)
+        .await
+        .unwrap();
+    (url, sim, stop, member, ds)
+}
+
 async fn observed(follow: &mut shoal_fleet::Follow) -> shoal_fleet::WorkloadHealth {
     loop {
         if let shoal_fleet::Reading::Observed { health, .. } = follow.reading() {
@@ -361,19 +381,9 @@ async fn observed(follow: &mut shoal_fleet::Follow) -> shoal_fleet::WorkloadHeal
 #[tokio::test]
 async fn follows_of_one_workload_share_their_watches_until_the_last_has_been_gone_a_while() {
     within("shared follows", async {
-        let (url, sim, _stop) = serve(1, None).await;
-        let name = sim.members()[0].cluster.name().to_string();
-        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
-        let linger = Duration::from_millis(300);
-        let fleet = Fleet::new().with_follow_linger(linger);
-        let ds = daemonset("agent:1", "agent");
-        fleet
-            .prepare(&member, &ds, &[])
-            .await
-            .unwrap()
-            .send(false)
-            .await
-            .unwrap();
+        let fleet = Fleet::new().with_follow_linger(Duration::from_millis(300));
+        let (url, _sim, _stop, member, ds) = agent_on_one_member(&fleet).await;
+        let name = &member.name;
 
         let lists = requests(&url, "list").await;
         let mut first = shoal_fleet::Follow::start(&fleet, &member, &ds).await.unwrap();
@@ -396,7 +406,7 @@ async fn follows_of_one_workload_share_their_watches_until_the_last_has_been_gon
         assert_eq!(fleet.followed(), 1);
 
         // Another client of the same member (new credentials) does not join them.
-        let other = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
+        let other = Member::at(name, &format!("{url}/clusters/{name}")).unwrap();
         let mut elsewhere = shoal_fleet::Follow::start(&fleet, &other, &ds).await.unwrap();
         observed(&mut elsewhere).await;
         assert!(requests(&url, "list").await > after_first);
@@ -419,18 +429,8 @@ async fn follows_of_one_workload_share_their_watches_until_the_last_has_been_gon
 #[tokio::test]
 async fn watches_that_fail_are_joined_and_stop_with_their_last_follow_not_a_linger_later() {
     within("a failing share", async {
-        let (url, sim, _stop) = serve(1, None).await;
-        let name = sim.members()[0].cluster.name().to_string();
-        let member = Member::at(&name, &format!("{url}/clusters/{name}")).unwrap();
         let fleet = Fleet::new().with_follow_linger(Duration::from_secs(3600));
-        let ds = daemonset("agent:1", "agent");
-        fleet
-            .prepare(&member, &ds, &[])
-            .await
-            .unwrap()
-            .send(false)
-            .await
-            .unwrap();
+        let (_url, sim, _stop, member, ds) = agent_on_one_member(&fleet).await;
         let mut first = shoal_fleet::Follow::start(&fleet, &member, &ds)
             .await
             .unwrap();
