@@ -332,9 +332,27 @@ pub fn holds_ready(old: Option<&ClusterStatus>, failures: u32, threshold: u32) -
             .is_some_and(|c| c.status == "True")
 }
 
-/// Probes `cluster` and writes what changed; best effort (logged).
+/// `copy`, or this prober's own last write of the cluster (`ours`) when that is newer.
+fn newest(ours: Option<&Cluster>, copy: Cluster) -> Cluster {
+    match ours {
+        Some(ours) if crate::is_newer(ours, &copy) => ours.clone(),
+        _ => copy,
+    }
+}
+
+/// Probes `cluster` and writes what changed; best effort (logged). The copy given (a
+/// list's, or the watch's, which may have waited in its stream while a pass ran) is
+/// judged against this prober's own last write of the cluster when that is newer: a
+/// transition is news once, not again on a copy from before it.
 async fn probe_one(ctx: &Ctx, cluster: Cluster) {
     let name = cluster.name_any();
+    let cluster = newest(
+        ctx.written
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name),
+        cluster,
+    );
     let read_version = {
         let known = cluster
             .status
@@ -402,9 +420,20 @@ async fn probe_one(ctx: &Ctx, cluster: Cluster) {
             )
             .await;
         match patched {
-            Ok(_) => {}
+            Ok(written) => {
+                ctx.written
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.clone(), written);
+            }
             // Deleted since it was listed.
-            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                ctx.written
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&name);
+                return;
+            }
             Err(e) => {
                 tracing::warn!(cluster = %name, error = %report(&e), "failed to write the cluster's status");
                 return;
@@ -431,6 +460,8 @@ struct Ctx {
     client: Client,
     /// Probes failed in a row, by cluster name (none: the last one answered).
     failed: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// This prober's last write of each cluster, as the API answered it.
+    written: std::sync::Mutex<std::collections::HashMap<String, Cluster>>,
     /// When each cluster's `/version` was last read.
     version_read: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     clusters: Api<Cluster>,
@@ -455,6 +486,7 @@ pub async fn run(
     let ctx = Ctx {
         failed: std::sync::Mutex::default(),
         version_read: std::sync::Mutex::default(),
+        written: std::sync::Mutex::default(),
         clusters: Api::all(client.clone()),
         fleet,
         client,
@@ -512,6 +544,52 @@ mod tests {
             nodes,
             ready,
         }
+    }
+
+    #[test]
+    fn a_copy_from_before_the_probers_own_write_is_judged_by_that_write() {
+        let at = t("2026-01-01T00:00:00Z");
+        let mut copy: Cluster = serde_json::from_value(json!({
+            "apiVersion": "shoal.io/v1alpha1", "kind": "Cluster",
+            "metadata": {"name": "c-1", "resourceVersion": "7"},
+            "spec": {"endpoint": {"server": "http://127.0.0.1:1"}}}))
+        .unwrap();
+        let mut ours = copy.clone();
+        ours.metadata.resource_version = Some("9".into());
+        ours.status = Some(observe(None, &Probe::Failed("503".into()), Some(1), at).0);
+        // The watch's copy from before the NotReady write: judged by that write, a
+        // second failure is no news.
+        let now = newest(Some(&ours), copy.clone());
+        let (_, transition) = observe(
+            now.status.as_ref(),
+            &Probe::Failed("503".into()),
+            Some(1),
+            at,
+        );
+        assert_eq!(transition, None);
+        let (_, stale) = observe(
+            copy.status.as_ref(),
+            &Probe::Failed("503".into()),
+            Some(1),
+            at,
+        );
+        assert!(
+            stale.is_some(),
+            "the stale copy alone would report it again"
+        );
+        // A copy newer than our write (someone changed the cluster since) is taken.
+        copy.metadata.resource_version = Some("10".into());
+        assert_eq!(
+            newest(Some(&ours), copy.clone())
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("10")
+        );
+        assert_eq!(
+            newest(None, copy).metadata.resource_version.as_deref(),
+            Some("10")
+        );
     }
 
     #[test]

@@ -29,6 +29,14 @@ pub mod taskflow;
 pub use clock::Clock;
 pub use executor::{ExecContext, ExecError, Executor, Outcome, Registry};
 
+/// Whether `ours` (this process's own last write of an object) is newer than `copy` (a
+/// cached, watched or listed one). shoal's resourceVersions are store revisions, so
+/// "newer" is a comparison; one that is not a number (not shoal's) is never newer.
+pub(crate) fn is_newer<K: kube::Resource>(ours: &K, copy: &K) -> bool {
+    let revision = |o: &K| o.meta().resource_version.as_deref()?.parse::<u64>().ok();
+    matches!((revision(ours), revision(copy)), (Some(o), Some(c)) if o > c)
+}
+
 /// An error and its causes on one line (`a: b: c`), for logs and statuses.
 pub fn report(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();

@@ -361,14 +361,10 @@ impl std::fmt::Debug for Ctx {
 }
 
 /// The numeric value of a resourceVersion (a store revision in shoal).
-fn revision(run: &PipelineRun) -> Option<u64> {
-    run.metadata.resource_version.as_deref()?.parse().ok()
-}
-
 /// Whether this process's own last write of a run is newer than the cached copy. A
 /// resourceVersion that is not a number (not shoal's) is never taken as newer.
 fn ours_is_newer(ours: &PipelineRun, cached: &PipelineRun) -> bool {
-    matches!((revision(ours), revision(cached)), (Some(o), Some(c)) if o > c)
+    crate::is_newer(ours, cached)
 }
 
 impl Ctx {
