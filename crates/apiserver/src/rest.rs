@@ -1358,7 +1358,13 @@ async fn scale_request(
     }
 }
 
-/// Deletes an object, or marks it deleted while finalizers remain.
+/// How long a delete without preconditions goes on retrying writes that raced it.
+const DELETE_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Deletes an object, or marks it deleted while finalizers remain. A delete that races
+/// another write (a controller patching the object's status) is tried again on the new
+/// object, as kube-apiserver's guaranteed update does: only the client's own
+/// `preconditions` can make it a 409.
 pub async fn delete(
     st: &AppState,
     rp: &ResourcePath,
@@ -1366,6 +1372,25 @@ pub async fn delete(
     opts: &Value,
     dry_run: bool,
 ) -> ApiResult<Value> {
+    let deadline = std::time::Instant::now() + DELETE_RETRY_FOR;
+    loop {
+        match delete_once(st, rp, name, opts, dry_run).await? {
+            Some(gone) => return Ok(gone),
+            None if std::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            None => return Err(conflict(&rp.def, name)),
+        }
+    }
+}
+
+/// One attempt of [`delete`]; `None` when another write changed the object between
+/// the read and the delete.
+async fn delete_once(
+    st: &AppState,
+    rp: &ResourcePath,
+    name: &str,
+    opts: &Value,
+    dry_run: bool,
+) -> ApiResult<Option<Value>> {
     let (cur, cur_rev) = get(st, rp, name).await?;
     if let Some(p) = opts.get("preconditions") {
         if let Some(rv) = p.get("resourceVersion").and_then(Value::as_str)
@@ -1386,7 +1411,7 @@ pub async fn delete(
         }
     }
     if dry_run {
-        return Ok(cur);
+        return Ok(Some(cur));
     }
     if rp.def.kind == "Namespace" && rp.def.group.is_empty() {
         if st.default_namespaces.contains(&name) {
@@ -1399,7 +1424,7 @@ pub async fn delete(
     }
     if !object::finalizers(&cur).is_empty() {
         if object::meta(&cur).contains_key("deletionTimestamp") {
-            return Ok(cur);
+            return Ok(Some(cur));
         }
         let mut new = cur.clone();
         let meta = object::meta_mut(&mut new);
@@ -1408,7 +1433,10 @@ pub async fn delete(
             json!(object::rfc3339(st.clock.now())),
         );
         meta.insert("deletionGracePeriodSeconds".into(), json!(0));
-        return commit_update(st, rp, &cur, cur_rev, new, false).await;
+        return match commit_update(st, rp, &cur, cur_rev, new, false).await {
+            Err(ApiError::Conflict { .. }) => Ok(None),
+            other => other.map(Some),
+        };
     }
     let key = rp.def.key(rp.namespace.as_deref(), name);
     match st
@@ -1419,12 +1447,13 @@ pub async fn delete(
         Ok(r) => {
             let mut gone = cur;
             object::set_resource_version(&mut gone, r.revision);
-            Ok(gone)
+            Ok(Some(gone))
         }
         Err(shoal_store::Error::PreconditionFailed { current: None, .. }) => {
             Err(ApiError::NotFound(object::target(&rp.def, name)))
         }
-        Err(shoal_store::Error::PreconditionFailed { .. }) => Err(conflict(&rp.def, name)),
+        // Changed since it was read: read it again.
+        Err(shoal_store::Error::PreconditionFailed { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
