@@ -54,7 +54,7 @@ const WATCH_TIMEOUT_SECS: u32 = 240;
 pub const LINGER: Duration = Duration::from_secs(30);
 
 /// The watches being shared, by what they follow.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Shares {
     map: Arc<Mutex<HashMap<ShareKey, Arc<Shared>>>>,
     linger: Duration,
@@ -74,7 +74,7 @@ impl Shares {
         }
     }
 
-    /// Follows sharing watches now (for tests and metrics).
+    /// Workloads whose watches are open now, followed or lingering.
     pub(crate) fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
@@ -118,14 +118,13 @@ pub struct Follow {
     shared: Arc<Shared>,
     changes: tokio::sync::watch::Receiver<u64>,
     key: ShareKey,
-    map: Arc<Mutex<HashMap<ShareKey, Arc<Shared>>>>,
-    linger: Duration,
+    shares: Shares,
 }
 
 impl Drop for Follow {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::SeqCst;
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.shares.map.lock().unwrap_or_else(|p| p.into_inner());
         if self.shared.users.fetch_sub(1, SeqCst) != 1 {
             return;
         }
@@ -139,7 +138,7 @@ impl Drop for Follow {
             .is_some();
         drop(map);
         let (map, key, shared) = (
-            self.map.clone(),
+            self.shares.map.clone(),
             self.key.clone(),
             Arc::downgrade(&self.shared),
         );
@@ -157,7 +156,7 @@ impl Drop for Follow {
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) if !failing => {
-                let linger = self.linger;
+                let linger = self.shares.linger;
                 rt.spawn(async move {
                     tokio::time::sleep(linger).await;
                     sweep();
@@ -234,8 +233,7 @@ impl Follow {
                 changes: shared.changes.subscribe(),
                 shared: shared.clone(),
                 key: key.clone(),
-                map: shares.map.clone(),
-                linger: shares.linger,
+                shares: shares.clone(),
             }
         };
         {
@@ -251,7 +249,7 @@ impl Follow {
             pods: selector.is_none().then(HashMap::new),
             ..State::default()
         }));
-        let (tx, changes) = tokio::sync::watch::channel(0u64);
+        let tx = tokio::sync::watch::Sender::new(0u64);
         let config = watcher::Config::default()
             .fields(&format!("metadata.name={}", target.name))
             .timeout(WATCH_TIMEOUT_SECS);
@@ -270,7 +268,6 @@ impl Follow {
             }
             None => objects,
         };
-        drop(changes);
         let task = tokio::spawn(pump(updates, state.clone(), tx.clone()));
         let shared = Arc::new(Shared {
             kind: target.kind.clone(),
