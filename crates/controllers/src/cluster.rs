@@ -346,51 +346,37 @@ fn newest(ours: Option<&Cluster>, copy: Cluster) -> Cluster {
 /// transition is news once, not again on a copy from before it.
 async fn probe_one(ctx: &Ctx, cluster: Cluster) {
     let name = cluster.name_any();
-    let cluster = newest(
-        ctx.written
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&name),
-        cluster,
-    );
-    let read_version = {
-        let known = cluster
+    let (cluster, read_version) = {
+        let known = ctx.known();
+        let seen = known.get(&name);
+        let cluster = newest(seen.and_then(|k| k.written.as_ref()), cluster);
+        let has_version = cluster
             .status
             .as_ref()
             .is_some_and(|s| s.kubernetes_version.is_some());
-        let last_failed = ctx
-            .failed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&name);
-        let read = ctx
-            .version_read
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&name)
-            .copied();
-        reads_version(known, last_failed, read)
+        let read = reads_version(
+            has_version,
+            seen.is_some_and(|k| k.failures > 0),
+            seen.and_then(|k| k.version_read),
+        );
+        (cluster, read)
     };
     let probe = probe(&ctx.fleet, &cluster, ctx.config.timeout, read_version).await;
-    if let Probe::Answered {
-        version: Some(_), ..
-    } = probe
-    {
-        ctx.version_read
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.clone(), std::time::Instant::now());
-    }
     let failures = {
-        let mut failed = ctx.failed.lock().unwrap_or_else(|p| p.into_inner());
-        if let Probe::Failed(_) = probe {
-            let n = failed.entry(name.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        } else {
-            failed.remove(&name);
-            0
+        let mut known = ctx.known();
+        let k = known.entry(name.clone()).or_default();
+        if let Probe::Answered {
+            version: Some(_), ..
+        } = probe
+        {
+            k.version_read = Some(std::time::Instant::now());
         }
+        if let Probe::Failed(_) = probe {
+            k.failures = k.failures.saturating_add(1);
+        } else {
+            k.failures = 0;
+        }
+        k.failures
     };
     if let Probe::Failed(why) = &probe
         && holds_ready(
@@ -421,17 +407,11 @@ async fn probe_one(ctx: &Ctx, cluster: Cluster) {
             .await;
         match patched {
             Ok(written) => {
-                ctx.written
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(name.clone(), written);
+                ctx.known().entry(name.clone()).or_default().written = Some(written);
             }
             // Deleted since it was listed.
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                ctx.written
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&name);
+                ctx.known().remove(&name);
                 return;
             }
             Err(e) => {
@@ -456,18 +436,31 @@ async fn probe_one(ctx: &Ctx, cluster: Cluster) {
     }
 }
 
+/// What the prober remembers of one cluster between probes.
+#[derive(Default)]
+struct Known {
+    /// Probes failed in a row (0: the last one answered).
+    failures: u32,
+    /// When its `/version` was last read.
+    version_read: Option<std::time::Instant>,
+    /// This prober's last write of it, as the API answered it.
+    written: Option<Cluster>,
+}
+
 struct Ctx {
     client: Client,
-    /// Probes failed in a row, by cluster name (none: the last one answered).
-    failed: std::sync::Mutex<std::collections::HashMap<String, u32>>,
-    /// This prober's last write of each cluster, as the API answered it.
-    written: std::sync::Mutex<std::collections::HashMap<String, Cluster>>,
-    /// When each cluster's `/version` was last read.
-    version_read: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// By cluster name.
+    known: std::sync::Mutex<std::collections::HashMap<String, Known>>,
     clusters: Api<Cluster>,
     fleet: Arc<Fleet>,
     clock: Clock,
     config: Config,
+}
+
+impl Ctx {
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Known>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Runs the prober until `stop` is cancelled.
@@ -484,9 +477,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let ctx = Ctx {
-        failed: std::sync::Mutex::default(),
-        version_read: std::sync::Mutex::default(),
-        written: std::sync::Mutex::default(),
+        known: std::sync::Mutex::default(),
         clusters: Api::all(client.clone()),
         fleet,
         client,
